@@ -1,0 +1,152 @@
+"""The tether command: global flags, then one command (group) whose module is imported lazily.
+
+Start-up matters (a user runs dozens of these in a tutorial; scripts run hundreds), so this
+module imports nothing heavy, and each command's module is loaded only when it runs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tether import __version__
+
+# group -> (module, one-line summary); a module exposes COMMANDS {name: Command}.
+GROUPS: dict[str, tuple[str, str]] = {
+    "network": ("tether.cli.network", "Manage networks"),
+}
+# top-level command -> (module, attribute, summary)
+TOP: dict[str, tuple[str, str, str]] = {
+    "version": ("tether.cli.system", "VERSION", "Show the tether version information"),
+    "info": ("tether.cli.system", "INFO", "Display system-wide information"),
+}
+
+USAGE = """
+Usage:  tether [OPTIONS] COMMAND
+
+Docker's container networking on the real Linux kernel
+
+Options:
+  -D, --debug          Enable debug mode
+  -H, --host string    Daemon socket to connect to (unix:///run/tether/tether.sock)
+  -v, --version        Print version information and quit
+
+Commands:
+{top}
+Management Commands:
+{groups}
+Run 'tether COMMAND --help' for more information on a command.
+"""
+
+
+def _usage() -> str:
+    top = "".join(f"  {k:<10} {v[2]}\n" for k, v in TOP.items())
+    groups = "".join(f"  {k:<10} {v[1]}\n" for k, v in GROUPS.items())
+    return USAGE.format(top=top, groups=groups)
+
+
+def _group_usage(group: str, commands: dict[str, object]) -> str:
+    summary = GROUPS[group][1]
+    seen: list[str] = []
+    lines = []
+    for name, cmd in commands.items():
+        if cmd in seen:
+            continue
+        seen.append(cmd)  # type: ignore[arg-type]
+        lines.append(f"  {name:<11} {cmd.summary}")  # type: ignore[attr-defined]
+    return (
+        f"\nUsage:  tether {group} COMMAND\n\n{summary}\n\nCommands:\n"
+        + "\n".join(lines)
+        + f"\n\nRun 'tether {group} COMMAND --help' for more information on a command.\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    host: str | None = None
+    debug = False
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        a = argv[i]
+        if a in ("-v", "--version"):
+            print(f"tether version {__version__}")
+            return 0
+        if a in ("-h", "--help"):
+            sys.stdout.write(_usage())
+            return 0
+        if a in ("-D", "--debug"):
+            debug = True
+        elif a in ("-H", "--host"):
+            if i + 1 >= len(argv):
+                sys.stderr.write("flag needs an argument: 'H' in -H\nSee 'tether --help'.\n")
+                return 125
+            host = argv[i + 1]
+            i += 1
+        elif a.startswith("--host="):
+            host = a.split("=", 1)[1]
+        elif a.startswith("-H") and len(a) > 2:
+            host = a[2:]
+        else:
+            sys.stderr.write(f"unknown flag: {a}\nSee 'tether --help'.\n")
+            return 125
+        i += 1
+    rest = argv[i:]
+    if not rest:
+        sys.stdout.write(_usage())
+        return 0
+    name, rest = rest[0], rest[1:]
+
+    import importlib
+
+    if name in GROUPS:
+        module = importlib.import_module(GROUPS[name][0])
+        commands = module.COMMANDS
+        if not rest or rest[0] in ("-h", "--help"):
+            sys.stdout.write(_group_usage(name, commands))
+            return 0
+        cmd = commands.get(rest[0])
+        if cmd is None:
+            sys.stderr.write(
+                f"tether: '{name} {rest[0]}' is not a tether command.\nSee 'tether {name} --help'\n"
+            )
+            return 1
+        return _run(cmd, rest[1:], host, debug)
+    if name in TOP:
+        module_name, attr, _ = TOP[name]
+        module = importlib.import_module(module_name)
+        return _run(getattr(module, attr), rest, host, debug)
+    sys.stderr.write(f"tether: '{name}' is not a tether command.\nSee 'tether --help'\n")
+    return 1
+
+
+def _run(cmd: object, argv: list[str], host: str | None, debug: bool) -> int:
+    from tether.cli.context import CliError, Context
+    from tether.cli.flags import Command, UsageError, parse, print_usage_error, usage_text
+
+    assert isinstance(cmd, Command) and cmd.handler is not None
+    try:
+        opts, args = parse(cmd, argv)
+    except UsageError as exc:
+        return print_usage_error(exc)
+    if opts["help"]:
+        sys.stdout.write(usage_text(cmd))
+        return 0
+    try:
+        ctx = Context(host, debug)
+        return int(cmd.handler(ctx, opts, args))
+    except CliError as exc:
+        if exc.message:
+            sys.stderr.write(exc.message + "\n")
+        return exc.code
+    except UsageError as exc:
+        return print_usage_error(exc)
+    except ValueError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

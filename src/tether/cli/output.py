@@ -1,0 +1,86 @@
+"""Docker-style output: tabwriter tables, --format templates, indented JSON, natural sort."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def tabwrite(rows: Sequence[Sequence[str]], minwidth: int = 10, padding: int = 3) -> str:
+    """Go's tabwriter.NewWriter(out, 10, 1, 3, ' ', 0) as docker configures it.
+
+    Every cell but the last of a row is padded to the column's width (widest cell plus 3,
+    at least 10); the last cell is written as is.
+    """
+    widths: dict[int, int] = {}
+    for row in rows:
+        for i, cell in enumerate(row[:-1]):
+            widths[i] = max(widths.get(i, 0), len(cell) + padding, minwidth)
+    lines = []
+    for row in rows:
+        parts = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        parts.append(row[-1] if row else "")
+        lines.append("".join(parts))
+    return "".join(line + "\n" for line in lines)
+
+
+def render_table_template(fmt: str, items: list[dict[str, Any]], headers: dict[str, str]) -> str:
+    """--format 'table {{.A}}\\t{{.B}}' (header row from `headers`) or a plain template."""
+    from tether.cli.gotemplate import Template
+
+    is_table = fmt.startswith("table")
+    body = fmt[5:].lstrip() if is_table else fmt
+    body = body.replace("\\t", "\t").replace("\\n", "\n")
+    tmpl = Template(body)
+    lines = []
+    if is_table:
+        header_ctx: dict[str, Any] = {k: v for k, v in headers.items()}
+        header_ctx["Label"] = lambda key: "LABEL"
+        lines.append(tmpl.render(header_ctx))
+    lines += [tmpl.render(item) for item in items]
+    if is_table:
+        return tabwrite([line.split("\t") for line in lines])
+    return "".join(line + "\n" for line in lines)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=4, ensure_ascii=False) + "\n")
+
+
+def format_each(fmt: str, items: list[Any]) -> str:
+    from tether.cli.gotemplate import Template
+
+    tmpl = Template(fmt.replace("\\t", "\t").replace("\\n", "\n"))
+    return "".join(tmpl.render(item) + "\n" for item in items)
+
+
+def natural_key(text: str) -> list[Any]:
+    """docker's sortorder.NaturalLess: runs of digits compare as numbers."""
+    out: list[Any] = []
+    num = ""
+    word = ""
+    for ch in text:
+        if ch.isdigit():
+            if word:
+                out.append((1, word))
+                word = ""
+            num += ch
+        else:
+            if num:
+                out.append((0, int(num)))
+                num = ""
+            word += ch
+    if num:
+        out.append((0, int(num)))
+    if word:
+        out.append((1, word))
+    return out
+
+
+def write(text: str) -> None:
+    sys.stdout.write(text)
+
+
+Printer = Callable[[str], None]

@@ -1,0 +1,265 @@
+"""The API client over tetherd's Unix socket, used by the CLI and the tests.
+
+Plain HTTP/1.1 on the low-level _socket module: importing `socket`, `http.client` or
+`urllib` costs more start-up time than a whole `tether network ls` may take.
+"""
+
+from __future__ import annotations
+
+import _socket
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+DEFAULT_SOCKET = "/run/tether/tether.sock"
+DEFAULT_ROOT = "/var/lib/tether"
+_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class DaemonUnavailable(Exception):
+    pass
+
+
+def quote(text: str) -> str:
+    return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in text.encode())
+
+
+def encode_query(query: dict[str, Any] | None) -> str:
+    if not query:
+        return ""
+    parts = []
+    for k, v in query.items():
+        if v is None:
+            continue
+        if isinstance(v, bool):
+            v = "1" if v else "0"
+        elif isinstance(v, dict | list):
+            v = json.dumps(v, separators=(",", ":"))
+        parts.append(f"{quote(k)}={quote(str(v))}")
+    return "?" + "&".join(parts) if parts else ""
+
+
+def socket_from_host(host: str | None) -> str:
+    if not host:
+        return DEFAULT_SOCKET
+    if host.startswith("unix://"):
+        return host[len("unix://") :]
+    if host.startswith("/"):
+        return host
+    raise ValueError(f"unsupported host {host!r}: only unix:// sockets are served")
+
+
+class Response:
+    def __init__(self, sock: Any, status: int, headers: dict[str, str], buf: bytes) -> None:
+        self.sock = sock
+        self.status = status
+        self.headers = headers
+        self._buf = buf
+
+    def _recv(self) -> bytes:
+        if self._buf:
+            data, self._buf = self._buf, b""
+            return data
+        return bytes(self.sock.recv(65536))
+
+    def _read_exact(self, n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            data = self._recv()
+            if not data:
+                raise ConnectionError("connection closed by the daemon")
+            out += data
+        extra = bytes(out[n:])
+        if extra:
+            self._buf = extra + self._buf
+        return bytes(out[:n])
+
+    def _read_line(self) -> bytes:
+        out = bytearray()
+        while b"\r\n" not in out:
+            data = self._recv()
+            if not data:
+                raise ConnectionError("connection closed by the daemon")
+            out += data
+        line, _, rest = bytes(out).partition(b"\r\n")
+        if rest:
+            self._buf = rest + self._buf
+        return line
+
+    def iter_body(self) -> Iterator[bytes]:
+        if "content-length" in self.headers:
+            n = int(self.headers["content-length"])
+            if n:
+                yield self._read_exact(n)
+        elif self.headers.get("transfer-encoding", "").lower() == "chunked":
+            while True:
+                size = int(self._read_line().split(b";")[0] or b"0", 16)
+                if size == 0:
+                    self._read_line()
+                    return
+                yield self._read_exact(size)
+                self._read_exact(2)
+        else:
+            while True:
+                data = self._recv()
+                if not data:
+                    return
+                yield data
+
+    def read(self) -> bytes:
+        return b"".join(self.iter_body())
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Client:
+    def __init__(self, socket_path: str = DEFAULT_SOCKET, timeout: float | None = None) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def _connect(self) -> Any:
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        if self.timeout is not None:
+            s.settimeout(self.timeout)
+        try:
+            s.connect(self.socket_path)
+        except OSError as exc:
+            s.close()
+            raise DaemonUnavailable(
+                f"Cannot connect to the tether daemon at unix://{self.socket_path}. "
+                f"Is the tether daemon running?"
+            ) from exc
+        return s
+
+    def open(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        s = self._connect()
+        payload = b""
+        hdrs = {"Host": "tether", "User-Agent": "tether-cli", "Connection": "close"}
+        if raw is not None:
+            payload = raw
+            hdrs["Content-Type"] = "application/octet-stream"
+        elif body is not None:
+            payload = json.dumps(body).encode()
+            hdrs["Content-Type"] = "application/json"
+        if payload or method in ("POST", "PUT"):
+            hdrs["Content-Length"] = str(len(payload))
+        if headers:
+            hdrs.update(headers)
+        head = f"{method} /v1.41{path}{encode_query(query)} HTTP/1.1\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+        s.sendall(head.encode() + payload)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            data = s.recv(65536)
+            if not data:
+                s.close()
+                raise ConnectionError("the daemon closed the connection")
+            buf += data
+        head_bytes, _, rest = buf.partition(b"\r\n\r\n")
+        lines = head_bytes.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        rheaders: dict[str, str] = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            rheaders[k.strip().lower()] = v.strip()
+        return Response(s, status, rheaders, rest)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        raw: bytes | None = None,
+    ) -> Any:
+        resp = self.open(method, path, query, body, raw)
+        try:
+            data = resp.read()
+        finally:
+            resp.close()
+        if resp.status >= 400:
+            raise ApiError(resp.status, _error_message(data, resp.status))
+        if not data:
+            return None
+        if resp.headers.get("content-type", "").startswith("application/json"):
+            return json.loads(data)
+        return data.decode()
+
+    def get(self, path: str, query: dict[str, Any] | None = None) -> Any:
+        return self.call("GET", path, query)
+
+    def post(self, path: str, body: Any = None, query: dict[str, Any] | None = None) -> Any:
+        return self.call("POST", path, query, body)
+
+    def delete(self, path: str, query: dict[str, Any] | None = None) -> Any:
+        return self.call("DELETE", path, query)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.call("GET", "/_ping") == "OK")
+        except (DaemonUnavailable, ConnectionError, ApiError):
+            return False
+
+
+def _error_message(data: bytes, status: int) -> str:
+    try:
+        return str(json.loads(data)["message"])
+    except (ValueError, KeyError, TypeError):
+        return data.decode(errors="replace").strip() or f"HTTP {status}"
+
+
+def start_daemon(
+    socket_path: str = DEFAULT_SOCKET, root: str = DEFAULT_ROOT, wait: float = 20.0
+) -> int:
+    """Start tetherd in the background (same interpreter) and wait until it answers."""
+    exec_root = os.path.dirname(socket_path)
+    os.makedirs(root, mode=0o711, exist_ok=True)
+    log_path = os.path.join(root, "tetherd.log")
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    argv = [sys.executable, "-m", "tether.daemon.main", "--root", root, "--exec-root", exec_root]
+    pid = os.posix_spawn(
+        sys.executable,
+        argv,
+        os.environ,
+        file_actions=[
+            (os.POSIX_SPAWN_DUP2, null, 0),
+            (os.POSIX_SPAWN_DUP2, log_fd, 1),
+            (os.POSIX_SPAWN_DUP2, log_fd, 2),
+        ],
+        setsid=True,
+    )
+    os.close(log_fd)
+    os.close(null)
+    client = Client(socket_path)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if client.ping():
+            return pid
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            raise DaemonUnavailable(f"tetherd exited during start-up; see {log_path}")
+        time.sleep(0.02)
+    raise DaemonUnavailable(f"tetherd did not answer within {wait:.0f}s; see {log_path}")

@@ -1,0 +1,182 @@
+"""tetherd's wiring: state, kernel handles, reconcile, API server, and a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether import __version__
+from tether.daemon import routes_networks, routes_system
+from tether.daemon.http import HttpServer, Router
+from tether.engine.networks import Networks
+from tether.engine.reconcile import reconcile_networks
+from tether.errors import TetherError
+from tether.ipam.manager import Ipam
+from tether.ipam.pools import DEFAULT_POOLS, PoolSpec
+from tether.kernel import netns
+from tether.kernel.rtnl import Rtnl
+from tether.kernel.sysctl import set_sysctl
+from tether.store.sqlite import Store
+
+log = logging.getLogger("tether.daemon")
+
+RECONCILE_EVERY = 5.0  # seconds between background reconciles
+
+
+@dataclass
+class Options:
+    root: str = "/var/lib/tether"
+    exec_root: str = "/run/tether"
+    debug: bool = False
+    default_pools: list[PoolSpec] = field(default_factory=lambda: list(DEFAULT_POOLS))
+
+
+class StartupError(Exception):
+    pass
+
+
+class Daemon:
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.root = os.path.abspath(opts.root)
+        self.exec_root = os.path.abspath(opts.exec_root)
+        self.socket_path = os.path.join(self.exec_root, "tether.sock")
+        self.netns_dir = os.path.join(self.exec_root, "netns")
+        self.stopping = asyncio.Event()
+        self.lock = asyncio.Lock()
+        self._lock_fds: list[int] = []
+        self.store: Store
+        self.rtnl: Rtnl
+        self.ipam: Ipam
+        self.networks: Networks
+        self.server: HttpServer | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def _take_lock(self, directory: str) -> None:
+        path = os.path.join(directory, "tetherd.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StartupError(f"another tetherd is already running with {directory}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fds.append(fd)
+
+    async def start(self) -> None:
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        os.makedirs(self.exec_root, mode=0o711, exist_ok=True)
+        self._take_lock(self.root)
+        if self.exec_root != self.root:
+            self._take_lock(self.exec_root)
+        netns.prepare_dir(self.netns_dir)
+        # Containers reach other networks and the outside through the host's routing.
+        set_sysctl("net/ipv4/ip_forward", "1")
+        self.store = Store(os.path.join(self.root, "tether.db"))
+        self.rtnl = Rtnl.open()
+        self.ipam = Ipam(self.store)
+        self.networks = Networks(
+            self.store, self.ipam, self.rtnl, self.opts.default_pools, self.lock
+        )
+        self.networks.load()
+        self.ipam.load(list(self.networks.by_id.values()))
+        await self.networks.ensure_predefined()
+        await self.reconcile()
+
+        router = Router()
+        routes_system.register(router, self)
+        routes_networks.register(router, self)
+        self.server = HttpServer(router)
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        await self.server.start_unix(self.socket_path)
+        os.chmod(self.socket_path, 0o660)
+        self._tasks.append(asyncio.create_task(self._reconcile_loop()))
+        log.info(
+            "tetherd ready version=%s pid=%d root=%s socket=%s networks=%d",
+            __version__,
+            os.getpid(),
+            self.root,
+            self.socket_path,
+            len(self.networks.by_id),
+        )
+
+    async def reconcile(self) -> int:
+        async with self.lock:
+            return await reconcile_networks(self.networks)
+
+    async def _reconcile_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), RECONCILE_EVERY)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("background reconcile failed")
+
+    async def stop(self) -> None:
+        log.info("tetherd stopping pid=%d", os.getpid())
+        for task in self._tasks:
+            task.cancel()
+        if self.server is not None:
+            await self.server.close()
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        self.rtnl.close()
+        self.store.close()
+        # The shared mount of the netns directory stays while sandboxes live in it (live
+        # restore); with none left, it goes too, so a stopped daemon leaves no mount behind.
+        if not os.listdir(self.netns_dir):
+            netns.release_dir(self.netns_dir)
+        for fd in self._lock_fds:
+            os.close(fd)
+        log.info("tetherd stopped")
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await self.start()
+        await self.stopping.wait()
+        await self.stop()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "ID": "",
+            "Name": os.uname().nodename,
+            "ServerVersion": __version__,
+            "DockerRootDir": self.root,
+            "Driver": "overlay2",
+            "OperatingSystem": "tether",
+            "OSType": "linux",
+            "KernelVersion": os.uname().release,
+            "Plugins": {"Network": ["bridge", "host", "null"]},
+        }
+
+
+def run(opts: Options) -> int:
+    daemon = Daemon(opts)
+    try:
+        asyncio.run(daemon.run())
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 1
+    except TetherError as exc:
+        log.error("%s", exc.message)
+        return 1
+    return 0

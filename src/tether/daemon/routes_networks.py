@@ -1,0 +1,39 @@
+"""API routes for /networks, in the Docker Engine API's shapes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tether.daemon.http import Request, Response, Router, json_response
+from tether.engine import filters as flt
+
+if TYPE_CHECKING:
+    from tether.daemon.app import Daemon
+
+
+def register(router: Router, daemon: Daemon) -> None:
+    nets = daemon.networks
+
+    async def list_networks(req: Request) -> Response:
+        return json_response(nets.query(flt.parse(req.arg("filters"))))
+
+    async def inspect(req: Request) -> Response:
+        return json_response(nets.inspect(nets.find(req.params["id"])))
+
+    async def create(req: Request) -> Response:
+        net = await nets.create(req.json())
+        return json_response({"Id": net.id, "Warning": ""}, 201)
+
+    async def remove(req: Request) -> Response:
+        await nets.remove(req.params["id"])
+        return Response(204)
+
+    async def prune(req: Request) -> Response:
+        deleted = await nets.prune(flt.parse(req.arg("filters")))
+        return json_response({"NetworksDeleted": deleted})
+
+    router.add("GET", "/networks", list_networks)
+    router.add("POST", "/networks/create", create)
+    router.add("POST", "/networks/prune", prune)
+    router.add("GET", "/networks/{id}", inspect)
+    router.add("DELETE", "/networks/{id}", remove)

@@ -1,0 +1,80 @@
+"""Shared fixtures, and the suite-wide check that nothing leaked.
+
+The leak check compares the machine before and after the whole run: network namespaces,
+links and nftables tables in the root namespace, mounts, and tether processes.  It runs once,
+in the controlling process, after every test (and every xdist worker) is done.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from nshost import NamespaceHost, namespace_host  # noqa: E402
+
+
+def _snapshot() -> dict[str, set[str]]:
+    def lines(cmd: str) -> set[str]:
+        r = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+        return {line.strip() for line in r.stdout.splitlines() if line.strip()}
+
+    mounts = set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            mounts.add(f"{fields[4]} {fields[fields.index('-') + 1]}")
+    return {
+        "netns": lines("ip netns list | awk '{print $1}'"),
+        "links": lines("ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1"),
+        "nft tables": lines("nft list tables 2>/dev/null"),
+        "mounts": mounts,
+        "processes": lines("pgrep -a -f 'tether.daemon.main|tether-shim' | grep -v pgrep"),
+    }
+
+
+_BEFORE: dict[str, set[str]] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):
+        _BEFORE.update(_snapshot())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput") or not _BEFORE:
+        return
+    if os.geteuid() != 0:
+        return
+    after = _snapshot()
+    leaks = {k: sorted(after[k] - _BEFORE.get(k, set())) for k in after}
+    leaks = {k: v for k, v in leaks.items() if v}
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if leaks:
+        if reporter is not None:
+            reporter.write_line("LEAK CHECK FAILED: the suite left these behind:", red=True)
+            for k, v in leaks.items():
+                reporter.write_line(f"  {k}: {v}", red=True)
+        session.exitstatus = 1
+    elif reporter is not None:
+        reporter.write_line("leak check: no netns, links, nft tables, mounts or processes left behind")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="integration tests need root")
+    for item in items:
+        if "integration" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def host() -> Iterator[NamespaceHost]:
+    with namespace_host() as h:
+        yield h

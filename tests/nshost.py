@@ -1,0 +1,188 @@
+"""Namespace-hosts: one network namespace + one tetherd per test, as if each were a machine.
+
+The daemon is started with `nsenter --net=...` rather than `ip netns exec`: the latter also
+gives the daemon a private mount namespace, so the netns files a daemon bind-mounts would
+vanish for the test (and for a restarted daemon).  With nsenter only the network differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from tether.client import ApiError, Client
+
+PYTHON = sys.executable
+HERE = os.path.dirname(os.path.abspath(__file__))
+NETNS_DIR = "/run/netns"
+
+
+def sh(cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, shell=True, check=check, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def make_netns(prefix: str = "tt") -> str:
+    name = f"{prefix}-{secrets.token_hex(4)}"
+    sh(f"ip netns add {name}")
+    sh(f"ip netns exec {name} ip link set lo up")
+    return name
+
+
+def delete_netns(name: str) -> None:
+    sh(f"ip netns del {name}", check=False)
+
+
+class NamespaceHost:
+    """A network namespace with its own tetherd, root and exec-root."""
+
+    def __init__(self, extra_args: list[str] | None = None, name: str | None = None) -> None:
+        self.netns = name or make_netns()
+        self.owns_netns = name is None
+        self.dir = tempfile.mkdtemp(prefix=f"tether-{self.netns}-", dir="/tmp")
+        self.root = os.path.join(self.dir, "root")
+        self.exec_root = os.path.join(self.dir, "run")
+        self.socket = os.path.join(self.exec_root, "tether.sock")
+        self.log_path = os.path.join(self.dir, "tetherd.log")
+        self.extra_args = list(extra_args or [])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.api = Client(self.socket, timeout=60)
+
+    # -- daemon ------------------------------------------------------------------------------
+
+    def start(self, wait: float = 30) -> None:
+        log = open(self.log_path, "ab")
+        cmd = [
+            "nsenter",
+            f"--net={NETNS_DIR}/{self.netns}",
+            "--",
+            PYTHON,
+            "-m",
+            "tether.daemon.main",
+            "--root",
+            self.root,
+            "--exec-root",
+            self.exec_root,
+            "--debug",
+            *self.extra_args,
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tetherd exited ({self.proc.returncode}):\n{self.log()}")
+            if Client(self.socket, timeout=2).ping():
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"tetherd did not start:\n{self.log()}")
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.proc = None
+        return rc
+
+    def kill(self) -> None:
+        """kill -9: the crash case."""
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    # -- using it ----------------------------------------------------------------------------
+
+    def cli(self, *args: str, input: str | None = None, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        full_env = dict(os.environ)
+        full_env["TETHER_HOST"] = f"unix://{self.socket}"
+        if env:
+            full_env.update(env)
+        return subprocess.run(
+            [PYTHON, "-m", "tether.cli.main", *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+            env=full_env,
+        )
+
+    def ok(self, *args: str, **kw: Any) -> str:
+        r = self.cli(*args, **kw)
+        assert r.returncode == 0, f"tether {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+        return r.stdout
+
+    def sh(self, cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """A shell command inside this host's network namespace."""
+        return sh(f"ip netns exec {self.netns} sh -c {_quote(cmd)}", check=check, timeout=timeout)
+
+    def links(self) -> dict[str, dict[str, Any]]:
+        out = self.sh("ip -j -d addr show").stdout
+        return {link["ifname"]: link for link in json.loads(out)}
+
+    def inspect_network(self, name: str) -> dict[str, Any]:
+        data: dict[str, Any] = self.api.get(f"/networks/{name}")
+        return data
+
+    # -- cleanup -----------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                for c in self.api.get("/containers/json", {"all": 1}) or []:
+                    with contextlib.suppress(ApiError):
+                        self.api.delete(f"/containers/{c['Id']}", {"force": 1})
+            self.stop()
+        netns_dir = os.path.join(self.exec_root, "netns")
+        if os.path.isdir(netns_dir):
+            for f in os.listdir(netns_dir):
+                sh(f"umount -l {netns_dir}/{f}", check=False)
+            sh(f"umount -l {netns_dir}", check=False)
+        if self.owns_netns:
+            delete_netns(self.netns)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "'\"'\"'") + "'"
+
+
+@contextlib.contextmanager
+def namespace_host(extra_args: list[str] | None = None) -> Iterator[NamespaceHost]:
+    host = NamespaceHost(extra_args)
+    try:
+        host.start()
+        yield host
+    except BaseException:
+        sys.stderr.write(f"\n--- tetherd log ({host.netns}) ---\n{host.log()[-6000:]}\n")
+        raise
+    finally:
+        host.cleanup()
