@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from nshost import NamespaceHost, namespace_host  # noqa: E402
+from nshost import NamespaceHost, namespace_host
 
 
 def _snapshot() -> dict[str, set[str]]:
@@ -62,7 +62,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 reporter.write_line(f"  {k}: {v}", red=True)
         session.exitstatus = 1
     elif reporter is not None:
-        reporter.write_line("leak check: no netns, links, nft tables, mounts or processes left behind")
+        reporter.write_line(
+            "leak check: no netns, links, nft tables, mounts or processes left behind"
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -62,7 +62,7 @@ class NamespaceHost:
     # -- daemon ------------------------------------------------------------------------------
 
     def start(self, wait: float = 30) -> None:
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 (handed to the daemon, closed below)
         cmd = [
             "nsenter",
             f"--net={NETNS_DIR}/{self.netns}",
@@ -121,7 +121,13 @@ class NamespaceHost:
 
     # -- using it ----------------------------------------------------------------------------
 
-    def cli(self, *args: str, input: str | None = None, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self,
+        *args: str,
+        input: str | None = None,
+        timeout: float = 60,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         full_env = dict(os.environ)
         full_env["TETHER_HOST"] = f"unix://{self.socket}"
         if env:
@@ -137,10 +143,14 @@ class NamespaceHost:
 
     def ok(self, *args: str, **kw: Any) -> str:
         r = self.cli(*args, **kw)
-        assert r.returncode == 0, f"tether {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+        assert r.returncode == 0, (
+            f"tether {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+        )
         return r.stdout
 
-    def sh(self, cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def sh(
+        self, cmd: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """A shell command inside this host's network namespace."""
         return sh(f"ip netns exec {self.netns} sh -c {_quote(cmd)}", check=check, timeout=timeout)
 

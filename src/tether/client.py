@@ -7,12 +7,16 @@ Plain HTTP/1.1 on the low-level _socket module: importing `socket`, `http.client
 from __future__ import annotations
 
 import _socket
-import json
 import os
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any
+
+from tether import wire
+
+TYPE_CHECKING = False  # see tether/cli/flags.py
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 DEFAULT_SOCKET = "/run/tether/tether.sock"
 DEFAULT_ROOT = "/var/lib/tether"
@@ -44,7 +48,7 @@ def encode_query(query: dict[str, Any] | None) -> str:
         if isinstance(v, bool):
             v = "1" if v else "0"
         elif isinstance(v, dict | list):
-            v = json.dumps(v, separators=(",", ":"))
+            v = wire.dumps(v)
         parts.append(f"{quote(k)}={quote(str(v))}")
     return "?" + "&".join(parts) if parts else ""
 
@@ -161,7 +165,7 @@ class Client:
             payload = raw
             hdrs["Content-Type"] = "application/octet-stream"
         elif body is not None:
-            payload = json.dumps(body).encode()
+            payload = wire.dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
         if payload or method in ("POST", "PUT"):
             hdrs["Content-Length"] = str(len(payload))
@@ -204,7 +208,7 @@ class Client:
         if not data:
             return None
         if resp.headers.get("content-type", "").startswith("application/json"):
-            return json.loads(data)
+            return wire.loads(data)
         return data.decode()
 
     def get(self, path: str, query: dict[str, Any] | None = None) -> Any:
@@ -225,7 +229,7 @@ class Client:
 
 def _error_message(data: bytes, status: int) -> str:
     try:
-        return str(json.loads(data)["message"])
+        return str(wire.loads(data)["message"])
     except (ValueError, KeyError, TypeError):
         return data.decode(errors="replace").strip() or f"HTTP {status}"
 

@@ -12,14 +12,32 @@ CMD = Command(
     "network create",
     "[OPTIONS] NETWORK",
     "Create a network",
-    [Flag("subnet", kind="list"), Flag("driver", "d", default="bridge"), Flag("internal", kind="bool"), Flag("opt", "o", kind="list"), Flag("quiet", "q", kind="bool")],
+    [
+        Flag("subnet", kind="list"),
+        Flag("driver", "d", default="bridge"),
+        Flag("internal", kind="bool"),
+        Flag("opt", "o", kind="list"),
+        Flag("quiet", "q", kind="bool"),
+    ],
     min_args=1,
     max_args=1,
 )
 
 
 def test_pflag_forms() -> None:
-    o, a = parse(CMD, ["--subnet", "10.0.0.0/24", "--subnet=10.1.0.0/24", "-dbridge", "-o", "k=v", "--internal", "n"])
+    o, a = parse(
+        CMD,
+        [
+            "--subnet",
+            "10.0.0.0/24",
+            "--subnet=10.1.0.0/24",
+            "-dbridge",
+            "-o",
+            "k=v",
+            "--internal",
+            "n",
+        ],
+    )
     assert o["subnet"] == ["10.0.0.0/24", "10.1.0.0/24"] and o["driver"] == "bridge"
     assert o["opt"] == ["k=v"] and o["internal"] is True and a == ["n"]
     o, a = parse(CMD, ["-qo", "x=y", "--internal=false", "--", "-weird-name"])
@@ -33,12 +51,19 @@ def test_pflag_errors() -> None:
         parse(CMD, ["-z", "n"])
     with pytest.raises(UsageError, match="flag needs an argument: --subnet"):
         parse(CMD, ["n", "--subnet"])
-    with pytest.raises(UsageError, match='"tether network create" requires exactly 1 argument.'):
+    with pytest.raises(UsageError, match=r'"tether network create" requires exactly 1 argument\.'):
         parse(CMD, [])
 
 
 def test_non_interspersed_stops_at_first_argument() -> None:
-    run = Command("run", "IMAGE [COMMAND]", "Run", [Flag("detach", "d", kind="bool")], min_args=1, interspersed=False)
+    run = Command(
+        "run",
+        "IMAGE [COMMAND]",
+        "Run",
+        [Flag("detach", "d", kind="bool")],
+        min_args=1,
+        interspersed=False,
+    )
     o, a = parse(run, ["-d", "busybox", "sh", "-c", "echo -d"])
     assert o["detach"] and a == ["busybox", "sh", "-c", "echo -d"]
 
@@ -83,12 +108,21 @@ def test_go_template_errors() -> None:
 
 
 def test_tabwriter_matches_docker_network_ls() -> None:
-    out = tabwrite([["NETWORK ID", "NAME", "DRIVER", "SCOPE"], ["f59ae2891fde", "bridge", "bridge", "local"]])
-    assert out == "NETWORK ID     NAME      DRIVER    SCOPE\nf59ae2891fde   bridge    bridge    local\n"
+    out = tabwrite(
+        [["NETWORK ID", "NAME", "DRIVER", "SCOPE"], ["f59ae2891fde", "bridge", "bridge", "local"]]
+    )
+    assert (
+        out
+        == "NETWORK ID     NAME      DRIVER    SCOPE\nf59ae2891fde   bridge    bridge    local\n"
+    )
 
 
 def test_table_format_builds_header_row() -> None:
-    out = render_table_template("table {{.ID}}\t{{.Name}}", [{"ID": "abc", "Name": "n"}], {"ID": "NETWORK ID", "Name": "NAME"})
+    out = render_table_template(
+        "table {{.ID}}\t{{.Name}}",
+        [{"ID": "abc", "Name": "n"}],
+        {"ID": "NETWORK ID", "Name": "NAME"},
+    )
     assert out.splitlines() == ["NETWORK ID   NAME", "abc          n"]
 
 

@@ -68,7 +68,14 @@ def test_allocation_from_ip_range_starts_at_its_first_address() -> None:
     assert str(pool.allocate()) == "10.123.5.0"  # .0 is fine: not the /16's network address
     got = [str(pool.allocate()) for _ in range(8)]
     assert "10.123.5.7" not in got
-    assert got[:6] == ["10.123.5.1", "10.123.5.2", "10.123.5.3", "10.123.5.4", "10.123.5.5", "10.123.5.6"]
+    assert got[:6] == [
+        "10.123.5.1",
+        "10.123.5.2",
+        "10.123.5.3",
+        "10.123.5.4",
+        "10.123.5.5",
+        "10.123.5.6",
+    ]
     assert got[6] == "10.123.5.8"
 
 

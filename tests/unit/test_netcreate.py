@@ -14,8 +14,12 @@ from tether.ipam.config import consolidate
 from tether.ipam.pools import DEFAULT_POOLS
 
 
-def resolve(body: dict[str, Any], networks: list[Network] | None = None, routes: list[Any] | None = None) -> netcreate.Resolved:
-    return netcreate.resolve(body, networks or [], routes or [], list(DEFAULT_POOLS), {4: "172.17.0.0/16"})
+def resolve(
+    body: dict[str, Any], networks: list[Network] | None = None, routes: list[Any] | None = None
+) -> netcreate.Resolved:
+    return netcreate.resolve(
+        body, networks or [], routes or [], list(DEFAULT_POOLS), {4: "172.17.0.0/16"}
+    )
 
 
 def existing() -> list[Network]:
@@ -29,7 +33,16 @@ def test_full_option_set_resolves_like_docker() -> None:
         {
             "Name": "anc-custom",
             "Internal": True,
-            "IPAM": {"Config": [{"Subnet": "10.123.0.0/16", "Gateway": "10.123.0.254", "IPRange": "10.123.5.0/24", "AuxiliaryAddresses": {"reserved1": "10.123.5.7"}}]},
+            "IPAM": {
+                "Config": [
+                    {
+                        "Subnet": "10.123.0.0/16",
+                        "Gateway": "10.123.0.254",
+                        "IPRange": "10.123.5.0/24",
+                        "AuxiliaryAddresses": {"reserved1": "10.123.5.7"},
+                    }
+                ]
+            },
             "Options": {"com.docker.network.driver.mtu": "1450"},
             "Labels": {"tier": "test"},
         }
@@ -41,13 +54,39 @@ def test_full_option_set_resolves_like_docker() -> None:
     assert api["IPAM"] == {
         "Driver": "default",
         "Options": {},
-        "Config": [{"Subnet": "10.123.0.0/16", "IPRange": "10.123.5.0/24", "Gateway": "10.123.0.254", "AuxiliaryAddresses": {"reserved1": "10.123.5.7"}}],
+        "Config": [
+            {
+                "Subnet": "10.123.0.0/16",
+                "IPRange": "10.123.5.0/24",
+                "Gateway": "10.123.0.254",
+                "AuxiliaryAddresses": {"reserved1": "10.123.5.7"},
+            }
+        ],
     }
     assert api["Options"] == {"com.docker.network.driver.mtu": "1450"}
     assert sorted(api) == sorted(
-        ["Name", "Id", "Created", "Scope", "Driver", "EnableIPv6", "IPAM", "Internal", "Attachable", "Ingress", "ConfigFrom", "ConfigOnly", "Containers", "Options", "Labels"]
+        [
+            "Name",
+            "Id",
+            "Created",
+            "Scope",
+            "Driver",
+            "EnableIPv6",
+            "IPAM",
+            "Internal",
+            "Attachable",
+            "Ingress",
+            "ConfigFrom",
+            "ConfigOnly",
+            "Containers",
+            "Options",
+            "Labels",
+        ]
     )
-    assert ("10.123.0.254", "gateway") in r.reservations and ("10.123.5.7", "aux:reserved1") in r.reservations
+    assert ("10.123.0.254", "gateway") in r.reservations and (
+        "10.123.5.7",
+        "aux:reserved1",
+    ) in r.reservations
 
 
 def test_auto_pool_shows_gateway_user_subnet_does_not() -> None:
@@ -57,40 +96,134 @@ def test_auto_pool_shows_gateway_user_subnet_does_not() -> None:
     user = resolve({"Name": "b", "IPAM": {"Config": [{"Subnet": "10.156.0.5/24"}]}})
     # Kept verbatim, as Docker does; the pool itself is canonical.
     assert user.network.ipam_config == [{"Subnet": "10.156.0.5/24"}]
-    assert user.network.pools[0].subnet == "10.156.0.0/24" and user.network.pools[0].gateway == "10.156.0.1"
-    ranged = resolve({"Name": "c", "IPAM": {"Config": [{"Subnet": "10.140.0.0/24", "IPRange": "10.140.0.128/25"}]}})
+    assert (
+        user.network.pools[0].subnet == "10.156.0.0/24"
+        and user.network.pools[0].gateway == "10.156.0.1"
+    )
+    ranged = resolve(
+        {
+            "Name": "c",
+            "IPAM": {"Config": [{"Subnet": "10.140.0.0/24", "IPRange": "10.140.0.128/25"}]},
+        }
+    )
     assert ranged.network.pools[0].gateway == "10.140.0.128"
     assert "Gateway" not in ranged.network.ipam_config[0]
 
 
 BAD: list[tuple[dict[str, Any], type[TetherError], str]] = [
-    ({"Name": "x", "IPAM": {"Config": [{"Subnet": "10.150.5.0/24"}]}}, Forbidden, "Pool overlaps with other one on this address space"),
-    ({"Name": "x", "IPAM": {"Config": [{"Subnet": "172.17.5.0/24"}]}}, Forbidden, "Pool overlaps with other one on this address space"),
-    ({"Name": "x", "IPAM": {"Config": [{"Subnet": "10.151.0.0/24", "Gateway": "10.152.0.1"}]}}, InvalidParameter, "no matching subnet for gateway 10.152.0.1"),
-    ({"Name": "x", "IPAM": {"Config": [{"Subnet": "10.153.0.0/24", "IPRange": "10.154.0.0/25"}]}}, InvalidParameter, "no matching subnet for range 10.154.0.0/25"),
-    ({"Name": "x", "IPAM": {"Config": [{"Subnet": "10.157.0.0/24", "AuxiliaryAddresses": {"a": "10.158.0.1"}}]}}, InvalidParameter, "no matching subnet for aux-address 10.158.0.1"),
-    ({"Name": "x", "IPAM": {"Config": [{"Subnet": "10.155.0.0/33"}]}}, InvalidParameter, "Invalid subnet 10.155.0.0/33 : invalid CIDR address: 10.155.0.0/33"),
-    ({"Name": "x", "IPAM": {"Config": [{"Subnet": "notacidr"}]}}, InvalidParameter, "Invalid subnet notacidr : invalid CIDR address: notacidr"),
-    ({"Name": "x", "IPAM": {"Config": [{"Subnet": "10.0.0.0"}]}}, InvalidParameter, "Invalid subnet 10.0.0.0 : invalid CIDR address: 10.0.0.0"),
+    (
+        {"Name": "x", "IPAM": {"Config": [{"Subnet": "10.150.5.0/24"}]}},
+        Forbidden,
+        "Pool overlaps with other one on this address space",
+    ),
+    (
+        {"Name": "x", "IPAM": {"Config": [{"Subnet": "172.17.5.0/24"}]}},
+        Forbidden,
+        "Pool overlaps with other one on this address space",
+    ),
+    (
+        {"Name": "x", "IPAM": {"Config": [{"Subnet": "10.151.0.0/24", "Gateway": "10.152.0.1"}]}},
+        InvalidParameter,
+        "no matching subnet for gateway 10.152.0.1",
+    ),
+    (
+        {
+            "Name": "x",
+            "IPAM": {"Config": [{"Subnet": "10.153.0.0/24", "IPRange": "10.154.0.0/25"}]},
+        },
+        InvalidParameter,
+        "no matching subnet for range 10.154.0.0/25",
+    ),
+    (
+        {
+            "Name": "x",
+            "IPAM": {
+                "Config": [{"Subnet": "10.157.0.0/24", "AuxiliaryAddresses": {"a": "10.158.0.1"}}]
+            },
+        },
+        InvalidParameter,
+        "no matching subnet for aux-address 10.158.0.1",
+    ),
+    (
+        {"Name": "x", "IPAM": {"Config": [{"Subnet": "10.155.0.0/33"}]}},
+        InvalidParameter,
+        "Invalid subnet 10.155.0.0/33 : invalid CIDR address: 10.155.0.0/33",
+    ),
+    (
+        {"Name": "x", "IPAM": {"Config": [{"Subnet": "notacidr"}]}},
+        InvalidParameter,
+        "Invalid subnet notacidr : invalid CIDR address: notacidr",
+    ),
+    (
+        {"Name": "x", "IPAM": {"Config": [{"Subnet": "10.0.0.0"}]}},
+        InvalidParameter,
+        "Invalid subnet 10.0.0.0 : invalid CIDR address: 10.0.0.0",
+    ),
     ({"Name": "n1"}, Conflict, "network with name n1 already exists"),
-    ({"Name": "x", "IPAM": {"Config": [{"Subnet": "10.1.0.0/24"}, {"Subnet": "10.2.0.0/24"}]}}, Forbidden, "bridge driver doesn't support multiple subnets"),
-    ({"Name": "x", "Options": {"com.docker.network.driver.mtu": "abc"}}, InvalidParameter, 'failed to parse com.docker.network.driver.mtu value: abc (strconv.Atoi: parsing "abc": invalid syntax)'),
-    ({"Name": "x", "Options": {"com.docker.network.driver.mtu": "70000"}}, InvalidParameter, "invalid MTU number: 70000"),
-    ({"Name": "x", "Options": {"com.docker.network.driver.mtu": "-5"}}, InvalidParameter, "invalid MTU number: -5"),
-    ({"Name": "x", "Options": {"com.docker.network.bridge.enable_icc": "maybe"}}, InvalidParameter, 'failed to parse com.docker.network.bridge.enable_icc value: maybe (strconv.ParseBool: parsing "maybe": invalid syntax)'),
+    (
+        {"Name": "x", "IPAM": {"Config": [{"Subnet": "10.1.0.0/24"}, {"Subnet": "10.2.0.0/24"}]}},
+        Forbidden,
+        "bridge driver doesn't support multiple subnets",
+    ),
+    (
+        {"Name": "x", "Options": {"com.docker.network.driver.mtu": "abc"}},
+        InvalidParameter,
+        'failed to parse com.docker.network.driver.mtu value: abc (strconv.Atoi: parsing "abc": invalid syntax)',
+    ),
+    (
+        {"Name": "x", "Options": {"com.docker.network.driver.mtu": "70000"}},
+        InvalidParameter,
+        "invalid MTU number: 70000",
+    ),
+    (
+        {"Name": "x", "Options": {"com.docker.network.driver.mtu": "-5"}},
+        InvalidParameter,
+        "invalid MTU number: -5",
+    ),
+    (
+        {"Name": "x", "Options": {"com.docker.network.bridge.enable_icc": "maybe"}},
+        InvalidParameter,
+        'failed to parse com.docker.network.bridge.enable_icc value: maybe (strconv.ParseBool: parsing "maybe": invalid syntax)',
+    ),
     ({"Name": "x", "Driver": "nosuchdriver"}, NotFound, 'plugin "nosuchdriver" not found'),
     ({"Name": "x", "Driver": "overlay"}, Forbidden, "This node is not a swarm manager."),
-    ({"Name": "x", "EnableIPv6": True}, Forbidden, "could not find an available, non-overlapping IPv6 address pool among the defaults to assign to the network"),
-    ({"Name": "x", "EnableIPv6": True, "IPAM": {"Config": [{"Subnet": "fe80::/80"}]}}, InvalidParameter, "'fe80::/80' clashes with the Link-Local prefix 'fe80::/64'"),
-    ({"Name": "x", "EnableIPv6": True, "IPAM": {"Config": [{"Subnet": "fd00:1::/64"}, {"Subnet": "fd00:2::/64"}]}}, Forbidden, "bridge driver doesn't support multiple subnets"),
-    ({"Name": "x", "Options": {"com.docker.network.bridge.name": "tether0"}}, Forbidden, "networks have same bridge name"),
-    ({"Name": "x", "Options": {"com.docker.network.bridge.name": "much-too-long-name"}}, InvalidParameter, "invalid bridge name"),
+    (
+        {"Name": "x", "EnableIPv6": True},
+        Forbidden,
+        "could not find an available, non-overlapping IPv6 address pool among the defaults to assign to the network",
+    ),
+    (
+        {"Name": "x", "EnableIPv6": True, "IPAM": {"Config": [{"Subnet": "fe80::/80"}]}},
+        InvalidParameter,
+        "'fe80::/80' clashes with the Link-Local prefix 'fe80::/64'",
+    ),
+    (
+        {
+            "Name": "x",
+            "EnableIPv6": True,
+            "IPAM": {"Config": [{"Subnet": "fd00:1::/64"}, {"Subnet": "fd00:2::/64"}]},
+        },
+        Forbidden,
+        "bridge driver doesn't support multiple subnets",
+    ),
+    (
+        {"Name": "x", "Options": {"com.docker.network.bridge.name": "tether0"}},
+        Forbidden,
+        "networks have same bridge name",
+    ),
+    (
+        {"Name": "x", "Options": {"com.docker.network.bridge.name": "much-too-long-name"}},
+        InvalidParameter,
+        "invalid bridge name",
+    ),
     ({"Name": ""}, InvalidParameter, "network name can't be empty"),
 ]
 
 
 @pytest.mark.parametrize(("body", "kind", "message"), BAD, ids=[m[:40] for _, _, m in BAD])
-def test_bad_input_gets_dockers_error(body: dict[str, Any], kind: type[TetherError], message: str) -> None:
+def test_bad_input_gets_dockers_error(
+    body: dict[str, Any], kind: type[TetherError], message: str
+) -> None:
     with pytest.raises(kind) as info:
         resolve(body, existing())
     assert message in info.value.message
@@ -113,13 +246,24 @@ def test_ipv6_subnet_without_flag_is_listed_but_not_used() -> None:
 
 
 def test_cli_consolidation_messages() -> None:
-    with pytest.raises(InvalidParameter, match="every ip-range or gateway must have a corresponding subnet"):
+    with pytest.raises(
+        InvalidParameter, match="every ip-range or gateway must have a corresponding subnet"
+    ):
         consolidate([], [], ["10.159.0.1"], [])
-    with pytest.raises(InvalidParameter, match="multiple overlapping subnet configuration is not supported"):
+    with pytest.raises(
+        InvalidParameter, match="multiple overlapping subnet configuration is not supported"
+    ):
         consolidate(["10.0.0.0/16", "10.0.1.0/24"], [], [], [])
     with pytest.raises(InvalidParameter, match=r"cannot configure multiple ranges"):
         consolidate(["10.0.0.0/16", "10.1.0.0/16"], ["10.0.1.0/24", "10.0.2.0/24"], [], [])
-    assert consolidate(["10.0.0.0/16", "fd00::/64"], ["10.0.1.0/24"], ["10.0.0.9", "fd00::9"], [("a", "10.0.0.7")]) == [
-        {"Subnet": "10.0.0.0/16", "IPRange": "10.0.1.0/24", "Gateway": "10.0.0.9", "AuxiliaryAddresses": {"a": "10.0.0.7"}},
+    assert consolidate(
+        ["10.0.0.0/16", "fd00::/64"], ["10.0.1.0/24"], ["10.0.0.9", "fd00::9"], [("a", "10.0.0.7")]
+    ) == [
+        {
+            "Subnet": "10.0.0.0/16",
+            "IPRange": "10.0.1.0/24",
+            "Gateway": "10.0.0.9",
+            "AuxiliaryAddresses": {"a": "10.0.0.7"},
+        },
         {"Subnet": "fd00::/64", "Gateway": "fd00::9"},
     ]

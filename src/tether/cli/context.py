@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 from tether.client import (
     DEFAULT_ROOT,
@@ -14,6 +13,10 @@ from tether.client import (
     DaemonUnavailable,
     start_daemon,
 )
+
+TYPE_CHECKING = False  # see tether/cli/flags.py
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class CliError(Exception):

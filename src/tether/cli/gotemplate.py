@@ -8,10 +8,12 @@ would (maps as map[k:v], lists as [a b], null as <no value> or <nil>).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from tether import wire
+
+TYPE_CHECKING = False  # see tether/cli/flags.py: keeps `typing` out of CLI start-up
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 class TemplateError(Exception):
@@ -95,24 +97,26 @@ def _tokens(src: str) -> list[str]:
 # -- tree --------------------------------------------------------------------------------
 
 
-@dataclass
 class Text:
-    text: str
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
-@dataclass
 class Action:
-    pipe: list[Any]  # list of commands; a command is a list of operands
-    decl: list[str]
+    def __init__(self, pipe: list[Any], decl: list[str]) -> None:
+        self.pipe = pipe  # list of commands; a command is a list of operands
+        self.decl = decl
 
 
-@dataclass
 class Block:
-    kind: str  # range | if | with
-    pipe: list[Any]
-    decl: list[str]
-    body: list[Any]
-    alt: list[Any]
+    def __init__(
+        self, kind: str, pipe: list[Any], decl: list[str], body: list[Any], alt: list[Any]
+    ) -> None:
+        self.kind = kind  # range | if | with
+        self.pipe = pipe
+        self.decl = decl
+        self.body = body
+        self.alt = alt
 
 
 def _parse_pipe(tokens: list[str]) -> tuple[list[str], list[Any]]:
@@ -251,7 +255,7 @@ def _printf(fmt: str, *args: Any) -> str:
         arg = args[ai] if ai < len(args) else MISSING
         ai += 1
         if verb == "q":
-            out.append(json.dumps(go_str(arg)))
+            out.append(wire.dumps(go_str(arg)))
         elif verb == "d" and isinstance(arg, int | float):
             out.append(str(int(arg)))
         else:
@@ -260,7 +264,7 @@ def _printf(fmt: str, *args: Any) -> str:
 
 
 def _json(v: Any) -> str:
-    return json.dumps(None if v is MISSING else v, separators=(",", ":"), ensure_ascii=False)
+    return wire.dumps(None if v is MISSING else v)
 
 
 def _index(v: Any, *keys: Any) -> Any:
@@ -414,7 +418,7 @@ class Template:
                 raise TemplateError(f"template: undefined variable: {name}")
             return self._fields(vars[name], rest.split(".")) if rest else vars[name]
         if tok.startswith('"'):
-            return json.loads(tok)
+            return wire.loads(tok)
         if tok.startswith("`"):
             return tok[1:-1]
         if tok in ("true", "false"):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
 from tether.cli.output import natural_key, print_json, render_table_template
 from tether.client import ApiError
+
+TYPE_CHECKING = False  # see tether/cli/flags.py
+if TYPE_CHECKING:
+    from typing import Any
 
 LS_HEADERS = {
     "ID": "NETWORK ID",

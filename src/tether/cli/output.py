@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+
+from tether import wire
+
+TYPE_CHECKING = False  # see tether/cli/flags.py
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 
 def tabwrite(rows: Sequence[Sequence[str]], minwidth: int = 10, padding: int = 3) -> str:
@@ -46,7 +50,7 @@ def render_table_template(fmt: str, items: list[dict[str, Any]], headers: dict[s
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=4, ensure_ascii=False) + "\n")
+    sys.stdout.write(wire.pretty(data) + "\n")
 
 
 def format_each(fmt: str, items: list[Any]) -> str:
@@ -82,5 +86,3 @@ def natural_key(text: str) -> list[Any]:
 def write(text: str) -> None:
     sys.stdout.write(text)
 
-
-Printer = Callable[[str], None]

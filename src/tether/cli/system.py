@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from typing import Any
 
 from tether import API_VERSION, __version__
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
 from tether.client import ApiError
+
+TYPE_CHECKING = False  # see tether/cli/flags.py
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _client_info() -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 from tether.kernel import netns
 
 NETLINK_ROUTE = 0
+RTN_LOCAL = 2
 IFF_UP = 1
 
 
@@ -184,12 +185,19 @@ class Rtnl:
         """Every destination the host routes somewhere (to keep default pools clear of them)."""
         out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         for family in (socket.AF_INET, socket.AF_INET6):
+            host_len = 32 if family == socket.AF_INET else 128
             async for m in await self.ipr.route("dump", family=family):
-                if m.get("RTA_TABLE") not in (254, None):  # main table only
-                    continue
+                table = m.get("RTA_TABLE") or m["table"]
                 dst = m.get("RTA_DST")
                 plen = int(m["dst_len"])
                 if dst is None or plen == 0:
+                    continue
+                # The main table, plus whole subnets made local (an address with a prefix
+                # on lo routes nothing in main, but the host still owns that subnet).
+                local_subnet = table == 255 and m["type"] == RTN_LOCAL and plen < host_len
+                if table != 254 and not local_subnet:
+                    continue
+                if str(dst).startswith("127."):
                     continue
                 if family == socket.AF_INET6 and str(dst).startswith(("fe80:", "ff00:")):
                     continue
