@@ -23,7 +23,9 @@ PY = sys.executable
 BOLD, DIM, GREEN, RED, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m"
 
 
-def run(cmd: list[str], check: bool = True, quiet: bool = False) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], check: bool = True, quiet: bool = False
+) -> subprocess.CompletedProcess[str]:
     r = subprocess.run(cmd, capture_output=True, text=True)
     if check and r.returncode != 0:
         sys.stderr.write(f"{RED}failed: {' '.join(cmd)}\n{r.stdout}{r.stderr}{RESET}")
@@ -67,22 +69,44 @@ class DemoHost:
         run(["ip", "netns", "add", NETNS])
         run(["ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up"])
         os.makedirs(ROOT, exist_ok=True)
-        log = open(os.path.join(ROOT, "tetherd.log"), "ab")
-        self.proc = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{NETNS}", PY, "-m", "tether.daemon.main", "--root", ROOT, "--exec-root", EXEC_ROOT],
-            stdout=log, stderr=log, start_new_session=True,
-        )
+        with open(os.path.join(ROOT, "tetherd.log"), "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    "nsenter",
+                    f"--net=/run/netns/{NETNS}",
+                    PY,
+                    "-m",
+                    "tether.daemon.main",
+                    "--root",
+                    ROOT,
+                    "--exec-root",
+                    EXEC_ROOT,
+                ],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         for _ in range(300):
-            if run([PY, "-m", "tether.cli.main", "-H", f"unix://{SOCKET}", "version"], check=False).returncode == 0:
+            if (
+                run(
+                    [PY, "-m", "tether.cli.main", "-H", f"unix://{SOCKET}", "version"], check=False
+                ).returncode
+                == 0
+            ):
                 return
             time.sleep(0.05)
         raise SystemExit(f"tetherd did not start; see {ROOT}/tetherd.log")
 
     def cleanup(self) -> None:
         if os.path.exists(SOCKET):
-            r = run([PY, "-m", "tether.cli.main", "-H", f"unix://{SOCKET}", "ps", "-aq"], check=False)
+            r = run(
+                [PY, "-m", "tether.cli.main", "-H", f"unix://{SOCKET}", "ps", "-aq"], check=False
+            )
             for cid in r.stdout.split():
-                run([PY, "-m", "tether.cli.main", "-H", f"unix://{SOCKET}", "rm", "-f", cid], check=False)
+                run(
+                    [PY, "-m", "tether.cli.main", "-H", f"unix://{SOCKET}", "rm", "-f", cid],
+                    check=False,
+                )
         if self.proc is not None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(20)
@@ -90,7 +114,8 @@ class DemoHost:
         else:
             lock = os.path.join(ROOT, "tetherd.lock")
             if os.path.exists(lock):
-                pid = open(lock).read().strip()
+                with open(lock) as f:
+                    pid = f.read().strip()
                 if pid.isdigit():
                     subprocess.run(["kill", "-TERM", pid], capture_output=True)
                     time.sleep(0.5)
@@ -106,17 +131,44 @@ def scenario() -> None:
 
     section("Two user-defined networks: a frontend, and an internal backend with static addressing")
     tether("network", "create", "frontend")
-    tether("network", "create", "--internal", "--subnet", "10.90.0.0/24", "--gateway", "10.90.0.254",
-           "--ip-range", "10.90.0.128/25", "--aux-address", "db-reserved=10.90.0.200", "backend")
+    tether(
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.90.0.0/24",
+        "--gateway",
+        "10.90.0.254",
+        "--ip-range",
+        "10.90.0.128/25",
+        "--aux-address",
+        "db-reserved=10.90.0.200",
+        "backend",
+    )
     tether("network", "ls", "--filter", "type=custom")
-    tether("network", "inspect", "backend", "--format", "{{.Name}}: internal={{.Internal}} {{json .IPAM.Config}}")
+    tether(
+        "network",
+        "inspect",
+        "backend",
+        "--format",
+        "{{.Name}}: internal={{.Internal}} {{json .IPAM.Config}}",
+    )
 
     section("What that did in the kernel: one Linux bridge per network, carrying the gateway")
     on_host("ip -br -c addr show type bridge")
 
     section("Bad input gets Docker's words and changes nothing")
     tether("network", "create", "--subnet", "10.90.0.0/25", "overlapping", check=False)
-    tether("network", "create", "--subnet", "10.91.0.0/24", "--gateway", "10.92.0.1", "badgw", check=False)
+    tether(
+        "network",
+        "create",
+        "--subnet",
+        "10.91.0.0/24",
+        "--gateway",
+        "10.92.0.1",
+        "badgw",
+        check=False,
+    )
     tether("network", "rm", "bridge", check=False)
 
     section("Clean up")
@@ -136,7 +188,9 @@ def main() -> int:
         scenario()
     finally:
         if args.keep:
-            print(f"\nThe demo host is still running: TETHER_HOST=unix://{SOCKET} tether network ls")
+            print(
+                f"\nThe demo host is still running: TETHER_HOST=unix://{SOCKET} tether network ls"
+            )
         else:
             host.cleanup()
     return 0

@@ -85,4 +85,3 @@ def natural_key(text: str) -> list[Any]:
 
 def write(text: str) -> None:
     sys.stdout.write(text)
-

@@ -133,6 +133,7 @@ class Daemon:
             task.cancel()
         if self.server is not None:
             await self.server.close()
+        await self.networks.bridge.drain()
         try:
             os.unlink(self.socket_path)
         except FileNotFoundError:

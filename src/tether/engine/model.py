@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 PREDEFINED = ("bridge", "host", "none")
@@ -31,7 +32,7 @@ class Pool:
     ip_range: str | None = None
     aux: dict[str, str] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         return ipaddress.ip_network(self.subnet)
 

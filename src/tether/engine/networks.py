@@ -61,7 +61,7 @@ class Networks:
             return
         created: list[Network] = []
         if "bridge" not in names:
-            routes = await self.rtnl.route_destinations()
+            routes = self.rtnl.route_destinations()
             taken = [p.network for n in self.by_id.values() for p in n.pools]
             subnet = pick_subnet(self.default_pools, 4, taken, routes, None)
             net = netcreate.predefined("bridge", "bridge", subnet)
@@ -151,7 +151,7 @@ class Networks:
         needs_pool = (body.get("Driver") or "bridge") == "bridge" and not has_v4
         routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         if needs_pool:
-            routes = await self.rtnl.route_destinations()
+            routes = self.rtnl.route_destinations(self._own_routes())
         resolved = netcreate.resolve(
             body, existing, routes, self.default_pools, {4: cursor4} if cursor4 else {}
         )
@@ -180,6 +180,14 @@ class Networks:
         )
         self.on_change()
         return net
+
+    def _own_routes(self) -> set[tuple[bytes, int]]:
+        """Our networks' own subnets, which the pool picker checks anyway."""
+        return {
+            (p.network.network_address.packed, p.prefixlen)
+            for n in self.by_id.values()
+            for p in n.pools
+        }
 
     def _forget(self, net: Network) -> None:
         with self.store.transaction():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from tether.drivers.bridge import ALIAS_PREFIX, alias_for
+from tether.drivers.bridge import ALIAS_PREFIX, TOMBSTONE_PREFIX, alias_for
 from tether.engine.networks import Networks
 
 log = logging.getLogger("tether.reconcile")
@@ -21,20 +21,29 @@ BRIDGE_PREFIX = "tb-"
 async def reconcile_networks(networks: Networks) -> int:
     """Returns the number of kernel changes made."""
     changes = 0
+    rtnl = networks.rtnl
     wanted = {n.bridge_name: n for n in networks.by_id.values() if n.driver == "bridge"}
-    for link in await networks.rtnl.links():
-        if link.kind != "bridge":
+    links = rtnl.links()
+    by_name = {link.name: link for link in links}
+    for link in links:
+        if link.kind != "bridge" or link.index in networks.bridge.reaping_indexes():
             continue
-        ours = link.alias.startswith(ALIAS_PREFIX) or link.name.startswith(BRIDGE_PREFIX)
+        ours = link.alias.startswith(ALIAS_PREFIX) or link.name.startswith(
+            (BRIDGE_PREFIX, TOMBSTONE_PREFIX)
+        )
         if not ours:
             continue
         net = wanted.get(link.name)
         if net is None or (link.alias.startswith(ALIAS_PREFIX) and link.alias != alias_for(net)):
             log.info("removing stray bridge name=%s alias=%s", link.name, link.alias or "-")
-            await networks.rtnl.delete(link.index)
+            await rtnl.delete_in_thread(link.index)
+            by_name.pop(link.name, None)
             changes += 1
+    addrs = rtnl.addresses()
     for net in wanted.values():
-        if await networks.bridge.ensure(net):
+        current = by_name.get(net.bridge_name)
+        have = addrs.get(current.index, set()) if current is not None else set()
+        if await networks.bridge.ensure(net, current, have):
             log.info("bridge repaired name=%s network=%s", net.bridge_name, net.name)
             changes += 1
     return changes

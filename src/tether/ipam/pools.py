@@ -110,14 +110,18 @@ def pick_subnet(
             if c == cur:
                 start = i + 1
                 break
-    used = [s for s in in_use if s.version == version]
-    routes = [r for r in host_routes if r.version == version and r.prefixlen > 0]
+    # Integer ranges: with hundreds of networks, ipaddress's overlaps() per pair was the
+    # slowest part of a create.
+    blocked = sorted(
+        (int(s.network_address), int(s.broadcast_address))
+        for s in [*in_use, *host_routes]
+        if s.version == version and s.prefixlen > 0
+    )
     n = len(cands)
     for step in range(n):
         cand = cands[(start + step) % n]
-        if any(overlaps(cand, u) for u in used):
-            continue
-        if any(overlaps(cand, r) for r in routes):
+        lo, hi = int(cand.network_address), int(cand.broadcast_address)
+        if any(b_lo <= hi and lo <= b_hi for b_lo, b_hi in blocked):
             continue
         return cand
     raise Forbidden(NO_V6_POOL if version == 6 else NO_V4_POOL)

@@ -7,10 +7,10 @@ costs no helper process (pyroute2's own netns= path forks one per socket).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import socket
-from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
@@ -18,60 +18,53 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from tether.kernel import netns
+from tether.kernel.rtdump import Dumper, LinkInfo, delete_link
 
 NETLINK_ROUTE = 0
 RTN_LOCAL = 2
-IFF_UP = 1
+LOOPBACK_INDEX = 1
 
 
-@dataclass
-class Link:
-    index: int
-    name: str
-    kind: str
-    alias: str
-    master: int
-    mtu: int
-    up: bool
-    mac: str
-
-
-def _link(msg: Any) -> Link:
-    return Link(
+def _link(msg: Any) -> LinkInfo:
+    return LinkInfo(
         index=int(msg["index"]),
         name=str(msg.get("ifname")),
         kind=str(msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or ""),
         alias=str(msg.get("ifalias") or ""),
         master=int(msg.get("master") or 0),
         mtu=int(msg.get("mtu") or 0),
-        up=bool(msg["flags"] & IFF_UP),
+        up=bool(msg["flags"] & 1),
         mac=str(msg.get("address") or ""),
     )
 
 
 class Rtnl:
-    def __init__(self, ipr: AsyncIPRoute) -> None:
+    def __init__(self, ipr: AsyncIPRoute, dumper: Dumper, netns_path: str | None = None) -> None:
         self.ipr = ipr
+        self.dumper = dumper
+        self.netns_path = netns_path
 
     @classmethod
     def open(cls, netns_path: str | None = None) -> Rtnl:
         if netns_path is None:
-            return cls(AsyncIPRoute())
+            return cls(AsyncIPRoute(), Dumper())
         sock = netns.socket_in(netns_path, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
-        return cls(AsyncIPRoute(use_socket=sock))
+        raw = netns.socket_in(netns_path, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        return cls(AsyncIPRoute(use_socket=sock), Dumper(raw), netns_path)
 
     def close(self) -> None:
         try:
             self.ipr.close()
         except Exception:
             pass
+        self.dumper.close()
 
     # -- links -----------------------------------------------------------------------------
 
-    async def links(self) -> list[Link]:
-        return [_link(m) async for m in await self.ipr.link("dump")]
+    def links(self) -> list[LinkInfo]:
+        return self.dumper.links()
 
-    async def link(self, name: str) -> Link | None:
+    async def link(self, name: str) -> LinkInfo | None:
         try:
             msgs = await self.ipr.link("get", ifname=name)
         except NetlinkError as exc:
@@ -133,6 +126,11 @@ class Rtnl:
             if exc.code not in (errno.ENODEV, errno.ENOENT):
                 raise
 
+    async def delete_in_thread(self, index: int) -> None:
+        """Delete from a worker thread: see rtdump.delete_link for why."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, delete_link, index, self.netns_path)
+
     async def delete_named(self, name: str) -> bool:
         idx = await self.index(name)
         if idx is None:
@@ -169,42 +167,39 @@ class Rtnl:
             if exc.code not in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
                 raise
 
-    async def addresses(self, index: int) -> set[str]:
-        out: set[str] = set()
-        async for m in await self.ipr.addr("dump", index=index):
-            if int(m["index"]) != index:
-                continue
-            addr = m.get("IFA_ADDRESS")
-            if addr and not str(addr).startswith("fe80:"):
-                out.add(f"{addr}/{m['prefixlen']}")
+    def addresses(self) -> dict[int, set[str]]:
+        """All addresses (but link-local IPv6) by interface index, in one dump."""
+        out: dict[int, set[str]] = {}
+        for a in self.dumper.addresses():
+            out.setdefault(a.index, set()).add(a.cidr)
         return out
 
     # -- routes ----------------------------------------------------------------------------
 
-    async def route_destinations(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        """Every destination the host routes somewhere (to keep default pools clear of them)."""
+    def route_destinations(
+        self, skip: set[tuple[bytes, int]] | None = None
+    ) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """What the host routes somewhere, to keep default pools clear of it.
+
+        The main table, plus whole subnets made local on lo (an address with a prefix on lo
+        routes nothing in main, but the host owns that subnet).  `skip` holds (packed
+        network address, prefix length) pairs already known, i.e. tether's own networks.
+        """
+        skip = skip or set()
         out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        for family in (socket.AF_INET, socket.AF_INET6):
+        main = self.dumper.routes(254)
+        local = [r for r in self.dumper.routes(255, oif=LOOPBACK_INDEX) if r[3] == RTN_LOCAL]
+        for is_local, (family, dst, plen, _rtype, _oif) in [(False, r) for r in main] + [
+            (True, r) for r in local
+        ]:
             host_len = 32 if family == socket.AF_INET else 128
-            async for m in await self.ipr.route("dump", family=family):
-                table = m.get("RTA_TABLE") or m["table"]
-                dst = m.get("RTA_DST")
-                plen = int(m["dst_len"])
-                if dst is None or plen == 0:
-                    continue
-                # The main table, plus whole subnets made local (an address with a prefix
-                # on lo routes nothing in main, but the host still owns that subnet).
-                local_subnet = table == 255 and m["type"] == RTN_LOCAL and plen < host_len
-                if table != 254 and not local_subnet:
-                    continue
-                if str(dst).startswith("127."):
-                    continue
-                if family == socket.AF_INET6 and str(dst).startswith(("fe80:", "ff00:")):
-                    continue
-                try:
-                    out.append(ipaddress.ip_network(f"{dst}/{plen}", strict=False))
-                except ValueError:
-                    continue
+            if plen == 0 or (dst, plen) in skip or (is_local and plen == host_len):
+                continue
+            if family == socket.AF_INET and dst[0] == 127:
+                continue
+            if family == socket.AF_INET6 and (dst[:2] == b"\xfe\x80" or dst[0] == 0xFF):
+                continue
+            out.append(ipaddress.ip_network((dst, plen), strict=False))
         return out
 
     async def add_default_route(self, gateway: str, index: int | None = None) -> None:

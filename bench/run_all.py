@@ -1,0 +1,23 @@
+"""Run every benchmark in turn (./run bench).  Each writes bench/results/<name>.json."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCHES = ["bench_networks.py"]
+
+
+def main() -> int:
+    rc = 0
+    for name in BENCHES:
+        print(f"== {name}", flush=True)
+        r = subprocess.run([sys.executable, os.path.join(HERE, name), *sys.argv[1:]], cwd=HERE)
+        rc = rc or r.returncode
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
