@@ -34,8 +34,33 @@ def _snapshot() -> dict[str, set[str]]:
         "links": lines("ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1"),
         "nft tables": lines("nft list tables 2>/dev/null"),
         "mounts": mounts,
-        "processes": lines("pgrep -a -f 'tether.daemon.main|tether-shim' | grep -v pgrep"),
+        "processes": _live_tether_processes(),
     }
+
+
+def _live_tether_processes() -> set[str]:
+    """tetherd and tether-shim processes that are alive.
+
+    Zombies are left out: a shim whose daemon was killed (the crash tests do that on purpose)
+    is re-parented to PID 1, which reaps it in its own time; a zombie holds nothing but a pid.
+    """
+    out = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        state = stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3]
+        if state == b"Z":
+            continue
+        if "tether.daemon.main" in cmdline or "tether-shim" in cmdline:
+            out.add(f"{pid} {cmdline}")
+    return out
 
 
 _BEFORE: dict[str, set[str]] = {}
@@ -79,4 +104,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def host() -> Iterator[NamespaceHost]:
     with namespace_host() as h:
+        yield h
+
+
+@pytest.fixture
+def bhost() -> Iterator[NamespaceHost]:
+    """A namespace-host with the busybox image imported."""
+    with namespace_host() as h:
+        h.import_busybox()
         yield h

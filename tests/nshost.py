@@ -33,6 +33,21 @@ def sh(cmd: str, check: bool = True, timeout: float = 60) -> subprocess.Complete
     )
 
 
+_BUSYBOX_TAR: str | None = None
+
+
+def busybox_tar() -> str:
+    """A busybox rootfs tarball, built once per test session."""
+    global _BUSYBOX_TAR
+    if _BUSYBOX_TAR is None or not os.path.exists(_BUSYBOX_TAR):
+        from tether.runtime.busybox import build
+
+        path = os.path.join(tempfile.mkdtemp(prefix="tether-busybox-"), "busybox.tar")
+        build(path)
+        _BUSYBOX_TAR = path
+    return _BUSYBOX_TAR
+
+
 def make_netns(prefix: str = "tt") -> str:
     name = f"{prefix}-{secrets.token_hex(4)}"
     sh(f"ip netns add {name}")
@@ -154,6 +169,36 @@ class NamespaceHost:
         """A shell command inside this host's network namespace."""
         return sh(f"ip netns exec {self.netns} sh -c {_quote(cmd)}", check=check, timeout=timeout)
 
+    def import_busybox(self) -> None:
+        self.ok("image", "import", "--change", 'CMD ["sh"]', busybox_tar(), "busybox")
+
+    def in_sandbox(
+        self, container: str, cmd: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """A host-side command (ip, nc, dig...) inside a container's network namespace."""
+        key = self.api.get(f"/containers/{container}/json")["NetworkSettings"]["SandboxKey"]
+        return sh(f"nsenter --net={key} sh -c {_quote(cmd)}", check=check)
+
+    def netns_files(self) -> list[str]:
+        d = os.path.join(self.exec_root, "netns")
+        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+    def allocations(self) -> list[tuple[str, str, str]]:
+        import sqlite3
+
+        db = sqlite3.connect(f"file:{os.path.join(self.root, 'tether.db')}?mode=ro", uri=True)
+        try:
+            return sorted(db.execute("SELECT network_id, address, owner FROM addresses"))
+        finally:
+            db.close()
+
+    def veths(self) -> list[str]:
+        return sorted(n for n in self.links() if n.startswith("tv"))
+
+    def ip_of(self, container: str, network: str) -> str:
+        nets = self.api.get(f"/containers/{container}/json")["NetworkSettings"]["Networks"]
+        return str(nets[network]["IPAddress"])
+
     def links(self) -> dict[str, dict[str, Any]]:
         out = self.sh("ip -j -d addr show").stdout
         return {link["ifname"]: link for link in json.loads(out)}
@@ -163,6 +208,10 @@ class NamespaceHost:
         return data
 
     # -- cleanup -----------------------------------------------------------------------------
+
+    def kernel_snapshot(self) -> tuple[list[str], list[str], list[tuple[str, str, str]]]:
+        """(host veths, netns files, address allocations): what a refused command must not change."""
+        return self.veths(), self.netns_files(), self.allocations()
 
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -41,13 +41,16 @@ def quote(text: str) -> str:
 def encode_query(query: dict[str, Any] | None) -> str:
     if not query:
         return ""
-    parts = []
+    parts: list[str] = []
     for k, v in query.items():
         if v is None:
             continue
+        if isinstance(v, list):  # repeated parameter: changes=a&changes=b
+            parts.extend(f"{quote(k)}={quote(str(x))}" for x in v)
+            continue
         if isinstance(v, bool):
             v = "1" if v else "0"
-        elif isinstance(v, dict | list):
+        elif isinstance(v, dict):
             v = wire.dumps(v)
         parts.append(f"{quote(k)}={quote(str(v))}")
     return "?" + "&".join(parts) if parts else ""

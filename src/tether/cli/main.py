@@ -13,9 +13,42 @@ from tether import __version__
 # group -> (module, one-line summary); a module exposes COMMANDS {name: Command}.
 GROUPS: dict[str, tuple[str, str]] = {
     "network": ("tether.cli.network", "Manage networks"),
+    "image": ("tether.cli.image", "Manage images"),
+    "container": ("tether.cli.container", "Manage containers"),
 }
 # top-level command -> (module, attribute, summary)
 TOP: dict[str, tuple[str, str, str]] = {
+    "run": ("tether.cli.container", "RUN", "Create and run a new container from an image"),
+    "exec": ("tether.cli.container", "EXEC", "Execute a command in a running container"),
+    "ps": ("tether.cli.container", "PS", "List containers"),
+    "create": ("tether.cli.container", "CREATE", "Create a new container"),
+    "start": ("tether.cli.container", "START", "Start one or more stopped containers"),
+    "stop": ("tether.cli.container", "STOP", "Stop one or more running containers"),
+    "restart": ("tether.cli.container", "RESTART", "Restart one or more containers"),
+    "kill": ("tether.cli.container", "KILL", "Kill one or more running containers"),
+    "rm": ("tether.cli.container", "RM", "Remove one or more containers"),
+    "wait": (
+        "tether.cli.container",
+        "WAIT",
+        "Block until one or more containers stop, then print their exit codes",
+    ),
+    "logs": ("tether.cli.container", "LOGS", "Fetch the logs of a container"),
+    "inspect": (
+        "tether.cli.container",
+        "INSPECT",
+        "Return low-level information on tether objects",
+    ),
+    "port": (
+        "tether.cli.container",
+        "PORT",
+        "List port mappings or a specific mapping for the container",
+    ),
+    "images": ("tether.cli.image", "LS", "List images"),
+    "import": (
+        "tether.cli.image",
+        "IMPORT",
+        "Import the contents from a tarball to create a filesystem image",
+    ),
     "version": ("tether.cli.system", "VERSION", "Show the tether version information"),
     "info": ("tether.cli.system", "INFO", "Display system-wide information"),
 }

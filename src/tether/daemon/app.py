@@ -11,16 +11,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether import __version__
-from tether.daemon import routes_networks, routes_system
+from tether.daemon import routes_containers, routes_images, routes_networks, routes_system
 from tether.daemon.http import HttpServer, Router
+from tether.engine.containers import Containers
+from tether.engine.execs import Execs
+from tether.engine.model import Container
 from tether.engine.networks import Networks
-from tether.engine.reconcile import reconcile_networks
+from tether.engine.reconcile import reconcile_networks, reconcile_sandboxes
 from tether.errors import TetherError
 from tether.ipam.manager import Ipam
 from tether.ipam.pools import DEFAULT_POOLS, PoolSpec
 from tether.kernel import netns
 from tether.kernel.rtnl import Rtnl
 from tether.kernel.sysctl import set_sysctl
+from tether.runtime import shim
+from tether.runtime.images import ImageStore
 from tether.store.sqlite import Store
 
 log = logging.getLogger("tether.daemon")
@@ -54,6 +59,9 @@ class Daemon:
         self.rtnl: Rtnl
         self.ipam: Ipam
         self.networks: Networks
+        self.images: ImageStore
+        self.containers: Containers
+        self.execs: Execs
         self.server: HttpServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -88,12 +96,35 @@ class Daemon:
         )
         self.networks.load()
         self.ipam.load(list(self.networks.by_id.values()))
+        self.images = ImageStore(self.store, self.root)
+        self.images.load()
+        self.containers = Containers(
+            self.store,
+            self.ipam,
+            self.networks,
+            self.images,
+            self.rtnl,
+            self.root,
+            self.netns_dir,
+            self.lock,
+        )
+        self.containers.load()
+        self.execs = Execs(self.containers)
         await self.networks.ensure_predefined()
+        async with self.lock:
+            await reconcile_networks(self.networks)
+        # Containers that kept running are adopted before strays are swept, so their
+        # sandboxes count as wanted.
+        await self.containers.restore()
         await self.reconcile()
+        loop = asyncio.get_running_loop()
+        self.containers.shim_path = await loop.run_in_executor(None, shim.ensure_built)
 
         router = Router()
         routes_system.register(router, self)
         routes_networks.register(router, self)
+        routes_containers.register(router, self)
+        routes_images.register(router, self)
         self.server = HttpServer(router)
         try:
             os.unlink(self.socket_path)
@@ -113,7 +144,22 @@ class Daemon:
 
     async def reconcile(self) -> int:
         async with self.lock:
-            return await reconcile_networks(self.networks)
+            return await reconcile_networks(self.networks) + await reconcile_sandboxes(
+                self.containers
+            )
+
+    def ports_view(self, c: Container) -> dict[str, object]:
+        """NetworkSettings.Ports: exposed ports, none published yet."""
+        if not c.state.running or c.network_mode in ("host", "none"):
+            return {}
+        return {p: None for p in sorted(c.config.get("ExposedPorts") or {})}
+
+    def ports_list(self, c: Container) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        for p in sorted(c.config.get("ExposedPorts") or {}):
+            port, _, proto = p.partition("/")
+            out.append({"PrivatePort": int(port), "Type": proto or "tcp"})
+        return out
 
     async def _reconcile_loop(self) -> None:
         while not self.stopping.is_set():

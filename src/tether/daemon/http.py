@@ -88,7 +88,9 @@ class Router:
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
-        regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"
+        # {name} matches one path segment; {name*} may span several (image names have slashes).
+        regex = re.sub(r"\{(\w+)\*\}", r"(?P<\1>.+)", pattern)
+        regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex) + "$"
         self.routes.append((method, re.compile(regex), handler))
 
     def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:

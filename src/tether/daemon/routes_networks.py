@@ -32,6 +32,22 @@ def register(router: Router, daemon: Daemon) -> None:
         deleted = await nets.prune(flt.parse(req.arg("filters")))
         return json_response({"NetworksDeleted": deleted})
 
+    async def connect(req: Request) -> Response:
+        body = req.json()
+        await daemon.containers.connect(
+            req.params["id"], str(body.get("Container") or ""), body.get("EndpointConfig") or {}
+        )
+        return Response(200)
+
+    async def disconnect(req: Request) -> Response:
+        body = req.json()
+        await daemon.containers.disconnect(
+            req.params["id"], str(body.get("Container") or ""), bool(body.get("Force"))
+        )
+        return Response(200)
+
+    router.add("POST", "/networks/{id}/connect", connect)
+    router.add("POST", "/networks/{id}/disconnect", disconnect)
     router.add("GET", "/networks", list_networks)
     router.add("POST", "/networks/create", create)
     router.add("POST", "/networks/prune", prune)

@@ -113,3 +113,96 @@ class Network:
             "Options": None if self.options is None else dict(self.options),
             "Labels": dict(self.labels),
         }
+
+
+@dataclass
+class EndpointConfig:
+    """What the user asked for on one network; kept while the container exists."""
+
+    network_id: str = ""
+    aliases: list[str] = field(default_factory=list)
+    ipv4: str = ""  # --ip
+    ipv6: str = ""  # --ip6
+    mac: str = ""  # --mac-address
+    driver_opts: dict[str, str] = field(default_factory=dict)
+    links: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Endpoint:
+    """One live attachment of a running container's sandbox to a network."""
+
+    id: str
+    network_id: str
+    ifname: str  # inside the sandbox: eth0, eth1, ...
+    host_ifname: str  # tv<endpoint id prefix>, on the network's bridge
+    mac: str
+    ipv4: str = ""  # address/prefixlen
+    ipv6: str = ""
+    gateway4: str = ""
+    gateway6: str = ""
+
+
+@dataclass
+class ContainerState:
+    status: str = "created"  # created | running | exited | removing | dead
+    pid: int = 0
+    pid_start: int = 0  # /proc/<pid>/stat starttime, to tell a reused pid from ours
+    shim_pid: int = 0
+    exit_code: int = 0
+    error: str = ""
+    started_at: str = "0001-01-01T00:00:00Z"
+    finished_at: str = "0001-01-01T00:00:00Z"
+    oom_killed: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+@dataclass
+class Container:
+    id: str
+    name: str
+    created: str
+    image: str  # as the user wrote it
+    image_id: str
+    path: str
+    args: list[str]
+    config: dict[str, Any]  # Docker's Config
+    host_config: dict[str, Any]  # Docker's HostConfig
+    # Desired attachments by network name (as Docker keys NetworkSettings.Networks), in the
+    # order they were made; the network id is resolved at start and connect.
+    networks: dict[str, EndpointConfig] = field(default_factory=dict)
+    state: ContainerState = field(default_factory=ContainerState)
+    # Live attachments while running, by network name.
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    sandbox_key: str = ""
+    next_if: int = 0  # eth<n> names are not reused while the container runs
+    restart_count: int = 0
+    # Upstream DNS servers the embedded resolver forwards this container's queries to.
+    dns_upstreams: list[str] = field(default_factory=list)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def network_mode(self) -> str:
+        mode = str(self.host_config.get("NetworkMode") or "default")
+        return "bridge" if mode == "default" else mode
+
+    @property
+    def hostname(self) -> str:
+        return str(self.config.get("Hostname") or self.short_id)
+
+    def to_doc(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Container:
+        doc = dict(doc)
+        doc["networks"] = {k: EndpointConfig(**v) for k, v in doc.get("networks", {}).items()}
+        doc["endpoints"] = {k: Endpoint(**v) for k, v in doc.get("endpoints", {}).items()}
+        doc["state"] = ContainerState(**doc.get("state", {}))
+        return cls(**doc)

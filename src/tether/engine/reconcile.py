@@ -9,9 +9,13 @@ exec-root.  Nothing else on the host is ever touched.
 from __future__ import annotations
 
 import logging
+import os
 
 from tether.drivers.bridge import ALIAS_PREFIX, TOMBSTONE_PREFIX, alias_for
+from tether.drivers.veth import HOST_PREFIX as VETH_PREFIX
+from tether.engine.containers import Containers
 from tether.engine.networks import Networks
+from tether.kernel import netns
 
 log = logging.getLogger("tether.reconcile")
 
@@ -46,4 +50,31 @@ async def reconcile_networks(networks: Networks) -> int:
         if await networks.bridge.ensure(net, current, have):
             log.info("bridge repaired name=%s network=%s", net.bridge_name, net.name)
             changes += 1
+    return changes
+
+
+async def reconcile_sandboxes(containers: Containers) -> int:
+    """Remove veths, netns files and address allocations that no container owns any more."""
+    changes = 0
+    veths, paths, endpoints = containers.wanted_kernel_objects()
+    rtnl = containers.host
+    for link in rtnl.links():
+        if link.kind == "veth" and link.name.startswith(VETH_PREFIX) and link.name not in veths:
+            log.info("removing stray veth name=%s", link.name)
+            await rtnl.delete_in_thread(link.index)
+            changes += 1
+    netns_dir = containers.sandboxes.dir
+    for name in os.listdir(netns_dir):
+        path = os.path.join(netns_dir, name)
+        if path not in paths:
+            log.info("removing stray network namespace path=%s", path)
+            netns.delete(path)
+            changes += 1
+    for _net_id, address, owner in containers.store.addresses():
+        if owner == "gateway" or owner.startswith("aux:") or owner in endpoints:
+            continue
+        log.info("releasing orphan address address=%s owner=%s", address, owner[:12])
+        with containers.store.transaction():
+            containers.ipam.release_owner(owner)
+        changes += 1
     return changes

@@ -95,6 +95,14 @@ class Ipam:
         if pool is not None:
             pool.release(addr)
 
+    def release_owner(self, owner: str) -> None:
+        """Release everything `owner` holds (an endpoint), whatever memory says."""
+        for net_id, address in self.store.release_owner(owner):
+            addr = ipaddress.ip_address(address)
+            pool = self._pool_containing(net_id, addr)
+            if pool is not None:
+                pool.release(addr)
+
     def forget_memory(self, net_id: str, address: str) -> None:
         """Drop an address from memory only (the store transaction that held it rolled back)."""
         addr = ipaddress.ip_address(address)

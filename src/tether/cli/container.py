@@ -1,0 +1,847 @@
+"""tether run|create|start|stop|restart|kill|rm|ps|inspect|logs|exec|wait|port."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from tether.cli.context import CliError, Context, api_error
+from tether.cli.flags import Command, Flag
+from tether.cli.output import print_json, render_table_template
+from tether.client import ApiError, quote
+
+TYPE_CHECKING = False  # see tether/cli/flags.py
+if TYPE_CHECKING:
+    from typing import Any
+
+    from tether.client import Response
+
+USER_NETWORK_EXCLUDED = ("", "default", "bridge", "host", "none")
+PS_HEADERS = {
+    "ID": "CONTAINER ID",
+    "Image": "IMAGE",
+    "Command": "COMMAND",
+    "CreatedAt": "CREATED AT",
+    "RunningFor": "CREATED",
+    "Ports": "PORTS",
+    "Status": "STATUS",
+    "Size": "SIZE",
+    "Names": "NAMES",
+    "Labels": "LABELS",
+    "Mounts": "MOUNTS",
+    "Networks": "NETWORKS",
+    "State": "STATE",
+}
+PS_DEFAULT = (
+    "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+)
+
+
+def _q(s: str) -> str:
+    return quote(s)
+
+
+def _is_mac(text: str) -> bool:
+    parts = text.split(":")
+    return len(parts) == 6 and all(
+        len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts
+    )
+
+
+def _parse_env(values: list[str]) -> list[str]:
+    out = []
+    for v in values:
+        if "=" in v:
+            out.append(v)
+        elif v in os.environ:  # -e NAME takes the value from the caller's environment
+            out.append(f"{v}={os.environ[v]}")
+    return out
+
+
+def _container_body(o: dict[str, Any], args: list[str]) -> tuple[dict[str, Any], str]:
+    """The create request, with the checks docker's CLI makes before calling the daemon."""
+    from tether.cli import ports as portspec
+
+    image, cmd = args[0], args[1:]
+    networks = o["network"] or []
+    mode = networks[0] if networks else "default"
+    if o["network_alias"] and mode in USER_NETWORK_EXCLUDED:
+        raise CliError(
+            "tether: network-scoped aliases are only supported for user-defined networks\nSee 'tether run --help'.",
+            125,
+        )
+    if o["mac_address"] and not _is_mac(o["mac_address"]):
+        raise CliError(
+            f"tether: {o['mac_address']} is not a valid mac address\nSee 'tether run --help'.", 125
+        )
+    for h in o["add_host"]:
+        name, sep, ip = h.partition(":")
+        if not sep or not name or not ip:
+            raise CliError(
+                f'tether: invalid argument "{h}" for "--add-host" flag: bad format for add-host: "{h}"\nSee \'tether run --help\'.',
+                125,
+            )
+    try:
+        exposed, bindings = portspec.parse_publish(o["publish"], o["expose"])
+    except ValueError as exc:
+        raise CliError(f"tether: {exc}\nSee 'tether run --help'.", 125) from None
+    body: dict[str, Any] = {
+        "Hostname": o["hostname"] or "",
+        "Domainname": o["domainname"] or "",
+        "Image": image,
+        "Env": _parse_env(o["env"]),
+        "Labels": dict(label.partition("=")[::2] for label in o["label"]),
+        "ExposedPorts": exposed,
+        "WorkingDir": o["workdir"] or "",
+        "AttachStdout": not o["detach"],
+        "AttachStderr": not o["detach"],
+        "HostConfig": {
+            "NetworkMode": mode,
+            "PortBindings": bindings,
+            "PublishAllPorts": o["publish_all"],
+            "Dns": o["dns"],
+            "DnsSearch": o["dns_search"],
+            "DnsOptions": o["dns_option"],
+            "ExtraHosts": o["add_host"] or None,
+            "AutoRemove": o["rm"],
+        },
+        "NetworkingConfig": {"EndpointsConfig": {}},
+    }
+    if cmd:
+        body["Cmd"] = cmd
+    if o["entrypoint"] is not None:
+        body["Entrypoint"] = [o["entrypoint"]] if o["entrypoint"] else []
+    if o["mac_address"]:
+        body["MacAddress"] = o["mac_address"]
+    if o["stop_signal"]:
+        body["StopSignal"] = o["stop_signal"]
+    endpoints = body["NetworkingConfig"]["EndpointsConfig"]
+    for i, net in enumerate(networks):
+        ep: dict[str, Any] = {}
+        if i == 0:
+            ipam = {}
+            if o["ip"]:
+                ipam["IPv4Address"] = o["ip"]
+            if o["ip6"]:
+                ipam["IPv6Address"] = o["ip6"]
+            if ipam:
+                ep["IPAMConfig"] = ipam
+            if o["network_alias"]:
+                ep["Aliases"] = o["network_alias"]
+        endpoints[net] = ep
+    if not networks and (o["ip"] or o["ip6"]):
+        endpoints["bridge"] = {
+            "IPAMConfig": {
+                k: v for k, v in (("IPv4Address", o["ip"]), ("IPv6Address", o["ip6"])) if v
+            }
+        }
+    return body, image
+
+
+def _create(ctx: Context, o: dict[str, Any], args: list[str], command: str) -> str:
+    body, image = _container_body(o, args)
+    try:
+        resp = ctx.call(
+            "POST",
+            "/containers/create",
+            query={"name": o["name"]} if o["name"] else None,
+            body=body,
+        )
+    except ApiError as exc:
+        if exc.status == 404 and exc.message.startswith("No such image"):
+            ref = image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest"
+            sys.stderr.write(f"Unable to find image '{ref}' locally\n")
+        raise CliError(
+            f"tether: Error response from daemon: {exc.message}\nRun 'tether {command} --help' for more information",
+            125,
+        ) from None
+    for w in resp.get("Warnings") or []:
+        sys.stderr.write(f"WARNING: {w}\n")
+    return str(resp["Id"])
+
+
+def _start_error(exc: ApiError, command: str) -> CliError:
+    code = 125
+    if "executable file not found" in exc.message or "no such file or directory" in exc.message:
+        code = 127
+    elif "permission denied" in exc.message:
+        code = 126
+    return CliError(
+        f"tether: Error response from daemon: {exc.message}\nRun 'tether {command} --help' for more information",
+        code,
+    )
+
+
+def run_create(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    print(_create(ctx, o, args, "create"))
+    return 0
+
+
+def run_run(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    cid = _create(ctx, o, args, "run")
+    if o["detach"]:
+        try:
+            ctx.call("POST", f"/containers/{cid}/start")
+        except ApiError as exc:
+            raise _start_error(exc, "run") from None
+        print(cid)
+        return 0
+    # Attached: wait (headers come back at once), start, stream the output, then the status.
+    condition = "removed" if o["rm"] else "next-exit"
+    waiting = ctx.open("POST", f"/containers/{cid}/wait", query={"condition": condition})
+    try:
+        ctx.call("POST", f"/containers/{cid}/start")
+    except ApiError as exc:
+        waiting.close()
+        raise _start_error(exc, "run") from None
+    import signal
+
+    def forward(sig: int, _frame: object) -> None:
+        try:
+            ctx.call("POST", f"/containers/{cid}/kill", query={"signal": str(sig)})
+        except (ApiError, CliError):
+            pass
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    logs = ctx.open("GET", f"/containers/{cid}/logs", query={"follow": 1, "stdout": 1, "stderr": 1})
+    _demux(logs)
+    logs.close()
+    from tether import wire
+
+    data = waiting.read()
+    waiting.close()
+    try:
+        return int(wire.loads(data)["StatusCode"])
+    except (ValueError, KeyError, TypeError):
+        return 125
+
+
+def _demux(resp: Response) -> None:
+    """Docker's multiplexed stream to our stdout/stderr."""
+    buf = b""
+    out = sys.stdout.buffer
+    err = sys.stderr.buffer
+    for chunk in resp.iter_body():
+        buf += chunk
+        while len(buf) >= 8:
+            size = int.from_bytes(buf[4:8], "big")
+            if len(buf) < 8 + size:
+                break
+            stream, data, buf = buf[0], buf[8 : 8 + size], buf[8 + size :]
+            target = err if stream == 2 else out
+            target.write(data)
+            target.flush()
+
+
+def _each(
+    ctx: Context,
+    names: list[str],
+    method: str,
+    path: str,
+    query: dict[str, Any] | None = None,
+    fail_prefix: str = "",
+) -> int:
+    status = 0
+    for name in names:
+        try:
+            ctx.call(method, path.format(_q(name)), query=query)
+        except ApiError as exc:
+            sys.stderr.write(f"Error response from daemon: {exc.message}\n")
+            status = 1
+            continue
+        print(name)
+    return status
+
+
+def run_start(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    failed = []
+    for name in args:
+        try:
+            ctx.call("POST", f"/containers/{_q(name)}/start")
+        except ApiError as exc:
+            sys.stderr.write(f"Error response from daemon: {exc.message}\n")
+            failed.append(name)
+            continue
+        print(name)
+    if failed:
+        raise CliError("Error: failed to start containers: " + ", ".join(failed))
+    return 0
+
+
+def run_stop(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    q = {"t": o["time"]} if o["time"] is not None else None
+    return _each(ctx, args, "POST", "/containers/{}/stop", q)
+
+
+def run_restart(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    q = {"t": o["time"]} if o["time"] is not None else None
+    return _each(ctx, args, "POST", "/containers/{}/restart", q)
+
+
+def run_kill(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    return _each(
+        ctx, args, "POST", "/containers/{}/kill", {"signal": o["signal"]} if o["signal"] else None
+    )
+
+
+def run_rm(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    return _each(ctx, args, "DELETE", "/containers/{}", {"force": 1} if o["force"] else None)
+
+
+def run_wait(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    from tether import wire
+
+    status = 0
+    for name in args:
+        try:
+            resp = ctx.open("POST", f"/containers/{_q(name)}/wait")
+            data = resp.read()
+            resp.close()
+            if resp.status >= 400:
+                raise ApiError(resp.status, str(wire.loads(data).get("message")))
+            print(wire.loads(data)["StatusCode"])
+        except ApiError as exc:
+            sys.stderr.write(f"Error response from daemon: {exc.message}\n")
+            status = 1
+    return status
+
+
+def _ellipsis(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _go_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_ports(ports: list[dict[str, Any]]) -> str:
+    """docker ps's PORTS column: ranges folded, published first."""
+    groups: dict[tuple[str, str, bool], list[tuple[int, int]]] = {}
+    for p in ports:
+        public = p.get("PublicPort")
+        key = (str(p.get("IP") or ""), str(p.get("Type") or "tcp"), public is not None)
+        groups.setdefault(key, []).append((int(p["PrivatePort"]), int(public or 0)))
+    out = []
+    for (ip, proto, published), pairs in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1])
+    ):
+        pairs.sort()
+        runs: list[list[tuple[int, int]]] = []
+        for pair in pairs:
+            if (
+                runs
+                and published
+                and pair[0] == runs[-1][-1][0] + 1
+                and pair[1] == runs[-1][-1][1] + 1
+            ) or (runs and not published and pair[0] == runs[-1][-1][0] + 1):
+                runs[-1].append(pair)
+            else:
+                runs.append([pair])
+        for r in runs:
+            priv = f"{r[0][0]}-{r[-1][0]}" if len(r) > 1 else f"{r[0][0]}"
+            if published:
+                pub = f"{r[0][1]}-{r[-1][1]}" if len(r) > 1 else f"{r[0][1]}"
+                host = f"[{ip}]" if ":" in ip else ip
+                out.append(f"{host}:{pub}->{priv}/{proto}")
+            else:
+                out.append(f"{priv}/{proto}")
+    return ", ".join(out)
+
+
+def _ps_row(c: dict[str, Any], no_trunc: bool) -> dict[str, Any]:
+    from tether.engine.container_views import human_duration
+
+    labels = c.get("Labels") or {}
+    command = c.get("Command", "")
+    created = int(c.get("Created") or 0)
+    return {
+        "ID": c["Id"] if no_trunc else c["Id"][:12],
+        "Image": c.get("Image", ""),
+        "Command": _go_quote(command if no_trunc else _ellipsis(command, 20)),
+        "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(created)),
+        "RunningFor": human_duration(time.time() - created) + " ago",
+        "Ports": format_ports(c.get("Ports") or []),
+        "Status": c.get("Status", ""),
+        "State": c.get("State", ""),
+        "Size": "0B",
+        "Names": ",".join(n.lstrip("/") for n in c.get("Names") or []),
+        "Labels": ",".join(f"{k}={labels[k]}" for k in sorted(labels)),
+        "Mounts": "",
+        "Networks": ",".join(sorted((c.get("NetworkSettings") or {}).get("Networks") or {})),
+        "Label": lambda key: labels.get(key, ""),
+    }
+
+
+def run_ps(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    filters: dict[str, list[str]] = {}
+    for f in o["filter"]:
+        key, sep, val = f.partition("=")
+        if not sep:
+            raise CliError(
+                f'invalid argument "{f}" for "-f, --filter" flag: bad format of filter (expected name=value)'
+            )
+        filters.setdefault(key, []).append(val)
+    show_all = o["all"] or o["latest"] or o["last"] not in (None, -1)
+    try:
+        items = ctx.call(
+            "GET",
+            "/containers/json",
+            query={"all": 1 if show_all else None, "filters": filters or None},
+        )
+    except ApiError as exc:
+        raise api_error(exc) from None
+    if o["latest"]:
+        items = items[:1]
+    elif o["last"] not in (None, -1):
+        items = items[: o["last"]]
+    rows = [_ps_row(c, o["no_trunc"]) for c in items]
+    if o["quiet"]:
+        sys.stdout.write("".join(r["ID"] + "\n" for r in rows))
+        return 0
+    fmt = o["format"] or PS_DEFAULT
+    if fmt == "json":
+        fmt = "{{json .}}"
+        rows = [{k: v for k, v in r.items() if k != "Label"} for r in rows]
+    sys.stdout.write(render_table_template(fmt, rows, PS_HEADERS))
+    return 0
+
+
+def run_inspect(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    kinds = {
+        "container": "/containers/{}/json",
+        "image": "/images/{}/json",
+        "network": "/networks/{}",
+    }
+    order = [o["type"]] if o["type"] else ["container", "image", "network"]
+    for t in order:
+        if t not in kinds:
+            raise CliError(f'"{t}" is not a valid value for --type')
+    found: list[Any] = []
+    errors: list[str] = []
+    for name in args:
+        for t in order:
+            try:
+                found.append(ctx.call("GET", kinds[t].format(_q(name))))
+                break
+            except ApiError as exc:
+                if exc.status != 404:
+                    errors.append(f"Error response from daemon: {exc.message}")
+                    break
+        else:
+            errors.append(f"Error: No such object: {name}")
+    if o["format"]:
+        from tether.cli.gotemplate import Template, TemplateError
+
+        try:
+            tmpl = Template(o["format"].replace("\\t", "\t").replace("\\n", "\n"))
+            sys.stdout.write("".join(tmpl.render(x) + "\n" for x in found))
+        except TemplateError as exc:
+            raise CliError(str(exc)) from None
+    else:
+        print_json(found)
+    if errors:
+        raise CliError("\n".join(errors))
+    return 0
+
+
+def run_logs(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    q: dict[str, Any] = {
+        "stdout": 1,
+        "stderr": 1,
+        "follow": 1 if o["follow"] else None,
+        "timestamps": 1 if o["timestamps"] else None,
+    }
+    if o["tail"] and o["tail"] != "all":
+        q["tail"] = o["tail"]
+    if o["since"]:
+        q["since"] = o["since"]
+    resp = ctx.open("GET", f"/containers/{_q(args[0])}/logs", query=q)
+    if resp.status >= 400:
+        from tether import wire
+
+        data = resp.read()
+        resp.close()
+        raise CliError(f"Error response from daemon: {wire.loads(data).get('message')}")
+    try:
+        _demux(resp)
+    except KeyboardInterrupt:
+        pass
+    resp.close()
+    return 0
+
+
+def run_exec(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    from tether import wire
+
+    body = {
+        "AttachStdin": o["interactive"] and not o["detach"],
+        "AttachStdout": not o["detach"],
+        "AttachStderr": not o["detach"],
+        "Tty": o["tty"],
+        "Cmd": args[1:],
+        "Env": _parse_env(o["env"]),
+        "WorkingDir": o["workdir"] or "",
+    }
+    try:
+        ex = ctx.call("POST", f"/containers/{_q(args[0])}/exec", body=body)
+    except ApiError as exc:
+        raise api_error(exc) from None
+    exec_id = ex["Id"]
+    if o["detach"]:
+        try:
+            ctx.call("POST", f"/exec/{exec_id}/start", body={"Detach": True, "Tty": o["tty"]})
+        except ApiError as exc:
+            raise api_error(exc) from None
+        return 0
+    resp = ctx.open(
+        "POST",
+        f"/exec/{exec_id}/start",
+        body={"Detach": False, "Tty": o["tty"]},
+        headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+    )
+    if resp.status >= 400:
+        data = resp.read()
+        resp.close()
+        raise CliError(f"Error response from daemon: {wire.loads(data).get('message')}")
+    restore = None
+    if o["tty"] and sys.stdin.isatty():
+        restore = _raw_terminal(ctx, exec_id)
+    pump = None
+    if o["interactive"]:
+        import threading
+
+        pump = threading.Thread(target=_pump_stdin, args=(resp.sock,), daemon=True)
+        pump.start()
+    try:
+        if o["tty"]:
+            out = sys.stdout.buffer
+            for chunk in resp.iter_body():
+                out.write(chunk)
+                out.flush()
+        else:
+            _demux(resp)
+    finally:
+        if restore is not None:
+            restore()
+        resp.close()
+    info = ctx.call("GET", f"/exec/{exec_id}/json")
+    code = info.get("ExitCode")
+    return int(code) if code is not None else 0
+
+
+def _pump_stdin(sock: Any) -> None:
+    import _socket
+
+    fd = sys.stdin.fileno()
+    try:
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            sock.sendall(data)
+    except OSError:
+        pass
+    try:
+        sock.shutdown(_socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def _raw_terminal(ctx: Context, exec_id: str) -> Any:
+    import shutil
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    size = shutil.get_terminal_size()
+    try:
+        ctx.call("POST", f"/exec/{exec_id}/resize", query={"h": size.lines, "w": size.columns})
+    except (ApiError, CliError):
+        pass
+
+    def restore() -> None:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+    return restore
+
+
+def run_port(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    try:
+        info = ctx.call("GET", f"/containers/{_q(args[0])}/json")
+    except ApiError as exc:
+        raise api_error(exc) from None
+    ports = (info.get("NetworkSettings") or {}).get("Ports") or {}
+    lines: list[str] = []
+    if len(args) > 1:
+        want = args[1] if "/" in args[1] else f"{args[1]}/tcp"
+        bindings = ports.get(want)
+        if not bindings:
+            raise CliError(f"Error: No public port '{want}' published for {args[0]}")
+        for b in bindings:
+            host = f"[{b['HostIp']}]" if ":" in b["HostIp"] else b["HostIp"]
+            lines.append(f"{host}:{b['HostPort']}")
+    else:
+
+        def sort_key(key: str) -> tuple[int, str]:
+            port, _, proto = key.partition("/")
+            return (int(port), proto)
+
+        for key in sorted(ports, key=sort_key):
+            for b in ports[key] or []:
+                host = f"[{b['HostIp']}]" if ":" in b["HostIp"] else b["HostIp"]
+                lines.append(f"{key} -> {host}:{b['HostPort']}")
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    return 0
+
+
+RUN_FLAGS = [
+    Flag("add-host", kind="list", metavar="list", help="Add a custom host-to-IP mapping (host:ip)"),
+    Flag("detach", "d", kind="bool", help="Run container in background and print container ID"),
+    Flag("dns", kind="list", metavar="list", help="Set custom DNS servers"),
+    Flag("dns-option", kind="list", metavar="list", help="Set DNS options"),
+    Flag("dns-search", kind="list", metavar="list", help="Set custom DNS search domains"),
+    Flag("domainname", help="Container NIS domain name"),
+    Flag("entrypoint", help="Overwrite the default ENTRYPOINT of the image"),
+    Flag("env", "e", kind="list", metavar="list", help="Set environment variables"),
+    Flag("expose", kind="list", metavar="list", help="Expose a port or a range of ports"),
+    Flag("hostname", "h", help="Container host name"),
+    Flag("interactive", "i", kind="bool", help="Keep STDIN open even if not attached"),
+    Flag("ip", help="IPv4 address (e.g., 172.30.100.104)"),
+    Flag("ip6", help="IPv6 address (e.g., 2001:db8::33)"),
+    Flag("label", "l", kind="list", metavar="list", help="Set meta data on a container"),
+    Flag("mac-address", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
+    Flag("name", help="Assign a name to the container"),
+    Flag("network", kind="list", metavar="network", help="Connect a container to a network"),
+    Flag("net", kind="list", hidden=True),
+    Flag(
+        "network-alias",
+        kind="list",
+        metavar="list",
+        help="Add network-scoped alias for the container",
+    ),
+    Flag("net-alias", kind="list", hidden=True),
+    Flag(
+        "publish",
+        "p",
+        kind="list",
+        metavar="list",
+        help="Publish a container's port(s) to the host",
+    ),
+    Flag("publish-all", "P", kind="bool", help="Publish all exposed ports to random ports"),
+    Flag("rm", kind="bool", help="Automatically remove the container when it exits"),
+    Flag("stop-signal", help="Signal to stop the container"),
+    Flag("tty", "t", kind="bool", help="Allocate a pseudo-TTY"),
+    Flag("workdir", "w", help="Working directory inside the container"),
+]
+
+
+def _merge_aliases(handler: Any) -> Any:
+    def wrapped(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+        o["network"] = [*o["network"], *o.pop("net", [])]
+        o["network_alias"] = [*o["network_alias"], *o.pop("net_alias", [])]
+        if o["tty"] or o["interactive"]:
+            raise CliError(
+                "tether: run -i/-t (an interactive container) is not available; "
+                "start it with -d and use `tether exec -it CONTAINER sh`",
+                125,
+            )
+        return int(handler(ctx, o, args))
+
+    return wrapped
+
+
+RUN = Command(
+    "run",
+    "[OPTIONS] IMAGE [COMMAND] [ARG...]",
+    "Create and run a new container from an image",
+    RUN_FLAGS,
+    min_args=1,
+    interspersed=False,
+    handler=_merge_aliases(run_run),
+)
+CREATE = Command(
+    "create",
+    "[OPTIONS] IMAGE [COMMAND] [ARG...]",
+    "Create a new container",
+    [f for f in RUN_FLAGS if f.long not in ("detach", "rm")]
+    + [
+        Flag("rm", kind="bool", help="Automatically remove the container when it exits"),
+        Flag("detach", kind="bool", hidden=True),
+    ],
+    min_args=1,
+    interspersed=False,
+    handler=_merge_aliases(run_create),
+)
+START = Command(
+    "start",
+    "[OPTIONS] CONTAINER [CONTAINER...]",
+    "Start one or more stopped containers",
+    [Flag("attach", "a", kind="bool", help="Attach STDOUT/STDERR and forward signals")],
+    min_args=1,
+    handler=run_start,
+)
+STOP = Command(
+    "stop",
+    "[OPTIONS] CONTAINER [CONTAINER...]",
+    "Stop one or more running containers",
+    [Flag("time", "t", kind="int", help="Seconds to wait before killing the container")],
+    min_args=1,
+    handler=run_stop,
+)
+RESTART = Command(
+    "restart",
+    "[OPTIONS] CONTAINER [CONTAINER...]",
+    "Restart one or more containers",
+    [Flag("time", "t", kind="int", help="Seconds to wait before killing the container")],
+    min_args=1,
+    handler=run_restart,
+)
+KILL = Command(
+    "kill",
+    "[OPTIONS] CONTAINER [CONTAINER...]",
+    "Kill one or more running containers",
+    [Flag("signal", "s", help="Signal to send to the container")],
+    min_args=1,
+    handler=run_kill,
+)
+RM = Command(
+    "rm",
+    "[OPTIONS] CONTAINER [CONTAINER...]",
+    "Remove one or more containers",
+    [
+        Flag(
+            "force",
+            "f",
+            kind="bool",
+            help="Force the removal of a running container (uses SIGKILL)",
+        ),
+        Flag(
+            "volumes",
+            "v",
+            kind="bool",
+            help="Remove anonymous volumes associated with the container",
+        ),
+    ],
+    min_args=1,
+    handler=run_rm,
+)
+WAIT = Command(
+    "wait",
+    "CONTAINER [CONTAINER...]",
+    "Block until one or more containers stop, then print their exit codes",
+    [],
+    min_args=1,
+    handler=run_wait,
+)
+PS = Command(
+    "ps",
+    "[OPTIONS]",
+    "List containers",
+    [
+        Flag("all", "a", kind="bool", help="Show all containers (default shows just running)"),
+        Flag(
+            "filter",
+            "f",
+            kind="list",
+            metavar="filter",
+            help="Filter output based on conditions provided",
+        ),
+        Flag("format", help="Format output using a custom template"),
+        Flag(
+            "last",
+            "n",
+            kind="int",
+            default=-1,
+            help="Show n last created containers (includes all states)",
+        ),
+        Flag(
+            "latest",
+            "l",
+            kind="bool",
+            help="Show the latest created container (includes all states)",
+        ),
+        Flag("no-trunc", kind="bool", help="Don't truncate output"),
+        Flag("quiet", "q", kind="bool", help="Only display container IDs"),
+        Flag("size", "s", kind="bool", help="Display total file sizes"),
+    ],
+    max_args=0,
+    handler=run_ps,
+)
+INSPECT = Command(
+    "inspect",
+    "[OPTIONS] NAME|ID [NAME|ID...]",
+    "Return low-level information on tether objects",
+    [
+        Flag("format", "f", help="Format output using a custom template"),
+        Flag("size", "s", kind="bool", help="Display total file sizes if the type is container"),
+        Flag("type", help="Return JSON for specified type"),
+    ],
+    min_args=1,
+    handler=run_inspect,
+)
+LOGS = Command(
+    "logs",
+    "[OPTIONS] CONTAINER",
+    "Fetch the logs of a container",
+    [
+        Flag("follow", "f", kind="bool", help="Follow log output"),
+        Flag("since", help="Show logs since timestamp (unix seconds)"),
+        Flag(
+            "tail",
+            "n",
+            default="all",
+            help='Number of lines to show from the end of the logs (default "all")',
+        ),
+        Flag("timestamps", "t", kind="bool", help="Show timestamps"),
+    ],
+    min_args=1,
+    max_args=1,
+    handler=run_logs,
+)
+EXEC = Command(
+    "exec",
+    "[OPTIONS] CONTAINER COMMAND [ARG...]",
+    "Execute a command in a running container",
+    [
+        Flag("detach", "d", kind="bool", help="Detached mode: run command in the background"),
+        Flag("env", "e", kind="list", metavar="list", help="Set environment variables"),
+        Flag("interactive", "i", kind="bool", help="Keep STDIN open even if not attached"),
+        Flag("tty", "t", kind="bool", help="Allocate a pseudo-TTY"),
+        Flag("user", "u", help="Username or UID (tether runs as root)"),
+        Flag("workdir", "w", help="Working directory inside the container"),
+    ],
+    min_args=2,
+    interspersed=False,
+    handler=run_exec,
+)
+PORT = Command(
+    "port",
+    "CONTAINER [PRIVATE_PORT[/PROTO]]",
+    "List port mappings or a specific mapping for the container",
+    [],
+    min_args=1,
+    max_args=2,
+    handler=run_port,
+)
+
+COMMANDS = {
+    "run": RUN,
+    "create": CREATE,
+    "start": START,
+    "stop": STOP,
+    "restart": RESTART,
+    "kill": KILL,
+    "rm": RM,
+    "ls": PS,
+    "ps": PS,
+    "list": PS,
+    "wait": WAIT,
+    "logs": LOGS,
+    "exec": EXEC,
+    "inspect": INSPECT,
+    "port": PORT,
+}

@@ -1,0 +1,192 @@
+"""API routes for /containers and /exec, in the Docker Engine API's shapes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from tether import wire
+from tether.daemon.http import (
+    Request,
+    Response,
+    Router,
+    end_stream,
+    hijack,
+    json_response,
+    start_stream,
+    write_chunk,
+)
+from tether.engine import filters as flt
+from tether.errors import NotModified
+from tether.runtime import logs as logfile
+from tether.tasks import background
+
+if TYPE_CHECKING:
+    from tether.daemon.app import Daemon
+
+MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
+RAW = "application/vnd.docker.raw-stream"
+
+
+def register(router: Router, daemon: Daemon) -> None:
+    containers = daemon.containers
+    execs = daemon.execs
+
+    def ports_of(c: Any) -> Any:
+        return daemon.ports_view(c)
+
+    async def create(req: Request) -> Response:
+        c = containers.create(req.json(), req.arg("name"))
+        warnings: list[str] = []
+        if c.network_mode == "host" and c.host_config.get("PortBindings"):
+            warnings.append("Published ports are discarded when using host network mode")
+        return json_response({"Id": c.id, "Warnings": warnings}, 201)
+
+    async def list_(req: Request) -> Response:
+        return json_response(
+            containers.query(req.flag("all"), flt.parse(req.arg("filters")), daemon.ports_list)
+        )
+
+    async def inspect(req: Request) -> Response:
+        c = containers.find(req.params["id"])
+        return json_response(containers.inspect(c, ports_of(c), execs.ids_of(c.id)))
+
+    async def start(req: Request) -> Response:
+        try:
+            await containers.start(req.params["id"])
+        except NotModified:
+            return Response(304)
+        return Response(204)
+
+    async def stop(req: Request) -> Response:
+        t = req.arg("t")
+        try:
+            await containers.stop(req.params["id"], float(t) if t not in (None, "") else None)
+        except NotModified:
+            return Response(304)
+        return Response(204)
+
+    async def restart(req: Request) -> Response:
+        t = req.arg("t")
+        await containers.restart(req.params["id"], float(t) if t not in (None, "") else None)
+        return Response(204)
+
+    async def kill(req: Request) -> Response:
+        await containers.kill(req.params["id"], req.arg("signal"))
+        return Response(204)
+
+    async def remove(req: Request) -> Response:
+        await containers.remove(req.params["id"], req.flag("force"))
+        return Response(204)
+
+    async def wait(req: Request) -> Response | None:
+        fut = containers.waiter(req.params["id"], req.arg("condition") or "not-running")
+        # Headers now, body at exit: a client can wait on a container before starting it.
+        await start_stream(req, "application/json")
+        code = await fut
+        await write_chunk(req, wire.dumps({"StatusCode": code, "Error": None}).encode() + b"\n")
+        await end_stream(req)
+        return None
+
+    async def logs(req: Request) -> Response | None:
+        c = containers.find(req.params["id"])
+        want = {1: req.flag("stdout"), 2: req.flag("stderr")}
+        if not want[1] and not want[2]:
+            want = {1: True, 2: True}
+        follow = req.flag("follow")
+        timestamps = req.flag("timestamps")
+        tail = req.arg("tail") or "all"
+        since = float(req.arg("since") or 0)
+        path = containers.paths(c)["log"]
+        await start_stream(req, MULTIPLEXED)
+
+        async def emit(frames: list[logfile.Frame]) -> None:
+            out = bytearray()
+            for f in frames:
+                if not want.get(f.stream) or f.time_ns / 1e9 < since:
+                    continue
+                data = f.data
+                if timestamps:
+                    data = logfile.rfc3339_nano(f.time_ns).encode() + b" " + data
+                out += logfile.docker_frame(f.stream, data)
+            if out:
+                await write_chunk(req, bytes(out))
+
+        frames, offset = logfile.read_frames(path)
+        if tail != "all" or timestamps:
+            frames = list(logfile.split_lines(frames))
+            if tail != "all":
+                n = int(tail)
+                frames = frames[-n:] if n > 0 else []
+        await emit(frames)
+        if follow:
+            run = containers.runs.get(c.id)
+            delay = 0.005
+            while run is not None and not run.finished.is_set():
+                try:
+                    await asyncio.wait_for(run.finished.wait(), delay)
+                except TimeoutError:
+                    pass
+                more, offset = logfile.read_frames(path, offset)
+                await emit(more)
+                delay = 0.005 if more else min(delay * 2, 0.1)
+            more, offset = logfile.read_frames(path, offset)
+            await emit(more)
+        await end_stream(req)
+        return None
+
+    async def exec_create(req: Request) -> Response:
+        ex = execs.create(req.params["id"], req.json())
+        return json_response({"Id": ex.id}, 201)
+
+    async def exec_start(req: Request) -> Response | None:
+        ex = execs.find(req.params["id"])
+        body = req.json()
+        detach = bool(body.get("Detach"))
+        if detach:
+
+            async def quiet(data: bytes) -> None:
+                return None
+
+            background(execs.run(ex, quiet, None), "detached exec")
+            return Response(200)
+        await hijack(req, RAW if ex.tty else MULTIPLEXED)
+
+        async def write(data: bytes) -> None:
+            req.writer.write(data)
+            await req.writer.drain()
+
+        async def read() -> bytes:
+            return await req.reader.read(65536)
+
+        try:
+            await execs.run(ex, write, read if ex.attach_stdin else None)
+        finally:
+            try:
+                req.writer.close()
+            except Exception:
+                pass
+        return None
+
+    async def exec_inspect(req: Request) -> Response:
+        return json_response(execs.inspect(execs.find(req.params["id"])))
+
+    async def exec_resize(req: Request) -> Response:
+        ex = execs.find(req.params["id"])
+        execs.resize(ex, int(req.arg("h") or 24), int(req.arg("w") or 80))
+        return Response(200)
+
+    router.add("POST", "/containers/create", create)
+    router.add("GET", "/containers/json", list_)
+    router.add("GET", "/containers/{id}/json", inspect)
+    router.add("POST", "/containers/{id}/start", start)
+    router.add("POST", "/containers/{id}/stop", stop)
+    router.add("POST", "/containers/{id}/restart", restart)
+    router.add("POST", "/containers/{id}/kill", kill)
+    router.add("POST", "/containers/{id}/wait", wait)
+    router.add("GET", "/containers/{id}/logs", logs)
+    router.add("DELETE", "/containers/{id}", remove)
+    router.add("POST", "/containers/{id}/exec", exec_create)
+    router.add("POST", "/exec/{id}/start", exec_start)
+    router.add("GET", "/exec/{id}/json", exec_inspect)
+    router.add("POST", "/exec/{id}/resize", exec_resize)

@@ -1,0 +1,48 @@
+"""API routes for /images: list, import (POST /images/create?fromSrc=-), inspect, remove."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import TYPE_CHECKING
+
+from tether import wire
+from tether.daemon.http import Request, Response, Router, json_response
+from tether.errors import InvalidParameter
+
+if TYPE_CHECKING:
+    from tether.daemon.app import Daemon
+
+
+def register(router: Router, daemon: Daemon) -> None:
+    images = daemon.images
+
+    async def list_(req: Request) -> Response:
+        return json_response([i.to_list_api() for i in images.all()])
+
+    async def create(req: Request) -> Response:
+        if req.arg("fromSrc") != "-":
+            raise InvalidParameter(
+                "only imports are supported (fromSrc=-): tether has no registry to pull from"
+            )
+        changes = req.query.get("changes", [])
+        fd, tmp = tempfile.mkstemp(prefix="import-", dir=images.dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(req.body)
+            img = images.import_tar(tmp, req.arg("repo"), req.arg("tag"), changes)
+        finally:
+            os.unlink(tmp)
+        return Response(200, wire.dumps({"status": img.id}).encode() + b"\n")
+
+    async def inspect(req: Request) -> Response:
+        return json_response(images.find(req.params["name"]).to_inspect_api())
+
+    async def remove(req: Request) -> Response:
+        in_use = {c.image_id for c in daemon.containers.by_id.values()}
+        return json_response(images.remove(req.params["name"], in_use, req.flag("force")))
+
+    router.add("GET", "/images/json", list_)
+    router.add("POST", "/images/create", create)
+    router.add("GET", "/images/{name*}/json", inspect)
+    router.add("DELETE", "/images/{name*}", remove)

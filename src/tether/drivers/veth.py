@@ -1,0 +1,52 @@
+"""The bridge driver's endpoint half: a veth pair from a network's bridge into a sandbox.
+
+The sandbox end is created directly inside the sandbox's namespace (never visible on the
+host), already on the bridge and with its MAC, so an attach is: one RTM_NEWLINK, addresses,
+two links up.  Host ends are named tv<endpoint id prefix>: the reconciler owns that prefix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from tether.engine.model import Endpoint, Network
+from tether.errors import SystemFailure
+from tether.kernel.rtnl import Rtnl
+
+HOST_PREFIX = "tv"
+
+
+def host_ifname(endpoint_id: str) -> str:
+    return HOST_PREFIX + endpoint_id[:12]
+
+
+def mac_from_ipv4(ip: str) -> str:
+    """Docker's default MAC: 02:42 followed by the four bytes of the IPv4 address."""
+    packed = ipaddress.IPv4Address(ip).packed
+    return "02:42:" + ":".join(f"{b:02x}" for b in packed)
+
+
+async def attach(host: Rtnl, inner: Rtnl, netns_path: str, net: Network, ep: Endpoint) -> None:
+    bridge = await host.index(net.bridge_name)
+    if bridge is None:
+        raise SystemFailure(f"bridge {net.bridge_name} of network {net.name} is missing")
+    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        index = await host.add_veth(
+            ep.host_ifname, ep.ifname, peer_netns_fd=fd, master=bridge, mtu=net.mtu, peer_mac=ep.mac
+        )
+    finally:
+        os.close(fd)
+    try:
+        await host.up(index)
+        inner_index = await inner.index(ep.ifname)
+        if inner_index is None:
+            raise SystemFailure(f"{ep.ifname} did not appear in the sandbox")
+        for cidr in (ep.ipv4, ep.ipv6):
+            if cidr:
+                await inner.add_address(inner_index, cidr)
+        await inner.up(inner_index)
+    except Exception:
+        await host.delete(index)
+        raise

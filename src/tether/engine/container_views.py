@@ -1,0 +1,207 @@
+"""Containers as the Docker Engine API shows them: inspect, list entries, network settings."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from tether.engine.model import Container, Endpoint, EndpointConfig, Network
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def epoch(ts: str) -> float:
+    if not ts or ts.startswith("0001-"):
+        return 0.0
+    try:
+        return datetime.fromisoformat(ts).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def human_duration(seconds: float) -> str:
+    """Go's units.HumanDuration, which docker ps prints."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+def status_text(c: Container, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    st = c.state
+    if st.status == "running":
+        return "Up " + human_duration(now - epoch(st.started_at))
+    if st.status == "exited":
+        return f"Exited ({st.exit_code}) {human_duration(now - epoch(st.finished_at))} ago"
+    if st.status == "removing":
+        return "Removal In Progress"
+    if st.status == "dead":
+        return "Dead"
+    return "Created"
+
+
+def user_defined(net: Network | None) -> bool:
+    return net is not None and net.driver == "bridge" and net.name != "bridge"
+
+
+def aliases(c: Container, cfg: EndpointConfig, net: Network | None) -> list[str] | None:
+    if not user_defined(net):
+        return None
+    return [*cfg.aliases, c.short_id]
+
+
+def endpoint_settings(
+    c: Container, cfg: EndpointConfig, ep: Endpoint | None, net: Network | None
+) -> dict[str, Any]:
+    """The 13 keys Docker's engine returns per network (API 1.41)."""
+    ipam = {}
+    if cfg.ipv4:
+        ipam["IPv4Address"] = cfg.ipv4
+    if cfg.ipv6:
+        ipam["IPv6Address"] = cfg.ipv6
+    v4, _, len4 = (ep.ipv4 if ep else "").partition("/")
+    v6, _, len6 = (ep.ipv6 if ep else "").partition("/")
+    return {
+        "IPAMConfig": ipam or None,
+        "Links": cfg.links or None,
+        "Aliases": aliases(c, cfg, net),
+        "NetworkID": cfg.network_id,
+        "EndpointID": ep.id if ep else "",
+        "Gateway": ep.gateway4 if ep else "",
+        "IPAddress": v4,
+        "IPPrefixLen": int(len4) if len4 else 0,
+        "IPv6Gateway": ep.gateway6 if ep else "",
+        "GlobalIPv6Address": v6,
+        "GlobalIPv6PrefixLen": int(len6) if len6 else 0,
+        "MacAddress": ep.mac if ep else (cfg.mac or ""),
+        "DriverOpts": cfg.driver_opts or None,
+    }
+
+
+def networks_view(c: Container, network_of: Callable[[str], Network | None]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, cfg in c.networks.items():
+        net = network_of(cfg.network_id) if cfg.network_id else None
+        out[name] = endpoint_settings(c, cfg, c.endpoints.get(name), net)
+    return out
+
+
+def network_settings(
+    c: Container,
+    network_of: Callable[[str], Network | None],
+    sandbox_id: str,
+    ports: dict[str, Any] | None,
+) -> dict[str, Any]:
+    nets = networks_view(c, network_of)
+    # The top-level fields are Docker's legacy view of the default bridge endpoint only.
+    default = nets.get("bridge") if c.network_mode == "bridge" else None
+    return {
+        "Bridge": "",
+        "SandboxID": sandbox_id if c.state.running else "",
+        "HairpinMode": False,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "Ports": ports if ports is not None else {},
+        "SandboxKey": c.sandbox_key if c.state.running else "",
+        "SecondaryIPAddresses": None,
+        "SecondaryIPv6Addresses": None,
+        "EndpointID": default["EndpointID"] if default else "",
+        "Gateway": default["Gateway"] if default else "",
+        "GlobalIPv6Address": default["GlobalIPv6Address"] if default else "",
+        "GlobalIPv6PrefixLen": default["GlobalIPv6PrefixLen"] if default else 0,
+        "IPAddress": default["IPAddress"] if default else "",
+        "IPPrefixLen": default["IPPrefixLen"] if default else 0,
+        "IPv6Gateway": default["IPv6Gateway"] if default else "",
+        "MacAddress": default["MacAddress"] if default else "",
+        "Networks": nets,
+    }
+
+
+def inspect(
+    c: Container,
+    network_of: Callable[[str], Network | None],
+    paths: dict[str, str],
+    ports: dict[str, Any] | None,
+    exec_ids: list[str],
+) -> dict[str, Any]:
+    st = c.state
+    return {
+        "Id": c.id,
+        "Created": c.created,
+        "Path": c.path,
+        "Args": list(c.args),
+        "State": {
+            "Status": st.status,
+            "Running": st.running,
+            "Paused": False,
+            "Restarting": False,
+            "OOMKilled": st.oom_killed,
+            "Dead": st.status == "dead",
+            "Pid": st.pid if st.running else 0,
+            "ExitCode": st.exit_code,
+            "Error": st.error,
+            "StartedAt": st.started_at,
+            "FinishedAt": st.finished_at,
+        },
+        "Image": c.image_id,
+        "ResolvConfPath": paths["resolv"],
+        "HostnamePath": paths["hostname"],
+        "HostsPath": paths["hosts"],
+        "LogPath": paths["log"],
+        "Name": "/" + c.name,
+        "RestartCount": c.restart_count,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": exec_ids or None,
+        "HostConfig": dict(c.host_config),
+        "GraphDriver": {"Name": "overlay2", "Data": None},
+        "Mounts": [],
+        "Config": dict(c.config),
+        "NetworkSettings": network_settings(c, network_of, c.id, ports),
+    }
+
+
+def list_entry(
+    c: Container, network_of: Callable[[str], Network | None], ports: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "Id": c.id,
+        "Names": ["/" + c.name],
+        "Image": c.image,
+        "ImageID": c.image_id,
+        "Command": " ".join([c.path, *c.args]),
+        "Created": int(epoch(c.created)),
+        "Ports": ports,
+        "Labels": c.config.get("Labels") or {},
+        "State": c.state.status,
+        "Status": status_text(c),
+        "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode") or "default"},
+        "NetworkSettings": {"Networks": networks_view(c, network_of)},
+        "Mounts": [],
+    }

@@ -1,0 +1,84 @@
+"""Sandboxes: a container's network namespace, its endpoints, and its default route.
+
+A sandbox is a network namespace bound to EXEC_ROOT/netns/<container id prefix>, so it lives
+without any process in it.  This module does the kernel work; containers.py decides when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable
+
+from tether.drivers import veth
+from tether.engine.model import Container, Endpoint, Network
+from tether.kernel import netns
+from tether.kernel.rtnl import Rtnl
+
+
+def gateway_endpoint(c: Container, network_of: Callable[[str], Network | None]) -> Endpoint | None:
+    """Which endpoint carries the default route: Docker's order.
+
+    Internal networks last; then endpoints with both IPv4 and IPv6 gateways before those
+    with one; then by network name.  (libnetwork's Endpoint.Less.)
+    """
+
+    def key(ep: Endpoint) -> tuple[bool, int, str]:
+        net = network_of(ep.network_id)
+        has = (1 if ep.gateway4 else 0) + (2 if ep.gateway6 else 0)
+        return (bool(net and net.internal), -has, net.name if net else "")
+
+    candidates = [ep for ep in c.endpoints.values() if ep.gateway4 or ep.gateway6]
+    return min(candidates, key=key) if candidates else None
+
+
+class Sandboxes:
+    def __init__(self, host: Rtnl, netns_dir: str) -> None:
+        self.host = host
+        self.dir = netns_dir
+
+    def path_for(self, c: Container) -> str:
+        return os.path.join(self.dir, c.id[:12])
+
+    def open(self, c: Container) -> Rtnl:
+        return Rtnl.open(c.sandbox_key)
+
+    async def create(self, c: Container) -> str:
+        path = self.path_for(c)
+        if os.path.exists(path):  # left by a crash: start from a clean namespace
+            netns.delete(path)
+        netns.create(path)
+        inner = Rtnl.open(path)
+        try:
+            await inner.up(1)  # lo
+        finally:
+            inner.close()
+        return path
+
+    async def attach(self, c: Container, net: Network, ep: Endpoint, inner: Rtnl) -> None:
+        await veth.attach(self.host, inner, c.sandbox_key, net, ep)
+
+    async def detach(self, ep: Endpoint) -> None:
+        """Delete the pair (from a worker thread: see rtdump.delete_link)."""
+        index = await self.host.index(ep.host_ifname)
+        if index is not None:
+            await self.host.delete_in_thread(index)
+
+    async def set_gateway(self, c: Container, inner: Rtnl, gw: Endpoint | None) -> None:
+        """Point the default routes at `gw` (or remove them when no endpoint has a gateway)."""
+        for family, addr in (
+            (socket.AF_INET, gw.gateway4 if gw else ""),
+            (socket.AF_INET6, gw.gateway6 if gw else ""),
+        ):
+            if addr and gw is not None:
+                index = await inner.index(gw.ifname)
+                await inner.add_default_route(addr, index)
+            else:
+                await inner.del_default_route(family)
+
+    async def destroy(self, c: Container) -> None:
+        """Remove every endpoint, then the namespace.  Idempotent."""
+        await asyncio.gather(*(self.detach(ep) for ep in c.endpoints.values()))
+        if c.sandbox_key and c.sandbox_key.startswith(self.dir):
+            netns.delete(c.sandbox_key)

@@ -1,0 +1,94 @@
+"""The files each container gets: /etc/hosts, /etc/resolv.conf, /etc/hostname (pure).
+
+Docker's formats, line for line (see ../shared/reference/docker-behavior.md, section 2).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+EMBEDDED_DNS = "127.0.0.11"
+
+HOSTS_HEADER = (
+    "127.0.0.1\tlocalhost\n"
+    "::1\tlocalhost ip6-localhost ip6-loopback\n"
+    "fe00::0\tip6-localnet\n"
+    "ff00::0\tip6-mcastprefix\n"
+    "ff02::1\tip6-allnodes\n"
+    "ff02::2\tip6-allrouters\n"
+)
+
+
+def hosts(
+    hostname: str, domainname: str, addresses: list[str], extra_hosts: list[tuple[str, str]]
+) -> str:
+    """`addresses`: the container's own IPs in attach order; `extra_hosts`: --add-host pairs."""
+    out = [HOSTS_HEADER]
+    for name, ip in extra_hosts:
+        out.append(f"{ip}\t{name}\n")
+    names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
+    for ip in addresses:
+        out.append(f"{ip}\t{names}\n")
+    return "".join(out)
+
+
+def parse_resolv(text: str) -> tuple[list[str], list[str], list[str]]:
+    """(nameservers, search domains, options) of a resolv.conf."""
+    servers: list[str] = []
+    search: list[str] = []
+    options: list[str] = []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split(";", 1)[0].split()
+        if not fields:
+            continue
+        if fields[0] == "nameserver" and len(fields) > 1:
+            servers.append(fields[1])
+        elif fields[0] in ("search", "domain"):
+            search = fields[1:]
+        elif fields[0] == "options":
+            options.extend(fields[1:])
+    return servers, search, options
+
+
+def is_loopback(server: str) -> bool:
+    try:
+        return ipaddress.ip_address(server.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def resolv_conf(
+    host_resolv: str,
+    dns: list[str],
+    dns_search: list[str],
+    dns_options: list[str],
+    embedded: bool,
+) -> tuple[str, list[str]]:
+    """The container's resolv.conf, and the upstream servers its lookups should go to.
+
+    With the embedded DNS (user-defined networks) the file names 127.0.0.11 and the upstreams
+    are the --dns servers, else the host's non-loopback ones; Docker adds `ndots:0` unless the
+    user set ndots.  Without it (default bridge, host) the file names the upstreams directly.
+    A loopback server on the host cannot answer a container in its own namespace: Docker drops
+    those (for host networking they still work, so they are kept there by the caller).
+    """
+    host_servers, host_search, host_options = parse_resolv(host_resolv)
+    upstream = list(dns) if dns else [s for s in host_servers if not is_loopback(s)]
+    search = list(dns_search) if dns_search else host_search
+    options = list(dns_options) if dns_options else host_options
+    lines: list[str] = []
+    if search and search != ["."]:
+        lines.append("search " + " ".join(search))
+    if embedded:
+        lines.append(f"nameserver {EMBEDDED_DNS}")
+        if not any(o.startswith("ndots:") for o in options):
+            options = [*options, "ndots:0"]
+    else:
+        lines += [f"nameserver {s}" for s in upstream]
+    if options:
+        lines.append("options " + " ".join(options))
+    return "\n".join(lines) + "\n", upstream
+
+
+def hostname_file(hostname: str) -> str:
+    return hostname + "\n"

@@ -1,0 +1,64 @@
+"""Container logs as tether-shim writes them, and Docker's stream framing for the API.
+
+A log file is a sequence of frames: 1 byte stream (1 stdout, 2 stderr), 4 bytes length and
+8 bytes nanosecond wall-clock time (both big-endian), then the data.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+HEADER = struct.Struct(">BIQ")
+
+
+@dataclass
+class Frame:
+    stream: int
+    time_ns: int
+    data: bytes
+
+
+def read_frames(path: str, offset: int = 0) -> tuple[list[Frame], int]:
+    """Whole frames from `offset`; returns them and the offset after the last whole one."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            buf = f.read()
+    except FileNotFoundError:
+        return [], offset
+    frames: list[Frame] = []
+    pos = 0
+    while pos + HEADER.size <= len(buf):
+        stream, length, t = HEADER.unpack_from(buf, pos)
+        end = pos + HEADER.size + length
+        if end > len(buf):
+            break
+        frames.append(Frame(stream, t, buf[pos + HEADER.size : end]))
+        pos = end
+    return frames, offset + pos
+
+
+def docker_frame(stream: int, data: bytes) -> bytes:
+    """Docker's multiplexed stream: [stream, 0, 0, 0, size BE] + data."""
+    return struct.pack(">BxxxI", stream, len(data)) + data
+
+
+def split_lines(frames: list[Frame]) -> Iterator[Frame]:
+    """One frame per line (for --tail and --timestamps, which count and stamp lines)."""
+    for f in frames:
+        start = 0
+        data = f.data
+        while start < len(data):
+            nl = data.find(b"\n", start)
+            end = len(data) if nl < 0 else nl + 1
+            yield Frame(f.stream, f.time_ns, data[start:end])
+            start = end
+
+
+def rfc3339_nano(ns: int) -> str:
+    import time
+
+    secs, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
