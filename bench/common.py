@@ -48,8 +48,16 @@ def run_quiet(cmd: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def launcher() -> str:
-    """The fast `tether` launcher, as ./run install writes it, in a temp file."""
+    """The fast `tether` launcher, as ./run install writes it, in a temp file.
+
+    Byte-compiles first, as ./run install does: with PYTHONDONTWRITEBYTECODE set, a module
+    changed since the last compile would be recompiled on every CLI call and skew the numbers.
+    """
+    import compileall
+
     from tether.cli import launcher as mod
+
+    compileall.compile_dir(os.path.join(REPO, "src", "tether"), quiet=1)
 
     path = os.path.join(tempfile.mkdtemp(prefix="tether-bench-"), "tether")
     mod.write(path)

@@ -209,6 +209,28 @@ class NamespaceHost:
 
     # -- cleanup -----------------------------------------------------------------------------
 
+    def _kill_leftover_shims(self) -> None:
+        """Containers of this host still running (a test failed while its daemon was down):
+        kill them, as `rm -f` would have, so one failure does not leak into the next test."""
+        marker = self.dir.encode()
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if b"tether-shim" in cmdline and marker in cmdline:
+                try:
+                    with open(f"/proc/{pid}/task/{pid}/children") as f:
+                        children = [int(c) for c in f.read().split()]
+                except OSError:
+                    children = []
+                for victim in [*children, int(pid)]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(victim, signal.SIGKILL)
+
     def kernel_snapshot(self) -> tuple[list[str], list[str], list[tuple[str, str, str]]]:
         """(host veths, netns files, address allocations): what a refused command must not change."""
         return self.veths(), self.netns_files(), self.allocations()
@@ -220,6 +242,7 @@ class NamespaceHost:
                     with contextlib.suppress(ApiError):
                         self.api.delete(f"/containers/{c['Id']}", {"force": 1})
             self.stop()
+        self._kill_leftover_shims()
         netns_dir = os.path.join(self.exec_root, "netns")
         if os.path.isdir(netns_dir):
             for f in os.listdir(netns_dir):

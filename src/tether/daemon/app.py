@@ -7,6 +7,7 @@ import fcntl
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,10 @@ from tether.store.sqlite import Store
 
 log = logging.getLogger("tether.daemon")
 
-RECONCILE_EVERY = 5.0  # seconds between background reconciles
+RECONCILE_EVERY = 5.0  # seconds between background checks of bridges (and the firewall)
+# Stray veths, netns files and allocations only come from crashes, which the start-up sweep
+# handles; at run time a slower sweep is a safety net, not the mechanism.
+SWEEP_EVERY = 12  # reconciles
 
 
 @dataclass
@@ -142,11 +146,12 @@ class Daemon:
             len(self.networks.by_id),
         )
 
-    async def reconcile(self) -> int:
+    async def reconcile(self, sweep: bool = True) -> int:
         async with self.lock:
-            return await reconcile_networks(self.networks) + await reconcile_sandboxes(
-                self.containers
-            )
+            changes = await reconcile_networks(self.networks)
+            if sweep:
+                changes += await reconcile_sandboxes(self.containers)
+            return changes
 
     def ports_view(self, c: Container) -> dict[str, object]:
         """NetworkSettings.Ports: exposed ports, none published yet."""
@@ -162,6 +167,7 @@ class Daemon:
         return out
 
     async def _reconcile_loop(self) -> None:
+        tick = 0
         while not self.stopping.is_set():
             try:
                 await asyncio.wait_for(self.stopping.wait(), RECONCILE_EVERY)
@@ -169,7 +175,14 @@ class Daemon:
             except TimeoutError:
                 pass
             try:
-                await self.reconcile()
+                started = time.perf_counter()
+                tick += 1
+                changes = await self.reconcile(sweep=tick % SWEEP_EVERY == 0)
+                log.debug(
+                    "reconcile changes=%d took_ms=%.1f",
+                    changes,
+                    (time.perf_counter() - started) * 1000,
+                )
             except Exception:
                 log.exception("background reconcile failed")
 

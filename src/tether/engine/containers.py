@@ -371,6 +371,7 @@ class Containers:
             try:
                 with self.store.transaction():
                     c.next_if = 0
+                    c.gateway = ""
                     c.endpoints = {}
                     for name, cfg, net in plan:
                         ep = self._allocate(c, net, cfg, allocated)
@@ -577,6 +578,7 @@ class Containers:
                 c.endpoints = {}
                 c.sandbox_key = ""
                 c.next_if = 0
+                c.gateway = ""
                 self.store.put("container", c.id, c.name, c.to_doc())
 
     # -- exit ------------------------------------------------------------------------------
@@ -864,12 +866,9 @@ class Containers:
                     c.endpoints.pop(name, None)
                     self.store.put("container", c.id, c.name, c.to_doc())
             if c.state.running and c.sandbox_key:
-                inner = self.sandboxes.open(c)
-                try:
-                    await self.sandboxes.set_gateway(c, inner, gateway_endpoint(c, self.network_of))
-                finally:
-                    inner.close()
+                await self.sandboxes.set_gateway(c, None, gateway_endpoint(c, self.network_of))
                 self._write_files(c)
+                self.save(c)
         log.info("container disconnected name=%s network=%s", c.name, name)
         self._notify(c, "disconnect")
 
@@ -1003,7 +1002,7 @@ class Containers:
         """Rebuild endpoints of a running container whose host side is gone."""
         if not c.endpoints or not c.sandbox_key or not os.path.exists(c.sandbox_key):
             return
-        present = {link.name for link in self.host.links()}
+        present = {link.name for link in self.host.links("veth")}
         missing = [(n, ep) for n, ep in c.endpoints.items() if ep.host_ifname not in present]
         if not missing:
             return
@@ -1018,7 +1017,9 @@ class Containers:
                     await inner.delete(stale)
                 await self.sandboxes.attach(c, net, ep, inner)
                 log.info("endpoint rebuilt container=%s network=%s", c.name, name)
+            c.gateway = ""  # the rebuilt link lost its routes: set them again
             await self.sandboxes.set_gateway(c, inner, gateway_endpoint(c, self.network_of))
+            self.save(c)
         finally:
             inner.close()
 

@@ -141,6 +141,7 @@ class Endpoint:
     ipv6: str = ""
     gateway4: str = ""
     gateway6: str = ""
+    index: int = 0  # ifindex inside the sandbox (stable while the link exists)
 
 
 @dataclass
@@ -179,6 +180,7 @@ class Container:
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     sandbox_key: str = ""
     next_if: int = 0  # eth<n> names are not reused while the container runs
+    gateway: str = ""  # id of the endpoint the default routes go through
     restart_count: int = 0
     # Upstream DNS servers the embedded resolver forwards this container's queries to.
     dns_upstreams: list[str] = field(default_factory=list)

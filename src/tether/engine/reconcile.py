@@ -27,10 +27,10 @@ async def reconcile_networks(networks: Networks) -> int:
     changes = 0
     rtnl = networks.rtnl
     wanted = {n.bridge_name: n for n in networks.by_id.values() if n.driver == "bridge"}
-    links = rtnl.links()
+    links = rtnl.links("bridge")
     by_name = {link.name: link for link in links}
     for link in links:
-        if link.kind != "bridge" or link.index in networks.bridge.reaping_indexes():
+        if link.index in networks.bridge.reaping_indexes():
             continue
         ours = link.alias.startswith(ALIAS_PREFIX) or link.name.startswith(
             (BRIDGE_PREFIX, TOMBSTONE_PREFIX)
@@ -58,8 +58,8 @@ async def reconcile_sandboxes(containers: Containers) -> int:
     changes = 0
     veths, paths, endpoints = containers.wanted_kernel_objects()
     rtnl = containers.host
-    for link in rtnl.links():
-        if link.kind == "veth" and link.name.startswith(VETH_PREFIX) and link.name not in veths:
+    for link in rtnl.links("veth"):
+        if link.name.startswith(VETH_PREFIX) and link.name not in veths:
             log.info("removing stray veth name=%s", link.name)
             await rtnl.delete_in_thread(link.index)
             changes += 1

@@ -60,22 +60,36 @@ class Sandboxes:
         await veth.attach(self.host, inner, c.sandbox_key, net, ep)
 
     async def detach(self, ep: Endpoint) -> None:
-        """Delete the pair (from a worker thread: see rtdump.delete_link)."""
-        index = await self.host.index(ep.host_ifname)
-        if index is not None:
-            await self.host.delete_in_thread(index)
+        """Delete the pair by its host name (from a worker thread: see rtdump.delete_link)."""
+        await self.host.delete_in_thread(name=ep.host_ifname)
 
-    async def set_gateway(self, c: Container, inner: Rtnl, gw: Endpoint | None) -> None:
-        """Point the default routes at `gw` (or remove them when no endpoint has a gateway)."""
-        for family, addr in (
-            (socket.AF_INET, gw.gateway4 if gw else ""),
-            (socket.AF_INET6, gw.gateway6 if gw else ""),
-        ):
-            if addr and gw is not None:
-                index = await inner.index(gw.ifname)
-                await inner.add_default_route(addr, index)
-            else:
-                await inner.del_default_route(family)
+    async def set_gateway(self, c: Container, inner: Rtnl | None, gw: Endpoint | None) -> None:
+        """Point the default routes at `gw` (or remove them when no endpoint has a gateway).
+
+        Does nothing when the gateway endpoint did not change: connecting or disconnecting a
+        secondary network leaves the routes as they are (and costs no netlink round trip).
+        """
+        want = gw.id if gw is not None else ""
+        if want == c.gateway:
+            return
+        own = inner is None
+        if inner is None:
+            inner = Rtnl.open(c.sandbox_key)
+        try:
+            routes = (
+                (socket.AF_INET, gw.gateway4 if gw else ""),
+                (socket.AF_INET6, gw.gateway6 if gw else ""),
+            )
+            for family, addr in routes:
+                if addr and gw is not None:
+                    index = gw.index or await inner.index(gw.ifname)
+                    await inner.add_default_route(addr, index)
+                else:
+                    await inner.del_default_route(family)
+        finally:
+            if own:
+                inner.close()
+        c.gateway = want
 
     async def destroy(self, c: Container) -> None:
         """Remove every endpoint, then the namespace.  Idempotent."""

@@ -63,15 +63,24 @@ class AddrInfo:
 RouteRaw = tuple[int, bytes, int, int, int]
 
 
-def _attrs(buf: bytes, off: int, end: int) -> dict[int, bytes]:
+def _attrs(buf: bytes, off: int, end: int, want: frozenset[int] | None = None) -> dict[int, bytes]:
+    """Attributes by type; only those in `want` are copied out (link messages carry ~40)."""
     out: dict[int, bytes] = {}
+    unpack = _RTATTR.unpack_from
     while off + 4 <= end:
-        length, kind = _RTATTR.unpack_from(buf, off)
+        length, kind = unpack(buf, off)
         if length < 4:
             break
-        out[kind & NLA_TYPE_MASK] = buf[off + 4 : off + length]
+        kind &= NLA_TYPE_MASK
+        if want is None or kind in want:
+            out[kind] = buf[off + 4 : off + length]
         off += (length + 3) & ~3
     return out
+
+
+LINK_ATTRS = frozenset(
+    (IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS)
+)
 
 
 def _cstr(data: bytes) -> str:
@@ -118,17 +127,28 @@ class Dumper:
     def close(self) -> None:
         self.sock.close()
 
-    def links(self) -> list[LinkInfo]:
+    def links(self, kind: str = "") -> list[LinkInfo]:
+        """All links, or only those of one kind (filtered by the kernel: a host with 500
+        containers has 500 veths that a bridge check need not read)."""
+        payload = _IFINFOMSG.pack(0, 0, 0, 0, 0)
+        if kind:
+            raw = kind.encode() + b"\0"
+            inner = (
+                _RTATTR.pack(4 + len(raw), IFLA_INFO_KIND) + raw + b"\0" * ((4 - len(raw) % 4) % 4)
+            )
+            payload += _RTATTR.pack(4 + len(inner), IFLA_LINKINFO) + inner
         out = []
-        for kind, body in _dump(self.sock, RTM_GETLINK, _IFINFOMSG.pack(0, 0, 0, 0, 0)):
-            if kind != RTM_NEWLINK:
+        for msg_kind, body in _dump(self.sock, RTM_GETLINK, payload):
+            if msg_kind != RTM_NEWLINK:
                 continue
             _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(body, 0)
-            a = _attrs(body, _IFINFOMSG.size, len(body))
+            a = _attrs(body, _IFINFOMSG.size, len(body), LINK_ATTRS)
             link_kind = ""
             if IFLA_LINKINFO in a:
                 info = a[IFLA_LINKINFO]
                 link_kind = _cstr(_attrs(info, 0, len(info)).get(IFLA_INFO_KIND, b""))
+            if kind and link_kind != kind:
+                continue
             mac = a.get(IFLA_ADDRESS, b"")
             out.append(
                 LinkInfo(
@@ -194,7 +214,7 @@ RTM_DELLINK = 17
 NLM_F_ACK = 0x4
 
 
-def delete_link(index: int, netns_path: str | None = None) -> None:
+def delete_link(index: int, netns_path: str | None = None, name: str = "") -> None:
     """Delete a link and wait for the kernel; blocking, meant for a worker thread.
 
     A netlink request runs inside the send() syscall, so deleting a bridge (~30 ms here,
@@ -210,6 +230,10 @@ def delete_link(index: int, netns_path: str | None = None) -> None:
     try:
         sock.bind((0, 0))
         payload = _IFINFOMSG.pack(0, 0, index, 0, 0)
+        if name:  # by name: no lookup first, and no risk of hitting a reused index
+            raw = name.encode() + b"\0"
+            attr = _RTATTR.pack(4 + len(raw), IFLA_IFNAME) + raw
+            payload += attr + b"\0" * ((4 - len(attr) % 4) % 4)
         seq = int.from_bytes(os.urandom(4), "little")
         sock.send(
             _NLMSGHDR.pack(

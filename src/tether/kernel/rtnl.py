@@ -61,8 +61,8 @@ class Rtnl:
 
     # -- links -----------------------------------------------------------------------------
 
-    def links(self) -> list[LinkInfo]:
-        return self.dumper.links()
+    def links(self, kind: str = "") -> list[LinkInfo]:
+        return self.dumper.links(kind)
 
     async def link(self, name: str) -> LinkInfo | None:
         try:
@@ -116,6 +116,13 @@ class Rtnl:
     async def set_link(self, index: int, **attrs: Any) -> None:
         await self.ipr.link("set", index=index, **attrs)
 
+    async def no_ipv6_link_local(self, index: int) -> None:
+        """addrgenmode none: no IPv6 link-local address, hence no DAD, router solicitations or
+        MLD reports.  Must be set while the link is down (it cannot go in the create message:
+        the kernel has no IPv6 state for a device before it is registered)."""
+        spec = {"attrs": [["AF_INET6", {"attrs": [["IFLA_INET6_ADDR_GEN_MODE", 1]]}]]}
+        await self.ipr.link("set", index=index, IFLA_AF_SPEC=spec)
+
     async def up(self, index: int) -> None:
         await self.ipr.link("set", index=index, state="up")
 
@@ -126,10 +133,10 @@ class Rtnl:
             if exc.code not in (errno.ENODEV, errno.ENOENT):
                 raise
 
-    async def delete_in_thread(self, index: int) -> None:
-        """Delete from a worker thread: see rtdump.delete_link for why."""
+    async def delete_in_thread(self, index: int = 0, name: str = "") -> None:
+        """Delete (by index or name) from a worker thread: see rtdump.delete_link for why."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, delete_link, index, self.netns_path)
+        await loop.run_in_executor(None, delete_link, index, self.netns_path, name)
 
     async def delete_named(self, name: str) -> bool:
         idx = await self.index(name)
