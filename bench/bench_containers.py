@@ -156,7 +156,8 @@ def main() -> None:
         }
 
         # Scale: `scale` containers on one network.
-        daemon_pid = int(open(os.path.join(h.root, "tetherd.lock")).read().split()[0])
+        with open(os.path.join(h.root, "tetherd.lock")) as f:
+            daemon_pid = int(f.read().split()[0])
         rss_before = rss_kib(daemon_pid)
         mem_before = _mem_available_kib()
         lat = []
