@@ -73,6 +73,7 @@ class NamespaceHost:
         self.extra_args = list(extra_args or [])
         self.proc: subprocess.Popen[bytes] | None = None
         self.api = Client(self.socket, timeout=60)
+        self.lan_peers: list[str] = []
 
     # -- daemon ------------------------------------------------------------------------------
 
@@ -231,6 +232,18 @@ class NamespaceHost:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(victim, signal.SIGKILL)
 
+    def add_lan(self, host_ip: str = "10.250.0.1", peer_ip: str = "10.250.0.2") -> str:
+        """Another machine on this host's LAN: a namespace joined by a veth, default route
+        via this host.  Returns its netns name (deleted at cleanup)."""
+        peer = make_netns("tl")
+        self.lan_peers.append(peer)
+        sh(f"ip link add lan0 netns {self.netns} type veth peer name lan0 netns {peer}")
+        self.sh(f"ip addr add {host_ip}/24 dev lan0 && ip link set lan0 up")
+        sh(
+            f"ip netns exec {peer} sh -c 'ip addr add {peer_ip}/24 dev lan0 && ip link set lan0 up && ip route add default via {host_ip}'"
+        )
+        return peer
+
     def kernel_snapshot(self) -> tuple[list[str], list[str], list[tuple[str, str, str]]]:
         """(host veths, netns files, address allocations): what a refused command must not change."""
         return self.veths(), self.netns_files(), self.allocations()
@@ -248,6 +261,8 @@ class NamespaceHost:
             for f in os.listdir(netns_dir):
                 sh(f"umount -l {netns_dir}/{f}", check=False)
             sh(f"umount -l {netns_dir}", check=False)
+        for peer in self.lan_peers:
+            delete_netns(peer)
         if self.owns_netns:
             delete_netns(self.netns)
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -316,38 +316,58 @@ def _go_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _join(ip: str, port: object) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 def format_ports(ports: list[dict[str, Any]]) -> str:
-    """docker ps's PORTS column: ranges folded, published first."""
-    groups: dict[tuple[str, str, bool], list[tuple[int, int]]] = {}
-    for p in ports:
-        public = p.get("PublicPort")
-        key = (str(p.get("IP") or ""), str(p.get("Type") or "tcp"), public is not None)
-        groups.setdefault(key, []).append((int(p["PrivatePort"]), int(public or 0)))
-    out = []
-    for (ip, proto, published), pairs in sorted(
-        groups.items(), key=lambda kv: (kv[0][0], kv[0][1])
-    ):
-        pairs.sort()
-        runs: list[list[tuple[int, int]]] = []
-        for pair in pairs:
-            if (
-                runs
-                and published
-                and pair[0] == runs[-1][-1][0] + 1
-                and pair[1] == runs[-1][-1][1] + 1
-            ) or (runs and not published and pair[0] == runs[-1][-1][0] + 1):
-                runs[-1].append(pair)
-            else:
-                runs.append([pair])
-        for r in runs:
-            priv = f"{r[0][0]}-{r[-1][0]}" if len(r) > 1 else f"{r[0][0]}"
-            if published:
-                pub = f"{r[0][1]}-{r[-1][1]}" if len(r) > 1 else f"{r[0][1]}"
-                host = f"[{ip}]" if ":" in ip else ip
-                out.append(f"{host}:{pub}->{priv}/{proto}")
-            else:
-                out.append(f"{priv}/{proto}")
-    return ", ".join(out)
+    """docker ps's PORTS column (docker/cli DisplayablePorts, step for step).
+
+    Ports published on the same number fold into ranges per address and protocol; the
+    others are listed after them, one by one.
+    """
+
+    def key(p: dict[str, Any]) -> tuple[int, str, int, str]:
+        return (
+            int(p["PrivatePort"]),
+            str(p.get("IP") or ""),
+            int(p.get("PublicPort") or 0),
+            str(p.get("Type") or ""),
+        )
+
+    groups: dict[str, list[int]] = {}
+    order: list[str] = []
+    result: list[str] = []
+    mappings: list[str] = []
+
+    def form(k: str, first: int, last: int) -> str:
+        ip, _, proto = k.rpartition("/")
+        group = f"{first}" if first == last else f"{first}-{last}"
+        return f"{_join(ip, group)}->{group}/{proto}" if ip else f"{group}/{proto}"
+
+    for p in sorted(ports, key=key):
+        current = int(p["PrivatePort"])
+        proto = str(p.get("Type") or "tcp")
+        k = proto
+        ip = str(p.get("IP") or "")
+        if ip:
+            public = int(p.get("PublicPort") or 0)
+            if public != current:
+                mappings.append(f"{_join(ip, public)}->{current}/{proto}")
+                continue
+            k = f"{ip}/{proto}"
+        g = groups.get(k)
+        if g is None:
+            groups[k] = [current, current]
+            order.append(k)
+            continue
+        if current == g[1] + 1:
+            g[1] = current
+            continue
+        result.append(form(k, g[0], g[1]))
+        groups[k] = [current, current]
+    result += [form(k, *groups[k]) for k in order]
+    return ", ".join(result + mappings)
 
 
 def _ps_row(c: dict[str, Any], no_trunc: bool) -> dict[str, Any]:
@@ -575,25 +595,22 @@ def run_port(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     except ApiError as exc:
         raise api_error(exc) from None
     ports = (info.get("NetworkSettings") or {}).get("Ports") or {}
+    from tether.cli.output import natural_key
+
     lines: list[str] = []
     if len(args) > 1:
         want = args[1] if "/" in args[1] else f"{args[1]}/tcp"
         bindings = ports.get(want)
         if not bindings:
             raise CliError(f"Error: No public port '{want}' published for {args[0]}")
-        for b in bindings:
-            host = f"[{b['HostIp']}]" if ":" in b["HostIp"] else b["HostIp"]
-            lines.append(f"{host}:{b['HostPort']}")
+        lines = [_join(b["HostIp"], b["HostPort"]) for b in bindings]
     else:
-
-        def sort_key(key: str) -> tuple[int, str]:
-            port, _, proto = key.partition("/")
-            return (int(port), proto)
-
-        for key in sorted(ports, key=sort_key):
-            for b in ports[key] or []:
-                host = f"[{b['HostIp']}]" if ":" in b["HostIp"] else b["HostIp"]
-                lines.append(f"{key} -> {host}:{b['HostPort']}")
+        lines = [
+            f"{key} -> {_join(b['HostIp'], b['HostPort'])}"
+            for key in ports
+            for b in ports[key] or []
+        ]
+    lines.sort(key=natural_key)  # docker port sorts its lines naturally
     sys.stdout.write("".join(line + "\n" for line in lines))
     return 0
 

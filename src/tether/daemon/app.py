@@ -20,9 +20,13 @@ from tether.engine.model import Container
 from tether.engine.networks import Networks
 from tether.engine.reconcile import reconcile_networks, reconcile_sandboxes
 from tether.errors import TetherError
+from tether.firewall.manager import Firewall
+from tether.firewall.publish import Publisher, ports_list, ports_view
+from tether.firewall.render import NetRule, PortRule
 from tether.ipam.manager import Ipam
 from tether.ipam.pools import DEFAULT_POOLS, PoolSpec
 from tether.kernel import netns
+from tether.kernel.nft import Nft
 from tether.kernel.rtnl import Rtnl
 from tether.kernel.sysctl import set_sysctl
 from tether.runtime import shim
@@ -66,6 +70,9 @@ class Daemon:
         self.images: ImageStore
         self.containers: Containers
         self.execs: Execs
+        self.nft: Nft
+        self.firewall: Firewall
+        self.publisher: Publisher
         self.server: HttpServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -92,6 +99,10 @@ class Daemon:
         netns.prepare_dir(self.netns_dir)
         # Containers reach other networks and the outside through the host's routing.
         set_sysctl("net/ipv4/ip_forward", "1")
+        # Traffic between containers of one network crosses the bridge, not the router; with
+        # these on it still meets the firewall (ICC off, the user chain), as with Docker.
+        set_sysctl("net/bridge/bridge-nf-call-iptables", "1")
+        set_sysctl("net/bridge/bridge-nf-call-ip6tables", "1")
         self.store = Store(os.path.join(self.root, "tether.db"))
         self.rtnl = Rtnl.open()
         self.ipam = Ipam(self.store)
@@ -114,13 +125,20 @@ class Daemon:
         )
         self.containers.load()
         self.execs = Execs(self.containers)
+        self.nft = Nft()
+        self.firewall = Firewall(self.nft, self._net_rules, self._port_rules)
+        self.publisher = Publisher(self.store, self.firewall)
+        self.containers.publisher = self.publisher
+        self.networks.on_change = self.firewall.sync
         await self.networks.ensure_predefined()
         async with self.lock:
             await reconcile_networks(self.networks)
+            self.firewall.sync()
         # Containers that kept running are adopted before strays are swept, so their
         # sandboxes count as wanted.
         await self.containers.restore()
         await self.reconcile()
+        self.firewall.sync()
         loop = asyncio.get_running_loop()
         self.containers.shim_path = await loop.run_in_executor(None, shim.ensure_built)
 
@@ -151,20 +169,33 @@ class Daemon:
             changes = await reconcile_networks(self.networks)
             if sweep:
                 changes += await reconcile_sandboxes(self.containers)
+            if self.firewall.ensure():
+                changes += 1
             return changes
 
-    def ports_view(self, c: Container) -> dict[str, object]:
-        """NetworkSettings.Ports: exposed ports, none published yet."""
-        if not c.state.running or c.network_mode in ("host", "none"):
-            return {}
-        return {p: None for p in sorted(c.config.get("ExposedPorts") or {})}
+    def _net_rules(self) -> list[NetRule]:
+        return [
+            NetRule(
+                key=n.id[:12],
+                bridge=n.bridge_name,
+                subnets4=tuple(p.subnet for p in n.pools if p.version == 4),
+                subnets6=tuple(p.subnet for p in n.pools if p.version == 6),
+                internal=n.internal,
+                icc=n.icc,
+                masquerade=n.masquerade,
+            )
+            for n in self.networks.by_id.values()
+            if n.driver == "bridge"
+        ]
 
-    def ports_list(self, c: Container) -> list[dict[str, object]]:
-        out: list[dict[str, object]] = []
-        for p in sorted(c.config.get("ExposedPorts") or {}):
-            port, _, proto = p.partition("/")
-            out.append({"PrivatePort": int(port), "Type": proto or "tcp"})
-        return out
+    def _port_rules(self) -> list[PortRule]:
+        return self.publisher.rules(list(self.containers.by_id.values()))
+
+    def ports_view(self, c: Container) -> dict[str, Any]:
+        return ports_view(c)
+
+    def ports_list(self, c: Container) -> list[dict[str, Any]]:
+        return ports_list(c)
 
     async def _reconcile_loop(self) -> None:
         tick = 0

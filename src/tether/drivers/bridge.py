@@ -85,7 +85,12 @@ class BridgeDriver:
                 changed = True
         if not net.bridge_external and (link is None or link.alias != alias_for(net)):
             await self.rtnl.set_link(index, ifalias=alias_for(net))
+        # Published ports on 127.0.0.1 are DNATed out of the bridge: the kernel only routes
+        # 127.0.0.0/8 sources off lo with route_localnet (the firewall's guard chain keeps
+        # containers from using it to reach the host's loopback).
+        set_sysctl(f"net/ipv4/conf/{net.bridge_name}/route_localnet", "1")
         if any(p.version == 6 for p in net.pools):
+            set_sysctl("net/ipv6/conf/all/forwarding", "1")
             set_sysctl(f"net/ipv6/conf/{net.bridge_name}/disable_ipv6", "0")
             set_sysctl(f"net/ipv6/conf/{net.bridge_name}/accept_ra", "0")
         if have is None:

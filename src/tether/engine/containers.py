@@ -19,7 +19,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.drivers.veth import host_ifname, mac_from_ipv4
 from tether.engine import container_views as views
@@ -44,6 +44,9 @@ from tether.runtime import files, shim
 from tether.runtime.images import DEFAULT_PATH, ImageStore
 from tether.store.sqlite import Store
 from tether.tasks import background
+
+if TYPE_CHECKING:
+    from tether.firewall.publish import Publisher
 
 log = logging.getLogger("tether.containers")
 
@@ -111,6 +114,8 @@ class Containers:
         self._locks: dict[str, asyncio.Lock] = {}
         self._waiters: dict[str, list[tuple[str, asyncio.Future[int]]]] = {}
         self.shim_path = ""
+        # Published ports (set by the daemon; None: no port publishing at all).
+        self.publisher: Publisher | None = None
         self.host_resolv_path = "/etc/resolv.conf"
         # Called with (container, event) on start, stop, connect, disconnect, destroy: the
         # embedded DNS and the firewall follow these.
@@ -394,6 +399,7 @@ class Containers:
         try:
             await self._build_sandbox(c, plan)
             self._write_files(c)
+            await self._publish(c)
             spec = self._run_spec(c, img.builtin, self.images.rootfs(img))
             try:
                 os.unlink(self.paths(c)["exit"])
@@ -469,6 +475,43 @@ class Containers:
             ep.gateway6 = v6[0].gateway
         ep.mac = cfg.mac or (mac_from_ipv4(ep.ipv4.split("/")[0]) if ep.ipv4 else _random_mac())
         return ep
+
+    def _port_target(self, c: Container) -> tuple[str, str]:
+        """(container address, endpoint id) that published ports lead to: the gateway endpoint's.
+
+        As in Docker, ports are programmed on the endpoint that has external connectivity;
+        a container whose gateway is on an --internal network publishes nothing (silently).
+        """
+        gw = gateway_endpoint(c, self.network_of)
+        if gw is None or not gw.ipv4:
+            return "", ""
+        net = self.network_of(gw.network_id)
+        if net is None or net.internal:
+            return "", ""
+        return gw.ipv4.split("/")[0], gw.id
+
+    async def _publish(self, c: Container) -> None:
+        c.ports = []
+        if (
+            self.publisher is None
+            or c.network_mode in ("host", "none")
+            or c.network_mode.startswith("container:")
+        ):
+            return
+        target, ep_id = self._port_target(c)
+        if not target:
+            return
+        async with self.lock:
+            c.ports = self.publisher.publish(c, target, ep_id)
+        await self.publisher.wire_proxies(c)
+
+    async def _retarget_ports(self, c: Container) -> None:
+        if self.publisher is None or not c.ports:
+            return
+        target, _ = self._port_target(c)
+        if target != c.ports[0].target_ip:
+            self.publisher.retarget(c, target)
+            await self.publisher.wire_proxies(c)
 
     async def _build_sandbox(
         self, c: Container, plan: list[tuple[str, EndpointConfig, Network]]
@@ -565,7 +608,12 @@ class Containers:
     # -- teardown --------------------------------------------------------------------------
 
     async def _teardown(self, c: Container) -> None:
-        """Remove the sandbox and give back every address the container's endpoints hold."""
+        """Remove the sandbox and give back every address and port the container holds."""
+        if self.publisher is not None:
+            try:
+                self.publisher.unpublish(c)
+            except Exception as exc:  # the sweep releases what is left
+                log.warning("unpublishing ports of %s incomplete: %s", c.name, exc)
         if c.endpoints or (c.sandbox_key and c.sandbox_key.startswith(self.sandboxes.dir)):
             try:
                 await self.sandboxes.destroy(c)
@@ -830,6 +878,7 @@ class Containers:
             finally:
                 inner.close()
             self._write_files(c)
+            await self._retarget_ports(c)
             self.save(c)
         log.info(
             "container connected name=%s network=%s address=%s",
@@ -868,6 +917,7 @@ class Containers:
             if c.state.running and c.sandbox_key:
                 await self.sandboxes.set_gateway(c, None, gateway_endpoint(c, self.network_of))
                 self._write_files(c)
+                await self._retarget_ports(c)
                 self.save(c)
         log.info("container disconnected name=%s network=%s", c.name, name)
         self._notify(c, "disconnect")
@@ -957,6 +1007,9 @@ class Containers:
                 if c.state.shim_pid and c.state.shim_pid == shim_pid:
                     self._watch(c)
                     await self._repair_endpoints(c)
+                    if self.publisher is not None:
+                        self.publisher.restore(c)
+                        await self.publisher.wire_proxies(c)
                     log.info(
                         "container adopted name=%s id=%s pid=%d", c.name, c.short_id, c.state.pid
                     )
@@ -978,9 +1031,13 @@ class Containers:
                     shim_pid=shim_pid,
                     started_at=now_iso(),
                 )
-                self.save(c)
                 self._watch(c)
                 await self._repair_endpoints(c)
+                if self.publisher is not None:
+                    # The crash came before the ports were recorded with the container.
+                    self.publisher.unpublish(c)
+                    await self._publish(c)
+                self.save(c)
                 log.info(
                     "container start completed after restart name=%s id=%s pid=%d",
                     c.name,

@@ -145,6 +145,21 @@ class Endpoint:
 
 
 @dataclass
+class PortBinding:
+    """One published port as it is wired now."""
+
+    proto: str
+    host_ip: str  # "0.0.0.0", "::" or one host address
+    host_port: int
+    container_port: int
+    target_ip: str = ""  # the container address traffic goes to (empty: not reachable now)
+
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.host_ip else 4
+
+
+@dataclass
 class ContainerState:
     status: str = "created"  # created | running | exited | removing | dead
     pid: int = 0
@@ -184,6 +199,8 @@ class Container:
     restart_count: int = 0
     # Upstream DNS servers the embedded resolver forwards this container's queries to.
     dns_upstreams: list[str] = field(default_factory=list)
+    # Published ports while running.
+    ports: list[PortBinding] = field(default_factory=list)
 
     @property
     def short_id(self) -> str:
@@ -207,4 +224,5 @@ class Container:
         doc["networks"] = {k: EndpointConfig(**v) for k, v in doc.get("networks", {}).items()}
         doc["endpoints"] = {k: Endpoint(**v) for k, v in doc.get("endpoints", {}).items()}
         doc["state"] = ContainerState(**doc.get("state", {}))
+        doc["ports"] = [PortBinding(**p) for p in doc.get("ports", [])]
         return cls(**doc)

@@ -70,6 +70,13 @@ async def reconcile_sandboxes(containers: Containers) -> int:
             log.info("removing stray network namespace path=%s", path)
             netns.delete(path)
             changes += 1
+    # Running, or starting with its ports already published (c.ports is set under the lock).
+    running = {c.id for c in containers.by_id.values() if c.state.running or c.ports}
+    for owner in {owner for _p, _ip, _port, owner in containers.store.ports()} - running:
+        log.info("releasing orphan host ports owner=%s", owner[:12])
+        with containers.store.transaction():
+            containers.store.release_ports(owner)
+        changes += 1
     for _net_id, address, owner in containers.store.addresses():
         if owner == "gateway" or owner.startswith("aux:") or owner in endpoints:
             continue

@@ -1,0 +1,77 @@
+"""Applying the firewall: the whole table when networks change, map elements for ports.
+
+A full render happens at start, when a network is created or removed, and whenever the
+periodic check finds the table gone (someone ran `nft flush ruleset`, or deleted it).
+Published ports never re-render the table: they are element additions and deletions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+from tether.firewall.render import TABLE, FirewallState, NetRule, PortRule, port_elements, render
+from tether.kernel.nft import Nft, NftError
+
+log = logging.getLogger("tether.firewall")
+
+
+class Firewall:
+    def __init__(
+        self, nft: Nft, networks: Callable[[], list[NetRule]], ports: Callable[[], list[PortRule]]
+    ) -> None:
+        self.nft = nft
+        self.networks = networks
+        self.ports = ports
+
+    def state(self) -> FirewallState:
+        return FirewallState(networks=self.networks(), ports=self.ports())
+
+    def existing_chains(self) -> set[str]:
+        try:
+            out = self.nft.run(f"list chains {TABLE.split()[0]}", json_output=True)
+        except NftError:
+            return set()
+        chains = set()
+        for item in json.loads(out or "{}").get("nftables", []):
+            chain = item.get("chain")
+            if chain and chain.get("table") == TABLE.split()[1]:
+                chains.add(chain["name"])
+        return chains
+
+    def sync(self) -> None:
+        """Render and apply the whole table in one transaction (the user chain is kept)."""
+        state = self.state()
+        text = render(state, self.existing_chains())
+        self.nft.run(text)
+        log.debug("firewall applied networks=%d ports=%d", len(state.networks), len(state.ports))
+
+    def present(self) -> bool:
+        """Whether our table is there with its forward chain filled (cheap: no map listing)."""
+        try:
+            out = self.nft.run(f"list chain {TABLE} forward")
+        except NftError:
+            return False
+        return "jump user" in out
+
+    def ensure(self) -> bool:
+        """Restore the table if it went missing; returns whether it had to."""
+        if self.present():
+            return False
+        log.warning("nftables table %s missing or emptied; restoring it", TABLE)
+        self.sync()
+        return True
+
+    def add_ports(self, rules: list[PortRule]) -> None:
+        if rules:
+            self.nft.run(port_elements(rules, "add"))
+
+    def remove_ports(self, rules: list[PortRule]) -> None:
+        if not rules:
+            return
+        try:
+            self.nft.run(port_elements(rules, "delete"))
+        except NftError:
+            # An element already gone (table restored meanwhile): re-render from state.
+            self.sync()

@@ -1,0 +1,178 @@
+"""State -> nftables: tether's one table, rendered as text by a pure function.
+
+    table inet tether
+      chain user          the user's own rules, evaluated first, never flushed (DOCKER-USER)
+      chain forward       user -> published ports -> per-network verdicts (vmaps)
+      chain net_<id>_out  traffic leaving a network's bridge: ICC, isolation, internal
+      chain net_<id>_in   traffic entering a network's bridge from elsewhere
+      chain prerouting / output / publish   DNAT for published ports (maps)
+      chain postrouting   masquerade, hairpin, loopback
+      chain guard         no 127.0.0.0/8 from a bridge (route_localnet is on for 127.0.0.1 ports)
+
+Every update is one `nft -f` transaction that declares the table, flushes and refills
+tether's own sets, maps and chains, and never touches `user`, so it is atomic and keeps the
+user's rules.  Published ports live in maps: adding or removing one is an element change whose
+cost does not grow with the number of ports (see port_elements).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TABLE = "inet tether"
+USER_CHAIN = "user"
+PROTO_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
+
+
+@dataclass(frozen=True)
+class NetRule:
+    key: str  # the network id prefix, for chain names
+    bridge: str
+    subnets4: tuple[str, ...] = ()
+    subnets6: tuple[str, ...] = ()
+    internal: bool = False
+    icc: bool = True
+    masquerade: bool = True
+
+
+@dataclass(frozen=True)
+class PortRule:
+    """One kernel-NATed published port: IPv4 host side (IPv6 is served by the proxy)."""
+
+    proto: str
+    host_ip: str  # "" for any address
+    host_port: int
+    target_ip: str
+    target_port: int
+
+
+@dataclass
+class FirewallState:
+    networks: list[NetRule] = field(default_factory=list)
+    ports: list[PortRule] = field(default_factory=list)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', "") + '"'
+
+
+def port_element(p: PortRule) -> tuple[str, str]:
+    """(map name, element text) for one published port."""
+    value = f"{p.target_ip} . {p.target_port}"
+    if p.host_ip:
+        return "pub4ip", f"{p.host_ip} . {p.proto} . {p.host_port} : {value}"
+    return "pub4", f"{p.proto} . {p.host_port} : {value}"
+
+
+def port_elements(ports: list[PortRule], op: str) -> str:
+    """`add element`/`delete element` commands for a set of ports (one transaction)."""
+    by_map: dict[str, list[str]] = {}
+    for p in ports:
+        name, elem = port_element(p)
+        if op == "delete":
+            elem = elem.split(" : ", 1)[0]
+        by_map.setdefault(name, []).append(elem)
+    return "".join(
+        f"{op} element {TABLE} {name} {{ {', '.join(elems)} }}\n"
+        for name, elems in sorted(by_map.items())
+    )
+
+
+def chain_names(state: FirewallState) -> set[str]:
+    names = {"forward", "publish", "prerouting", "output", "postrouting", "guard"}
+    for n in state.networks:
+        names |= {f"net_{n.key}_out", f"net_{n.key}_in"}
+    return names
+
+
+SETS = {
+    "bridges": "type ifname;",
+    "subnets4": "type ipv4_addr; flags interval;",
+    "pub4": "type inet_proto . inet_service : ipv4_addr . inet_service;",
+    "pub4ip": "type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;",
+    "leaving": "type ifname : verdict;",
+    "entering": "type ifname : verdict;",
+}
+BASE_CHAINS = {
+    "forward": "type filter hook forward priority filter; policy accept;",
+    "prerouting": "type nat hook prerouting priority dstnat; policy accept;",
+    "output": "type nat hook output priority -100; policy accept;",
+    "postrouting": "type nat hook postrouting priority srcnat; policy accept;",
+    "guard": "type filter hook prerouting priority raw; policy accept;",
+}
+
+
+def render(state: FirewallState, stale_chains: set[str] | None = None) -> str:
+    """The whole transaction: declare, flush ours, refill; delete chains nothing wants."""
+    out: list[str] = [f"add table {TABLE}\n", f"add chain {TABLE} {USER_CHAIN}\n"]
+    for name, spec in SETS.items():
+        out.append(f"add {'map' if ':' in spec else 'set'} {TABLE} {name} {{ {spec} }}\n")
+        out.append(f"flush {'map' if ':' in spec else 'set'} {TABLE} {name}\n")
+    wanted = chain_names(state)
+    for name in sorted(wanted):
+        spec = BASE_CHAINS.get(name, "")
+        out.append(f"add chain {TABLE} {name}" + (f" {{ {spec} }}\n" if spec else "\n"))
+        out.append(f"flush chain {TABLE} {name}\n")
+    for name in sorted((stale_chains or set()) - wanted - {USER_CHAIN}):
+        out.append(f"flush chain {TABLE} {name}\n")
+        out.append(f"delete chain {TABLE} {name}\n")
+
+    nets = sorted(state.networks, key=lambda n: n.key)
+    rules: list[str] = []
+
+    def rule(chain: str, text: str) -> None:
+        rules.append(f"add rule {TABLE} {chain} {text}\n")
+
+    # Sets and maps.
+    elements: list[str] = []
+    if nets:
+        elements.append(
+            f"add element {TABLE} bridges {{ {', '.join(_q(n.bridge) for n in nets)} }}\n"
+        )
+        subnets = sorted({s for n in nets for s in n.subnets4})
+        if subnets:
+            elements.append(f"add element {TABLE} subnets4 {{ {', '.join(subnets)} }}\n")
+        elements.append(
+            f"add element {TABLE} leaving {{ {', '.join(f'{_q(n.bridge)} : jump net_{n.key}_out' for n in nets)} }}\n"
+        )
+        elements.append(
+            f"add element {TABLE} entering {{ {', '.join(f'{_q(n.bridge)} : jump net_{n.key}_in' for n in nets)} }}\n"
+        )
+    if state.ports:
+        elements.append(port_elements(state.ports, "add"))
+
+    # Filter: the user first, then published ports, then each network's verdicts.
+    rule("forward", f"jump {USER_CHAIN}")
+    rule("forward", "ct status dnat accept")
+    rule("forward", "iifname vmap @leaving")
+    rule("forward", "oifname vmap @entering")
+    for n in nets:
+        out_chain, in_chain, br = f"net_{n.key}_out", f"net_{n.key}_in", _q(n.bridge)
+        rule(out_chain, f"oifname {br} {'accept' if n.icc else 'drop'}")
+        if n.internal:
+            rule(out_chain, "drop")
+            rule(in_chain, "drop")
+            continue
+        rule(out_chain, "oifname @bridges drop")
+        rule(out_chain, "accept")
+        rule(in_chain, "ct state established,related accept")
+        rule(in_chain, "drop")
+
+    # NAT: published ports, then masquerade.
+    rule("publish", "dnat ip to ip daddr . meta l4proto . th dport map @pub4ip")
+    rule("publish", "dnat ip to meta l4proto . th dport map @pub4")
+    rule("prerouting", "fib daddr type local jump publish")
+    rule("output", "fib daddr type local jump publish")
+    for n in nets:
+        br = _q(n.bridge)
+        for s in n.subnets4:
+            if n.masquerade and not n.internal:
+                rule("postrouting", f"ip saddr {s} oifname != {br} masquerade")
+            # Hairpin: a container reaching a published port of its own network must see the
+            # answer come back through the host, or the reply would skip the reverse NAT.
+            rule("postrouting", f"ct status dnat ip saddr {s} oifname {br} masquerade")
+    rule("postrouting", "ct status dnat ip saddr 127.0.0.0/8 masquerade")
+    # route_localnet is on for the bridges (for 127.0.0.1 ports); nothing from a bridge may
+    # reach the host's loopback addresses because of it.
+    rule("guard", "iifname @bridges ip daddr 127.0.0.0/8 drop")
+    return "".join(out) + "".join(elements) + "".join(rules)
