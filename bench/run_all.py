@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHES = ["bench_networks.py", "bench_containers.py"]
+BENCHES = ["bench_networks.py", "bench_containers.py", "bench_ports.py"]
 
 
 def main() -> int:

@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import resource
 import signal
 import time
 from dataclasses import dataclass, field
@@ -97,6 +98,11 @@ class Daemon:
         if self.exec_root != self.root:
             self._take_lock(self.exec_root)
         netns.prepare_dir(self.netns_dir)
+        # Every published port holds a socket or two (its reservation, its IPv6 listener):
+        # 1,000 ports would not fit the usual soft limit of 1,024 descriptors.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         # Containers reach other networks and the outside through the host's routing.
         set_sysctl("net/ipv4/ip_forward", "1")
         # Traffic between containers of one network crosses the bridge, not the router; with

@@ -16,6 +16,7 @@ import errno
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,8 +99,8 @@ class Publisher:
 
     def _taken(self, proto: str, ip: str, port: int) -> bool:
         fam = _family(ip)
-        for p, hip, hport, _owner in self.store.ports():
-            if p != proto or hport != port or _family(hip) != fam:
+        for hip, _owner in self.store.ports_on(proto, port):
+            if _family(hip) != fam:
                 continue
             if hip == ip or hip == WILDCARD[fam] or ip == WILDCARD[fam]:
                 return True
@@ -121,17 +122,21 @@ class Publisher:
         s.setblocking(False)
         return s
 
-    def _pick(self, spec: Spec) -> list[int]:
-        """Candidate host ports for a spec, in the order to try them."""
+    def _pick(self, spec: Spec) -> Iterator[int]:
+        """Candidate host ports for a spec, in the order to try them (lazily: the ephemeral
+        range has ~28,000 ports and the first free one is usually the next)."""
         if spec.host_port and "-" not in spec.host_port and spec.host_port != "0":
-            return [int(spec.host_port)]
+            yield int(spec.host_port)
+            return
         if spec.host_port and "-" in spec.host_port:
             lo, hi = (int(x) for x in spec.host_port.split("-", 1))
-            return list(range(lo, hi + 1))
+            yield from range(lo, hi + 1)
+            return
         lo, hi = self.range
         start = self.next_port.get(spec.proto, lo)
         span = hi - lo + 1
-        return [lo + (start - lo + i) % span for i in range(span)]
+        for i in range(span):
+            yield lo + (start - lo + i) % span
 
     def publish(self, c: Container, target: str, endpoint_id: str) -> list[PortBinding]:
         """Allocate, reserve and wire every binding of `c`; all or nothing."""
@@ -149,11 +154,11 @@ class Publisher:
         self, c: Container, spec: Spec, target: str, endpoint_id: str
     ) -> list[PortBinding]:
         random_port = not spec.host_port or spec.host_port == "0"
-        candidates = self._pick(spec)
+        fixed = not random_port and "-" not in spec.host_port
         last_error: OSError | None = None
-        for port in candidates:
+        for port in self._pick(spec):
             if any(self._taken(spec.proto, ip, port) for ip in spec.ips):
-                if len(candidates) == 1:
+                if fixed:
                     ip = next(ip for ip in spec.ips if self._taken(spec.proto, ip, port))
                     raise PublishError(
                         f"driver failed programming external connectivity on endpoint {c.name} "
@@ -180,7 +185,7 @@ class Publisher:
             except OSError as exc:
                 self.release(c.id, bound)
                 last_error = exc
-                if random_port or len(candidates) > 1:
+                if not fixed:
                     continue
                 ip = spec.ips[0] if len(spec.ips) == 1 else spec.ips[len(bound)]
                 fam = "6" if _family(ip) == 6 else "4"

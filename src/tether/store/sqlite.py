@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS ports (
     PRIMARY KEY (proto, host_ip, port)
 );
 CREATE INDEX IF NOT EXISTS ports_owner ON ports(owner);
+CREATE INDEX IF NOT EXISTS ports_number ON ports(proto, port);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -150,6 +151,13 @@ class Store:
 
     def release_ports(self, owner: str) -> None:
         self.db.execute("DELETE FROM ports WHERE owner=?", (owner,))
+
+    def ports_on(self, proto: str, port: int) -> list[tuple[str, str]]:
+        """(host address, owner) of every allocation of one protocol and port number."""
+        rows = self.db.execute(
+            "SELECT host_ip, owner FROM ports WHERE proto=? AND port=?", (proto, port)
+        )
+        return [(r[0], r[1]) for r in rows]
 
     def ports(self) -> list[tuple[str, str, int, str]]:
         rows = self.db.execute("SELECT proto, host_ip, port, owner FROM ports")
