@@ -78,6 +78,12 @@ class NamespaceHost:
     # -- daemon ------------------------------------------------------------------------------
 
     def start(self, wait: float = 30) -> None:
+        # Containers must never learn the machine's own resolver (the traffic rule): this
+        # host's "upstream" is an address nothing routes to unless a test puts a server there.
+        resolv = os.path.join(self.dir, "resolv.conf")
+        if not os.path.exists(resolv):
+            with open(resolv, "w") as f:
+                f.write("nameserver 192.0.2.53\n")
         log = open(self.log_path, "ab")  # noqa: SIM115 (handed to the daemon, closed below)
         cmd = [
             "nsenter",
@@ -91,6 +97,8 @@ class NamespaceHost:
             "--exec-root",
             self.exec_root,
             "--debug",
+            "--resolv-conf",
+            resolv,
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)

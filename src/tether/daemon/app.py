@@ -15,7 +15,9 @@ from typing import Any
 from tether import __version__
 from tether.daemon import routes_containers, routes_images, routes_networks, routes_system
 from tether.daemon.http import HttpServer, Router
+from tether.dns.server import DnsServer
 from tether.engine.containers import Containers
+from tether.engine.dnsfollow import DnsFollower
 from tether.engine.execs import Execs
 from tether.engine.model import Container
 from tether.engine.networks import Networks
@@ -48,6 +50,8 @@ class Options:
     exec_root: str = "/run/tether"
     debug: bool = False
     default_pools: list[PoolSpec] = field(default_factory=lambda: list(DEFAULT_POOLS))
+    # The resolv.conf containers inherit upstream servers from (the host's, normally).
+    resolv_conf: str = "/etc/resolv.conf"
 
 
 class StartupError(Exception):
@@ -74,6 +78,8 @@ class Daemon:
         self.nft: Nft
         self.firewall: Firewall
         self.publisher: Publisher
+        self.dns: DnsServer
+        self.dns_follower: DnsFollower
         self.server: HttpServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -130,7 +136,11 @@ class Daemon:
             self.lock,
         )
         self.containers.load()
+        self.containers.host_resolv_path = self.opts.resolv_conf
         self.execs = Execs(self.containers)
+        self.dns = DnsServer()
+        self.dns_follower = DnsFollower(self.dns, self.containers)
+        self.dns.start()
         self.nft = Nft()
         self.firewall = Firewall(self.nft, self._net_rules, self._port_rules)
         self.publisher = Publisher(self.store, self.firewall)
@@ -234,6 +244,7 @@ class Daemon:
             os.unlink(self.socket_path)
         except FileNotFoundError:
             pass
+        self.dns.stop()
         self.rtnl.close()
         self.store.close()
         # The shared mount of the netns directory stays while sandboxes live in it (live

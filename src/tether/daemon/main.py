@@ -22,6 +22,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         metavar="base=CIDR,size=N",
         help="default address pool for networks without --subnet (repeatable)",
     )
+    p.add_argument(
+        "--resolv-conf",
+        default="/etc/resolv.conf",
+        help="resolv.conf whose nameservers containers use upstream (default /etc/resolv.conf)",
+    )
     p.add_argument("--version", "-v", action="version", version=f"tetherd {__version__}")
     return p.parse_args(argv)
 
@@ -40,7 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tetherd: {exc.message}", file=sys.stderr)
         return 2
     return run(
-        Options(root=args.root, exec_root=args.exec_root, debug=args.debug, default_pools=pools)
+        Options(
+            root=args.root,
+            exec_root=args.exec_root,
+            debug=args.debug,
+            default_pools=pools,
+            resolv_conf=args.resolv_conf,
+        )
     )
 
 

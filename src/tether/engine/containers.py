@@ -120,6 +120,8 @@ class Containers:
         # Called with (container, event) on start, stop, connect, disconnect, destroy: the
         # embedded DNS and the firewall follow these.
         self.listeners: list[Callable[[Container, str], None]] = []
+        # Called once the sandbox is built, before the container's process starts.
+        self.before_process_start: list[Callable[[Container], None]] = []
         networks.containers_of = self.network_containers
 
     # -- helpers ---------------------------------------------------------------------------
@@ -400,6 +402,8 @@ class Containers:
             await self._build_sandbox(c, plan)
             self._write_files(c)
             await self._publish(c)
+            for prepare in self.before_process_start:
+                prepare(c)
             spec = self._run_spec(c, img.builtin, self.images.rootfs(img))
             try:
                 os.unlink(self.paths(c)["exit"])

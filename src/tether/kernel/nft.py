@@ -66,3 +66,43 @@ class Nft:
         if rc != 0:
             raise NftError(f"nftables: {err.strip()}")
         return out
+
+
+def run_in_netns(path: str, text: str) -> None:
+    """One transaction in another network namespace.
+
+    A libnftables context talks through a netlink socket opened when the context is made, so
+    the context is made inside the namespace (and freed after); ~1.4 ms here.
+    """
+    from tether.kernel import netns
+
+    path_ = ctypes.util.find_library("nftables") or "libnftables.so.1"
+    try:
+        lib = ctypes.CDLL(path_)
+    except OSError:
+        r = subprocess.run(
+            ["nsenter", f"--net={path}", "nft", "-f", "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode != 0:
+            raise NftError(f"nftables: {r.stderr.strip()}") from None
+        return
+    lib.nft_ctx_new.restype = ctypes.c_void_p
+    lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+    lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+    lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+    lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+    lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+    with netns.entered(path):
+        ctx = lib.nft_ctx_new(0)
+        try:
+            lib.nft_ctx_buffer_error(ctx)
+            rc = lib.nft_run_cmd_from_buffer(ctx, text.encode())
+            err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode()
+        finally:
+            lib.nft_ctx_free(ctx)
+    if rc != 0:
+        raise NftError(f"nftables: {err.strip()}")

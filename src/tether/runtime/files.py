@@ -8,6 +8,8 @@ from __future__ import annotations
 import ipaddress
 
 EMBEDDED_DNS = "127.0.0.11"
+# What Docker writes when the host offers no usable resolver (libnetwork's defaults).
+DOCKER_DEFAULT_DNS = ("8.8.8.8", "8.8.4.4")
 
 HOSTS_HEADER = (
     "127.0.0.1\tlocalhost\n"
@@ -67,13 +69,21 @@ def resolv_conf(
     """The container's resolv.conf, and the upstream servers its lookups should go to.
 
     With the embedded DNS (user-defined networks) the file names 127.0.0.11 and the upstreams
-    are the --dns servers, else the host's non-loopback ones; Docker adds `ndots:0` unless the
-    user set ndots.  Without it (default bridge, host) the file names the upstreams directly.
-    A loopback server on the host cannot answer a container in its own namespace: Docker drops
-    those (for host networking they still work, so they are kept there by the caller).
+    are the --dns servers, else the host's; Docker adds `ndots:0` unless the user set ndots.
+    A loopback resolver of the host (127.0.0.53, say) cannot be reached from a container's own
+    namespace: the embedded DNS asks it from the host's namespace instead (as newer Docker
+    does).  Without the embedded DNS (default bridge) the file names the upstreams directly,
+    so loopback ones are dropped, and with none left Docker's defaults are used.
     """
     host_servers, host_search, host_options = parse_resolv(host_resolv)
-    upstream = list(dns) if dns else [s for s in host_servers if not is_loopback(s)]
+    if dns:
+        upstream = list(dns)
+    elif embedded:
+        upstream = list(host_servers)
+    else:
+        upstream = [s for s in host_servers if not is_loopback(s)]
+    if not upstream:
+        upstream = list(DOCKER_DEFAULT_DNS)
     search = list(dns_search) if dns_search else host_search
     options = list(dns_options) if dns_options else host_options
     lines: list[str] = []

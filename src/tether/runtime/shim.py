@@ -1,56 +1,18 @@
-"""Building and starting tether-shim (see shim.c for what it does and why it is C).
-
-The binary is compiled from the packaged source on first use and cached under a name that
-includes the source's hash, so an upgraded tether never runs a stale shim and several daemons
-share one build.  `./run install` builds it ahead of time.
-"""
+"""Starting tether-shim (see shim.c for what it does and why it is C; cbuild.py builds it)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
 
-from tether.errors import SystemFailure
+from tether.cbuild import build
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.c")
-CACHE_DIR = os.environ.get("TETHER_CACHE", "/var/cache/tether")
-
-
-def binary_path() -> str:
-    with open(SOURCE, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()[:16]
-    return os.path.join(CACHE_DIR, f"tether-shim-{digest}")
 
 
 def ensure_built() -> str:
-    path = binary_path()
-    if os.access(path, os.X_OK):
-        return path
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise SystemFailure(
-            "building tether-shim needs a C compiler (apt-get install gcc libc6-dev)"
-        )
-    os.makedirs(CACHE_DIR, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tether-shim-", dir=CACHE_DIR)
-    os.close(fd)
-    try:
-        r = subprocess.run(
-            [cc, "-O2", "-static", "-Wall", "-o", tmp, SOURCE], capture_output=True, text=True
-        )
-        if r.returncode != 0:
-            raise SystemFailure(f"building tether-shim failed: {r.stderr.strip()}")
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)  # atomic: concurrent builders all end with one good binary
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return build(SOURCE, "tether-shim")
 
 
 @dataclass
