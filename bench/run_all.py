@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHES = ["bench_networks.py", "bench_containers.py", "bench_ports.py"]
+BENCHES = ["bench_networks.py", "bench_containers.py", "bench_ports.py", "bench_dns.py"]
 
 
 def main() -> int:

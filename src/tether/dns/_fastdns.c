@@ -29,6 +29,8 @@
 #define BATCH 64
 #define MAXPKT 4096
 #define MAXCHUNKS 64
+#define MINCAP 8      /* a sandbox usually asks for a handful of names */
+#define MAXCAP 4096   /* bounded: a table that fills up starts over */
 
 typedef struct Entry {
     uint64_t hash;
@@ -77,9 +79,28 @@ static void entry_free(Entry *e) {
 }
 
 static void table_clear_all(Table *t) {
+    if (t->used == 0) return; /* do not touch (and make resident) an empty table */
     for (size_t i = 0; i < t->cap; i++)
         if (t->slots[i].hash) entry_free(&t->slots[i]);
     t->used = 0;
+}
+
+/* Double the table, moving entries over (keys and values are not copied). */
+static int table_grow(Table *t) {
+    size_t cap = t->cap * 2;
+    Entry *slots = calloc(cap, sizeof(Entry));
+    if (!slots) return -1;
+    for (size_t i = 0; i < t->cap; i++) {
+        Entry *e = &t->slots[i];
+        if (!e->hash) continue;
+        size_t j = e->hash & (cap - 1);
+        while (slots[j].hash) j = (j + 1) & (cap - 1);
+        slots[j] = *e;
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->cap = cap;
+    return 0;
 }
 
 static Entry *table_find(Table *t, const unsigned char *key, size_t keylen, uint64_t h) {
@@ -93,7 +114,9 @@ static Entry *table_find(Table *t, const unsigned char *key, size_t keylen, uint
 }
 
 static Entry *table_slot(Table *t, const unsigned char *key, size_t keylen, uint64_t h) {
-    if (t->used * 2 >= t->cap) table_clear_all(t); /* bounded: a full table starts over */
+    if (t->used * 2 >= t->cap) {
+        if (t->cap >= MAXCAP || table_grow(t) != 0) table_clear_all(t); /* bounded */
+    }
     size_t mask = t->cap - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         Entry *e = &t->slots[i];
@@ -115,7 +138,7 @@ static unsigned char *copy_bytes(const char *p, Py_ssize_t n) {
 }
 
 static int Table_init(Table *self, PyObject *args, PyObject *kw) {
-    self->cap = 4096;
+    self->cap = MINCAP;
     self->slots = calloc(self->cap, sizeof(Entry));
     self->used = 0;
     return self->slots ? 0 : -1;

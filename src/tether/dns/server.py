@@ -37,6 +37,7 @@ from tether.dns import answer as ans
 from tether.dns import fast
 from tether.dns.records import Zone
 from tether.kernel import netns
+from tether.kernel.fds import lift_socket
 from tether.kernel.nft import NftError, run_in_netns
 
 log = logging.getLogger("tether.dns")
@@ -190,6 +191,8 @@ class DnsServer:
             udp.close()
             tcp.close()
             raise
+        udp = lift_socket(udp)
+        tcp = lift_socket(tcp)
         udp.setblocking(False)
         tcp.setblocking(False)
         sb = Sandbox(cid, netns_path, view, udp, tcp)
@@ -372,6 +375,7 @@ class DnsServer:
             if sum(1 for c in self.conns.values() if c.sandbox is sb) >= 64:
                 s.close()
                 continue
+            s = lift_socket(s)
             s.settimeout(1.0)
             conn = TcpConn(s, sb)
             fd = s.fileno()
@@ -438,6 +442,7 @@ class DnsServer:
             s = socket.socket(family, socket.SOCK_DGRAM)  # the host's own resolver
         else:
             s = netns.socket_in(sb.netns, family, socket.SOCK_DGRAM)
+        s = lift_socket(s)
         s.setblocking(False)
         try:
             s.connect((server, PORT))

@@ -39,6 +39,7 @@ from tether.errors import (
     TetherError,
 )
 from tether.ipam.manager import Ipam
+from tether.kernel.fds import lift
 from tether.kernel.rtnl import Rtnl
 from tether.runtime import files, shim
 from tether.runtime.images import DEFAULT_PATH, ImageStore
@@ -640,13 +641,13 @@ class Containers:
         run = self.runs.setdefault(c.id, Run())
         if run.pidfd is None and c.state.pid:
             try:
-                run.pidfd = os.pidfd_open(c.state.pid)
+                run.pidfd = lift(os.pidfd_open(c.state.pid))
             except ProcessLookupError:
                 run.pidfd = None
         target = pid or c.state.shim_pid
         loop = asyncio.get_running_loop()
         try:
-            fd = os.pidfd_open(target)
+            fd = lift(os.pidfd_open(target))
         except ProcessLookupError:
             loop.call_soon(lambda: background(self._finish(c.id), "container exit"))
             return

@@ -25,6 +25,7 @@ from tether.errors import SystemFailure
 from tether.firewall.manager import Firewall
 from tether.firewall.proxy import TcpProxy, UdpProxy
 from tether.firewall.render import PortRule
+from tether.kernel.fds import lift_socket
 from tether.store.sqlite import Store
 
 log = logging.getLogger("tether.ports")
@@ -119,6 +120,7 @@ class Publisher:
         except OSError:
             s.close()
             raise
+        s = lift_socket(s)
         s.setblocking(False)
         return s
 
