@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tether.cli.ports import parse_publish
 from tether.engine.model import Container
 from tether.firewall.publish import specs_for
 from tether.firewall.render import FirewallState, NetRule, PortRule, port_elements, render
+from tether.portspec import parse_publish
 
 NETS = [
     NetRule("aaaa", "tb-aaaa", ("172.18.0.0/16",)),

@@ -61,7 +61,7 @@ def _parse_env(values: list[str]) -> list[str]:
 
 def _container_body(o: dict[str, Any], args: list[str]) -> tuple[dict[str, Any], str]:
     """The create request, with the checks docker's CLI makes before calling the daemon."""
-    from tether.cli import ports as portspec
+    from tether import portspec
 
     image, cmd = args[0], args[1:]
     networks = o["network"] or []
@@ -116,6 +116,8 @@ def _container_body(o: dict[str, Any], args: list[str]) -> tuple[dict[str, Any],
         body["MacAddress"] = o["mac_address"]
     if o["stop_signal"]:
         body["StopSignal"] = o["stop_signal"]
+    if o["stop_timeout"] is not None:
+        body["StopTimeout"] = o["stop_timeout"]
     endpoints = body["NetworkingConfig"]["EndpointsConfig"]
     for i, net in enumerate(networks):
         ep: dict[str, Any] = {}
@@ -651,6 +653,7 @@ RUN_FLAGS = [
     Flag("publish-all", "P", kind="bool", help="Publish all exposed ports to random ports"),
     Flag("rm", kind="bool", help="Automatically remove the container when it exits"),
     Flag("stop-signal", help="Signal to stop the container"),
+    Flag("stop-timeout", kind="int", help="Timeout (in seconds) to stop a container"),
     Flag("tty", "t", kind="bool", help="Allocate a pseudo-TTY"),
     Flag("workdir", "w", help="Working directory inside the container"),
 ]

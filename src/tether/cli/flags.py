@@ -75,6 +75,7 @@ class Command:
         interspersed: bool = True,
         handler: Callable[..., int] | None = None,
         aliases: tuple[str, ...] = (),
+        epilog: str = "",
     ) -> None:
         self.path = path
         self.usage = usage
@@ -85,6 +86,7 @@ class Command:
         self.interspersed = interspersed
         self.handler = handler
         self.aliases = aliases
+        self.epilog = epilog  # e.g. a group's list of subcommands
 
     def arg_error(self, got: int) -> UsageError:
         if self.max_args == self.min_args:
@@ -202,6 +204,8 @@ def usage_text(cmd: Command) -> str:
             rows.append((left, f.help))
         width = max(len(r[0]) for r in rows) + 3
         lines += [r[0].ljust(width) + r[1] for r in rows]
+    if cmd.epilog:
+        lines += ["", cmd.epilog]
     return "\n".join(lines) + "\n"
 
 

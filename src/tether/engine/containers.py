@@ -259,6 +259,8 @@ class Containers:
         }
         if mac:
             config["MacAddress"] = mac
+        if body.get("StopTimeout") is not None:
+            config["StopTimeout"] = int(body["StopTimeout"])
         stop_signal = body.get("StopSignal") or img.config.get("StopSignal")
         if stop_signal:
             parse_signal(stop_signal)
@@ -732,6 +734,8 @@ class Containers:
         run = self.runs.get(c.id)
         if run is None:
             return
+        if timeout is None and c.config.get("StopTimeout") is not None:
+            timeout = float(c.config["StopTimeout"])  # docker run --stop-timeout
         t = 10.0 if timeout is None or timeout < 0 else float(timeout)
         sig = parse_signal(c.config.get("StopSignal"), signal.SIGTERM)
         self._signal(c, sig)
