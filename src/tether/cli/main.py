@@ -51,6 +51,11 @@ TOP: dict[str, tuple[str, str, str]] = {
     ),
     "version": ("tether.cli.system", "VERSION", "Show the tether version information"),
     "info": ("tether.cli.system", "INFO", "Display system-wide information"),
+    "compose": (
+        "tether.cli.compose",
+        "COMPOSE",
+        "Define and run multi-container applications",
+    ),
 }
 
 USAGE = """
