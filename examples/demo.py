@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
 NETNS = "tether-demo"
 ROOT = "/var/lib/tether-demo"
 EXEC_ROOT = "/run/tether-demo"
@@ -26,7 +28,7 @@ BOLD, DIM, GREEN, RED, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\0
 def run(
     cmd: list[str], check: bool = True, quiet: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if check and r.returncode != 0:
         sys.stderr.write(f"{RED}failed: {' '.join(cmd)}\n{r.stdout}{r.stderr}{RESET}")
         raise SystemExit(1)
@@ -38,7 +40,7 @@ def tether(*args: str, show: bool = True, check: bool = True) -> str:
     if show:
         print(f"{BOLD}$ tether {' '.join(_q(a) for a in args)}{RESET}")
     r = run([PY, "-m", "tether.cli.main", "-H", f"unix://{SOCKET}", *args], check=check)
-    out = r.stdout + (r.stderr if r.returncode else "")
+    out = r.stdout + r.stderr  # compose reports its progress on stderr
     if show and out:
         print(out, end="" if out.endswith("\n") else "\n")
     return r.stdout
@@ -63,12 +65,32 @@ def section(title: str) -> None:
 class DemoHost:
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
+        self.upstream: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.cleanup()
         run(["ip", "netns", "add", NETNS])
         run(["ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up"])
         os.makedirs(ROOT, exist_ok=True)
+        # Names no network knows are forwarded upstream.  The demo never asks the machine's
+        # own resolver: a stand-in on the demo host's loopback answers NXDOMAIN at once.
+        resolv = os.path.join(ROOT, "resolv.conf")
+        with open(resolv, "w") as f:
+            f.write("nameserver 127.0.0.53\n")
+        self.upstream = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                NETNS,
+                PY,
+                os.path.join(REPO, "tests", "dnsupstream.py"),
+                "127.0.0.53",
+                "53",
+                os.path.join(ROOT, "upstream.log"),
+                "900",
+            ]
+        )
         with open(os.path.join(ROOT, "tetherd.log"), "ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -81,6 +103,8 @@ class DemoHost:
                     ROOT,
                     "--exec-root",
                     EXEC_ROOT,
+                    "--resolv-conf",
+                    resolv,
                 ],
                 stdout=log,
                 stderr=log,
@@ -93,9 +117,27 @@ class DemoHost:
                 ).returncode
                 == 0
             ):
-                return
+                break
             time.sleep(0.05)
-        raise SystemExit(f"tetherd did not start; see {ROOT}/tetherd.log")
+        else:
+            raise SystemExit(f"tetherd did not start; see {ROOT}/tetherd.log")
+        tar = os.path.join(ROOT, "busybox.tar")
+        run([PY, "-m", "tether.runtime.busybox", tar])
+        run(
+            [
+                PY,
+                "-m",
+                "tether.cli.main",
+                "-H",
+                f"unix://{SOCKET}",
+                "import",
+                "--change",
+                'CMD ["sh"]',
+                tar,
+                "busybox",
+            ]
+        )
+        os.unlink(tar)
 
     def cleanup(self) -> None:
         if os.path.exists(SOCKET):
@@ -119,60 +161,74 @@ class DemoHost:
                 if pid.isdigit():
                     subprocess.run(["kill", "-TERM", pid], capture_output=True)
                     time.sleep(0.5)
+        if self.upstream is not None:
+            self.upstream.kill()
+            self.upstream.wait()
+            self.upstream = None
         subprocess.run(["umount", "-l", f"{EXEC_ROOT}/netns"], capture_output=True)
         subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
         shutil.rmtree(ROOT, ignore_errors=True)
         shutil.rmtree(EXEC_ROOT, ignore_errors=True)
 
 
+# Relative to the repository, where every command runs: what a reader would type.
+THREE_TIER = ["-f", "examples/three-tier/compose.yaml"]
+BROKEN = ["-f", "examples/broken-db/compose.yaml"]
+FIXED = [*BROKEN, "-f", "examples/broken-db/compose.fix.yaml"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """tether against the demo host, quietly (for the probes)."""
+    return subprocess.run(
+        [PY, "-m", "tether.cli.main", "-H", f"unix://{SOCKET}", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+
+
 def scenario() -> None:
-    section("The networks every tetherd starts with")
+    import reachability as rch
+
+    section("The three-tier application: web (frontend), api (both), db (internal backend)")
+    print(f"{DIM}examples/three-tier/compose.yaml{RESET}")
+    with open(os.path.join(HERE, "three-tier", "compose.yaml")) as f:
+        body = [line for line in f.read().splitlines() if line and not line.startswith("#")]
+    print("\n".join("  " + line for line in body))
+
+    section("Bring it up: networks first, then containers in depends_on order")
+    tether("compose", *THREE_TIER, "up", "-d")
+    tether("compose", *THREE_TIER, "ps")
+    tether("network", "ls", "--filter", "label=com.docker.compose.project=three-tier")
+
+    section("What that made in the kernel")
+    on_host("ip -br addr show type bridge")
+    tether("compose", *THREE_TIER, "exec", "api", "ip", "-4", "addr")
+    tether("compose", *THREE_TIER, "exec", "api", "ip", "route")
+
+    section("Reachability: by name (embedded DNS at 127.0.0.11), then by address")
+    services = ["web", "api", "db"]
+    targets = [rch.Target("web", 80), rch.Target("api", 80), rch.Target("db", 5432, http=False)]
+    cells = rch.matrix(cli, THREE_TIER, "three-tier", services, targets)
+    print(rch.render(cells, services, targets), end="")
+    print(
+        f"{DIM}  (web and db share no network: no DNS record, and the internal backend drops "
+        f"web's packets even by address){RESET}"
+    )
+    on_host("busybox wget -qO- http://127.0.0.1:8080/   # web, published on the host")
+
+    section("Troubleshooting: api on the wrong network cannot resolve db")
+    tether("compose", *BROKEN, "up", "-d")
+    tether("compose", *BROKEN, "exec", "api", "nslookup", "db", check=False)
+    tether("compose", *BROKEN, "exec", "api", "nc", "-w", "2", "db", "5432", check=False)
+    print(f"{DIM}  the fix puts api on the backend too; `up` recreates api only{RESET}")
+    tether("compose", *FIXED, "up", "-d")
+    tether("compose", *FIXED, "exec", "api", "nc", "-w", "2", "db", "5432")
+    tether("compose", *FIXED, "down")
+
+    section("Take it down: the project's containers and networks, nothing else")
+    tether("compose", *THREE_TIER, "down")
     tether("network", "ls")
-
-    section("Two user-defined networks: a frontend, and an internal backend with static addressing")
-    tether("network", "create", "frontend")
-    tether(
-        "network",
-        "create",
-        "--internal",
-        "--subnet",
-        "10.90.0.0/24",
-        "--gateway",
-        "10.90.0.254",
-        "--ip-range",
-        "10.90.0.128/25",
-        "--aux-address",
-        "db-reserved=10.90.0.200",
-        "backend",
-    )
-    tether("network", "ls", "--filter", "type=custom")
-    tether(
-        "network",
-        "inspect",
-        "backend",
-        "--format",
-        "{{.Name}}: internal={{.Internal}} {{json .IPAM.Config}}",
-    )
-
-    section("What that did in the kernel: one Linux bridge per network, carrying the gateway")
-    on_host("ip -br -c addr show type bridge")
-
-    section("Bad input gets Docker's words and changes nothing")
-    tether("network", "create", "--subnet", "10.90.0.0/25", "overlapping", check=False)
-    tether(
-        "network",
-        "create",
-        "--subnet",
-        "10.91.0.0/24",
-        "--gateway",
-        "10.92.0.1",
-        "badgw",
-        check=False,
-    )
-    tether("network", "rm", "bridge", check=False)
-
-    section("Clean up")
-    tether("network", "rm", "frontend", "backend")
 
 
 def main() -> int:

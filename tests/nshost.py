@@ -276,6 +276,40 @@ class NamespaceHost:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class Upstream:
+    """tests/dnsupstream.py on an address of the namespace-host (never a real resolver)."""
+
+    def __init__(self, h: NamespaceHost, addr: str = "198.18.53.53") -> None:
+        self.log = os.path.join(h.dir, f"upstream-{addr}.log")
+        if not addr.startswith("127."):
+            h.sh(f"ip addr add {addr}/32 dev lo")
+        self.proc = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                h.netns,
+                sys.executable,
+                os.path.join(HERE, "dnsupstream.py"),
+                addr,
+                "53",
+                self.log,
+                "240",
+            ]
+        )
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.log) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def lines(self) -> list[str]:
+        with open(self.log) as f:
+            return f.read().splitlines()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
 def _quote(s: str) -> str:
     return "'" + s.replace("'", "'\"'\"'") + "'"
 
