@@ -7,7 +7,13 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHES = ["bench_networks.py", "bench_containers.py", "bench_ports.py", "bench_dns.py"]
+BENCHES = [
+    "bench_networks.py",
+    "bench_containers.py",
+    "bench_ports.py",
+    "bench_dns.py",
+    "bench_compose.py",
+]
 
 
 def main() -> int:
