@@ -126,6 +126,29 @@ class Response:
     def read(self) -> bytes:
         return b"".join(self.iter_body())
 
+    def frames(self) -> Iterator[tuple[int, bytes]]:
+        """Docker's multiplexed stream: (1 stdout | 2 stderr, data) per 8-byte-headed frame."""
+        buf = b""
+        for chunk in self.iter_body():
+            buf += chunk
+            while len(buf) >= 8:
+                size = int.from_bytes(buf[4:8], "big")
+                if len(buf) < 8 + size:
+                    break
+                yield buf[0], buf[8 : 8 + size]
+                buf = buf[8 + size :]
+
+    def lines(self) -> Iterator[str]:
+        """The multiplexed stream as text lines (both streams), the last one even unfinished."""
+        pending = b""
+        for _stream, data in self.frames():
+            pending += data
+            *done, pending = pending.split(b"\n")
+            for line in done:
+                yield line.decode(errors="replace")
+        if pending:
+            yield pending.decode(errors="replace")
+
     def close(self) -> None:
         try:
             self.sock.close()

@@ -178,28 +178,8 @@ def run_logs(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]
         query["tail"] = o["tail"]
 
     def show(e: Existing) -> None:
-        resp = ctx.open("GET", f"/containers/{e.id}/logs", query=query)
         label = "" if o["no_log_prefix"] else r.prefix(e).ljust(width) + "  | "
-        buf = pending = b""
-        try:
-            for chunk in resp.iter_body():
-                buf += chunk
-                while len(buf) >= 8:
-                    size = int.from_bytes(buf[4:8], "big")
-                    if len(buf) < 8 + size:
-                        break
-                    pending += buf[8 : 8 + size]
-                    buf = buf[8 + size :]
-                    *lines, pending = pending.split(b"\n")
-                    with lock:
-                        for line in lines:
-                            sys.stdout.write(f"{label}{line.decode(errors='replace')}\n")
-                        sys.stdout.flush()
-            if pending:
-                with lock:
-                    sys.stdout.write(f"{label}{pending.decode(errors='replace')}\n")
-        finally:
-            resp.close()
+        r.print_output(e, query, label, lock)
 
     if not o["follow"]:
         for e in items:

@@ -222,19 +222,12 @@ def run_run(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
 
 def _demux(resp: Response) -> None:
     """Docker's multiplexed stream to our stdout/stderr."""
-    buf = b""
     out = sys.stdout.buffer
     err = sys.stderr.buffer
-    for chunk in resp.iter_body():
-        buf += chunk
-        while len(buf) >= 8:
-            size = int.from_bytes(buf[4:8], "big")
-            if len(buf) < 8 + size:
-                break
-            stream, data, buf = buf[0], buf[8 : 8 + size], buf[8 + size :]
-            target = err if stream == 2 else out
-            target.write(data)
-            target.flush()
+    for stream, data in resp.frames():
+        target = err if stream == 2 else out
+        target.write(data)
+        target.flush()
 
 
 def _each(

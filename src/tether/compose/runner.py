@@ -436,38 +436,16 @@ class Runner:
         out = sys.stdout
 
         def follow(e: Existing) -> None:
-            resp = self.api.open(
-                "GET",
-                f"/containers/{e.id}/logs",
-                query={"follow": 1, "stdout": 1, "stderr": 1},
-            )
-            label = self.prefix(e).ljust(width)
-            pending = b""
-            buf = b""
+            label = self.prefix(e).ljust(width) + "  | "
+            query = {"follow": 1, "stdout": 1, "stderr": 1}
             try:
-                for chunk in resp.iter_body():
-                    buf += chunk
-                    while len(buf) >= 8:
-                        size = int.from_bytes(buf[4:8], "big")
-                        if len(buf) < 8 + size:
-                            break
-                        pending += buf[8 : 8 + size]
-                        buf = buf[8 + size :]
-                        *lines, pending = pending.split(b"\n")
-                        with self._out_lock:
-                            for line in lines:
-                                out.write(f"{label}  | {line.decode(errors='replace')}\n")
-                            out.flush()
+                self.print_output(e, query, label, self._out_lock)
             except OSError:
                 pass
-            finally:
-                resp.close()
             info = self.api.call("GET", f"/containers/{e.id}/json")
             code = int(info["State"]["ExitCode"])
             codes[e.id] = code
             with self._out_lock:
-                if pending:
-                    out.write(f"{label}  | {pending.decode(errors='replace')}\n")
                 out.write(f"{self.prefix(e)} exited with code {code}\n")
                 out.flush()
             if abort_on_exit:
@@ -488,6 +466,19 @@ class Runner:
             self.stop(items, timeout)
             return next(iter(codes.values()), 0)
         return 0
+
+    def print_output(
+        self, e: Existing, query: dict[str, Any], label: str, lock: threading.Lock
+    ) -> None:
+        """A container's output, line by line, each behind `label` (compose's `web-1  | `)."""
+        resp = self.api.open("GET", f"/containers/{e.id}/logs", query=query)
+        try:
+            for line in resp.lines():
+                with lock:
+                    sys.stdout.write(f"{label}{line}\n")
+                    sys.stdout.flush()
+        finally:
+            resp.close()
 
     def prefix(self, e: Existing) -> str:
         svc = self.project.services.get(e.service)
