@@ -8,7 +8,7 @@ import time
 
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
-from tether.cli.output import print_json, render_table_template
+from tether.cli.output import parse_filters, print_json, render_table_template
 from tether.client import ApiError, quote
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
@@ -390,14 +390,7 @@ def _ps_row(c: dict[str, Any], no_trunc: bool) -> dict[str, Any]:
 
 
 def run_ps(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
-    filters: dict[str, list[str]] = {}
-    for f in o["filter"]:
-        key, sep, val = f.partition("=")
-        if not sep:
-            raise CliError(
-                f'invalid argument "{f}" for "-f, --filter" flag: bad format of filter (expected name=value)'
-            )
-        filters.setdefault(key, []).append(val)
+    filters = parse_filters(o["filter"])
     show_all = o["all"] or o["latest"] or o["last"] not in (None, -1)
     try:
         items = ctx.call(

@@ -6,7 +6,7 @@ import sys
 
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
-from tether.cli.output import natural_key, print_json, render_table_template
+from tether.cli.output import natural_key, parse_filters, print_json, render_table_template
 from tether.client import ApiError
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
@@ -83,14 +83,7 @@ def _ls_row(net: dict[str, Any], no_trunc: bool) -> dict[str, Any]:
 
 
 def run_ls(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
-    filters: dict[str, list[str]] = {}
-    for f in o["filter"]:
-        key, sep, val = f.partition("=")
-        if not sep:
-            raise CliError(
-                f'invalid argument "{f}" for "-f, --filter" flag: bad format of filter (expected name=value)'
-            )
-        filters.setdefault(key.strip(), []).append(val)
+    filters = parse_filters(o["filter"])
     try:
         nets = ctx.call("GET", "/networks", query={"filters": filters} if filters else None)
     except ApiError as exc:

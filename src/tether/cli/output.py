@@ -85,3 +85,19 @@ def natural_key(text: str) -> list[Any]:
 
 def write(text: str) -> None:
     sys.stdout.write(text)
+
+
+def parse_filters(values: list[str]) -> dict[str, list[str]]:
+    """--filter name=value (repeatable) as docker's filters.ParseFlag reads it."""
+    from tether.cli.context import CliError
+
+    filters: dict[str, list[str]] = {}
+    for f in values:
+        key, sep, val = f.partition("=")
+        if not sep:
+            raise CliError(
+                f'invalid argument "{f}" for "-f, --filter" flag: bad format of filter '
+                "(expected name=value)"
+            )
+        filters.setdefault(key.strip().lower(), []).append(val.strip())
+    return filters
