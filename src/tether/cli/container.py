@@ -8,7 +8,7 @@ import time
 
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
-from tether.cli.output import parse_filters, print_json, render_table_template
+from tether.cli.output import parse_filters, print_inspected, render_table_template
 from tether.client import ApiError, quote
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
@@ -439,18 +439,7 @@ def run_inspect(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
                     break
         else:
             errors.append(f"Error: No such object: {name}")
-    if o["format"]:
-        from tether.cli.gotemplate import Template, TemplateError
-
-        try:
-            tmpl = Template(o["format"].replace("\\t", "\t").replace("\\n", "\n"))
-            sys.stdout.write("".join(tmpl.render(x) + "\n" for x in found))
-        except TemplateError as exc:
-            raise CliError(str(exc)) from None
-    else:
-        print_json(found)
-    if errors:
-        raise CliError("\n".join(errors))
+    print_inspected(o["format"] or "", found, errors)
     return 0
 
 

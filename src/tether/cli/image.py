@@ -7,7 +7,7 @@ import time
 
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
-from tether.cli.output import print_json, render_table_template
+from tether.cli.output import print_inspected, render_table_template
 from tether.client import ApiError, quote
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
@@ -134,15 +134,7 @@ def run_inspect(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
             found.append(ctx.call("GET", f"/images/{quote(name)}/json"))
         except ApiError as exc:
             errors.append(f"Error response from daemon: {exc.message}")
-    if o["format"]:
-        from tether.cli.gotemplate import Template
-
-        tmpl = Template(o["format"])
-        sys.stdout.write("".join(tmpl.render(x) + "\n" for x in found))
-    else:
-        print_json(found)
-    if errors:
-        raise CliError("\n".join(errors))
+    print_inspected(o["format"] or "", found, errors)
     return 0
 
 

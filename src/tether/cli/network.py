@@ -6,7 +6,12 @@ import sys
 
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
-from tether.cli.output import natural_key, parse_filters, print_json, render_table_template
+from tether.cli.output import (
+    natural_key,
+    parse_filters,
+    print_inspected,
+    render_table_template,
+)
 from tether.client import ApiError
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
@@ -113,19 +118,8 @@ def run_inspect(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
             )
         except ApiError as exc:
             errors.append(f"Error response from daemon: {exc.message}")
-    fmt = o["format"]
-    if fmt and fmt != "json":
-        from tether.cli.gotemplate import Template, TemplateError
-
-        try:
-            tmpl = Template(fmt.replace("\\t", "\t").replace("\\n", "\n"))
-            sys.stdout.write("".join(tmpl.render(n) + "\n" for n in found))
-        except TemplateError as exc:
-            raise CliError(str(exc)) from None
-    else:
-        print_json(found)
-    if errors:
-        raise CliError("\n".join(errors))
+    fmt = o["format"] or ""
+    print_inspected("" if fmt == "json" else fmt, found, errors)
     return 0
 
 

@@ -60,6 +60,22 @@ def format_each(fmt: str, items: list[Any]) -> str:
     return "".join(tmpl.render(item) + "\n" for item in items)
 
 
+def print_inspected(fmt: str, found: list[Any], errors: list[str]) -> None:
+    """What every `inspect` prints: JSON, or --format per object; then the misses, exit 1."""
+    from tether.cli.context import CliError
+    from tether.cli.gotemplate import TemplateError
+
+    if fmt:
+        try:
+            sys.stdout.write(format_each(fmt, found))
+        except TemplateError as exc:
+            raise CliError(str(exc)) from None
+    else:
+        print_json(found)
+    if errors:
+        raise CliError("\n".join(errors))
+
+
 def natural_key(text: str) -> list[Any]:
     """docker's sortorder.NaturalLess: runs of digits compare as numbers."""
     out: list[Any] = []
