@@ -72,12 +72,15 @@ def run_down(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]
     return _runner(ctx, g).down(o["remove_orphans"], _timeout(o))
 
 
-def _chosen(r: Runner, args: list[str], running_only: bool = False) -> list[Existing]:
-    for name in args:
+def _known(r: Runner, names: list[str]) -> None:
+    for name in names:
         if name not in r.project.services:
             raise CliError(f"no such service: {name}")
-    items = r.containers(args or None)
-    return [e for e in items if e.running] if running_only else items
+
+
+def _chosen(r: Runner, args: list[str]) -> list[Existing]:
+    _known(r, args)
+    return r.containers(args or None)
 
 
 def run_stop(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]) -> int:
@@ -87,13 +90,11 @@ def run_stop(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]
 
 
 def run_start(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]) -> int:
-    from tether.compose import checks
-
     r = _runner(ctx, g)
     items = _chosen(r, args)
     if not items:
         raise CliError("service(s) not created: run `tether compose up` first")
-    for level in checks.start_order(r.project):
+    for level in r.project.order:
         for e in items:
             if e.service in level and not e.running:
                 ctx.call("POST", f"/containers/{e.id}/start")
@@ -120,22 +121,18 @@ def run_ps(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]) 
     from tether.cli.container import _ps_row
     from tether.cli.output import render_table_template
     from tether.compose import plan
+    from tether.compose.runner import label_filter
 
     r = _runner(ctx, g)
     if o["services"]:
         names = args or list(r.project.services)
         sys.stdout.write("".join(f"{n}\n" for n in names if n in r.project.services))
         return 0
-    for name in args:
-        if name not in r.project.services:
-            raise CliError(f"no such service: {name}")
+    _known(r, args)
     items = ctx.call(
         "GET",
         "/containers/json",
-        query={
-            "all": 1 if o["all"] else None,
-            "filters": {"label": [f"{plan.PROJECT}={r.project.name}"]},
-        },
+        query={"all": 1 if o["all"] else None, "filters": label_filter(r.project.name)},
     )
     rows = []
     for c in items:
@@ -202,8 +199,7 @@ def run_exec(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]
 
     r = _runner(ctx, g)
     service, cmd = args[0], args[1:]
-    if service not in r.project.services:
-        raise CliError(f"no such service: {service}")
+    _known(r, [service])
     index = o["index"] or 1
     found = [e for e in r.containers([service]) if e.number == index and e.running]
     if not found:

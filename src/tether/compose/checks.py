@@ -11,15 +11,11 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from tether.compose.model import DEFAULT_NETWORK, ComposeError, Project, Service
-from tether.errors import TetherError
+from tether.compose.model import ComposeError, Project, Service
+from tether.errors import SWARM_MESSAGE, TetherError
 from tether.ipam import config as ipamconfig
 
 Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
-SWARM_MESSAGE = (
-    'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
-    "connect this node to swarm and try again."
-)
 
 
 @dataclass
@@ -303,15 +299,9 @@ def check_container_names(project: Project, host: HostView) -> None:
             )
 
 
-def check_all(project: Project, host: HostView) -> list[list[str]]:
-    check_services(project)
-    order = start_order(project)
+def check_all(project: Project, host: HostView) -> None:
+    """The checks that need the host's view; loader.load already made the file's own."""
     check_networks(project, host)
     check_addresses(project, host)
     check_ports(project, host)
     check_container_names(project, host)
-    return order
-
-
-def default_network_used(project: Project) -> bool:
-    return any(a.network == DEFAULT_NETWORK for s in project.services.values() for a in s.networks)

@@ -172,5 +172,5 @@ def load(
 
     project = model.build(document, name, working_dir, paths, env, read_file, warnings)
     checks.check_services(project)
-    checks.start_order(project)
+    project.order = checks.start_order(project)
     return project

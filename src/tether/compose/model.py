@@ -102,6 +102,7 @@ class Project:
     services: dict[str, Service]
     networks: dict[str, NetworkDef]
     warnings: list[str] = field(default_factory=list)
+    order: list[list[str]] = field(default_factory=list)  # start order, set by loader.load
 
 
 def normalize_project_name(text: str) -> str:

@@ -104,13 +104,12 @@ def container_body(
 ) -> dict[str, Any]:
     from tether import portspec
 
-    specs = [
-        f"{f'[{p.host_ip}]:' if p.host_ip else ''}{p.published}:{p.target}/{p.protocol}"
-        if p.published or p.host_ip
-        else f"{p.target}/{p.protocol}"
-        for p in svc.ports
-    ]
-    exposed, bindings = portspec.parse_publish(specs, svc.expose)
+    # The model's ports are parsed already (long form); only `expose` is still text.
+    exposed, bindings = portspec.parse_publish([], svc.expose)
+    for p in svc.ports:
+        key = f"{p.target}/{p.protocol}"
+        exposed[key] = {}
+        bindings.setdefault(key, []).append({"HostIp": p.host_ip, "HostPort": p.published})
     depends = ",".join(
         f"{name}:{dep.condition}:{'true' if dep.restart else 'false'}"
         for name, dep in svc.depends_on.items()

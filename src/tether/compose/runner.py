@@ -45,7 +45,7 @@ class Existing:
         return self.state in ("running", "restarting")
 
 
-def _label_filter(project: str, service: str | None = None) -> dict[str, list[str]]:
+def label_filter(project: str, service: str | None = None) -> dict[str, list[str]]:
     labels = [f"{plan.PROJECT}={project}"]
     if service:
         labels.append(f"{plan.SERVICE}={service}")
@@ -66,16 +66,23 @@ class Runner:
             self.err.write(f" {kind} {name}  {status}\n")
             self.err.flush()
 
-    def containers(self, services: Iterable[str] | None = None) -> list[Existing]:
-        items = self.api.call(
-            "GET",
-            "/containers/json",
-            query={"all": 1, "filters": _label_filter(self.project.name)},
-        )
+    def containers(
+        self, services: Iterable[str] | None = None, listed: list[Any] | None = None
+    ) -> list[Existing]:
+        """The project's containers (of `services`), from `listed` when the caller has the
+        host's whole list already."""
+        if listed is None:
+            listed = self.api.call(
+                "GET",
+                "/containers/json",
+                query={"all": 1, "filters": label_filter(self.project.name)},
+            )
         wanted = set(services) if services is not None else None
         out = []
-        for c in items:
+        for c in listed:
             labels = c.get("Labels") or {}
+            if labels.get(plan.PROJECT) != self.project.name:
+                continue
             svc = labels.get(plan.SERVICE, "")
             if wanted is not None and svc not in wanted:
                 continue
@@ -93,7 +100,8 @@ class Runner:
         out.sort(key=lambda e: (e.service, e.number, e.name))
         return out
 
-    def host_view(self) -> HostView:
+    def host_view(self, listed: list[Any]) -> HostView:
+        """What exists: every network, and `listed` (all of the host's containers)."""
         view = HostView()
         for n in self.api.call("GET", "/networks"):
             subnets = [
@@ -107,7 +115,7 @@ class Runner:
                 user_subnets=bool(subnets) and n["Name"] != "bridge",
                 labels=n.get("Labels") or {},
             )
-        for c in self.api.call("GET", "/containers/json", query={"all": 1}):
+        for c in listed:
             name = (c.get("Names") or ["/?"])[0].lstrip("/")
             labels = c.get("Labels") or {}
             view.containers[name] = HostContainer(id=c["Id"], name=name, labels=labels)
@@ -168,12 +176,13 @@ class Runner:
     ) -> list[Existing]:
         project = self.project
         wanted = self.selected(names)
-        host = self.host_view()
-        order = checks.check_all(project, host)
+        listed = self.api.call("GET", "/containers/json", query={"all": 1})
+        host = self.host_view(listed)
+        checks.check_all(project, host)
         images = self.image_ids(project.services[n] for n in wanted)
-        levels = [[s for s in level if s in wanted] for level in order]
+        levels = [[s for s in level if s in wanted] for level in project.order]
 
-        existing = self.containers()
+        existing = self.containers(listed=listed)
         orphans = [e for e in existing if e.service not in project.services]
         if orphans and remove_orphans:
             self._remove_all(orphans, timeout)
@@ -183,59 +192,48 @@ class Runner:
                 "project. If you removed or renamed this service in your compose file, you "
                 "can run this command with the --remove-orphans flag to clean it up."
             )
-
-        recreate_networks = self._ensure_networks(wanted, host, existing, timeout)
-        existing = [e for e in self.containers() if e.service in project.services]
+        self._ensure_networks(wanted, host, existing, timeout)
+        existing = [e for e in existing if e.service in project.services and e.state != "removed"]
 
         # Create (or recreate) every container first, then start them in dependency order.
         ids: dict[str, list[Existing]] = {}
-        to_start: list[list[Existing]] = []
         for level in levels:
-            starting: list[Existing] = []
             for name in level:
                 svc = project.services[name]
                 mine = [e for e in existing if e.service == name]
-                current = self._converge(
-                    svc,
-                    mine,
-                    images[svc.image],
-                    ids,
-                    force_recreate or bool(recreate_networks & self._nets_of(svc)),
-                    no_recreate,
-                    timeout,
+                ids[name] = self._converge(
+                    svc, mine, images[svc.image], ids, force_recreate, no_recreate, timeout
                 )
-                ids[name] = current
-                starting += current
-            to_start.append(starting)
-        for level_containers in to_start:
-            for e in level_containers:
-                self._wait_dependencies(project.services[e.service])
-                if e.running:
-                    self.progress("Container", e.name, "Running")
-                    continue
-                try:
-                    self.api.call("POST", f"/containers/{e.id}/start")
-                except ApiError as exc:
-                    raise ComposeError(
-                        f"Error response from daemon: {exc.message} (container {e.name})"
-                    ) from None
-                e.state = "running"
-                self.progress("Container", e.name, "Started")
-        return [e for level in to_start for e in level]
+        for level in levels:
+            for name in level:
+                self._wait_dependencies(project.services[name])
+                for e in ids[name]:
+                    self._start(e)
+        return [e for level in levels for name in level for e in ids[name]]
+
+    def _start(self, e: Existing) -> None:
+        if e.running:
+            self.progress("Container", e.name, "Running")
+            return
+        try:
+            self.api.call("POST", f"/containers/{e.id}/start")
+        except ApiError as exc:
+            raise ComposeError(
+                f"Error response from daemon: {exc.message} (container {e.name})"
+            ) from None
+        e.state = "running"
+        self.progress("Container", e.name, "Started")
 
     def warn(self, message: str) -> None:
         with self._out_lock:
             self.err.write(f"WARN[0000] {message}\n")
 
-    def _nets_of(self, svc: Service) -> set[str]:
-        return {self.project.networks[a.network].name for a in svc.networks}
-
     def _ensure_networks(
         self, wanted: list[str], host: HostView, existing: list[Existing], timeout: float | None
-    ) -> set[str]:
-        """Create the project's networks; recreate one whose definition changed."""
+    ) -> None:
+        """Create the project's networks; recreate one whose definition changed (its
+        containers are removed first; `up` then creates them again)."""
         used = {a.network for n in wanted for a in self.project.services[n].networks}
-        recreated: set[str] = set()
         for key in sorted(used):
             net = self.project.networks[key]
             if net.external:
@@ -251,7 +249,6 @@ class Runner:
                 attached = set((info.get("Containers") or {}).keys())
                 self._remove_all([e for e in existing if e.id in attached], timeout)
                 self.api.call("DELETE", f"/networks/{quote(net.name)}")
-                recreated.add(net.name)
             try:
                 self.api.call("POST", "/networks/create", body=body)
             except ApiError as exc:
@@ -259,7 +256,6 @@ class Runner:
                     f"Error response from daemon: {exc.message} (network {net.name})"
                 ) from None
             self.progress("Network", net.name, "Recreated" if have is not None else "Created")
-        return recreated
 
     def _converge(
         self,
@@ -381,6 +377,7 @@ class Runner:
             except ApiError as exc:
                 if exc.status != 404:
                     raise
+            e.state = "removed"
             if not quiet:
                 self.progress("Container", e.name, "Removed")
 
@@ -388,11 +385,7 @@ class Runner:
 
     def _levels_of(self, items: list[Existing]) -> list[list[Existing]]:
         """Containers grouped by their service's level in the start order (orphans first)."""
-        try:
-            order = checks.start_order(self.project)
-        except ComposeError:
-            order = []
-        rank = {svc: i + 1 for i, level in enumerate(order) for svc in level}
+        rank = {svc: i + 1 for i, level in enumerate(self.project.order) for svc in level}
         levels: dict[int, list[Existing]] = {}
         for e in items:
             levels.setdefault(rank.get(e.service, 0), []).append(e)
@@ -410,9 +403,7 @@ class Runner:
             )
         self._remove_all(ours, timeout)
         status = 0
-        nets = self.api.call(
-            "GET", "/networks", query={"filters": _label_filter(self.project.name)}
-        )
+        nets = self.api.call("GET", "/networks", query={"filters": label_filter(self.project.name)})
         for n in sorted(nets, key=lambda n: n["Name"]):
             key = (n.get("Labels") or {}).get(plan.NETWORK, "")
             if key not in self.project.networks and not remove_orphans and orphans:

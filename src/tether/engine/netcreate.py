@@ -22,17 +22,20 @@ from tether.engine.model import (
     Network,
     Pool,
 )
-from tether.errors import Conflict, Forbidden, InvalidParameter, NotFound, SystemFailure
+from tether.errors import (
+    SWARM_MESSAGE,
+    Conflict,
+    Forbidden,
+    InvalidParameter,
+    NotFound,
+    SystemFailure,
+)
 from tether.ipam import config as ipamconfig
 from tether.ipam.addresses import default_gateway
 from tether.ipam.pools import PoolSpec, overlaps, pick_subnet
 
 Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-SWARM_MESSAGE = (
-    'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
-    "connect this node to swarm and try again."
-)
 LINK_LOCAL = ipaddress.ip_network("fe80::/64")
 # Linux interface names: at most 15 bytes, no '/', no whitespace, not '.' or '..'.
 IFNAME_RE = re.compile(r"^[^/\s:]{1,15}$")
