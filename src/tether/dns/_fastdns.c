@@ -113,28 +113,35 @@ static Entry *table_find(Table *t, const unsigned char *key, size_t keylen, uint
     return NULL;
 }
 
-static Entry *table_slot(Table *t, const unsigned char *key, size_t keylen, uint64_t h) {
-    if (t->used * 2 >= t->cap) {
-        if (t->cap >= MAXCAP || table_grow(t) != 0) table_clear_all(t); /* bounded */
-    }
-    size_t mask = t->cap - 1;
-    for (size_t i = h & mask;; i = (i + 1) & mask) {
-        Entry *e = &t->slots[i];
-        if (!e->hash) {
-            t->used++;
-            return e;
-        }
-        if (e->hash == h && e->keylen == keylen && memcmp(e->key, key, keylen) == 0) {
-            entry_free(e);
-            return e;
-        }
-    }
-}
-
 static unsigned char *copy_bytes(const char *p, Py_ssize_t n) {
     unsigned char *out = malloc(n ? (size_t)n : 1);
     if (out && n) memcpy(out, p, (size_t)n);
     return out;
+}
+
+/* The entry for `key`, emptied and holding a copy of the key (grown or cleared as needed). */
+static Entry *table_claim(Table *t, const char *key, Py_ssize_t keylen) {
+    uint64_t h = fnv1a((const unsigned char *)key, (size_t)keylen);
+    if (t->used * 2 >= t->cap) {
+        if (t->cap >= MAXCAP || table_grow(t) != 0) table_clear_all(t); /* bounded */
+    }
+    size_t mask = t->cap - 1;
+    Entry *e;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        e = &t->slots[i];
+        if (!e->hash) {
+            t->used++;
+            break;
+        }
+        if (e->hash == h && e->keylen == (size_t)keylen && memcmp(e->key, key, (size_t)keylen) == 0) {
+            entry_free(e);
+            break;
+        }
+    }
+    e->key = copy_bytes(key, keylen);
+    e->keylen = (size_t)keylen;
+    e->hash = h;
+    return e;
 }
 
 static int Table_init(Table *self, PyObject *args, PyObject *kw) {
@@ -157,13 +164,9 @@ static PyObject *Table_put(Table *self, PyObject *args) {
     Py_ssize_t keylen, bodylen;
     if (!PyArg_ParseTuple(args, "y#y#", &key, &keylen, &body, &bodylen)) return NULL;
     if (keylen + 2 > MAXPKT || bodylen + 2 > MAXPKT) Py_RETURN_NONE;
-    uint64_t h = fnv1a((const unsigned char *)key, (size_t)keylen);
-    Entry *e = table_slot(self, (const unsigned char *)key, (size_t)keylen, h);
-    e->key = copy_bytes(key, keylen);
-    e->keylen = (size_t)keylen;
+    Entry *e = table_claim(self, key, keylen);
     e->body = copy_bytes(body, bodylen);
     e->bodylen = (size_t)bodylen;
-    e->hash = h;
     Py_RETURN_NONE;
 }
 
@@ -189,10 +192,7 @@ static PyObject *Table_put_shuffled(Table *self, PyObject *args) {
         }
         memcpy(all + i * size, PyBytes_AS_STRING(c), (size_t)size);
     }
-    uint64_t h = fnv1a((const unsigned char *)key, (size_t)keylen);
-    Entry *e = table_slot(self, (const unsigned char *)key, (size_t)keylen, h);
-    e->key = copy_bytes(key, keylen);
-    e->keylen = (size_t)keylen;
+    Entry *e = table_claim(self, key, keylen);
     e->body = copy_bytes(head, headlen);
     e->bodylen = (size_t)headlen;
     e->chunks = all;
@@ -200,7 +200,6 @@ static PyObject *Table_put_shuffled(Table *self, PyObject *args) {
     e->chunklen = (size_t)size;
     e->tail = copy_bytes(tail, taillen);
     e->taillen = (size_t)taillen;
-    e->hash = h;
     Py_RETURN_NONE;
 }
 

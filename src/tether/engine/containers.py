@@ -70,6 +70,17 @@ def parse_signal(value: str | int | None, default: int = signal.SIGKILL) -> int:
     return int(SIGNALS[text])
 
 
+def running_state(pid: int, shim_pid: int) -> ContainerState:
+    """A container whose process `pid` (child of `shim_pid`) runs, as of now."""
+    return ContainerState(
+        status="running",
+        pid=pid,
+        pid_start=proc_start_time(pid),
+        shim_pid=shim_pid,
+        started_at=now_iso(),
+    )
+
+
 def proc_start_time(pid: int) -> int:
     """Field 22 of /proc/<pid>/stat: tells our process from a later one with the same pid."""
     try:
@@ -438,13 +449,7 @@ class Containers:
             if isinstance(exc, shim.StartError):
                 raise SystemFailure(c.state.error) from None
             raise
-        c.state = ContainerState(
-            status="running",
-            pid=pid,
-            pid_start=proc_start_time(pid),
-            shim_pid=shim_pid,
-            started_at=now_iso(),
-        )
+        c.state = running_state(pid, shim_pid)
         self.save(c)
         self._watch(c)
         log.info(
@@ -1033,13 +1038,7 @@ class Containers:
                 continue
             child = _first_child(shim_pid) if shim_pid else 0
             if child and (c.endpoints or c.sandbox_key or c.network_mode == "host"):
-                c.state = ContainerState(
-                    status="running",
-                    pid=child,
-                    pid_start=proc_start_time(child),
-                    shim_pid=shim_pid,
-                    started_at=now_iso(),
-                )
+                c.state = running_state(child, shim_pid)
                 self._watch(c)
                 await self._repair_endpoints(c)
                 if self.publisher is not None:
