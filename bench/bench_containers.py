@@ -106,48 +106,17 @@ def main() -> None:
         }
 
         # run -d to running, rm -f.
-        runs, rms = [], []
-        for i in range(n):
-            runs.append(
-                timed(
-                    lambda i=i: run_quiet(
-                        [
-                            *cli,
-                            "run",
-                            "-d",
-                            "--name",
-                            f"pf-r{i}",
-                            "--network",
-                            "pf-x",
-                            "busybox",
-                            "sleep",
-                            "3600",
-                        ]
-                    )
-                )
-            )
-            rms.append(timed(lambda i=i: run_quiet([*cli, "rm", "-f", f"pf-r{i}"])))
-        none_runs, none_rms = [], []
-        for i in range(n):
-            none_runs.append(
-                timed(
-                    lambda i=i: run_quiet(
-                        [
-                            *cli,
-                            "run",
-                            "-d",
-                            "--name",
-                            f"pf-n{i}",
-                            "--network",
-                            "none",
-                            "busybox",
-                            "sleep",
-                            "3600",
-                        ]
-                    )
-                )
-            )
-            none_rms.append(timed(lambda i=i: run_quiet([*cli, "rm", "-f", f"pf-n{i}"])))
+        def run_rm(prefix: str, network: str) -> tuple[list[float], list[float]]:
+            runs, rms = [], []
+            for i in range(n):
+                name = f"{prefix}{i}"
+                argv = [*cli, "run", "-d", "--name", name, "--network", network, "busybox"]
+                runs.append(timed(lambda argv=argv: run_quiet([*argv, "sleep", "3600"])))
+                rms.append(timed(lambda name=name: run_quiet([*cli, "rm", "-f", name])))
+            return runs, rms
+
+        runs, rms = run_rm("pf-r", "pf-x")
+        none_runs, none_rms = run_rm("pf-n", "none")
         results["run_ms"] = {
             "run -d (user network)": stats(runs),
             "rm -f (user network)": stats(rms),
