@@ -114,3 +114,30 @@ def test_ipv6_allocation_skips_subnet_router_anycast() -> None:
     pool = SubnetPool(net("fd00:1::/64"))
     pool.reserve(ip("fd00:1::1"))
     assert str(pool.allocate()) == "fd00:1::2"
+
+
+def test_ipv6_default_pool_is_a_stable_ula_48_cut_into_64s() -> None:
+    from tether.ipam.pools import ula_pool, with_ipv6_default
+
+    pool = ula_pool("host-a")
+    assert pool == ula_pool("host-a") and pool != ula_pool("host-b")
+    assert pool.base.prefixlen == 48 and pool.size == 64
+    assert pool.base.subnet_of(net("fd00::/8"))
+    pools = with_ipv6_default(list(DEFAULT_POOLS), "host-a")
+    assert pools[-1] == pool
+    # A configured IPv6 pool wins, as with dockerd's --default-address-pool.
+    mine = [*DEFAULT_POOLS, PoolSpec(net("fd12:3456::/32"), 64)]
+    assert with_ipv6_default(mine, "host-a") == mine
+    first = pick_subnet(pools, 6, [], [], None)
+    assert first == net(f"{pool.base.network_address}/64")
+    second = pick_subnet(pools, 6, [first], [], str(first))
+    assert int(second.network_address) - int(first.network_address) == 1 << 64
+
+
+def test_huge_pools_are_searched_without_listing_them() -> None:
+    # 2**56 candidate /64s: a blocked range covering the first half is jumped in one step.
+    pools = [PoolSpec(net("fd00::/8"), 64)]
+    got = pick_subnet(pools, 6, [net("fd00::/9")], [], None)
+    assert got == net("fd80::/64")
+    with pytest.raises(Forbidden):
+        pick_subnet(pools, 6, [net("fd00::/8")], [], "fd00::/64")
