@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tether.engine.model import Container
 from tether.firewall.publish import specs_for
 from tether.firewall.render import FirewallState, NetRule, PortRule, port_elements, render
+from tether.model import Container
 from tether.portspec import parse_publish
 
 NETS = [

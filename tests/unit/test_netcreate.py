@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from tether.engine import netcreate
-from tether.engine.model import Network
 from tether.errors import Conflict, Forbidden, InvalidParameter, NotFound, TetherError
 from tether.ipam.config import consolidate
 from tether.ipam.pools import DEFAULT_POOLS
+from tether.model import Network
 
 
 def resolve(

@@ -19,7 +19,6 @@ from tether.dns.server import DnsServer
 from tether.engine.containers import Containers
 from tether.engine.dnsfollow import DnsFollower
 from tether.engine.execs import Execs
-from tether.engine.model import Container
 from tether.engine.networks import Networks
 from tether.engine.reconcile import reconcile_networks, reconcile_sandboxes
 from tether.errors import TetherError
@@ -32,6 +31,7 @@ from tether.kernel import netns
 from tether.kernel.nft import Nft
 from tether.kernel.rtnl import Rtnl
 from tether.kernel.sysctl import set_sysctl
+from tether.model import Container
 from tether.runtime import shim
 from tether.runtime.images import ImageStore
 from tether.store.sqlite import Store

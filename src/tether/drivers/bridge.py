@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from tether.engine.model import Network
 from tether.errors import Forbidden, SystemFailure
 from tether.kernel.rtdump import LinkInfo
 from tether.kernel.rtnl import Rtnl
 from tether.kernel.sysctl import set_sysctl
+from tether.model import Network
 
 log = logging.getLogger("tether.bridge")
 

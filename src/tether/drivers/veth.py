@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from tether.engine.model import Endpoint, Network
 from tether.errors import SystemFailure
 from tether.kernel.rtnl import Rtnl
+from tether.model import Endpoint, Network
 
 HOST_PREFIX = "tv"
 

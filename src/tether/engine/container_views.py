@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from tether.engine.model import Container, Endpoint, EndpointConfig, Network
+from tether.model import Container, Endpoint, EndpointConfig, Network
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 

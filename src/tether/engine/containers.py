@@ -25,7 +25,6 @@ from tether.drivers.veth import host_ifname, mac_from_ipv4
 from tether.engine import container_views as views
 from tether.engine import names
 from tether.engine.filters import Filters, check_keys, label_match, regex_match
-from tether.engine.model import Container, ContainerState, Endpoint, EndpointConfig, Network
 from tether.engine.netcreate import now_iso
 from tether.engine.networks import Networks
 from tether.engine.sandbox import Sandboxes, gateway_endpoint
@@ -41,6 +40,7 @@ from tether.errors import (
 from tether.ipam.manager import Ipam
 from tether.kernel.fds import lift
 from tether.kernel.rtnl import Rtnl
+from tether.model import Container, ContainerState, Endpoint, EndpointConfig, Network
 from tether.runtime import files, shim
 from tether.runtime.images import DEFAULT_PATH, ImageStore
 from tether.store.sqlite import Store

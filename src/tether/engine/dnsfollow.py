@@ -14,7 +14,7 @@ from tether.dns.records import Member, Zone
 from tether.dns.server import DnsServer
 from tether.engine.container_views import user_defined
 from tether.engine.containers import Containers
-from tether.engine.model import Container
+from tether.model import Container
 
 log = logging.getLogger("tether.dns")
 

@@ -14,14 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tether.engine.model import (
-    OPT_BRIDGE_NAME,
-    OPT_ICC,
-    OPT_MASQ,
-    OPT_MTU,
-    Network,
-    Pool,
-)
 from tether.errors import (
     SWARM_MESSAGE,
     Conflict,
@@ -33,6 +25,14 @@ from tether.errors import (
 from tether.ipam import config as ipamconfig
 from tether.ipam.addresses import default_gateway
 from tether.ipam.pools import PoolSpec, overlaps, pick_subnet
+from tether.model import (
+    OPT_BRIDGE_NAME,
+    OPT_ICC,
+    OPT_MASQ,
+    OPT_MTU,
+    Network,
+    Pool,
+)
 
 Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -16,11 +16,11 @@ from typing import Any
 from tether.drivers.bridge import BridgeDriver
 from tether.engine import filters as flt
 from tether.engine import netcreate
-from tether.engine.model import PREDEFINED, Network
 from tether.errors import Forbidden, InvalidParameter, NotFound
 from tether.ipam.manager import Ipam
 from tether.ipam.pools import PoolSpec, pick_subnet
 from tether.kernel.rtnl import Rtnl
+from tether.model import PREDEFINED, Network
 from tether.store.sqlite import Store
 
 log = logging.getLogger("tether.networks")

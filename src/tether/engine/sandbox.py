@@ -12,9 +12,9 @@ import socket
 from collections.abc import Callable
 
 from tether.drivers import veth
-from tether.engine.model import Container, Endpoint, Network
 from tether.kernel import netns
 from tether.kernel.rtnl import Rtnl
+from tether.model import Container, Endpoint, Network
 
 
 def gateway_endpoint(c: Container, network_of: Callable[[str], Network | None]) -> Endpoint | None:

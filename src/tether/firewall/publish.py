@@ -20,12 +20,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tether.engine.model import Container, PortBinding
 from tether.errors import SystemFailure
 from tether.firewall.manager import Firewall
 from tether.firewall.proxy import TcpProxy, UdpProxy
 from tether.firewall.render import PortRule
 from tether.kernel.fds import lift_socket
+from tether.model import Container, PortBinding
 from tether.store.sqlite import Store
 
 log = logging.getLogger("tether.ports")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from tether.engine.model import Network
 from tether.errors import Forbidden, InvalidParameter
 from tether.ipam.addresses import IPAddress, SubnetPool
+from tether.model import Network
 from tether.store.sqlite import Store
 
 

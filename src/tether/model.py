@@ -1,0 +1,228 @@
+"""The CNM objects as tether stores them: networks here; sandboxes and endpoints with containers.
+
+Each object turns into a plain dict for the store (`to_doc`/`from_doc`) and, separately, into
+the Docker Engine API shape (`to_api`), so the storage format can evolve without changing
+what users see.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any
+
+PREDEFINED = ("bridge", "host", "none")
+
+# Option keys Docker users pass with -o.
+OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
+OPT_ICC = "com.docker.network.bridge.enable_icc"
+OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
+OPT_MTU = "com.docker.network.driver.mtu"
+OPT_DEFAULT_BRIDGE = "com.docker.network.bridge.default_bridge"
+OPT_HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
+
+
+@dataclass
+class Pool:
+    """One subnet a network really uses, resolved from the user's config or a default pool."""
+
+    subnet: str  # canonical CIDR
+    gateway: str  # the address the bridge carries
+    ip_range: str | None = None
+    aux: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        return ipaddress.ip_network(self.subnet)
+
+    @property
+    def version(self) -> int:
+        return self.network.version
+
+    @property
+    def prefixlen(self) -> int:
+        return self.network.prefixlen
+
+
+@dataclass
+class Network:
+    id: str
+    name: str
+    driver: str
+    created: str
+    scope: str = "local"
+    enable_ipv6: bool = False
+    internal: bool = False
+    attachable: bool = False
+    ingress: bool = False
+    config_only: bool = False
+    ipam_driver: str = "default"
+    ipam_options: dict[str, str] | None = None
+    # IPAM.Config exactly as inspect shows it: only the keys that were set.
+    ipam_config: list[dict[str, Any]] = field(default_factory=list)
+    pools: list[Pool] = field(default_factory=list)
+    # Whether the subnets came from the user (only then may containers ask for --ip).
+    user_subnets: bool = False
+    options: dict[str, str] | None = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    # Driver state derived from options at create time.
+    bridge_name: str = ""
+    # The bridge existed before the network (-o bridge.name=<a bridge the user made>): tether
+    # uses it but never deletes it, as Docker does.
+    bridge_external: bool = False
+    mtu: int = 0
+    icc: bool = True
+    masquerade: bool = True
+
+    @property
+    def predefined(self) -> bool:
+        return self.name in PREDEFINED
+
+    def pools_of(self, version: int) -> list[Pool]:
+        return [p for p in self.pools if p.version == version]
+
+    def to_doc(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Network:
+        doc = dict(doc)
+        doc["pools"] = [Pool(**p) for p in doc.get("pools", [])]
+        return cls(**doc)
+
+    def to_api(self, containers: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "Name": self.name,
+            "Id": self.id,
+            "Created": self.created,
+            "Scope": self.scope,
+            "Driver": self.driver,
+            "EnableIPv6": self.enable_ipv6,
+            "IPAM": {
+                "Driver": self.ipam_driver,
+                "Options": self.ipam_options,
+                "Config": [dict(c) for c in self.ipam_config],
+            },
+            "Internal": self.internal,
+            "Attachable": self.attachable,
+            "Ingress": self.ingress,
+            "ConfigFrom": {"Network": ""},
+            "ConfigOnly": self.config_only,
+            "Containers": containers or {},
+            "Options": None if self.options is None else dict(self.options),
+            "Labels": dict(self.labels),
+        }
+
+
+@dataclass
+class EndpointConfig:
+    """What the user asked for on one network; kept while the container exists."""
+
+    network_id: str = ""
+    aliases: list[str] = field(default_factory=list)
+    ipv4: str = ""  # --ip
+    ipv6: str = ""  # --ip6
+    mac: str = ""  # --mac-address
+    driver_opts: dict[str, str] = field(default_factory=dict)
+    links: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Endpoint:
+    """One live attachment of a running container's sandbox to a network."""
+
+    id: str
+    network_id: str
+    ifname: str  # inside the sandbox: eth0, eth1, ...
+    host_ifname: str  # tv<endpoint id prefix>, on the network's bridge
+    mac: str
+    ipv4: str = ""  # address/prefixlen
+    ipv6: str = ""
+    gateway4: str = ""
+    gateway6: str = ""
+    index: int = 0  # ifindex inside the sandbox (stable while the link exists)
+
+
+@dataclass
+class PortBinding:
+    """One published port as it is wired now."""
+
+    proto: str
+    host_ip: str  # "0.0.0.0", "::" or one host address
+    host_port: int
+    container_port: int
+    target_ip: str = ""  # the container address traffic goes to (empty: not reachable now)
+
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.host_ip else 4
+
+
+@dataclass
+class ContainerState:
+    status: str = "created"  # created | running | exited | removing | dead
+    pid: int = 0
+    pid_start: int = 0  # /proc/<pid>/stat starttime, to tell a reused pid from ours
+    shim_pid: int = 0
+    exit_code: int = 0
+    error: str = ""
+    started_at: str = "0001-01-01T00:00:00Z"
+    finished_at: str = "0001-01-01T00:00:00Z"
+    oom_killed: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+@dataclass
+class Container:
+    id: str
+    name: str
+    created: str
+    image: str  # as the user wrote it
+    image_id: str
+    path: str
+    args: list[str]
+    config: dict[str, Any]  # Docker's Config
+    host_config: dict[str, Any]  # Docker's HostConfig
+    # Desired attachments by network name (as Docker keys NetworkSettings.Networks), in the
+    # order they were made; the network id is resolved at start and connect.
+    networks: dict[str, EndpointConfig] = field(default_factory=dict)
+    state: ContainerState = field(default_factory=ContainerState)
+    # Live attachments while running, by network name.
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    sandbox_key: str = ""
+    next_if: int = 0  # eth<n> names are not reused while the container runs
+    gateway: str = ""  # id of the endpoint the default routes go through
+    restart_count: int = 0
+    # Upstream DNS servers the embedded resolver forwards this container's queries to.
+    dns_upstreams: list[str] = field(default_factory=list)
+    # Published ports while running.
+    ports: list[PortBinding] = field(default_factory=list)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def network_mode(self) -> str:
+        mode = str(self.host_config.get("NetworkMode") or "default")
+        return "bridge" if mode == "default" else mode
+
+    @property
+    def hostname(self) -> str:
+        return str(self.config.get("Hostname") or self.short_id)
+
+    def to_doc(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Container:
+        doc = dict(doc)
+        doc["networks"] = {k: EndpointConfig(**v) for k, v in doc.get("networks", {}).items()}
+        doc["endpoints"] = {k: Endpoint(**v) for k, v in doc.get("endpoints", {}).items()}
+        doc["state"] = ContainerState(**doc.get("state", {}))
+        doc["ports"] = [PortBinding(**p) for p in doc.get("ports", [])]
+        return cls(**doc)
