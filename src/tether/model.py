@@ -66,6 +66,8 @@ class Network:
     user_subnets: bool = False
     options: dict[str, str] | None = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    # The driver's own state, derived from the options at create time (drivers/*.py type it).
+    driver_state: dict[str, Any] = field(default_factory=dict)
     # Driver state derived from options at create time.
     bridge_name: str = ""
     # The bridge existed before the network (-o bridge.name=<a bridge the user made>): tether

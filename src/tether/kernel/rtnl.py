@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import os
 import socket
 from typing import Any
 
@@ -112,6 +113,48 @@ class Rtnl:
         idx = await self.index(name)
         assert idx is not None
         return idx
+
+    async def add_macvlan(
+        self,
+        name: str,
+        parent: int,
+        mode: str,
+        netns_fd: int,
+        mac: str | None = None,
+        mtu: int = 0,
+    ) -> None:
+        """A macvlan port of `parent` (an index in this namespace), born inside `netns_fd`.
+
+        One RTM_NEWLINK: the kernel resolves the parent here and registers the port in the
+        target namespace, so it never shows on the host, as with the veth peer.
+        """
+        kwargs: dict[str, Any] = {
+            "ifname": name,
+            "kind": "macvlan",
+            "link": parent,
+            "macvlan_mode": mode,
+            "net_ns_fd": netns_fd,
+        }
+        if mac:
+            kwargs["address"] = mac
+        if mtu:
+            kwargs["mtu"] = mtu
+        await self.ipr.link("add", **kwargs)
+
+    async def kind_supported(self, kind: str) -> bool:
+        """Whether this kernel has the link type `kind` (vlan, ipvlan, dummy, ...).
+
+        Asks for a link of that kind with no parent and no name: a kernel without the type
+        answers EOPNOTSUPP ("Unknown device type"), one with it refuses the incomplete request
+        (EINVAL) or makes nothing it can keep; nothing is left behind either way.
+        """
+        probe = f"tq{os.getpid() % 100000}"
+        try:
+            await self.ipr.link("add", ifname=probe, kind=kind)
+        except NetlinkError as exc:
+            return bool(exc.code != errno.EOPNOTSUPP)
+        await self.delete_named(probe)  # a kind that needs no parent (dummy) was made
+        return True
 
     async def set_link(self, index: int, **attrs: Any) -> None:
         await self.ipr.link("set", index=index, **attrs)

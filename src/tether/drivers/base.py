@@ -1,0 +1,145 @@
+"""The network driver interface: what the engine may ask of a driver, and what it tells it.
+
+Modelled on libnetwork's `driverapi.Driver` (CreateNetwork / CreateEndpoint / Join / Leave,
+with a Capability of DataScope and ConnectivityScope) and netavark's `NetworkDriver` trait
+(validate / setup / teardown, chosen by name).  The engine never tests a driver's name: it
+asks the registry for the driver, reads its `Capabilities`, and calls these methods.  A driver
+owns its options (`validate` turns them into `Network.driver_state`), the kernel objects it
+makes (and their names, which is how the reconciler knows them), and the facts the firewall
+and the reachability model need about its networks.
+
+Order of calls, always: validate (pure, nothing changed) -> the engine stores the intent ->
+create / join (kernel) -> on failure the engine undoes the store.  delete / leave must be
+idempotent: they also run to clean up after a crash.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from tether.model import Endpoint, Network
+
+if TYPE_CHECKING:
+    from tether.kernel.rtdump import LinkInfo
+    from tether.kernel.rtnl import Rtnl
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    # Where the network's state lives: "local" (this host's store) or "global" (the cluster
+    # store: every node sees the network), libnetwork's DataScope.
+    scope: Literal["local", "global"] = "local"
+    # At most one network of this driver (host, null): `network create -d host` is refused.
+    singleton: bool = False
+    # Containers get an interface on it (host and null are network *modes*: no endpoint).
+    endpoints: bool = True
+    # User-defined networks of this driver get the embedded DNS at 127.0.0.11.
+    embedded_dns: bool = True
+    # -p/-P are honoured for containers whose gateway endpoint is on this network.
+    publishes_ports: bool = True
+    # The gateway address lives on a device of this host (a bridge), so IPAM always
+    # reserves one; otherwise the gateway is an outside router and exists only if given.
+    gateway_on_host: bool = True
+    # Needs the cluster store (--cluster-store) to exist at all.
+    needs_cluster: bool = False
+    # IPAM configs per address family that one network may have.
+    subnets_per_family: int = 1
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A container's network namespace as a driver sees it: its path and a netlink handle."""
+
+    path: str
+    inner: Rtnl
+
+
+@dataclass(frozen=True)
+class FirewallFacts:
+    """What the host's firewall must know of one network of a driver that routes through it.
+
+    Networks whose traffic never crosses the host's IP stack (macvlan: frames leave through the
+    parent directly) have none.
+    """
+
+    iface: str  # the host device the network's traffic enters and leaves the host by
+    subnets4: tuple[str, ...] = ()
+    subnets6: tuple[str, ...] = ()
+    internal: bool = False
+    icc: bool = True
+    masquerade: bool = True
+
+
+class NetworkDriver(ABC):
+    name: str
+    caps: Capabilities
+
+    # -- networks ------------------------------------------------------------------------
+
+    @abstractmethod
+    def validate(self, net: Network, others: list[Network]) -> None:
+        """Check `net.options` (and the rest of the request) and fill `net.driver_state`.
+
+        Pure: raise Docker's error, change nothing outside `net`.  `others` are the networks
+        that exist already (every driver's), for conflicts such as a bridge name in use.
+        """
+
+    async def check_kernel(self, net: Network) -> None:
+        """Checks that need to look at the kernel (a parent link exists); nothing changes."""
+        return None
+
+    @abstractmethod
+    async def create(self, net: Network) -> None:
+        """Make the network's kernel objects."""
+
+    @abstractmethod
+    async def delete(self, net: Network) -> None:
+        """Remove what `create` made (idempotent)."""
+
+    def firewall(self, net: Network) -> FirewallFacts | None:
+        return None
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    def prepare_endpoint(self, net: Network, ep: Endpoint) -> None:
+        """Name the endpoint's kernel objects before anything exists (pure).
+
+        Called while the endpoint is recorded in the store, so that a crash at any later
+        point leaves names the reconciler can find.
+        """
+        return None
+
+    @abstractmethod
+    async def join(self, net: Network, ep: Endpoint, sandbox: Sandbox) -> None:
+        """Make the endpoint's interface `ep.ifname` inside the sandbox, addressed and up;
+        set `ep.index` to its ifindex there."""
+
+    @abstractmethod
+    async def leave(self, net: Network, ep: Endpoint, sandbox_path: str | None) -> None:
+        """Remove the endpoint's interface (idempotent; the sandbox may be gone already)."""
+
+    async def endpoint_present(
+        self, net: Network, ep: Endpoint, host_links: dict[str, LinkInfo], inner: Rtnl
+    ) -> bool:
+        """Whether a running container's endpoint still has its kernel objects."""
+        return await inner.index(ep.ifname) is not None
+
+    # -- reconcile -----------------------------------------------------------------------
+
+    async def reconcile(self, nets: list[Network], host_links: list[LinkInfo]) -> int:
+        """Remove this driver's host objects that none of `nets` wants; repair the rest.
+
+        `host_links` is one dump of the host's links, shared by every driver.  Returns the
+        number of kernel changes made.
+        """
+        return 0
+
+    async def sweep_endpoints(self, wanted: set[str], host_links: list[LinkInfo]) -> int:
+        """Remove host-side endpoint links (by this driver's name prefix) not in `wanted`."""
+        return 0
+
+    async def drain(self) -> None:
+        """Wait for background kernel work (clean stop)."""
+        return None

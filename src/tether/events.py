@@ -1,0 +1,117 @@
+"""One typed event bus: what happened to networks, containers and their endpoints.
+
+The engine publishes; the embedded DNS, the firewall, `/events`, the cluster publisher and
+the troubleshooting views subscribe.  Publishers never know who listens, so a new consumer is
+one `subscribe` call in the daemon's wiring, never an attribute set on the engine afterwards.
+
+Handlers run synchronously, in subscription order, on the publisher's thread (the asyncio
+loop): an event is fully applied (DNS answers, firewall elements) by the time `publish`
+returns, which is what lets a container's first lookup find its own name.  A failing handler
+is logged and does not stop the others, nor the operation that published.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tether.model import Container, Endpoint, Network
+
+log = logging.getLogger("tether.events")
+
+
+@dataclass(frozen=True)
+class NetworkCreated:
+    network: Network
+
+
+@dataclass(frozen=True)
+class NetworkRemoved:
+    network: Network
+
+
+@dataclass(frozen=True)
+class ContainerCreated:
+    container: Container
+
+
+@dataclass(frozen=True)
+class SandboxReady:
+    """The sandbox and its endpoints exist; the container's process has not started yet."""
+
+    container: Container
+
+
+@dataclass(frozen=True)
+class ContainerStarted:
+    container: Container
+    # True when a restarted daemon adopted a container that kept running.
+    adopted: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerStopped:
+    container: Container
+
+
+@dataclass(frozen=True)
+class ContainerDestroyed:
+    container: Container
+
+
+@dataclass(frozen=True)
+class EndpointJoined:
+    """A running container was connected to one more network."""
+
+    container: Container
+    network: Network
+    endpoint: Endpoint
+
+
+@dataclass(frozen=True)
+class EndpointLeft:
+    """A running container was disconnected from a network."""
+
+    container: Container
+    network: Network | None
+    endpoint: Endpoint | None
+
+
+Event = (
+    NetworkCreated
+    | NetworkRemoved
+    | ContainerCreated
+    | SandboxReady
+    | ContainerStarted
+    | ContainerStopped
+    | ContainerDestroyed
+    | EndpointJoined
+    | EndpointLeft
+)
+E = TypeVar("E")
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._handlers: dict[type[Any], list[Callable[[Any], None]]] = {}
+        self._every: list[Callable[[Any], None]] = []
+
+    def subscribe(self, kind: type[E], handler: Callable[[E], None]) -> Callable[[], None]:
+        """Call `handler` for every event of `kind`; returns the unsubscribe function."""
+        handlers = self._handlers.setdefault(kind, [])
+        handlers.append(handler)
+        return lambda: handlers.remove(handler) if handler in handlers else None
+
+    def subscribe_all(self, handler: Callable[[Event], None]) -> Callable[[], None]:
+        """Every event, whatever its kind (the `/events` stream, loggers)."""
+        self._every.append(handler)
+        return lambda: self._every.remove(handler) if handler in self._every else None
+
+    def publish(self, event: Event) -> None:
+        for handler in [*self._handlers.get(type(event), ()), *self._every]:
+            try:
+                handler(event)
+            except Exception:
+                log.exception("event handler failed on %s", type(event).__name__)
