@@ -12,15 +12,10 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
-PREDEFINED = ("bridge", "host", "none")
+from tether.netmodes import PREDEFINED, normalize
 
-# Option keys Docker users pass with -o.
-OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
-OPT_ICC = "com.docker.network.bridge.enable_icc"
-OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
-OPT_MTU = "com.docker.network.driver.mtu"
-OPT_DEFAULT_BRIDGE = "com.docker.network.bridge.default_bridge"
-OPT_HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
+# Fields of networks stored by tether before drivers owned their state (moved on load).
+LEGACY_DRIVER_FIELDS = ("bridge_name", "bridge_external", "mtu", "icc", "masquerade")
 
 
 @dataclass
@@ -68,14 +63,6 @@ class Network:
     labels: dict[str, str] = field(default_factory=dict)
     # The driver's own state, derived from the options at create time (drivers/*.py type it).
     driver_state: dict[str, Any] = field(default_factory=dict)
-    # Driver state derived from options at create time.
-    bridge_name: str = ""
-    # The bridge existed before the network (-o bridge.name=<a bridge the user made>): tether
-    # uses it but never deletes it, as Docker does.
-    bridge_external: bool = False
-    mtu: int = 0
-    icc: bool = True
-    masquerade: bool = True
 
     @property
     def predefined(self) -> bool:
@@ -90,6 +77,9 @@ class Network:
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Network:
         doc = dict(doc)
+        legacy = {k: doc.pop(k) for k in LEGACY_DRIVER_FIELDS if k in doc}
+        if legacy.get("bridge_name") and not doc.get("driver_state"):
+            doc["driver_state"] = legacy
         doc["pools"] = [Pool(**p) for p in doc.get("pools", [])]
         return cls(**doc)
 
@@ -210,8 +200,7 @@ class Container:
 
     @property
     def network_mode(self) -> str:
-        mode = str(self.host_config.get("NetworkMode") or "default")
-        return "bridge" if mode == "default" else mode
+        return normalize(str(self.host_config.get("NetworkMode") or ""))
 
     @property
     def hostname(self) -> str:

@@ -29,11 +29,12 @@ def audit_networks(host: NamespaceHost) -> None:
     wanted_bridges = set()
     for n in bridges.values():
         doc = json.loads(docs[n["Id"]])
-        wanted_bridges.add(doc["bridge_name"])
-        assert doc["bridge_name"] in links, f"network {n['Name']} lost its bridge"
+        bridge = doc["driver_state"]["bridge_name"]  # the bridge driver's own state
+        wanted_bridges.add(bridge)
+        assert bridge in links, f"network {n['Name']} lost its bridge"
         addrs = {
             f"{a['local']}/{a['prefixlen']}"
-            for a in links[doc["bridge_name"]]["addr_info"]
+            for a in links[bridge]["addr_info"]
             if a["scope"] != "link"
         }
         for pool in doc["pools"]:

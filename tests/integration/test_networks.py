@@ -216,10 +216,6 @@ BAD_CREATES = [
     ),
     (["-d", "nosuchdriver", "x"], 'Error response from daemon: plugin "nosuchdriver" not found'),
     (
-        ["--ipv6", "x"],
-        "Error response from daemon: could not find an available, non-overlapping IPv6 address pool among the defaults to assign to the network",
-    ),
-    (
         ["--ipv6", "--subnet", "fe80::/80", "x"],
         "Error response from daemon: 'fe80::/80' clashes with the Link-Local prefix 'fe80::/64'",
     ),

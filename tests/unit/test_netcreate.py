@@ -2,28 +2,47 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 import pytest
 
+from typing import cast
+
+from tether.drivers.bridge import BridgeDriver, BridgeState
+from tether.drivers.host import HostDriver, NullDriver
+from tether.drivers.macvlan import MacvlanDriver
+from tether.drivers.registry import DriverRegistry
 from tether.engine import netcreate
 from tether.errors import Conflict, Forbidden, InvalidParameter, NotFound, TetherError
 from tether.ipam.config import consolidate
 from tether.ipam.pools import DEFAULT_POOLS
-from tether.model import Network
+from tether.kernel.rtnl import Rtnl
+from tether.model import Network, Pool
+
+# validate() is pure: the drivers never touch their netlink handle before create().
+NO_KERNEL = cast(Rtnl, None)
+DRIVERS = DriverRegistry(
+    [BridgeDriver(NO_KERNEL), MacvlanDriver(NO_KERNEL), HostDriver(), NullDriver()]
+)
 
 
 def resolve(
     body: dict[str, Any], networks: list[Network] | None = None, routes: list[Any] | None = None
 ) -> netcreate.Resolved:
+    driver = DRIVERS.get(str(body.get("Driver") or "bridge"))
     return netcreate.resolve(
-        body, networks or [], routes or [], list(DEFAULT_POOLS), {4: "172.17.0.0/16"}
+        body, driver, networks or [], routes or [], list(DEFAULT_POOLS), {4: "172.17.0.0/16"}
     )
 
 
+def predefined(name: str) -> Network:
+    driver = DRIVERS.of({"bridge": "bridge", "host": "host", "none": "null"}[name])
+    pool = Pool("172.17.0.0/16", "172.17.0.1") if name == "bridge" else None
+    return netcreate.predefined(name, driver, driver.predefined_options(name), pool)
+
+
 def existing() -> list[Network]:
-    bridge = netcreate.predefined("bridge", "bridge", ipaddress.ip_network("172.17.0.0/16"))
+    bridge = predefined("bridge")
     n1 = resolve({"Name": "n1", "IPAM": {"Config": [{"Subnet": "10.150.0.0/16"}]}}).network
     return [bridge, n1]
 
@@ -48,8 +67,9 @@ def test_full_option_set_resolves_like_docker() -> None:
         }
     )
     net = r.network
-    assert len(net.id) == 64 and net.bridge_name == f"tb-{net.id[:12]}"
-    assert net.mtu == 1450 and net.internal and net.user_subnets
+    st = BridgeState.of(net)
+    assert len(net.id) == 64 and st.bridge_name == f"tb-{net.id[:12]}"
+    assert st.mtu == 1450 and net.internal and net.user_subnets
     api = net.to_api()
     assert api["IPAM"] == {
         "Driver": "default",
@@ -186,7 +206,30 @@ BAD: list[tuple[dict[str, Any], type[TetherError], str]] = [
         'failed to parse com.docker.network.bridge.enable_icc value: maybe (strconv.ParseBool: parsing "maybe": invalid syntax)',
     ),
     ({"Name": "x", "Driver": "nosuchdriver"}, NotFound, 'plugin "nosuchdriver" not found'),
-    ({"Name": "x", "Driver": "overlay"}, Forbidden, "This node is not a swarm manager."),
+    (
+        {"Name": "x", "Driver": "overlay"},
+        Forbidden,
+        "overlay networks need a cluster store: start tetherd with --cluster-store",
+    ),
+    (
+        {"Name": "x", "Driver": "ipvlan"},
+        Forbidden,
+        "the ipvlan driver is not available: this kernel lacks ipvlan links",
+    ),
+    ({"Name": "x", "Ingress": True}, Forbidden, "ingress networks belong to swarm"),
+    ({"Name": "x", "Scope": "swarm"}, Forbidden, "cannot create swarm-scope networks"),
+    ({"Name": "x", "Options": {"encrypted": ""}}, Forbidden, "cannot encrypt traffic"),
+    ({"Name": "x", "ConfigOnly": True}, Forbidden, "--config-only and --config-from"),
+    (
+        {"Name": "x", "Driver": "macvlan", "Options": {"macvlan_mode": "loud"}},
+        InvalidParameter,
+        "requested macvlan mode 'loud' is not valid",
+    ),
+    (
+        {"Name": "x", "Driver": "macvlan", "Options": {"parent": "lo"}},
+        InvalidParameter,
+        "loopback interface is not a valid macvlan parent link",
+    ),
     (
         {"Name": "x", "EnableIPv6": True},
         Forbidden,
@@ -230,7 +273,7 @@ def test_bad_input_gets_dockers_error(
 
 
 def test_only_one_host_and_null() -> None:
-    nets = [netcreate.predefined("host", "host"), netcreate.predefined("none", "null")]
+    nets = [predefined("host"), predefined("none")]
     with pytest.raises(Forbidden, match='only one instance of "host" network is allowed'):
         resolve({"Name": "h2", "Driver": "host"}, nets)
     with pytest.raises(Forbidden, match='only one instance of "null" network is allowed'):

@@ -7,6 +7,7 @@ import fcntl
 import logging
 import os
 import resource
+import secrets
 import signal
 import time
 from dataclasses import dataclass, field
@@ -16,23 +17,30 @@ from tether import __version__
 from tether.daemon import routes_containers, routes_images, routes_networks, routes_system
 from tether.daemon.http import HttpServer, Router
 from tether.dns.server import DnsServer
+from tether.drivers.bridge import BridgeDriver
+from tether.drivers.host import HostDriver, NullDriver
+from tether.drivers.macvlan import MacvlanDriver
+from tether.drivers.registry import DriverRegistry
 from tether.engine.containers import Containers
 from tether.engine.dnsfollow import DnsFollower
+from tether.engine.endpoints import Endpoints
 from tether.engine.execs import Execs
+from tether.engine.lifecycle import Lifecycle
 from tether.engine.networks import Networks
 from tether.engine.reconcile import reconcile_networks, reconcile_sandboxes
+from tether.engine.sandbox import Sandboxes
 from tether.errors import TetherError
+from tether.events import EventBus, NetworkCreated, NetworkRemoved
 from tether.firewall.manager import Firewall
 from tether.firewall.publish import Publisher, ports_list, ports_view
 from tether.firewall.render import NetRule, PortRule
 from tether.ipam.manager import Ipam
-from tether.ipam.pools import DEFAULT_POOLS, PoolSpec
+from tether.ipam.pools import DEFAULT_POOLS, PoolSpec, with_ipv6_default
 from tether.kernel import netns
 from tether.kernel.nft import Nft
 from tether.kernel.rtnl import Rtnl
 from tether.kernel.sysctl import set_sysctl
-from tether.model import Container
-from tether.runtime import shim
+from tether.model import Container, Network
 from tether.runtime.images import ImageStore
 from tether.store.sqlite import Store
 
@@ -75,6 +83,11 @@ class Daemon:
         self.images: ImageStore
         self.containers: Containers
         self.execs: Execs
+        self.events: EventBus
+        self.drivers: DriverRegistry
+        self.sandboxes: Sandboxes
+        self.endpoints: Endpoints
+        self.lifecycle: Lifecycle
         self.nft: Nft
         self.firewall: Firewall
         self.publisher: Publisher
@@ -117,9 +130,26 @@ class Daemon:
         set_sysctl("net/bridge/bridge-nf-call-ip6tables", "1")
         self.store = Store(os.path.join(self.root, "tether.db"))
         self.rtnl = Rtnl.open()
+        self.events = EventBus()
+        self.drivers = DriverRegistry(
+            [
+                BridgeDriver(self.rtnl),
+                MacvlanDriver(self.rtnl),
+                HostDriver(),
+                NullDriver(),
+            ]
+        )
         self.ipam = Ipam(self.store)
+        pools = with_ipv6_default(self.opts.default_pools, self._host_id())
         self.networks = Networks(
-            self.store, self.ipam, self.rtnl, self.opts.default_pools, self.lock
+            self.store,
+            self.ipam,
+            self.rtnl,
+            self.drivers,
+            pools,
+            self.lock,
+            self.events,
+            self._network_containers,
         )
         self.networks.load()
         self.ipam.load(list(self.networks.by_id.values()))
@@ -127,36 +157,54 @@ class Daemon:
         self.images.load()
         self.containers = Containers(
             self.store,
-            self.ipam,
-            self.networks,
             self.images,
-            self.rtnl,
             self.root,
-            self.netns_dir,
-            self.lock,
+            self.events,
+            self.networks.by_id.get,
+            self.networks.find,
         )
         self.containers.load()
-        self.containers.host_resolv_path = self.opts.resolv_conf
-        self.execs = Execs(self.containers)
-        self.dns = DnsServer()
-        self.dns_follower = DnsFollower(self.dns, self.containers)
-        self.dns.start()
+        self.sandboxes = Sandboxes(self.rtnl, self.netns_dir)
+        self.endpoints = Endpoints(
+            self.store,
+            self.ipam,
+            self.drivers,
+            self.networks.by_id.get,
+            self.networks.find,
+            self.sandboxes,
+            self.rtnl,
+            self.lock,
+        )
         self.nft = Nft()
         self.firewall = Firewall(self.nft, self._net_rules, self._port_rules)
         self.publisher = Publisher(self.store, self.firewall)
-        self.containers.publisher = self.publisher
-        self.networks.on_change = self.firewall.sync
+        self.lifecycle = Lifecycle(
+            self.containers,
+            self.networks,
+            self.endpoints,
+            self.images,
+            self.events,
+            self.publisher,
+            self.opts.resolv_conf,
+            self.lock,
+        )
+        self.execs = Execs(self.containers, self.lifecycle.supervisor)
+        self.dns = DnsServer()
+        self.dns_follower = DnsFollower(self.dns, self.containers, self.events)
+        self.dns.start()
+        self.events.subscribe(NetworkCreated, lambda e: self.firewall.sync())
+        self.events.subscribe(NetworkRemoved, lambda e: self.firewall.sync())
         await self.networks.ensure_predefined()
         async with self.lock:
             await reconcile_networks(self.networks)
             self.firewall.sync()
         # Containers that kept running are adopted before strays are swept, so their
         # sandboxes count as wanted.
-        await self.containers.restore()
+        await self.lifecycle.restore()
         await self.reconcile()
         self.firewall.sync()
         loop = asyncio.get_running_loop()
-        self.containers.shim_path = await loop.run_in_executor(None, shim.ensure_built)
+        await loop.run_in_executor(None, self.lifecycle.supervisor.ensure_shim)
 
         router = Router()
         routes_system.register(router, self)
@@ -184,25 +232,41 @@ class Daemon:
         async with self.lock:
             changes = await reconcile_networks(self.networks)
             if sweep:
-                changes += await reconcile_sandboxes(self.containers)
+                changes += await reconcile_sandboxes(self.containers, self.endpoints)
             if self.firewall.ensure():
                 changes += 1
             return changes
 
+    def _host_id(self) -> str:
+        """This host's stable identity (the seed of its IPv6 ULA pool), made on first start."""
+        host_id = self.store.get_meta("host_id")
+        if host_id is None:
+            host_id = secrets.token_hex(32)
+            with self.store.transaction():
+                self.store.set_meta("host_id", host_id)
+        return host_id
+
+    def _network_containers(self, net: Network) -> dict[str, Any]:
+        return self.containers.network_containers(net, self.endpoints.has_endpoints(net))
+
     def _net_rules(self) -> list[NetRule]:
-        return [
-            NetRule(
-                key=n.id[:12],
-                bridge=n.bridge_name,
-                subnets4=tuple(p.subnet for p in n.pools if p.version == 4),
-                subnets6=tuple(p.subnet for p in n.pools if p.version == 6),
-                internal=n.internal,
-                icc=n.icc,
-                masquerade=n.masquerade,
+        rules = []
+        for n in self.networks.by_id.values():
+            facts = self.drivers.of(n.driver).firewall(n)
+            if facts is None:
+                continue
+            rules.append(
+                NetRule(
+                    key=n.id[:12],
+                    bridge=facts.iface,
+                    subnets4=facts.subnets4,
+                    subnets6=facts.subnets6,
+                    internal=facts.internal,
+                    icc=facts.icc,
+                    masquerade=facts.masquerade,
+                )
             )
-            for n in self.networks.by_id.values()
-            if n.driver == "bridge"
-        ]
+        return rules
 
     def _port_rules(self) -> list[PortRule]:
         return self.publisher.rules(list(self.containers.by_id.values()))
@@ -239,7 +303,8 @@ class Daemon:
             task.cancel()
         if self.server is not None:
             await self.server.close()
-        await self.networks.bridge.drain()
+        for driver in self.drivers.all():
+            await driver.drain()
         try:
             os.unlink(self.socket_path)
         except FileNotFoundError:
@@ -273,7 +338,7 @@ class Daemon:
             "OperatingSystem": "tether",
             "OSType": "linux",
             "KernelVersion": os.uname().release,
-            "Plugins": {"Network": ["bridge", "host", "null"]},
+            "Plugins": {"Network": self.drivers.names()},
         }
 
 

@@ -30,6 +30,7 @@ RAW = "application/vnd.docker.raw-stream"
 
 def register(router: Router, daemon: Daemon) -> None:
     containers = daemon.containers
+    lifecycle = daemon.lifecycle
     execs = daemon.execs
 
     def ports_of(c: Any) -> Any:
@@ -53,7 +54,7 @@ def register(router: Router, daemon: Daemon) -> None:
 
     async def start(req: Request) -> Response:
         try:
-            await containers.start(req.params["id"])
+            await lifecycle.start(req.params["id"])
         except NotModified:
             return Response(304)
         return Response(204)
@@ -61,26 +62,26 @@ def register(router: Router, daemon: Daemon) -> None:
     async def stop(req: Request) -> Response:
         t = req.arg("t")
         try:
-            await containers.stop(req.params["id"], float(t) if t not in (None, "") else None)
+            await lifecycle.stop(req.params["id"], float(t) if t not in (None, "") else None)
         except NotModified:
             return Response(304)
         return Response(204)
 
     async def restart(req: Request) -> Response:
         t = req.arg("t")
-        await containers.restart(req.params["id"], float(t) if t not in (None, "") else None)
+        await lifecycle.restart(req.params["id"], float(t) if t not in (None, "") else None)
         return Response(204)
 
     async def kill(req: Request) -> Response:
-        await containers.kill(req.params["id"], req.arg("signal"))
+        await lifecycle.kill(req.params["id"], req.arg("signal"))
         return Response(204)
 
     async def remove(req: Request) -> Response:
-        await containers.remove(req.params["id"], req.flag("force"))
+        await lifecycle.remove(req.params["id"], req.flag("force"))
         return Response(204)
 
     async def wait(req: Request) -> Response | None:
-        fut = containers.waiter(req.params["id"], req.arg("condition") or "not-running")
+        fut = lifecycle.waiter(req.params["id"], req.arg("condition") or "not-running")
         # Headers now, body at exit: a client can wait on a container before starting it.
         await start_stream(req, "application/json")
         code = await fut
@@ -120,7 +121,7 @@ def register(router: Router, daemon: Daemon) -> None:
                 frames = frames[-n:] if n > 0 else []
         await emit(frames)
         if follow:
-            run = containers.runs.get(c.id)
+            run = lifecycle.supervisor.run_of(c)
             delay = 0.005
             while run is not None and not run.finished.is_set():
                 try:

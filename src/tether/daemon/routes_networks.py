@@ -34,14 +34,14 @@ def register(router: Router, daemon: Daemon) -> None:
 
     async def connect(req: Request) -> Response:
         body = req.json()
-        await daemon.containers.connect(
+        await daemon.lifecycle.connect(
             req.params["id"], str(body.get("Container") or ""), body.get("EndpointConfig") or {}
         )
         return Response(200)
 
     async def disconnect(req: Request) -> Response:
         body = req.json()
-        await daemon.containers.disconnect(
+        await daemon.lifecycle.disconnect(
             req.params["id"], str(body.get("Container") or ""), bool(body.get("Force"))
         )
         return Response(200)

@@ -46,6 +46,8 @@ class Capabilities:
     needs_cluster: bool = False
     # IPAM configs per address family that one network may have.
     subnets_per_family: int = 1
+    # Can encrypt its traffic between hosts (-o encrypted).
+    encryption: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,10 @@ class NetworkDriver(ABC):
         """Checks that need to look at the kernel (a parent link exists); nothing changes."""
         return None
 
+    def predefined_options(self, name: str) -> dict[str, str]:
+        """The options a predefined network of this driver shows (and is built from)."""
+        return {}
+
     @abstractmethod
     async def create(self, net: Network) -> None:
         """Make the network's kernel objects."""
@@ -128,15 +134,15 @@ class NetworkDriver(ABC):
 
     # -- reconcile -----------------------------------------------------------------------
 
-    async def reconcile(self, nets: list[Network], host_links: list[LinkInfo]) -> int:
+    async def reconcile(self, nets: list[Network]) -> int:
         """Remove this driver's host objects that none of `nets` wants; repair the rest.
 
-        `host_links` is one dump of the host's links, shared by every driver.  Returns the
-        number of kernel changes made.
+        Runs every few seconds: dump only what the driver owns (links of one kind, filtered
+        by the kernel).  Returns the number of kernel changes made.
         """
         return 0
 
-    async def sweep_endpoints(self, wanted: set[str], host_links: list[LinkInfo]) -> int:
+    async def sweep_endpoints(self, wanted: set[str]) -> int:
         """Remove host-side endpoint links (by this driver's name prefix) not in `wanted`."""
         return 0
 

@@ -1,25 +1,62 @@
-"""The bridge driver's network half: one Linux bridge per network, carrying the gateways.
+"""The bridge driver: one Linux bridge per network carrying its gateways, veth pairs to sandboxes.
 
-Endpoints (veth pairs into sandboxes) are in drivers/veth.py; the firewall is rendered for all
-networks at once in firewall/.
+Options (Docker's): `com.docker.network.bridge.name` (default `tb-<id12>`; a bridge the user
+made first is used and never deleted), `...bridge.enable_icc`, `...bridge.enable_ip_masquerade`,
+`com.docker.network.driver.mtu`.  They become `BridgeState` in `Network.driver_state`.
+
+Kernel objects, owned by name: the bridge (`tb-<id12>` or the alias `tether:net:<id>`),
+host ends of veths (`tv<endpoint id 12>`, drivers/veth.py), tombstones of removed bridges
+(`tz-<id12>`).  Isolation, ICC and masquerading are the firewall's, from `firewall()`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from dataclasses import asdict, dataclass
 
-from tether.errors import Forbidden, SystemFailure
+from tether.drivers import veth
+from tether.drivers.base import Capabilities, FirewallFacts, NetworkDriver, Sandbox
+from tether.errors import Forbidden, InvalidParameter, SystemFailure
 from tether.kernel.rtdump import LinkInfo
 from tether.kernel.rtnl import Rtnl
 from tether.kernel.sysctl import set_sysctl
-from tether.model import Network
+from tether.model import Endpoint, Network
+from tether.options import OPT_MTU, parse_go_bool, parse_mtu
 
 log = logging.getLogger("tether.bridge")
 
+NAME = "bridge"
+OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
+OPT_ICC = "com.docker.network.bridge.enable_icc"
+OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
+# The predefined network's own options (Docker shows them; they change nothing here).
+OPT_DEFAULT_BRIDGE = "com.docker.network.bridge.default_bridge"
+OPT_HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
+
+DEFAULT_BRIDGE = "tether0"
 ALIAS_PREFIX = "tether:net:"
+BRIDGE_PREFIX = "tb-"
 # A removed network's bridge, renamed and down, while the kernel finishes deleting it.
 TOMBSTONE_PREFIX = "tz-"
+# Linux interface names: at most 15 bytes, no '/', no whitespace, not '.' or '..'.
+IFNAME_RE = re.compile(r"^[^/\s:]{1,15}$")
+
+
+@dataclass
+class BridgeState:
+    bridge_name: str
+    # The bridge existed before the network (-o bridge.name=<a bridge the user made>): tether
+    # uses it but never deletes it, as Docker does.
+    bridge_external: bool = False
+    mtu: int = 0
+    icc: bool = True
+    masquerade: bool = True
+
+    @classmethod
+    def of(cls, net: Network) -> BridgeState:
+        return cls(**net.driver_state)
 
 
 def alias_for(net: Network) -> str:
@@ -30,40 +67,73 @@ def gateway_cidrs(net: Network) -> set[str]:
     return {f"{p.gateway}/{p.prefixlen}" for p in net.pools}
 
 
-class BridgeDriver:
+class BridgeDriver(NetworkDriver):
+    name = NAME
+    caps = Capabilities()
+
     def __init__(self, rtnl: Rtnl) -> None:
         self.rtnl = rtnl
         self.reaping: dict[asyncio.Task[None], int] = {}
 
-    async def check_name(self, net: Network) -> bool:
-        """Whether the bridge name is free (False) or names a user-made bridge (True).
+    # -- networks ------------------------------------------------------------------------
 
-        Raises when the name belongs to a device that is not a bridge, or to another
-        tether network's bridge.
-        """
-        link = await self.rtnl.link(net.bridge_name)
+    def predefined_options(self, name: str) -> dict[str, str]:
+        """Docker's predefined `bridge` network's options, on `tether0`: `docker0` is
+        dockerd's, and the two must never reap each other's bridges on a shared host."""
+        return {
+            OPT_DEFAULT_BRIDGE: "true",
+            OPT_ICC: "true",
+            OPT_MASQ: "true",
+            OPT_HOST_BINDING: "0.0.0.0",
+            OPT_BRIDGE_NAME: DEFAULT_BRIDGE,
+            OPT_MTU: "1500",
+        }
+
+    def validate(self, net: Network, others: list[Network]) -> None:
+        options = net.options or {}
+        bridge_name = options.get(OPT_BRIDGE_NAME, "") or f"{BRIDGE_PREFIX}{net.id[:12]}"
+        if not IFNAME_RE.match(bridge_name) or bridge_name in (".", ".."):
+            raise InvalidParameter(f"invalid bridge name: {bridge_name}")
+        mtu = parse_mtu(options[OPT_MTU]) if OPT_MTU in options else 0
+        icc = parse_go_bool(OPT_ICC, options[OPT_ICC]) if OPT_ICC in options else True
+        masq = parse_go_bool(OPT_MASQ, options[OPT_MASQ]) if OPT_MASQ in options else True
+        for other in others:
+            if other.driver == NAME and BridgeState.of(other).bridge_name == bridge_name:
+                raise Forbidden(
+                    f"cannot create network {net.id} ({bridge_name}): conflicts with network "
+                    f"{other.id} ({bridge_name}): networks have same bridge name"
+                )
+        net.driver_state = asdict(
+            BridgeState(bridge_name=bridge_name, mtu=mtu, icc=icc, masquerade=masq)
+        )
+
+    async def check_kernel(self, net: Network) -> None:
+        """Is the name free, or a bridge the user made (then it is used, never deleted)?"""
+        st = BridgeState.of(net)
+        link = await self.rtnl.link(st.bridge_name)
         if link is None:
-            return False
+            return
         if link.kind != "bridge":
             raise Forbidden(
-                f"cannot create network {net.id} ({net.bridge_name}): "
-                f"device {net.bridge_name} exists and is not a bridge"
+                f"cannot create network {net.id} ({st.bridge_name}): "
+                f"device {st.bridge_name} exists and is not a bridge"
             )
         if link.alias.startswith(ALIAS_PREFIX) and link.alias != alias_for(net):
             raise Forbidden(
-                f"cannot create network {net.id} ({net.bridge_name}): "
-                f"bridge {net.bridge_name} belongs to another tether network"
+                f"cannot create network {net.id} ({st.bridge_name}): "
+                f"bridge {st.bridge_name} belongs to another tether network"
             )
-        return not link.alias.startswith(ALIAS_PREFIX)
+        net.driver_state["bridge_external"] = not link.alias.startswith(ALIAS_PREFIX)
 
     async def create(self, net: Network) -> None:
+        st = BridgeState.of(net)
         try:
-            link = await self.rtnl.link(net.bridge_name) if net.bridge_external else None
+            link = await self.rtnl.link(st.bridge_name) if st.bridge_external else None
             await self.ensure(net, link, set())
         except Exception as exc:
-            if not net.bridge_external:
-                await self.rtnl.delete_named(net.bridge_name)
-            raise SystemFailure(f"failed to create bridge {net.bridge_name}: {exc}") from exc
+            if not st.bridge_external:
+                await self.rtnl.delete_named(st.bridge_name)
+            raise SystemFailure(f"failed to create bridge {st.bridge_name}: {exc}") from exc
 
     async def ensure(self, net: Network, link: LinkInfo | None, have: set[str] | None) -> bool:
         """Make the kernel match the network, given what the kernel has now.
@@ -71,28 +141,29 @@ class BridgeDriver:
         `link` is the bridge as last dumped (None: missing), `have` its addresses (None: not
         known, ask).  Returns whether anything had to change.
         """
+        st = BridgeState.of(net)
         changed = False
         if link is None:
-            if net.bridge_external:
-                log.warning("bridge %s (made by the user) is gone; recreating it", net.bridge_name)
-            index = await self.rtnl.add_bridge(net.bridge_name, net.mtu)
+            if st.bridge_external:
+                log.warning("bridge %s (made by the user) is gone; recreating it", st.bridge_name)
+            index = await self.rtnl.add_bridge(st.bridge_name, st.mtu)
             have = set()
             changed = True
         else:
             index = link.index
-            if net.mtu and link.mtu != net.mtu:
-                await self.rtnl.set_link(index, mtu=net.mtu)
+            if st.mtu and link.mtu != st.mtu:
+                await self.rtnl.set_link(index, mtu=st.mtu)
                 changed = True
-        if not net.bridge_external and (link is None or link.alias != alias_for(net)):
+        if not st.bridge_external and (link is None or link.alias != alias_for(net)):
             await self.rtnl.set_link(index, ifalias=alias_for(net))
         # Published ports on 127.0.0.1 are DNATed out of the bridge: the kernel only routes
         # 127.0.0.0/8 sources off lo with route_localnet (the firewall's guard chain keeps
         # containers from using it to reach the host's loopback).
-        set_sysctl(f"net/ipv4/conf/{net.bridge_name}/route_localnet", "1")
+        set_sysctl(f"net/ipv4/conf/{st.bridge_name}/route_localnet", "1")
         if any(p.version == 6 for p in net.pools):
             set_sysctl("net/ipv6/conf/all/forwarding", "1")
-            set_sysctl(f"net/ipv6/conf/{net.bridge_name}/disable_ipv6", "0")
-            set_sysctl(f"net/ipv6/conf/{net.bridge_name}/accept_ra", "0")
+            set_sysctl(f"net/ipv6/conf/{st.bridge_name}/disable_ipv6", "0")
+            set_sysctl(f"net/ipv6/conf/{st.bridge_name}/accept_ra", "0")
         if have is None:
             have = self.rtnl.addresses().get(index, set())
         for cidr in sorted(gateway_cidrs(net) - have):
@@ -111,10 +182,11 @@ class BridgeDriver:
         from a worker thread; the daemon waits for tombstones on stop, and the reconciler
         deletes any a crash left behind.
         """
-        link = await self.rtnl.link(net.bridge_name)
+        st = BridgeState.of(net)
+        link = await self.rtnl.link(st.bridge_name)
         if link is None:
             return
-        if net.bridge_external:
+        if st.bridge_external:
             for cidr in gateway_cidrs(net):
                 await self.rtnl.del_address(link.index, cidr)
             return
@@ -127,9 +199,6 @@ class BridgeDriver:
         self.reaping[task] = index
         task.add_done_callback(lambda t: self.reaping.pop(t, None))
 
-    def reaping_indexes(self) -> set[int]:
-        return set(self.reaping.values())
-
     async def _reap(self, index: int) -> None:
         try:
             await self.rtnl.delete_in_thread(index)
@@ -140,3 +209,78 @@ class BridgeDriver:
         """Wait until every tombstone is gone (clean stop)."""
         while self.reaping:
             await asyncio.gather(*list(self.reaping), return_exceptions=True)
+
+    def firewall(self, net: Network) -> FirewallFacts:
+        st = BridgeState.of(net)
+        return FirewallFacts(
+            iface=st.bridge_name,
+            subnets4=tuple(p.subnet for p in net.pools if p.version == 4),
+            subnets6=tuple(p.subnet for p in net.pools if p.version == 6),
+            internal=net.internal,
+            icc=st.icc,
+            masquerade=st.masquerade,
+        )
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    def prepare_endpoint(self, net: Network, ep: Endpoint) -> None:
+        ep.host_ifname = veth.host_ifname(ep.id)
+
+    async def join(self, net: Network, ep: Endpoint, sandbox: Sandbox) -> None:
+        st = BridgeState.of(net)
+        bridge = await self.rtnl.index(st.bridge_name)
+        if bridge is None:
+            raise SystemFailure(f"bridge {st.bridge_name} of network {net.name} is missing")
+        await veth.attach(self.rtnl, sandbox.inner, sandbox.path, bridge, st.mtu, ep)
+
+    async def leave(self, net: Network, ep: Endpoint, sandbox_path: str | None) -> None:
+        # Deleting the host end takes the pair (and the sandbox end) with it.
+        await self.rtnl.delete_in_thread(name=ep.host_ifname)
+
+    async def endpoint_present(
+        self, net: Network, ep: Endpoint, host_links: dict[str, LinkInfo], inner: Rtnl
+    ) -> bool:
+        return ep.host_ifname in host_links
+
+    # -- reconcile -----------------------------------------------------------------------
+
+    async def reconcile(self, nets: list[Network]) -> int:
+        """Stray bridges (ours by name or alias) go; missing or broken ones are rebuilt."""
+        changes = 0
+        wanted = {BridgeState.of(n).bridge_name: n for n in nets}
+        bridges = self.rtnl.links("bridge")
+        by_name = {link.name: link for link in bridges}
+        reaping = set(self.reaping.values())
+        for link in bridges:
+            if link.index in reaping:
+                continue
+            ours = link.alias.startswith(ALIAS_PREFIX) or link.name.startswith(
+                (BRIDGE_PREFIX, TOMBSTONE_PREFIX)
+            )
+            if not ours:
+                continue
+            net = wanted.get(link.name)
+            if net is None or (
+                link.alias.startswith(ALIAS_PREFIX) and link.alias != alias_for(net)
+            ):
+                log.info("removing stray bridge name=%s alias=%s", link.name, link.alias or "-")
+                await self.rtnl.delete_in_thread(link.index)
+                by_name.pop(link.name, None)
+                changes += 1
+        addrs = self.rtnl.addresses() if wanted else {}
+        for name, net in wanted.items():
+            current = by_name.get(name)
+            have = addrs.get(current.index, set()) if current is not None else set()
+            if await self.ensure(net, current, have):
+                log.info("bridge repaired name=%s network=%s", name, net.name)
+                changes += 1
+        return changes
+
+    async def sweep_endpoints(self, wanted: set[str]) -> int:
+        changes = 0
+        for link in self.rtnl.links("veth"):
+            if link.name.startswith(veth.HOST_PREFIX) and link.name not in wanted:
+                log.info("removing stray veth name=%s", link.name)
+                await self.rtnl.delete_in_thread(link.index)
+                changes += 1
+        return changes

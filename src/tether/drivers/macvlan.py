@@ -33,13 +33,13 @@ from tether.errors import Forbidden, InvalidParameter, SystemFailure
 from tether.kernel.rtdump import LinkInfo
 from tether.kernel.rtnl import Rtnl
 from tether.model import Endpoint, Network
+from tether.options import OPT_MTU, parse_mtu
 
 log = logging.getLogger("tether.macvlan")
 
 NAME = "macvlan"
 OPT_PARENT = "parent"
 OPT_MODE = "macvlan_mode"
-OPT_MTU = "com.docker.network.driver.mtu"
 MODES = ("bridge", "private", "vepa", "passthru")
 # The stand-in for Docker's dm-<id12> dummy parent: an unconnected bridge, owned by name.
 PRIVATE_PREFIX = "tm-"
@@ -62,18 +62,6 @@ class MacvlanState:
 
 def private_parent_name(net_id: str) -> str:
     return PRIVATE_PREFIX + net_id[:12]
-
-
-def _parse_mtu(value: str) -> int:
-    text = value[1:] if value[:1] in "+-" else value
-    if not text.isdigit():
-        raise InvalidParameter(
-            f'failed to parse {OPT_MTU} value: {value} (strconv.Atoi: parsing "{value}": invalid syntax)'
-        )
-    mtu = int(value)
-    if mtu != 0 and not 68 <= mtu <= 65535:
-        raise InvalidParameter(f"invalid MTU number: {mtu}")
-    return mtu
 
 
 class MacvlanDriver(NetworkDriver):
@@ -101,7 +89,7 @@ class MacvlanDriver(NetworkDriver):
         private = not parent or net.internal
         if private:
             parent = private_parent_name(net.id)
-        mtu = _parse_mtu(options[OPT_MTU]) if OPT_MTU in options else 0
+        mtu = parse_mtu(options[OPT_MTU]) if OPT_MTU in options else 0
         for other in others:
             if other.driver != NAME or other.id == net.id:
                 continue
@@ -251,8 +239,9 @@ class MacvlanDriver(NetworkDriver):
 
     # -- reconcile -----------------------------------------------------------------------
 
-    async def reconcile(self, nets: list[Network], host_links: list[LinkInfo]) -> int:
+    async def reconcile(self, nets: list[Network]) -> int:
         changes = 0
+        host_links = self.rtnl.links("bridge")
         wanted = {
             st.parent: (net, st)
             for net in nets

@@ -7,12 +7,11 @@ two links up.  Host ends are named tv<endpoint id prefix>: the reconciler owns t
 
 from __future__ import annotations
 
-import ipaddress
 import os
 
 from tether.errors import SystemFailure
 from tether.kernel.rtnl import Rtnl
-from tether.model import Endpoint, Network
+from tether.model import Endpoint
 
 HOST_PREFIX = "tv"
 
@@ -21,20 +20,14 @@ def host_ifname(endpoint_id: str) -> str:
     return HOST_PREFIX + endpoint_id[:12]
 
 
-def mac_from_ipv4(ip: str) -> str:
-    """Docker's default MAC: 02:42 followed by the four bytes of the IPv4 address."""
-    packed = ipaddress.IPv4Address(ip).packed
-    return "02:42:" + ":".join(f"{b:02x}" for b in packed)
-
-
-async def attach(host: Rtnl, inner: Rtnl, netns_path: str, net: Network, ep: Endpoint) -> None:
-    bridge = await host.index(net.bridge_name)
-    if bridge is None:
-        raise SystemFailure(f"bridge {net.bridge_name} of network {net.name} is missing")
+async def attach(
+    host: Rtnl, inner: Rtnl, netns_path: str, bridge: int, mtu: int, ep: Endpoint
+) -> None:
+    """A veth pair from the bridge (index `bridge` on the host) to `ep.ifname` in the sandbox."""
     fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         index = await host.add_veth(
-            ep.host_ifname, ep.ifname, peer_netns_fd=fd, master=bridge, mtu=net.mtu, peer_mac=ep.mac
+            ep.host_ifname, ep.ifname, peer_netns_fd=fd, master=bridge, mtu=mtu, peer_mac=ep.mac
         )
     finally:
         os.close(fd)

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from tether.model import Container, Endpoint, EndpointConfig, Network
+from tether.netmodes import DEFAULT_NETWORK
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -63,12 +64,9 @@ def status_text(c: Container, now: float | None = None) -> str:
     return "Created"
 
 
-def user_defined(net: Network | None) -> bool:
-    return net is not None and net.driver == "bridge" and net.name != "bridge"
-
-
 def aliases(c: Container, cfg: EndpointConfig, net: Network | None) -> list[str] | None:
-    if not user_defined(net):
+    # Docker lists aliases (with the short id) on user-defined networks only.
+    if net is None or net.predefined:
         return None
     return [*cfg.aliases, c.short_id]
 
@@ -117,7 +115,7 @@ def network_settings(
 ) -> dict[str, Any]:
     nets = networks_view(c, network_of)
     # The top-level fields are Docker's legacy view of the default bridge endpoint only.
-    default = nets.get("bridge") if c.network_mode == "bridge" else None
+    default = nets.get(DEFAULT_NETWORK) if c.network_mode == DEFAULT_NETWORK else None
     return {
         "Bridge": "",
         "SandboxID": sandbox_id if c.state.running else "",

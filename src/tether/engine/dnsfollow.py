@@ -12,20 +12,33 @@ import logging
 from tether.dns.answer import View
 from tether.dns.records import Member, Zone
 from tether.dns.server import DnsServer
-from tether.engine.container_views import user_defined
 from tether.engine.containers import Containers
+from tether.engine.endpoints import user_defined
+from tether.events import (
+    ContainerDestroyed,
+    ContainerStarted,
+    ContainerStopped,
+    EndpointJoined,
+    EndpointLeft,
+    EventBus,
+    SandboxReady,
+)
 from tether.model import Container
 
 log = logging.getLogger("tether.dns")
 
 
 class DnsFollower:
-    def __init__(self, server: DnsServer, containers: Containers) -> None:
+    def __init__(self, server: DnsServer, containers: Containers, events: EventBus) -> None:
         self.server = server
         self.containers = containers
         self.generation = 0
-        containers.listeners.append(self.on_event)
-        containers.before_process_start.append(self.prepare)
+        events.subscribe(SandboxReady, lambda e: self.prepare(e.container))
+        events.subscribe(ContainerStarted, lambda e: self.on_event(e.container, "start"))
+        events.subscribe(ContainerStopped, lambda e: self.on_event(e.container, "stop"))
+        events.subscribe(ContainerDestroyed, lambda e: self.on_event(e.container, "destroy"))
+        events.subscribe(EndpointJoined, lambda e: self.on_event(e.container, "connect"))
+        events.subscribe(EndpointLeft, lambda e: self.on_event(e.container, "disconnect"))
 
     def view(self, c: Container) -> View | None:
         """The sandbox's view, or None when it has no embedded DNS (default bridge, host, none)."""

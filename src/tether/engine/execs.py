@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.engine.containers import Containers
+from tether.engine.supervisor import Supervisor
 from tether.errors import Conflict, NotFound
 from tether.runtime import shim
 from tether.runtime.logs import docker_frame
@@ -45,8 +46,9 @@ Read = Callable[[], Awaitable[bytes]]
 
 
 class Execs:
-    def __init__(self, containers: Containers) -> None:
+    def __init__(self, containers: Containers, supervisor: Supervisor) -> None:
         self.containers = containers
+        self.supervisor = supervisor
         self.by_id: dict[str, Exec] = {}
 
     def create(self, term: str, body: dict[str, Any]) -> Exec:
@@ -125,8 +127,7 @@ class Execs:
             raise Conflict(f"Container {c.id} is not running")
         if ex.running or ex.exit_code is not None:
             raise Conflict(f"Exec {ex.id} has already run")
-        shim_path = self.containers.shim_path or shim.ensure_built()
-        self.containers.shim_path = shim_path
+        shim_path = self.supervisor.ensure_shim()
         argv = shim.exec_argv(shim_path, c.state.pid, ex.workdir, ex.env, ex.tty, ex.cmd)
         loop = asyncio.get_running_loop()
         to_close: list[int] = []

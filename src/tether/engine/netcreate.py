@@ -7,76 +7,26 @@ the kernel, so a refused create changes nothing.
 from __future__ import annotations
 
 import ipaddress
-import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from tether.errors import (
-    SWARM_MESSAGE,
-    Conflict,
-    Forbidden,
-    InvalidParameter,
-    NotFound,
-    SystemFailure,
-)
+from tether.drivers.base import NetworkDriver
+from tether.errors import Conflict, Forbidden, InvalidParameter, NotFound
 from tether.ipam import config as ipamconfig
 from tether.ipam.addresses import default_gateway
 from tether.ipam.pools import PoolSpec, overlaps, pick_subnet
-from tether.model import (
-    OPT_BRIDGE_NAME,
-    OPT_ICC,
-    OPT_MASQ,
-    OPT_MTU,
-    Network,
-    Pool,
-)
+from tether.model import Network, Pool
+from tether.timefmt import now_iso
 
 Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LINK_LOCAL = ipaddress.ip_network("fe80::/64")
-# Linux interface names: at most 15 bytes, no '/', no whitespace, not '.' or '..'.
-IFNAME_RE = re.compile(r"^[^/\s:]{1,15}$")
 
 
 def new_id() -> str:
     return secrets.token_hex(32)
-
-
-def now_iso() -> str:
-    """Docker's Created format: RFC 3339 with nanoseconds and the local offset."""
-    t = datetime.now(UTC).astimezone()
-    base = t.strftime("%Y-%m-%dT%H:%M:%S")
-    frac = f"{t.microsecond:06d}000"
-    off = t.strftime("%z")
-    off = "Z" if off in ("+0000", "") else f"{off[:3]}:{off[3:]}"
-    return f"{base}.{frac}{off}"
-
-
-def parse_go_bool(key: str, value: str) -> bool:
-    if value in ("1", "t", "T", "TRUE", "true", "True"):
-        return True
-    if value in ("0", "f", "F", "FALSE", "false", "False"):
-        return False
-    raise InvalidParameter(
-        f'failed to parse {key} value: {value} (strconv.ParseBool: parsing "{value}": invalid syntax)'
-    )
-
-
-def parse_go_int(key: str, value: str) -> int:
-    text = value[1:] if value[:1] in "+-" else value
-    if not text or not text.isdigit() or not text.isascii():
-        raise InvalidParameter(
-            f'failed to parse {key} value: {value} (strconv.Atoi: parsing "{value}": invalid syntax)'
-        )
-    n = int(value)
-    if not -(2**63) <= n < 2**63:
-        raise InvalidParameter(
-            f'failed to parse {key} value: {value} (strconv.Atoi: parsing "{value}": value out of range)'
-        )
-    return n
 
 
 @dataclass
@@ -95,50 +45,25 @@ def _find_conflicting_network(subnet: Subnet, networks: Iterable[Network]) -> Ne
     return None
 
 
-def _bridge_options(
-    net_id: str, name: str, options: dict[str, str], networks: Iterable[Network]
-) -> tuple[str, int, bool, bool]:
-    bridge_name = options.get(OPT_BRIDGE_NAME, "") or f"tb-{net_id[:12]}"
-    if not IFNAME_RE.match(bridge_name) or bridge_name in (".", ".."):
-        raise InvalidParameter(f"invalid bridge name: {bridge_name}")
-    mtu = 0
-    if OPT_MTU in options:
-        mtu = parse_go_int(OPT_MTU, options[OPT_MTU])
-        if mtu != 0 and not 68 <= mtu <= 65535:
-            raise InvalidParameter(f"invalid MTU number: {mtu}")
-    icc = parse_go_bool(OPT_ICC, options[OPT_ICC]) if OPT_ICC in options else True
-    masq = parse_go_bool(OPT_MASQ, options[OPT_MASQ]) if OPT_MASQ in options else True
-    for other in networks:
-        if other.driver == "bridge" and other.bridge_name == bridge_name:
-            raise Forbidden(
-                f"cannot create network {net_id} ({bridge_name}): conflicts with network "
-                f"{other.id} ({other.bridge_name}): networks have same bridge name"
-            )
-    return bridge_name, mtu, icc, masq
-
-
 def resolve(
     body: dict[str, Any],
+    driver: NetworkDriver,
     networks: list[Network],
     host_routes: list[Subnet],
     default_pools: list[PoolSpec],
     cursors: dict[int, str],
     net_id: str | None = None,
 ) -> Resolved:
+    """`driver` is the registry's answer for the body's Driver (the caller asked for it)."""
     name = body.get("Name")
     if not isinstance(name, str) or not name:
         raise InvalidParameter("network name can't be empty")
     if any(n.name == name for n in networks):
         raise Conflict(f"network with name {name} already exists")
-
-    driver = body.get("Driver") or "bridge"
-    if driver == "overlay":
-        raise Forbidden(SWARM_MESSAGE)
-    if driver in ("host", "null"):
-        if any(n.driver == driver for n in networks):
-            raise Forbidden(f'only one instance of "{driver}" network is allowed')
-    elif driver != "bridge":
-        raise NotFound(f'plugin "{driver}" not found')
+    caps = driver.caps
+    if caps.singleton and any(n.driver == driver.name for n in networks):
+        raise Forbidden(f'only one instance of "{driver.name}" network is allowed')
+    _refuse_what_cannot_be_honoured(body, driver)
 
     ipam = body.get("IPAM") or {}
     ipam_driver = ipam.get("Driver") or "default"
@@ -154,25 +79,22 @@ def resolve(
     net = Network(
         id=net_id,
         name=name,
-        driver=driver,
+        driver=driver.name,
         created=now_iso(),
+        scope=caps.scope,
         enable_ipv6=enable_ipv6,
         internal=internal,
         attachable=bool(body.get("Attachable")),
-        ingress=bool(body.get("Ingress")),
         ipam_driver=ipam_driver,
         ipam_options={str(k): str(v) for k, v in (ipam.get("Options") or {}).items()},
         options=options,
         labels=labels,
     )
     resolved = Resolved(net)
-    if driver in ("host", "null"):
+    driver.validate(net, networks)
+    if not caps.endpoints:
         net.ipam_config = []
         return resolved
-
-    net.bridge_name, net.mtu, net.icc, net.masquerade = _bridge_options(
-        net_id, name, options, networks
-    )
 
     # Parse and check each user config; the same checks docker's CLI makes, for API callers.
     parsed: list[tuple[dict[str, Any], Subnet]] = []
@@ -194,18 +116,13 @@ def resolve(
     )
     v4 = [(c, s) for c, s in parsed if s.version == 4]
     v6 = [(c, s) for c, s in parsed if s.version == 6]
-    if len(v4) > 1 or len(v6) > 1:
-        raise Forbidden("bridge driver doesn't support multiple subnets")
+    if len(v4) > caps.subnets_per_family or len(v6) > caps.subnets_per_family:
+        raise Forbidden(f"{driver.name} driver doesn't support multiple subnets")
     for _, net6 in v6:
         if net6.is_multicast:
             raise InvalidParameter(f"multicast subnet '{net6}' is not allowed")
         if net6 != LINK_LOCAL and net6.overlaps(LINK_LOCAL):
             raise InvalidParameter(f"'{net6}' clashes with the Link-Local prefix 'fe80::/64'")
-    if enable_ipv6 and not v6:
-        raise Forbidden(
-            "could not find an available, non-overlapping IPv6 address pool among the "
-            "defaults to assign to the network"
-        )
 
     shown: list[dict[str, Any]] = []
     taken = [p.network for n in networks for p in n.pools]
@@ -225,6 +142,14 @@ def resolve(
         shown.append(_shown(cfg))
         if enable_ipv6:
             net.pools.append(_user_pool(cfg, subnet, networks))
+    if enable_ipv6 and not v6:
+        # Docker 27+: a /64 from the default IPv6 pool (the host's ULA /48 unless
+        # --default-address-pool names an IPv6 base).
+        subnet6 = pick_subnet(default_pools, 6, taken, host_routes, cursors.get(6))
+        resolved.cursors[6] = str(subnet6)
+        gw6 = default_gateway(subnet6, None)
+        net.pools.append(Pool(subnet=str(subnet6), gateway=str(gw6)))
+        shown.append({"Subnet": str(subnet6), "Gateway": str(gw6)})
     net.ipam_config = shown
 
     for pool in net.pools:
@@ -274,27 +199,39 @@ def _user_pool(cfg: dict[str, Any], subnet: Subnet, networks: list[Network]) -> 
 
 
 def predefined(
-    name: str, driver: str, bridge_subnet: Subnet | None = None, bridge_name: str = "tether0"
+    name: str, driver: NetworkDriver, options: dict[str, str], pool: Pool | None = None
 ) -> Network:
-    """The networks every daemon starts with: bridge, host, none."""
-    net = Network(id=new_id(), name=name, driver=driver, created=now_iso())
-    if driver == "bridge":
-        if bridge_subnet is None:
-            raise SystemFailure("default bridge needs a subnet")
-        gw = default_gateway(bridge_subnet, None)
-        net.pools = [Pool(subnet=str(bridge_subnet), gateway=str(gw))]
-        net.ipam_options = None
-        net.ipam_config = [{"Subnet": str(bridge_subnet)}]
-        net.bridge_name = bridge_name
-        net.options = {
-            "com.docker.network.bridge.default_bridge": "true",
-            "com.docker.network.bridge.enable_icc": "true",
-            "com.docker.network.bridge.enable_ip_masquerade": "true",
-            "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
-            "com.docker.network.bridge.name": bridge_name,
-            "com.docker.network.driver.mtu": "1500",
-        }
-    else:
-        net.ipam_options = None
-        net.options = {}
+    """One of the networks every daemon starts with (netmodes.PREDEFINED)."""
+    net = Network(id=new_id(), name=name, driver=driver.name, created=now_iso())
+    net.ipam_options = None
+    net.options = dict(options)
+    if pool is not None:
+        net.pools = [pool]
+        net.ipam_config = [{"Subnet": pool.subnet}]
+    driver.validate(net, [])
     return net
+
+
+def _refuse_what_cannot_be_honoured(body: dict[str, Any], driver: NetworkDriver) -> None:
+    """Flags Docker accepts for swarm or other drivers: refused by name, never stored."""
+    if body.get("Ingress"):
+        raise Forbidden(
+            "ingress networks belong to swarm's routing mesh, which tether does not have: "
+            "publish ports with -p instead"
+        )
+    scope = body.get("Scope") or ""
+    if scope not in ("", "local", driver.caps.scope):
+        raise Forbidden(
+            f"the {driver.name} driver cannot create {scope}-scope networks (its scope is "
+            f"{driver.caps.scope}); global networks are overlay networks with --cluster-store"
+        )
+    if "encrypted" in (body.get("Options") or {}) and not driver.caps.encryption:
+        raise Forbidden(
+            f"the {driver.name} driver cannot encrypt traffic: -o encrypted is for overlay "
+            "networks"
+        )
+    if body.get("ConfigOnly") or (body.get("ConfigFrom") or {}).get("Network"):
+        raise Forbidden(
+            "--config-only and --config-from networks are swarm configuration templates, "
+            "which tether does not support"
+        )

@@ -13,19 +13,29 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from tether.drivers.bridge import BridgeDriver
+from tether.drivers.registry import DriverRegistry
 from tether.engine import filters as flt
 from tether.engine import netcreate
 from tether.errors import Forbidden, InvalidParameter, NotFound
+from tether.events import EventBus, NetworkCreated, NetworkRemoved
+from tether.ipam.addresses import default_gateway
 from tether.ipam.manager import Ipam
 from tether.ipam.pools import PoolSpec, pick_subnet
 from tether.kernel.rtnl import Rtnl
-from tether.model import PREDEFINED, Network
+from tether.model import Network, Pool
+from tether.netmodes import DEFAULT_DRIVER, PREDEFINED
 from tether.store.sqlite import Store
 
 log = logging.getLogger("tether.networks")
 
 NETWORK_FILTERS = {"driver", "id", "label", "name", "scope", "type", "dangling"}
+
+
+# The default bridge's Linux name: `docker0` is dockerd's, and the two must never reap each
+# other's objects on a shared host.
+DEFAULT_BRIDGE_NAME = "tether0"
+# The option of the default network that names its bridge (the bridge driver reads it).
+DEFAULT_BRIDGE_OPTIONS = "com.docker.network.bridge.name"
 
 
 class Networks:
@@ -34,20 +44,22 @@ class Networks:
         store: Store,
         ipam: Ipam,
         rtnl: Rtnl,
+        drivers: DriverRegistry,
         default_pools: list[PoolSpec],
         lock: asyncio.Lock,
+        events: EventBus,
+        containers_of: Callable[[Network], dict[str, Any]],
     ) -> None:
         self.store = store
         self.ipam = ipam
         self.rtnl = rtnl
-        self.bridge = BridgeDriver(rtnl)
+        self.drivers = drivers
         self.default_pools = default_pools
         self.lock = lock
+        self.events = events
         self.by_id: dict[str, Network] = {}
-        # Filled in by the container side: endpoints per network for inspect and rm checks.
-        self.containers_of: Callable[[Network], dict[str, Any]] = lambda net: {}
-        # Called after every change that the firewall must follow.
-        self.on_change: Callable[[], None] = lambda: None
+        # Endpoints per network (the container side knows them): inspect, rm and prune.
+        self.containers_of = containers_of
 
     # -- loading -------------------------------------------------------------------------
 
@@ -55,28 +67,25 @@ class Networks:
         self.by_id = {d["id"]: Network.from_doc(d) for d in self.store.load("network")}
 
     async def ensure_predefined(self) -> None:
-        """First start: create bridge (172.17.0.0/16 unless a host route overlaps), host, none."""
+        """First start: the predefined networks (the default bridge on 172.17.0.0/16 unless a
+        host route overlaps it, host, none)."""
         names = {n.name for n in self.by_id.values()}
-        if all(p in names for p in PREDEFINED):
-            return
-        created: list[Network] = []
-        if "bridge" not in names:
-            routes = self.rtnl.route_destinations()
-            taken = [p.network for n in self.by_id.values() for p in n.pools]
-            subnet = pick_subnet(self.default_pools, 4, taken, routes, None)
-            net = netcreate.predefined("bridge", "bridge", subnet)
+        for name, driver_name in PREDEFINED.items():
+            if name in names:
+                continue
+            driver = self.drivers.of(driver_name)
+            pool = None
+            if driver.caps.endpoints:
+                routes = self.rtnl.route_destinations()
+                taken = [p.network for n in self.by_id.values() for p in n.pools]
+                subnet = pick_subnet(self.default_pools, 4, taken, routes, None)
+                pool = Pool(subnet=str(subnet), gateway=str(default_gateway(subnet, None)))
+            net = netcreate.predefined(name, driver, driver.predefined_options(name), pool)
             with self.store.transaction():
                 self.store.put("network", net.id, net.name, net.to_doc())
-                self.store.set_meta("pool_cursor_4", str(subnet))
-                self.ipam.add_network(net, [(net.pools[0].gateway, "gateway")])
-            created.append(net)
-        for name, driver in (("host", "host"), ("none", "null")):
-            if name not in names:
-                net = netcreate.predefined(name, driver)
-                with self.store.transaction():
-                    self.store.put("network", net.id, net.name, net.to_doc())
-                created.append(net)
-        for net in created:
+                if pool is not None:
+                    self.store.set_meta("pool_cursor_4", pool.subnet)
+                    self.ipam.add_network(net, [(pool.gateway, "gateway")])
             self.by_id[net.id] = net
             log.info("created predefined network name=%s id=%s", net.name, net.id[:12])
 
@@ -144,41 +153,44 @@ class Networks:
             return await self._create(body)
 
     async def _create(self, body: dict[str, Any]) -> Network:
+        driver = self.drivers.get(str(body.get("Driver") or DEFAULT_DRIVER))
         existing = list(self.by_id.values())
-        cursor4 = self.store.get_meta("pool_cursor_4")
+        cursors = {
+            v: c for v in (4, 6) if (c := self.store.get_meta(f"pool_cursor_{v}")) is not None
+        }
         configs = (body.get("IPAM") or {}).get("Config") or []
         has_v4 = any(c.get("Subnet") and ":" not in str(c["Subnet"]) for c in configs)
-        needs_pool = (body.get("Driver") or "bridge") == "bridge" and not has_v4
+        has_v6 = any(c.get("Subnet") and ":" in str(c["Subnet"]) for c in configs)
+        needs_pool = driver.caps.endpoints and (
+            not has_v4 or (bool(body.get("EnableIPv6")) and not has_v6)
+        )
         routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         if needs_pool:
             routes = self.rtnl.route_destinations(self._own_routes())
         resolved = netcreate.resolve(
-            body, existing, routes, self.default_pools, {4: cursor4} if cursor4 else {}
+            body, driver, existing, routes, self.default_pools, cursors
         )
         net = resolved.network
-        if net.driver == "bridge":
-            net.bridge_external = await self.bridge.check_name(net)
+        await driver.check_kernel(net)
         with self.store.transaction():
             self.store.put("network", net.id, net.name, net.to_doc())
             for version, cursor in resolved.cursors.items():
                 self.store.set_meta(f"pool_cursor_{version}", cursor)
             self.ipam.add_network(net, resolved.reservations)
         self.by_id[net.id] = net
-        if net.driver == "bridge":
-            try:
-                await self.bridge.create(net)
-            except Exception:
-                self._forget(net)
-                raise
+        try:
+            await driver.create(net)
+        except Exception:
+            self._forget(net)
+            raise
         log.info(
-            "network created name=%s id=%s driver=%s subnets=%s bridge=%s",
+            "network created name=%s id=%s driver=%s subnets=%s",
             net.name,
             net.id[:12],
             net.driver,
             ",".join(p.subnet for p in net.pools) or "-",
-            net.bridge_name or "-",
         )
-        self.on_change()
+        self.events.publish(NetworkCreated(net))
         return net
 
     def _own_routes(self) -> set[tuple[bytes, int]]:
@@ -208,13 +220,12 @@ class Networks:
                 f"error while removing network: network {net.name} id {net.id} has active endpoints"
             )
         self._forget(net)
-        if net.driver == "bridge":
-            try:
-                await self.bridge.delete(net)
-            except Exception as exc:  # the reconciler removes what is left
-                log.warning("bridge %s not removed: %s", net.bridge_name, exc)
+        try:
+            await self.drivers.of(net.driver).delete(net)
+        except Exception as exc:  # the reconciler removes what is left
+            log.warning("network %s: kernel objects not removed: %s", net.name, exc)
         log.info("network removed name=%s id=%s", net.name, net.id[:12])
-        self.on_change()
+        self.events.publish(NetworkRemoved(net))
 
     async def prune(self, filters: flt.Filters) -> list[str]:
         flt.check_keys(filters, {"label", "label!", "until"})

@@ -1,9 +1,9 @@
 """Make the kernel match the store: remove tether-named objects nothing wants, rebuild the rest.
 
 Runs at every start (after a clean stop, a crash, or someone deleting things by hand) and
-periodically while the daemon runs.  Ownership is decided by name and alias only: bridges
-called tb-* or carrying the alias tether:net:<id>, veths called tv*, netns files under our
-exec-root.  Nothing else on the host is ever touched.
+periodically while the daemon runs.  Ownership is decided by name and alias only, and each
+driver knows its own names (drivers/*.py); netns files under our exec-root are the
+sandboxes'.  Nothing else on the host is ever touched.
 """
 
 from __future__ import annotations
@@ -11,59 +11,31 @@ from __future__ import annotations
 import logging
 import os
 
-from tether.drivers.bridge import ALIAS_PREFIX, TOMBSTONE_PREFIX, alias_for
-from tether.drivers.veth import HOST_PREFIX as VETH_PREFIX
 from tether.engine.containers import Containers
+from tether.engine.endpoints import Endpoints
 from tether.engine.networks import Networks
 from tether.kernel import netns
 
 log = logging.getLogger("tether.reconcile")
 
-BRIDGE_PREFIX = "tb-"
-
 
 async def reconcile_networks(networks: Networks) -> int:
-    """Returns the number of kernel changes made."""
+    """Every driver removes its stray host objects and repairs the rest; returns the number
+    of kernel changes made."""
     changes = 0
-    rtnl = networks.rtnl
-    wanted = {n.bridge_name: n for n in networks.by_id.values() if n.driver == "bridge"}
-    links = rtnl.links("bridge")
-    by_name = {link.name: link for link in links}
-    for link in links:
-        if link.index in networks.bridge.reaping_indexes():
-            continue
-        ours = link.alias.startswith(ALIAS_PREFIX) or link.name.startswith(
-            (BRIDGE_PREFIX, TOMBSTONE_PREFIX)
-        )
-        if not ours:
-            continue
-        net = wanted.get(link.name)
-        if net is None or (link.alias.startswith(ALIAS_PREFIX) and link.alias != alias_for(net)):
-            log.info("removing stray bridge name=%s alias=%s", link.name, link.alias or "-")
-            await rtnl.delete_in_thread(link.index)
-            by_name.pop(link.name, None)
-            changes += 1
-    addrs = rtnl.addresses()
-    for net in wanted.values():
-        current = by_name.get(net.bridge_name)
-        have = addrs.get(current.index, set()) if current is not None else set()
-        if await networks.bridge.ensure(net, current, have):
-            log.info("bridge repaired name=%s network=%s", net.bridge_name, net.name)
-            changes += 1
+    for driver in networks.drivers.all():
+        mine = [n for n in networks.by_id.values() if n.driver == driver.name]
+        changes += await driver.reconcile(mine)
     return changes
 
 
-async def reconcile_sandboxes(containers: Containers) -> int:
-    """Remove veths, netns files and address allocations that no container owns any more."""
+async def reconcile_sandboxes(containers: Containers, eps: Endpoints) -> int:
+    """Remove host links, netns files and address allocations no container owns any more."""
     changes = 0
-    veths, paths, endpoints = containers.wanted_kernel_objects()
-    rtnl = containers.host
-    for link in rtnl.links("veth"):
-        if link.name.startswith(VETH_PREFIX) and link.name not in veths:
-            log.info("removing stray veth name=%s", link.name)
-            await rtnl.delete_in_thread(link.index)
-            changes += 1
-    netns_dir = containers.sandboxes.dir
+    host_links, paths, endpoints = containers.wanted_kernel_objects()
+    for driver in eps.drivers.all():
+        changes += await driver.sweep_endpoints(host_links)
+    netns_dir = eps.sandboxes.dir
     for name in os.listdir(netns_dir):
         path = os.path.join(netns_dir, name)
         if path not in paths:
@@ -82,6 +54,6 @@ async def reconcile_sandboxes(containers: Containers) -> int:
             continue
         log.info("releasing orphan address address=%s owner=%s", address, owner[:12])
         with containers.store.transaction():
-            containers.ipam.release_owner(owner)
+            eps.ipam.release_owner(owner)
         changes += 1
     return changes

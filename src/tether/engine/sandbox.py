@@ -1,17 +1,16 @@
 """Sandboxes: a container's network namespace, its endpoints, and its default route.
 
 A sandbox is a network namespace bound to EXEC_ROOT/netns/<container id prefix>, so it lives
-without any process in it.  This module does the kernel work; containers.py decides when.
+without any process in it.  This module does the namespace's kernel work; the drivers make
+the endpoints' interfaces in it (engine/endpoints.py decides when).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 from collections.abc import Callable
 
-from tether.drivers import veth
 from tether.kernel import netns
 from tether.kernel.rtnl import Rtnl
 from tether.model import Container, Endpoint, Network
@@ -56,13 +55,6 @@ class Sandboxes:
             inner.close()
         return path
 
-    async def attach(self, c: Container, net: Network, ep: Endpoint, inner: Rtnl) -> None:
-        await veth.attach(self.host, inner, c.sandbox_key, net, ep)
-
-    async def detach(self, ep: Endpoint) -> None:
-        """Delete the pair by its host name (from a worker thread: see rtdump.delete_link)."""
-        await self.host.delete_in_thread(name=ep.host_ifname)
-
     async def set_gateway(self, c: Container, inner: Rtnl | None, gw: Endpoint | None) -> None:
         """Point the default routes at `gw` (or remove them when no endpoint has a gateway).
 
@@ -91,8 +83,7 @@ class Sandboxes:
                 inner.close()
         c.gateway = want
 
-    async def destroy(self, c: Container) -> None:
-        """Remove every endpoint, then the namespace.  Idempotent."""
-        await asyncio.gather(*(self.detach(ep) for ep in c.endpoints.values()))
+    def delete(self, c: Container) -> None:
+        """Remove the namespace (and what lives only inside it).  Idempotent."""
         if c.sandbox_key and c.sandbox_key.startswith(self.dir):
             netns.delete(c.sandbox_key)

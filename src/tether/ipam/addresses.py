@@ -102,3 +102,9 @@ def default_gateway(subnet: Subnet, ip_range: Subnet | None) -> IPAddress:
     if base is subnet or first == int(subnet.network_address):
         first += 1
     return ipaddress.ip_address(first)
+
+
+def mac_from_ipv4(ip: str) -> str:
+    """Docker's default MAC: 02:42 followed by the four bytes of the IPv4 address."""
+    packed = ipaddress.IPv4Address(ip).packed
+    return "02:42:" + ":".join(f"{b:02x}" for b in packed)

@@ -1,0 +1,285 @@
+"""Endpoints: a container's attachments to networks (libnetwork's endpoint and sandbox halves).
+
+Allocate (IPAM, recorded in the store with the names of the kernel objects to be) -> join (the
+network's driver makes the interface inside the sandbox) -> the default route -> leave and
+release.  The driver is always asked through the registry; nothing here knows what a bridge
+or a macvlan port is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections.abc import Callable
+
+from tether.drivers.base import NetworkDriver, Sandbox
+from tether.drivers.registry import DriverRegistry
+from tether.engine.sandbox import Sandboxes, gateway_endpoint
+from tether.engine.specs import random_mac
+from tether.errors import Forbidden, NotFound
+from tether.ipam.addresses import mac_from_ipv4
+from tether.ipam.manager import Ipam
+from tether.kernel.rtnl import Rtnl
+from tether.model import Container, Endpoint, EndpointConfig, Network
+from tether.store.sqlite import Store
+from tether.undo import Undo
+
+log = logging.getLogger("tether.endpoints")
+
+# (network name, what the user asked for, the network) for each endpoint to make.
+Plan = list[tuple[str, EndpointConfig, Network]]
+
+
+def user_defined(net: Network | None) -> bool:
+    """Docker's user-defined network: any but the predefined ones (only those get aliases,
+    --ip and the embedded DNS)."""
+    return net is not None and not net.predefined
+
+
+def check_endpoint_rules(net: Network, cfg: EndpointConfig) -> None:
+    """Docker's rules for --ip/--ip6 and aliases, checked before anything is allocated."""
+    if (cfg.ipv4 or cfg.ipv6) and not user_defined(net):
+        raise Forbidden("user specified IP address is supported on user defined networks only")
+    if cfg.ipv4 and (not net.user_subnets or not net.pools_of(4)):
+        raise Forbidden(
+            "user specified IP address is supported only when connecting to networks with user configured subnets"
+        )
+    if cfg.ipv6 and (not net.enable_ipv6 or not net.pools_of(6)):
+        raise Forbidden(
+            "user specified IP address is supported only when connecting to networks with user configured subnets"
+        )
+    if cfg.aliases and not user_defined(net):
+        raise Forbidden(
+            "network-scoped alias is supported only for containers in user defined networks"
+        )
+
+
+class Endpoints:
+    def __init__(
+        self,
+        store: Store,
+        ipam: Ipam,
+        drivers: DriverRegistry,
+        network_of: Callable[[str], Network | None],
+        find_network: Callable[[str], Network],
+        sandboxes: Sandboxes,
+        host: Rtnl,
+        lock: asyncio.Lock,
+    ) -> None:
+        self.store = store
+        self.ipam = ipam
+        self.drivers = drivers
+        self.network_of = network_of
+        self.find_network = find_network
+        self.sandboxes = sandboxes
+        self.host = host
+        self.lock = lock  # the daemon's lock: allocations and network changes
+
+    def driver(self, net: Network) -> NetworkDriver:
+        return self.drivers.of(net.driver)
+
+    def has_endpoints(self, net: Network) -> bool:
+        """False for the network modes (host, none): a container on them gets no interface."""
+        return self.driver(net).caps.endpoints
+
+    # -- plan and allocate ---------------------------------------------------------------
+
+    def resolve(self, c: Container) -> Plan:
+        """The networks to attach, resolved and checked (no changes made)."""
+        plan: Plan = []
+        renamed: dict[str, EndpointConfig] = {}
+        for name, cfg in c.networks.items():
+            net = self.network_of(cfg.network_id) if cfg.network_id else None
+            if net is None:
+                try:
+                    net = self.find_network(name)
+                except NotFound:
+                    raise NotFound(f"network {name} not found") from None
+            if not self.has_endpoints(net):
+                renamed[net.name] = cfg
+                continue
+            check_endpoint_rules(net, cfg)
+            cfg.network_id = net.id
+            renamed[net.name] = cfg
+            plan.append((net.name, cfg, net))
+        c.networks = renamed
+        return plan
+
+    def allocate(
+        self, c: Container, net: Network, cfg: EndpointConfig, taken: list[tuple[str, str]]
+    ) -> Endpoint:
+        """Addresses and names for one endpoint, inside the caller's store transaction.
+
+        Each address is appended to `taken` as (network id, address): if the transaction
+        rolls back, the caller hands them to `forget`, which drops them from memory only.
+        """
+        ep_id = secrets.token_hex(32)
+        ep = Endpoint(id=ep_id, network_id=net.id, ifname=f"eth{c.next_if}", host_ifname="", mac="")
+        c.next_if += 1
+        v4 = net.pools_of(4)
+        if v4:
+            addr = self.ipam.request(net, 4, cfg.ipv4 or None, ep_id)
+            taken.append((net.id, str(addr)))
+            ep.ipv4 = f"{addr}/{v4[0].prefixlen}"
+            ep.gateway4 = v4[0].gateway
+        v6 = net.pools_of(6)
+        if v6 and net.enable_ipv6:
+            addr6 = self.ipam.request(net, 6, cfg.ipv6 or None, ep_id)
+            taken.append((net.id, str(addr6)))
+            ep.ipv6 = f"{addr6}/{v6[0].prefixlen}"
+            ep.gateway6 = v6[0].gateway
+        ep.mac = cfg.mac or (mac_from_ipv4(ep.ipv4.split("/")[0]) if ep.ipv4 else random_mac())
+        self.driver(net).prepare_endpoint(net, ep)
+        return ep
+
+    def forget(self, taken: list[tuple[str, str]]) -> None:
+        """The transaction that held these addresses rolled back: free them in memory."""
+        for net_id, addr in taken:
+            self.ipam.forget_memory(net_id, addr)
+
+    def release(self, ep: Endpoint) -> None:
+        """Give the endpoint's addresses back (inside the caller's store transaction)."""
+        self.ipam.release_owner(ep.id)
+
+    # -- kernel ----------------------------------------------------------------------------
+
+    async def join(self, c: Container, net: Network, ep: Endpoint, inner: Rtnl) -> None:
+        await self.driver(net).join(net, ep, Sandbox(c.sandbox_key, inner))
+
+    async def leave(self, c: Container, ep: Endpoint, sandbox_going: bool) -> None:
+        """Remove one endpoint's interface; `sandbox_going`: the namespace is deleted next,
+        which takes interfaces that live only inside it along."""
+        net = self.network_of(ep.network_id)
+        if net is None:
+            # The network is gone from the store: the host end, if any, is swept by name.
+            if ep.host_ifname:
+                await self.host.delete_in_thread(name=ep.host_ifname)
+            return
+        await self.driver(net).leave(net, ep, None if sandbox_going else c.sandbox_key)
+
+    async def build_sandbox(self, c: Container, plan: Plan) -> None:
+        """The namespace, every planned endpoint in it, and the default route."""
+        if not c.sandbox_key or not c.sandbox_key.startswith(self.sandboxes.dir):
+            return
+        await self.sandboxes.create(c)
+        if not plan:
+            return
+        inner = self.sandboxes.open(c)
+        try:
+            for name, _cfg, net in plan:
+                await self.join(c, net, c.endpoints[name], inner)
+            await self.sandboxes.set_gateway(c, inner, gateway_endpoint(c, self.network_of))
+        finally:
+            inner.close()
+
+    async def destroy_sandbox(self, c: Container) -> None:
+        """Every endpoint's interface, then the namespace.  Idempotent."""
+        await asyncio.gather(*(self.leave(c, ep, True) for ep in c.endpoints.values()))
+        if c.sandbox_key and c.sandbox_key.startswith(self.sandboxes.dir):
+            self.sandboxes.delete(c)
+
+    async def connect(self, c: Container, net: Network, cfg: EndpointConfig) -> Endpoint:
+        """Attach a running container to one more network: store first, then the kernel."""
+        async with Undo() as undo:
+            async with self.lock:
+                if self.network_of(net.id) is None:  # removed while we waited
+                    raise NotFound(f"network {net.name} not found")
+                taken: list[tuple[str, str]] = []
+                try:
+                    with self.store.transaction():
+                        ep = self.allocate(c, net, cfg, taken)
+                        c.networks[net.name] = cfg
+                        c.endpoints[net.name] = ep
+                        self.store.put("container", c.id, c.name, c.to_doc())
+                except BaseException:
+                    self.forget(taken)
+                    c.networks.pop(net.name, None)
+                    c.endpoints.pop(net.name, None)
+                    raise
+
+            async def unrecord() -> None:
+                async with self.lock:
+                    with self.store.transaction():
+                        self.release(ep)
+                        c.networks.pop(net.name, None)
+                        c.endpoints.pop(net.name, None)
+                        self.store.put("container", c.id, c.name, c.to_doc())
+
+            undo.push(unrecord, "endpoint record")
+            undo.push(lambda: self.leave(c, ep, False), "endpoint interface")
+            inner = self.sandboxes.open(c)
+            try:
+                await self.join(c, net, ep, inner)
+                await self.sandboxes.set_gateway(c, inner, gateway_endpoint(c, self.network_of))
+            finally:
+                inner.close()
+        return ep
+
+    async def disconnect(self, c: Container, name: str) -> Endpoint | None:
+        ep = c.endpoints.get(name)
+        if ep is not None:
+            await self.leave(c, ep, False)
+        async with self.lock:
+            with self.store.transaction():
+                if ep is not None:
+                    self.release(ep)
+                c.networks.pop(name, None)
+                c.endpoints.pop(name, None)
+                self.store.put("container", c.id, c.name, c.to_doc())
+        if c.state.running and c.sandbox_key:
+            await self.sandboxes.set_gateway(c, None, gateway_endpoint(c, self.network_of))
+        return ep
+
+    async def repair(self, c: Container) -> bool:
+        """Rebuild endpoints of a running container whose kernel objects are gone (after a
+        restart, or someone deleting links).  Returns whether anything was rebuilt."""
+        if not c.endpoints or not c.sandbox_key or not os.path.exists(c.sandbox_key):
+            return False
+        host_links = {link.name: link for link in self.host.links()}
+        inner = self.sandboxes.open(c)
+        try:
+            missing = []
+            for name, ep in c.endpoints.items():
+                net = self.network_of(ep.network_id)
+                if net is None:
+                    continue
+                if not await self.driver(net).endpoint_present(net, ep, host_links, inner):
+                    missing.append((name, ep, net))
+            for name, ep, net in missing:
+                stale = await inner.index(ep.ifname)
+                if stale is not None:
+                    await inner.delete(stale)
+                await self.join(c, net, ep, inner)
+                log.info("endpoint rebuilt container=%s network=%s", c.name, name)
+            if missing:
+                c.gateway = ""  # the rebuilt link lost its routes: set them again
+                await self.sandboxes.set_gateway(c, inner, gateway_endpoint(c, self.network_of))
+            return bool(missing)
+        finally:
+            inner.close()
+
+    # -- views -----------------------------------------------------------------------------
+
+    def port_target(self, c: Container) -> tuple[str, str]:
+        """(container address, endpoint id) that published ports lead to: the gateway
+        endpoint's, when its network's driver publishes ports.
+
+        As in Docker, ports are programmed on the endpoint that has external connectivity;
+        a container whose gateway is on an --internal network publishes nothing (silently).
+        """
+        gw = gateway_endpoint(c, self.network_of)
+        if gw is None or not gw.ipv4:
+            return "", ""
+        net = self.network_of(gw.network_id)
+        if net is None or net.internal or not self.driver(net).caps.publishes_ports:
+            return "", ""
+        return gw.ipv4.split("/")[0], gw.id
+
+    def embedded_dns(self, c: Container) -> bool:
+        return any(
+            user_defined(net) and self.driver(net).caps.embedded_dns
+            for ep in c.endpoints.values()
+            if (net := self.network_of(ep.network_id)) is not None
+        )

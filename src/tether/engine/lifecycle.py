@@ -1,0 +1,585 @@
+"""A container's life: start, stop, kill, restart, remove, wait, connect, disconnect, restore.
+
+Order of every start: resolve and check (nothing changed yet) -> allocate addresses and record
+the endpoints in the store, in one transaction -> build the sandbox in the kernel -> publish
+ports -> start the process -> record it running.  Each step pushes its undo as soon as it has
+happened (undo.py), so a failure at any step takes back exactly what was done; a crash at any
+step is undone (or completed) by `restore` at the next start of the daemon, because the store
+always says which kernel objects a container may own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+from tether.engine.containers import Containers
+from tether.engine.endpoints import Endpoints, Plan, check_endpoint_rules, user_defined
+from tether.engine.specs import endpoint_config, parse_signal
+from tether.engine.supervisor import (
+    Run,
+    Supervisor,
+    first_child,
+    kill_shim_tree,
+    running_state,
+)
+from tether.errors import (
+    Conflict,
+    Forbidden,
+    InvalidParameter,
+    NotFound,
+    NotModified,
+    SystemFailure,
+    TetherError,
+)
+from tether.events import (
+    ContainerDestroyed,
+    ContainerStarted,
+    ContainerStopped,
+    EndpointJoined,
+    EndpointLeft,
+    EventBus,
+    SandboxReady,
+)
+from tether.model import Container, Network
+from tether.netmodes import is_container
+from tether.runtime import files, shim
+from tether.runtime.images import ImageStore
+from tether.timefmt import iso_utc
+from tether.undo import Undo
+
+if TYPE_CHECKING:
+    from tether.engine.networks import Networks
+    from tether.firewall.publish import Publisher
+
+log = logging.getLogger("tether.lifecycle")
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        containers: Containers,
+        networks: Networks,
+        endpoints: Endpoints,
+        images: ImageStore,
+        events: EventBus,
+        publisher: Publisher | None,
+        host_resolv_path: str,
+        lock: asyncio.Lock,
+    ) -> None:
+        self.containers = containers
+        self.networks = networks
+        self.endpoints = endpoints
+        self.images = images
+        self.events = events
+        # Published ports (None: no port publishing at all, as in unit setups).
+        self.publisher = publisher
+        self.host_resolv_path = host_resolv_path
+        self.lock = lock  # the daemon's lock: allocations and network changes
+        self.supervisor = Supervisor(containers.dir, self._finish)
+        self._waiters: dict[str, list[tuple[str, asyncio.Future[int]]]] = {}
+
+    # -- start -----------------------------------------------------------------------------
+
+    async def start(self, term: str) -> Container:
+        c = self.containers.find(term)
+        async with self.containers.lock(c):
+            if c.state.running:
+                raise NotModified("container already started")
+            if c.state.status == "removing":
+                raise Conflict(f"container {c.id} is marked for removal and cannot be started")
+            await self._start(c)
+        return c
+
+    async def _start(self, c: Container) -> None:
+        img = self.images.by_id.get(c.image_id)
+        if img is None:
+            raise NotFound(f"No such image: {c.image}")
+        mode = c.network_mode
+        join_path: str | None = None
+        if is_container(mode):
+            other = self.containers.find(mode.split(":", 1)[1])
+            if not other.state.running:
+                raise Conflict(f"cannot join network of a non running container: {other.id}")
+            join_path = other.sandbox_key or None
+        plan = (
+            self.endpoints.resolve(c)
+            if mode not in ("host", "none") and not is_container(mode)
+            else []
+        )
+        try:
+            async with Undo() as undo:
+                await self._allocate(c, plan, join_path)
+                undo.push(lambda: self._teardown(c), "sandbox and addresses")
+                await self.endpoints.build_sandbox(c, plan)
+                self._write_files(c)
+                await self._publish(c)
+                self.events.publish(SandboxReady(c))
+                spec = self._run_spec(c, self.images.rootfs(img))
+                try:
+                    os.unlink(self.containers.paths(c)["exit"])
+                except FileNotFoundError:
+                    pass
+                shim_pid, pid = await self.supervisor.spawn(spec)
+        except BaseException as exc:
+            self._record_start_failure(c, exc)
+            if isinstance(exc, shim.StartError):
+                raise SystemFailure(c.state.error) from None
+            raise
+        c.state = running_state(pid, shim_pid)
+        self.containers.save(c)
+        self.supervisor.watch(c)
+        log.info(
+            "container started name=%s id=%s pid=%d endpoints=%s",
+            c.name,
+            c.short_id,
+            pid,
+            ",".join(f"{n}:{ep.ipv4 or ep.ipv6}" for n, ep in c.endpoints.items()) or "-",
+        )
+        self.events.publish(ContainerStarted(c))
+
+    async def _allocate(self, c: Container, plan: Plan, join_path: str | None) -> None:
+        """Addresses and the sandbox's name, recorded in one transaction."""
+        mode = c.network_mode
+        taken: list[tuple[str, str]] = []
+        async with self.lock:
+            try:
+                with self.containers.store.transaction():
+                    c.next_if = 0
+                    c.gateway = ""
+                    c.endpoints = {}
+                    for name, cfg, net in plan:
+                        c.endpoints[name] = self.endpoints.allocate(c, net, cfg, taken)
+                    if mode == "none" or plan:
+                        c.sandbox_key = self.endpoints.sandboxes.path_for(c)
+                    elif join_path:
+                        c.sandbox_key = join_path
+                    else:
+                        c.sandbox_key = ""
+                    c.state.error = ""
+                    self.containers.store.put("container", c.id, c.name, c.to_doc())
+            except BaseException:
+                self.endpoints.forget(taken)
+                c.endpoints = {}
+                c.sandbox_key = ""
+                raise
+
+    def _record_start_failure(self, c: Container, exc: BaseException) -> None:
+        message = str(exc.message if isinstance(exc, TetherError) else exc)
+        c.state.exit_code = (
+            127
+            if "executable file not found" in message
+            else 126
+            if "permission denied" in message.lower()
+            else 128
+        )
+        c.state.error = (
+            f"OCI runtime create failed: unable to start container process: {message}: unknown"
+            if isinstance(exc, shim.StartError)
+            else message
+        )
+        self.containers.save(c)
+        log.warning(
+            "container start failed name=%s id=%s error=%r", c.name, c.short_id, c.state.error
+        )
+
+    async def _publish(self, c: Container) -> None:
+        c.ports = []
+        if (
+            self.publisher is None
+            or c.network_mode in ("host", "none")
+            or is_container(c.network_mode)
+        ):
+            return
+        target, ep_id = self.endpoints.port_target(c)
+        if not target:
+            return
+        async with self.lock:
+            c.ports = self.publisher.publish(c, target, ep_id)
+        await self.publisher.wire_proxies(c)
+
+    async def _retarget_ports(self, c: Container) -> None:
+        if self.publisher is None or not c.ports:
+            return
+        target, _ = self.endpoints.port_target(c)
+        if target != c.ports[0].target_ip:
+            self.publisher.retarget(c, target)
+            await self.publisher.wire_proxies(c)
+
+    def _write_files(self, c: Container) -> None:
+        p = self.containers.paths(c)
+        mode = c.network_mode
+        try:
+            with open(self.host_resolv_path) as f:
+                host_resolv = f.read()
+        except OSError:
+            host_resolv = ""
+        hc = c.host_config
+        extra = [(h.split(":", 1)[0], h.split(":", 1)[1]) for h in hc.get("ExtraHosts") or []]
+        if mode == "host":
+            try:
+                with open("/etc/hosts") as f:
+                    hosts_text = f.read()
+            except OSError:
+                hosts_text = files.HOSTS_HEADER
+            hosts_text += "".join(f"{ip}\t{name}\n" for name, ip in extra)
+            resolv_text = host_resolv
+            servers = files.parse_resolv(host_resolv)[0]
+        else:
+            addrs = [ep.ipv4.split("/")[0] for ep in c.endpoints.values() if ep.ipv4]
+            addrs += [ep.ipv6.split("/")[0] for ep in c.endpoints.values() if ep.ipv6]
+            hosts_text = files.hosts(
+                c.hostname, str(c.config.get("Domainname") or ""), addrs, extra
+            )
+            resolv_text, servers = files.resolv_conf(
+                host_resolv,
+                hc.get("Dns") or [],
+                hc.get("DnsSearch") or [],
+                hc.get("DnsOptions") or [],
+                embedded=self.endpoints.embedded_dns(c),
+            )
+        c.dns_upstreams = servers
+        host_name = os.uname().nodename if mode == "host" else c.hostname
+        _write_in_place(p["hosts"], hosts_text)
+        _write_in_place(p["resolv"], resolv_text)
+        _write_in_place(p["hostname"], files.hostname_file(host_name))
+
+    def _run_spec(self, c: Container, rootfs: str | None) -> shim.RunSpec:
+        p = self.containers.paths(c)
+        d = self.containers.cdir(c)
+        overlay = None
+        if rootfs:
+            for sub in ("upper", "work", "rootfs"):
+                os.makedirs(os.path.join(d, sub), exist_ok=True)
+            overlay = (rootfs, os.path.join(d, "upper"), os.path.join(d, "work"))
+        env = list(c.config.get("Env") or [])
+        keys = {e.split("=", 1)[0] for e in env}
+        if "HOSTNAME" not in keys:
+            env.append(f"HOSTNAME={c.hostname}")
+        if "HOME" not in keys:
+            env.append("HOME=/root")
+        return shim.RunSpec(
+            log=p["log"],
+            exit_file=p["exit"],
+            netns=c.sandbox_key or None,
+            hostname=None if c.network_mode == "host" else c.hostname,
+            rootfs=os.path.join(d, "rootfs") if rootfs else None,
+            overlay=overlay,
+            binds=[
+                (p["hosts"], "/etc/hosts"),
+                (p["resolv"], "/etc/resolv.conf"),
+                (p["hostname"], "/etc/hostname"),
+            ],
+            cwd=str(c.config.get("WorkingDir") or "/"),
+            env=env,
+            argv=[c.path, *c.args],
+        )
+
+    # -- teardown --------------------------------------------------------------------------
+
+    async def _teardown(self, c: Container) -> None:
+        """Remove the sandbox and give back every address and port the container holds."""
+        if self.publisher is not None:
+            try:
+                self.publisher.unpublish(c)
+            except Exception as exc:  # the sweep releases what is left
+                log.warning("unpublishing ports of %s incomplete: %s", c.name, exc)
+        if c.endpoints or (c.sandbox_key and c.sandbox_key.startswith(self.endpoints.sandboxes.dir)):
+            try:
+                await self.endpoints.destroy_sandbox(c)
+            except Exception as exc:  # the reconciler removes what is left
+                log.warning("sandbox teardown of %s incomplete: %s", c.name, exc)
+        async with self.lock:
+            with self.containers.store.transaction():
+                for ep in c.endpoints.values():
+                    self.endpoints.release(ep)
+                c.endpoints = {}
+                c.sandbox_key = ""
+                c.next_if = 0
+                c.gateway = ""
+                self.containers.store.put("container", c.id, c.name, c.to_doc())
+
+    # -- exit ------------------------------------------------------------------------------
+
+    def _read_exit(self, c: Container) -> tuple[int, float] | None:
+        try:
+            with open(self.containers.paths(c)["exit"]) as f:
+                code, ns = f.read().split()
+            return int(code), int(ns) / 1e9
+        except (OSError, ValueError):
+            return None
+
+    async def _finish(self, cid: str) -> None:
+        c = self.containers.by_id.get(cid)
+        if c is None or not c.state.running:
+            return
+        result = self._read_exit(c)
+        if result is None:
+            if self.supervisor.still_running(c):
+                # The shim is gone but the container runs on: wait for the container itself.
+                c.state.shim_pid = 0
+                self.supervisor.watch(c, c.state.pid)
+                return
+            result = (255, time.time())
+            c.state.error = "the container's tether-shim ended without recording an exit status"
+        code, finished = result
+        async with self.containers.lock(c):
+            run = self.supervisor.forget(c)
+            c.state.status = "exited"
+            c.state.exit_code = code
+            c.state.pid = 0
+            c.state.shim_pid = 0
+            c.state.finished_at = iso_utc(finished)
+            await self._teardown(c)
+            self.containers.save(c)
+        run.finished.set()
+        log.info("container exited name=%s id=%s code=%d", c.name, c.short_id, code)
+        self.events.publish(ContainerStopped(c))
+        self._resolve_waiters(c, ("not-running", "next-exit"), code)
+        if (
+            c.host_config.get("AutoRemove")
+            and c.state.status != "removing"
+            and c.id in self.containers.by_id
+        ):
+            await self._remove(c)
+
+    # -- stop, kill, restart, remove, wait -------------------------------------------------
+
+    async def stop(self, term: str, timeout: float | None) -> Container:
+        c = self.containers.find(term)
+        if not c.state.running:
+            raise NotModified("container already stopped")
+        await self._stop(c, timeout)
+        return c
+
+    async def _stop(self, c: Container, timeout: float | None) -> None:
+        run = self.supervisor.run_of(c)
+        if run is None:
+            return
+        if timeout is None and c.config.get("StopTimeout") is not None:
+            timeout = float(c.config["StopTimeout"])  # docker run --stop-timeout
+        t = 10.0 if timeout is None or timeout < 0 else float(timeout)
+        sig = parse_signal(c.config.get("StopSignal"), signal.SIGTERM)
+        self.supervisor.signal(c, sig)
+        try:
+            await asyncio.wait_for(run.finished.wait(), t)
+        except TimeoutError:
+            self.supervisor.signal(c, signal.SIGKILL)
+            await run.finished.wait()
+
+    async def kill(self, term: str, sig: str | None) -> Container:
+        c = self.containers.find(term)
+        number = parse_signal(sig)
+        if not c.state.running:
+            raise Conflict(f"Cannot kill container: {term}: Container {c.id} is not running")
+        self.supervisor.signal(c, number)
+        return c
+
+    async def restart(self, term: str, timeout: float | None) -> Container:
+        c = self.containers.find(term)
+        if c.state.running:
+            await self._stop(c, timeout)
+        async with self.containers.lock(c):
+            if not c.state.running:
+                c.restart_count += 1
+                await self._start(c)
+        return c
+
+    async def remove(self, term: str, force: bool) -> None:
+        c = self.containers.find(term)
+        if c.state.running:
+            if not force:
+                raise Conflict(
+                    f"You cannot remove a running container {c.id}. Stop the container before "
+                    "attempting removal or force remove"
+                )
+            c.state.status = "removing"
+            run = self.supervisor.run_of(c)
+            if run is not None:
+                self.supervisor.signal(c, signal.SIGKILL)
+                c.state.status = "running"  # let _finish record the exit
+                c.host_config["AutoRemove"] = False
+                await run.finished.wait()
+        await self._remove(c)
+
+    async def _remove(self, c: Container) -> None:
+        async with self.containers.lock(c):
+            if c.id not in self.containers.by_id:
+                return
+            c.state.status = "removing"
+            await self._teardown(c)
+            shutil.rmtree(self.containers.cdir(c), ignore_errors=True)
+            self.containers.forget(c)
+        log.info("container removed name=%s id=%s", c.name, c.short_id)
+        self.events.publish(ContainerDestroyed(c))
+        self._resolve_waiters(c, ("not-running", "next-exit", "removed"), c.state.exit_code)
+
+    def _resolve_waiters(self, c: Container, conditions: tuple[str, ...], code: int) -> None:
+        keep = []
+        for cond, fut in self._waiters.get(c.id, []):
+            if cond in conditions:
+                if not fut.done():
+                    fut.set_result(code)
+            else:
+                keep.append((cond, fut))
+        if keep:
+            self._waiters[c.id] = keep
+        else:
+            self._waiters.pop(c.id, None)
+
+    def waiter(self, term: str, condition: str) -> asyncio.Future[int]:
+        """A future for Docker's wait conditions: not-running (default), next-exit, removed."""
+        c = self.containers.find(term)
+        condition = condition or "not-running"
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise InvalidParameter(f"invalid condition: {condition!r}")
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if condition == "not-running" and not c.state.running:
+            fut.set_result(c.state.exit_code)
+        else:
+            self._waiters.setdefault(c.id, []).append((condition, fut))
+        return fut
+
+    # -- connect, disconnect ---------------------------------------------------------------
+
+    async def connect(self, net_term: str, term: str, body: dict[str, Any]) -> None:
+        net = self.networks.find(net_term)
+        c = self.containers.find(term)
+        mode = c.network_mode
+        if not self.endpoints.has_endpoints(net):
+            raise Forbidden(
+                "container cannot be disconnected from host network or connected to host network"
+            )
+        if mode == "host" or is_container(mode):
+            raise Forbidden(
+                "container sharing network namespace with another container or host cannot be connected to any other network"
+            )
+        if mode == "none":
+            raise Forbidden(
+                "container cannot be connected to multiple networks with one of the networks in private (none) mode"
+            )
+        cfg = endpoint_config(body, "")
+        if net.name in c.networks:
+            raise Forbidden(f"endpoint with name {c.name} already exists in network {net.name}")
+        if cfg.aliases and not user_defined(net):
+            raise Forbidden(
+                "network-scoped alias is supported only for containers in user defined networks"
+            )
+        check_endpoint_rules(net, cfg)
+        cfg.network_id = net.id
+        async with self.containers.lock(c):
+            if net.name in c.networks:
+                raise Forbidden(f"endpoint with name {c.name} already exists in network {net.name}")
+            if not c.state.running:
+                c.networks[net.name] = cfg
+                self.containers.save(c)
+                return
+            ep = await self.endpoints.connect(c, net, cfg)
+            self._write_files(c)
+            await self._retarget_ports(c)
+            self.containers.save(c)
+        log.info(
+            "container connected name=%s network=%s address=%s",
+            c.name,
+            net.name,
+            ep.ipv4 or ep.ipv6,
+        )
+        self.events.publish(EndpointJoined(c, net, ep))
+
+    async def disconnect(self, net_term: str, term: str, force: bool) -> None:
+        c = self.containers.find(term)
+        try:
+            net: Network | None = self.networks.find(net_term)
+        except NotFound:
+            if not force:
+                raise
+            net = None
+        if net is not None and not self.endpoints.has_endpoints(net) and net.name in c.networks:
+            raise Forbidden(
+                "container cannot be disconnected from host network or connected to host network"
+            )
+        name = net.name if net is not None else net_term
+        async with self.containers.lock(c):
+            if name not in c.networks:
+                raise Forbidden(f"container {c.id} is not connected to network {name}")
+            ep = await self.endpoints.disconnect(c, name)
+            if c.state.running and c.sandbox_key:
+                self._write_files(c)
+                await self._retarget_ports(c)
+                self.containers.save(c)
+        log.info("container disconnected name=%s network=%s", c.name, name)
+        self.events.publish(EndpointLeft(c, net, ep))
+
+    # -- restore after a daemon restart ------------------------------------------------------
+
+    async def restore(self) -> None:
+        """Adopt containers that kept running; finish or clean up the rest.
+
+        Also handles a start cut short by a crash after the shim was spawned: if the shim and
+        its container are alive, the start did complete in the kernel and is adopted; a shim
+        whose container the store no longer knows is killed.
+        """
+        shims = self.supervisor.find_shims()
+        for c in list(self.containers.by_id.values()):
+            shim_pid = shims.pop(c.id, 0)
+            if c.state.running:
+                if c.state.shim_pid and c.state.shim_pid == shim_pid:
+                    self.supervisor.watch(c)
+                    await self.endpoints.repair(c)
+                    if self.publisher is not None:
+                        self.publisher.restore(c)
+                        await self.publisher.wire_proxies(c)
+                    log.info(
+                        "container adopted name=%s id=%s pid=%d", c.name, c.short_id, c.state.pid
+                    )
+                    self.events.publish(ContainerStarted(c, adopted=True))
+                    continue
+                self.supervisor.runs[c.id] = Run()
+                await self._finish(c.id)
+                continue
+            if c.state.status == "removing":
+                kill_shim_tree(shim_pid)
+                await self._remove(c)
+                continue
+            child = first_child(shim_pid) if shim_pid else 0
+            if child and (c.endpoints or c.sandbox_key or c.network_mode == "host"):
+                c.state = running_state(child, shim_pid)
+                self.supervisor.watch(c)
+                await self.endpoints.repair(c)
+                if self.publisher is not None:
+                    # The crash came before the ports were recorded with the container.
+                    self.publisher.unpublish(c)
+                    await self._publish(c)
+                self.containers.save(c)
+                log.info(
+                    "container start completed after restart name=%s id=%s pid=%d",
+                    c.name,
+                    c.short_id,
+                    child,
+                )
+                self.events.publish(ContainerStarted(c, adopted=True))
+                continue
+            if shim_pid:
+                kill_shim_tree(shim_pid)
+            if c.endpoints or c.sandbox_key:
+                # A start or a stop was cut short: give everything back.
+                await self._teardown(c)
+        for cid, pid in shims.items():
+            log.warning("killing a tether-shim of an unknown container id=%s pid=%d", cid[:12], pid)
+            kill_shim_tree(pid)
+
+
+def _write_in_place(path: str, text: str) -> None:
+    """Rewrite a file without replacing it: a running container has it bind-mounted by inode."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        data = text.encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+    finally:
+        os.close(fd)
