@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
-
-from typing import cast
 
 from tether.drivers.bridge import BridgeDriver, BridgeState
 from tether.drivers.host import HostDriver, NullDriver

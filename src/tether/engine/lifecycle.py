@@ -289,7 +289,9 @@ class Lifecycle:
                 self.publisher.unpublish(c)
             except Exception as exc:  # the sweep releases what is left
                 log.warning("unpublishing ports of %s incomplete: %s", c.name, exc)
-        if c.endpoints or (c.sandbox_key and c.sandbox_key.startswith(self.endpoints.sandboxes.dir)):
+        if c.endpoints or (
+            c.sandbox_key and c.sandbox_key.startswith(self.endpoints.sandboxes.dir)
+        ):
             try:
                 await self.endpoints.destroy_sandbox(c)
             except Exception as exc:  # the reconciler removes what is left

@@ -227,8 +227,7 @@ def _refuse_what_cannot_be_honoured(body: dict[str, Any], driver: NetworkDriver)
         )
     if "encrypted" in (body.get("Options") or {}) and not driver.caps.encryption:
         raise Forbidden(
-            f"the {driver.name} driver cannot encrypt traffic: -o encrypted is for overlay "
-            "networks"
+            f"the {driver.name} driver cannot encrypt traffic: -o encrypted is for overlay networks"
         )
     if body.get("ConfigOnly") or (body.get("ConfigFrom") or {}).get("Network"):
         raise Forbidden(

@@ -167,9 +167,7 @@ class Networks:
         routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         if needs_pool:
             routes = self.rtnl.route_destinations(self._own_routes())
-        resolved = netcreate.resolve(
-            body, driver, existing, routes, self.default_pools, cursors
-        )
+        resolved = netcreate.resolve(body, driver, existing, routes, self.default_pools, cursors)
         net = resolved.network
         await driver.check_kernel(net)
         with self.store.transaction():

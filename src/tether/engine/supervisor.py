@@ -56,7 +56,9 @@ class Run:
 
 
 class Supervisor:
-    def __init__(self, containers_dir: str, on_exit: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+    def __init__(
+        self, containers_dir: str, on_exit: Callable[[str], Coroutine[Any, Any, None]]
+    ) -> None:
         self.dir = containers_dir
         self.runs: dict[str, Run] = {}
         self.shim_path = ""
