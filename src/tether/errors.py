@@ -6,13 +6,6 @@ prefix, which the CLI adds), so users see the words they already know.
 
 from __future__ import annotations
 
-# Docker's answer for an overlay network on a host that is not a swarm manager; the daemon
-# gives it, and compose checks for it before it creates anything.
-SWARM_MESSAGE = (
-    'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to '
-    "connect this node to swarm and try again."
-)
-
 
 class TetherError(Exception):
     status = 500

@@ -31,3 +31,17 @@ def is_user_defined(mode: str) -> bool:
     before it asks the daemon).
     """
     return normalize(mode) not in PREDEFINED and not is_container(mode)
+
+
+def is_host(mode: str) -> bool:
+    return mode == "host"
+
+
+def is_none(mode: str) -> bool:
+    return mode == "none"
+
+
+def own_endpoints(mode: str) -> bool:
+    """The container gets interfaces of its own on networks (not host, none or container:X);
+    only such containers publish ports."""
+    return not is_host(mode) and not is_none(mode) and not is_container(mode)

@@ -403,3 +403,23 @@ def test_module_imports_stay_pure() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_network_drivers_are_checked_against_the_daemons_registry(tmp_path: Path) -> None:
+    from tether.compose.checks import check_networks
+
+    for driver, message in (
+        ("overlay", "overlay networks need a cluster store"),
+        ("ipvlan", "this kernel lacks ipvlan links"),
+        ("brigde", 'plugin "brigde" not found'),
+        ("host", 'only one instance of "host" network is allowed'),
+    ):
+        text = f"services:\n  a:\n    image: busybox\nnetworks:\n  default:\n    driver: {driver}\n"
+        project = load(tmp_path, text)
+        with pytest.raises(ComposeError, match=message):
+            check_networks(project, HostView())
+    # A daemon whose registry has overlay (a cluster store) accepts it.
+    text = "services:\n  a:\n    image: busybox\nnetworks:\n  default:\n    driver: overlay\n"
+    check_networks(load(tmp_path, text), HostView(drivers={"bridge", "overlay"}))
+    text = "services:\n  a:\n    image: busybox\nnetworks:\n  default:\n    driver: macvlan\n"
+    check_networks(load(tmp_path, text), HostView())

@@ -12,8 +12,10 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from tether.compose.model import ComposeError, Project, Service
-from tether.errors import SWARM_MESSAGE, TetherError
+from tether.drivers.catalog import LOCAL_DRIVERS, SINGLETONS, refusal
+from tether.errors import TetherError
 from tether.ipam import config as ipamconfig
+from tether.netmodes import DEFAULT_DRIVER, own_endpoints
 
 Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -40,6 +42,8 @@ class HostView:
     networks: dict[str, HostNetwork] = field(default_factory=dict)
     containers: dict[str, HostContainer] = field(default_factory=dict)
     ports: list[tuple[str, int, str, str]] = field(default_factory=list)  # ip, port, proto, who
+    # The daemon's network drivers (its registry, as /info lists them).
+    drivers: set[str] = field(default_factory=lambda: set(LOCAL_DRIVERS))
 
 
 def container_name(project: str, svc: Service, number: int) -> str:
@@ -153,15 +157,13 @@ def check_networks(project: Project, host: HostView) -> None:
                     f"network {net.name} was found but has incorrect label "
                     f'com.docker.compose.network set to "{label}"'
                 )
-        driver = net.driver or "bridge"
-        if driver == "overlay":
-            raise ComposeError(f"network {net.name}: {SWARM_MESSAGE}")
-        if driver in ("host", "null", "none"):
+        driver = net.driver or DEFAULT_DRIVER
+        if driver in SINGLETONS:
             raise ComposeError(
                 f'network {net.name}: only one instance of "{driver}" network is allowed'
             )
-        if driver != "bridge":
-            raise ComposeError(f'network {net.name}: plugin "{driver}" not found')
+        if driver not in host.drivers:
+            raise ComposeError(f"network {net.name}: {refusal(driver)}")
         if net.ipam_driver not in ("", "default"):
             raise ComposeError(f'network {net.name}: plugin "{net.ipam_driver}" not found')
         cfgs = net.ipam_config
@@ -259,9 +261,7 @@ def _overlap(a: str, b: str) -> bool:
 def check_ports(project: Project, host: HostView) -> None:
     claimed: list[tuple[str, int, str, str]] = []
     for name, svc in project.services.items():
-        if svc.network_mode in ("host", "none") or svc.network_mode.startswith(
-            ("service:", "container:")
-        ):
+        if not own_endpoints(svc.network_mode) or svc.network_mode.startswith("service:"):
             continue
         fixed = [p for p in svc.ports if p.published and "-" not in p.published]
         for n in range(1, svc.replicas + 1):

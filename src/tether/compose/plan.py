@@ -10,6 +10,7 @@ from typing import Any
 from tether import __version__
 from tether.compose.checks import container_name
 from tether.compose.model import Attachment, NetworkDef, Project, Service
+from tether.netmodes import DEFAULT_DRIVER
 
 PROJECT = "com.docker.compose.project"
 SERVICE = "com.docker.compose.service"
@@ -62,7 +63,7 @@ def network_body(project: Project, net: NetworkDef) -> dict[str, Any]:
     return {
         "Name": net.name,
         "CheckDuplicate": True,
-        "Driver": net.driver or "bridge",
+        "Driver": net.driver or DEFAULT_DRIVER,
         "Options": dict(net.driver_opts),
         "IPAM": {
             "Driver": net.ipam_driver or "default",

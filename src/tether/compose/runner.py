@@ -20,6 +20,7 @@ from tether.client import ApiError, quote
 from tether.compose import checks, plan
 from tether.compose.checks import HostContainer, HostNetwork, HostView, container_name
 from tether.compose.model import ComposeError, Project, Service
+from tether.netmodes import PREDEFINED
 
 
 class Api(Protocol):
@@ -103,6 +104,8 @@ class Runner:
     def host_view(self, listed: list[Any]) -> HostView:
         """What exists: every network, and `listed` (all of the host's containers)."""
         view = HostView()
+        info = self.api.call("GET", "/info")
+        view.drivers = set((info.get("Plugins") or {}).get("Network") or [])
         for n in self.api.call("GET", "/networks"):
             subnets = [
                 c["Subnet"] for c in (n.get("IPAM") or {}).get("Config") or [] if c.get("Subnet")
@@ -112,7 +115,7 @@ class Runner:
                 subnets=subnets,
                 # The API does not say whether subnets were chosen by the user; the daemon
                 # re-checks, so only the predefined bridge counts as "not configured" here.
-                user_subnets=bool(subnets) and n["Name"] != "bridge",
+                user_subnets=bool(subnets) and n["Name"] not in PREDEFINED,
                 labels=n.get("Labels") or {},
             )
         for c in listed:

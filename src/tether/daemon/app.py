@@ -18,6 +18,7 @@ from tether.daemon import routes_containers, routes_images, routes_networks, rou
 from tether.daemon.http import HttpServer, Router
 from tether.dns.server import DnsServer
 from tether.drivers.bridge import BridgeDriver
+from tether.drivers.catalog import IPVLAN_NOT_BUILT
 from tether.drivers.host import HostDriver, NullDriver
 from tether.drivers.macvlan import MacvlanDriver
 from tether.drivers.registry import DriverRegistry
@@ -137,7 +138,8 @@ class Daemon:
                 MacvlanDriver(self.rtnl),
                 HostDriver(),
                 NullDriver(),
-            ]
+            ],
+            await self._driver_reasons(),
         )
         self.ipam = Ipam(self.store)
         pools = with_ipv6_default(self.opts.default_pools, self._host_id())
@@ -236,6 +238,13 @@ class Daemon:
             if self.firewall.ensure():
                 changes += 1
             return changes
+
+    async def _driver_reasons(self) -> dict[str, str]:
+        """What this kernel says about drivers tether does not serve (one probe each)."""
+        reasons = {}
+        if await self.rtnl.kind_supported("ipvlan"):
+            reasons["ipvlan"] = IPVLAN_NOT_BUILT
+        return reasons
 
     def _host_id(self) -> str:
         """This host's stable identity (the seed of its IPv6 ULA pool), made on first start."""

@@ -18,6 +18,7 @@ from tether.daemon.http import (
 )
 from tether.engine import filters as flt
 from tether.errors import NotModified
+from tether.netmodes import is_host
 from tether.runtime import logs as logfile
 from tether.tasks import background
 
@@ -39,7 +40,7 @@ def register(router: Router, daemon: Daemon) -> None:
     async def create(req: Request) -> Response:
         c = containers.create(req.json(), req.arg("name"))
         warnings: list[str] = []
-        if c.network_mode == "host" and c.host_config.get("PortBindings"):
+        if is_host(c.network_mode) and c.host_config.get("PortBindings"):
             warnings.append("Published ports are discarded when using host network mode")
         return json_response({"Id": c.id, "Warnings": warnings}, 201)
 

@@ -21,6 +21,20 @@ REASONS = {
 }
 
 
+# The drivers every tetherd serves (its registry may add more, e.g. overlay with a cluster
+# store); compose assumes these when it has not asked a daemon yet.
+LOCAL_DRIVERS = frozenset({"bridge", "host", "macvlan", "null"})
+# Drivers of the predefined network modes: one network each, made by the daemon itself.
+SINGLETONS = frozenset({"host", "null", "none"})
+
+
+# For a kernel that does have ipvlan links: the reason is then tether's, not the kernel's.
+IPVLAN_NOT_BUILT = (
+    "tether has no ipvlan driver (this kernel has ipvlan links, but tether does not drive "
+    "them yet); use -d macvlan for containers on the LAN"
+)
+
+
 def refusal(name: str) -> str:
     """The one-line error for a driver name that this daemon does not serve."""
     return REASONS.get(name) or f'plugin "{name}" not found'

@@ -14,15 +14,19 @@ from tether.errors import Forbidden, NotFound
 
 
 class DriverRegistry:
-    def __init__(self, drivers: Iterable[NetworkDriver]) -> None:
+    def __init__(
+        self, drivers: Iterable[NetworkDriver], reasons: dict[str, str] | None = None
+    ) -> None:
         self.by_name: dict[str, NetworkDriver] = {d.name: d for d in drivers}
+        # Why a name is not served, where this host knows better than the catalog.
+        self.reasons = dict(reasons or {})
 
     def get(self, name: str) -> NetworkDriver:
         """The driver called `name`, or the error that says why there is none."""
         driver = self.by_name.get(name)
         if driver is not None:
             return driver
-        message = refusal(name)
+        message = self.reasons.get(name) or refusal(name)
         if message.startswith("plugin "):
             raise NotFound(message)
         raise Forbidden(message)

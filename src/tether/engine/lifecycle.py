@@ -47,7 +47,7 @@ from tether.events import (
     SandboxReady,
 )
 from tether.model import Container, Network
-from tether.netmodes import is_container
+from tether.netmodes import is_container, is_host, is_none, own_endpoints
 from tether.runtime import files, shim
 from tether.runtime.images import ImageStore
 from tether.timefmt import iso_utc
@@ -107,11 +107,7 @@ class Lifecycle:
             if not other.state.running:
                 raise Conflict(f"cannot join network of a non running container: {other.id}")
             join_path = other.sandbox_key or None
-        plan = (
-            self.endpoints.resolve(c)
-            if mode not in ("host", "none") and not is_container(mode)
-            else []
-        )
+        plan = self.endpoints.resolve(c) if own_endpoints(mode) else []
         try:
             async with Undo() as undo:
                 await self._allocate(c, plan, join_path)
@@ -155,7 +151,7 @@ class Lifecycle:
                     c.endpoints = {}
                     for name, cfg, net in plan:
                         c.endpoints[name] = self.endpoints.allocate(c, net, cfg, taken)
-                    if mode == "none" or plan:
+                    if is_none(mode) or plan:
                         c.sandbox_key = self.endpoints.sandboxes.path_for(c)
                     elif join_path:
                         c.sandbox_key = join_path
@@ -190,11 +186,7 @@ class Lifecycle:
 
     async def _publish(self, c: Container) -> None:
         c.ports = []
-        if (
-            self.publisher is None
-            or c.network_mode in ("host", "none")
-            or is_container(c.network_mode)
-        ):
+        if self.publisher is None or not own_endpoints(c.network_mode):
             return
         target, ep_id = self.endpoints.port_target(c)
         if not target:
@@ -221,7 +213,7 @@ class Lifecycle:
             host_resolv = ""
         hc = c.host_config
         extra = [(h.split(":", 1)[0], h.split(":", 1)[1]) for h in hc.get("ExtraHosts") or []]
-        if mode == "host":
+        if is_host(mode):
             try:
                 with open("/etc/hosts") as f:
                     hosts_text = f.read()
@@ -244,7 +236,7 @@ class Lifecycle:
                 embedded=self.endpoints.embedded_dns(c),
             )
         c.dns_upstreams = servers
-        host_name = os.uname().nodename if mode == "host" else c.hostname
+        host_name = os.uname().nodename if is_host(mode) else c.hostname
         _write_in_place(p["hosts"], hosts_text)
         _write_in_place(p["resolv"], resolv_text)
         _write_in_place(p["hostname"], files.hostname_file(host_name))
@@ -267,7 +259,7 @@ class Lifecycle:
             log=p["log"],
             exit_file=p["exit"],
             netns=c.sandbox_key or None,
-            hostname=None if c.network_mode == "host" else c.hostname,
+            hostname=None if is_host(c.network_mode) else c.hostname,
             rootfs=os.path.join(d, "rootfs") if rootfs else None,
             overlay=overlay,
             binds=[
@@ -457,11 +449,11 @@ class Lifecycle:
             raise Forbidden(
                 "container cannot be disconnected from host network or connected to host network"
             )
-        if mode == "host" or is_container(mode):
+        if is_host(mode) or is_container(mode):
             raise Forbidden(
                 "container sharing network namespace with another container or host cannot be connected to any other network"
             )
-        if mode == "none":
+        if is_none(mode):
             raise Forbidden(
                 "container cannot be connected to multiple networks with one of the networks in private (none) mode"
             )
@@ -549,7 +541,7 @@ class Lifecycle:
                 await self._remove(c)
                 continue
             child = first_child(shim_pid) if shim_pid else 0
-            if child and (c.endpoints or c.sandbox_key or c.network_mode == "host"):
+            if child and (c.endpoints or c.sandbox_key or is_host(c.network_mode)):
                 c.state = running_state(child, shim_pid)
                 self.supervisor.watch(c)
                 await self.endpoints.repair(c)

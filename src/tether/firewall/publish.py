@@ -26,6 +26,7 @@ from tether.firewall.proxy import TcpProxy, UdpProxy
 from tether.firewall.render import PortRule
 from tether.kernel.fds import lift_socket
 from tether.model import Container, PortBinding
+from tether.netmodes import own_endpoints
 from tether.store.sqlite import Store
 
 log = logging.getLogger("tether.ports")
@@ -283,7 +284,7 @@ def _rule(b: PortBinding) -> PortRule:
 
 def ports_view(c: Container) -> dict[str, Any]:
     """NetworkSettings.Ports: bindings by container port, exposed-only ports as null."""
-    if not c.state.running or c.network_mode in ("host", "none"):
+    if not c.state.running or not own_endpoints(c.network_mode):
         return {}
     out: dict[str, Any] = {k: None for k in sorted(c.config.get("ExposedPorts") or {})}
     for b in c.ports:
