@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from tether.dns.answer import View
-from tether.dns.records import Member, Zone
+from tether.dns.records import Member
 from tether.dns.server import DnsServer
 from tether.engine.containers import Containers
 from tether.engine.endpoints import user_defined
