@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+import msgspec
 import pytest
 
+from tether.api.networks import NetworkCreate
 from tether.engine import netcreate
 from tether.errors import Conflict, Forbidden, InvalidParameter, NotFound, TetherError
 from tether.ipam.config import consolidate
@@ -18,7 +20,11 @@ def resolve(
     body: dict[str, Any], networks: list[Network] | None = None, routes: list[Any] | None = None
 ) -> netcreate.Resolved:
     return netcreate.resolve(
-        body, networks or [], routes or [], list(DEFAULT_POOLS), {4: "172.17.0.0/16"}
+        msgspec.convert(body, NetworkCreate),
+        networks or [],
+        routes or [],
+        list(DEFAULT_POOLS),
+        {4: "172.17.0.0/16"},
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tether.api.exec import ExecCreate
 from tether.engine.containers import Containers
 from tether.errors import Conflict, NotFound
 from tether.runtime import shim
@@ -49,33 +50,34 @@ class Execs:
         self.containers = containers
         self.by_id: dict[str, Exec] = {}
 
-    def create(self, term: str, body: dict[str, Any]) -> Exec:
+    def create(self, term: str, req: ExecCreate) -> Exec:
+        """An exec session from a request already checked at the API edge (tether.api)."""
         c = self.containers.find(term)
         if not c.state.running:
             raise Conflict(f"Container {c.id} is not running")
-        cmd = [str(x) for x in body.get("Cmd") or []]
+        cmd = list(req.Cmd or [])
         if not cmd:
             raise Conflict("No exec command specified")
         env = list(c.config.get("Env") or [])
-        for e in body.get("Env") or []:
-            key = str(e).split("=", 1)[0]
-            env = [x for x in env if x.split("=", 1)[0] != key] + [str(e)]
+        for e in req.Env or []:
+            key = e.split("=", 1)[0]
+            env = [x for x in env if x.split("=", 1)[0] != key] + [e]
         if not any(e.startswith("HOSTNAME=") for e in env):
             env.append(f"HOSTNAME={c.hostname}")
         if not any(e.startswith("HOME=") for e in env):
             env.append("HOME=/root")
-        if body.get("Tty") and not any(e.startswith("TERM=") for e in env):
+        if req.Tty and not any(e.startswith("TERM=") for e in env):
             env.append("TERM=xterm")
         ex = Exec(
             id=secrets.token_hex(32),
             container_id=c.id,
             cmd=cmd,
             env=env,
-            workdir=str(body.get("WorkingDir") or c.config.get("WorkingDir") or "/"),
-            tty=bool(body.get("Tty")),
-            attach_stdin=bool(body.get("AttachStdin")),
-            attach_stdout=bool(body.get("AttachStdout", True)),
-            attach_stderr=bool(body.get("AttachStderr", True)),
+            workdir=req.WorkingDir or c.config.get("WorkingDir") or "/",
+            tty=bool(req.Tty),
+            attach_stdin=bool(req.AttachStdin),
+            attach_stdout=req.AttachStdout is not False,
+            attach_stderr=req.AttachStderr is not False,
         )
         self.by_id[ex.id] = ex
         # Keep the table small: finished sessions older than the last 200 go.

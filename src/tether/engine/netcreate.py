@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from tether.api.networks import IPAM, IPAMConfig, NetworkCreate
 from tether.errors import (
     SWARM_MESSAGE,
     Conflict,
@@ -38,7 +39,7 @@ Subnet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LINK_LOCAL = ipaddress.ip_network("fe80::/64")
 # Linux interface names: at most 15 bytes, no '/', no whitespace, not '.' or '..'.
-IFNAME_RE = re.compile(r"^[^/\s:]{1,15}$")
+IFNAME_RE = re.compile(r"[^/\s:]{1,15}")
 
 
 def new_id() -> str:
@@ -99,7 +100,7 @@ def _bridge_options(
     net_id: str, name: str, options: dict[str, str], networks: Iterable[Network]
 ) -> tuple[str, int, bool, bool]:
     bridge_name = options.get(OPT_BRIDGE_NAME, "") or f"tb-{net_id[:12]}"
-    if not IFNAME_RE.match(bridge_name) or bridge_name in (".", ".."):
+    if not IFNAME_RE.fullmatch(bridge_name) or bridge_name in (".", ".."):
         raise InvalidParameter(f"invalid bridge name: {bridge_name}")
     mtu = 0
     if OPT_MTU in options:
@@ -118,20 +119,20 @@ def _bridge_options(
 
 
 def resolve(
-    body: dict[str, Any],
+    req: NetworkCreate,
     networks: list[Network],
     host_routes: list[Subnet],
     default_pools: list[PoolSpec],
     cursors: dict[int, str],
     net_id: str | None = None,
 ) -> Resolved:
-    name = body.get("Name")
-    if not isinstance(name, str) or not name:
+    name = req.Name
+    if not name:
         raise InvalidParameter("network name can't be empty")
     if any(n.name == name for n in networks):
         raise Conflict(f"network with name {name} already exists")
 
-    driver = body.get("Driver") or "bridge"
+    driver = req.Driver or "bridge"
     if driver == "overlay":
         raise Forbidden(SWARM_MESSAGE)
     if driver in ("host", "null"):
@@ -140,15 +141,15 @@ def resolve(
     elif driver != "bridge":
         raise NotFound(f'plugin "{driver}" not found')
 
-    ipam = body.get("IPAM") or {}
-    ipam_driver = ipam.get("Driver") or "default"
+    ipam = req.IPAM or IPAM()
+    ipam_driver = ipam.Driver or "default"
     if ipam_driver != "default":
         raise NotFound(f'plugin "{ipam_driver}" not found')
-    raw_configs: list[dict[str, Any]] = list(ipam.get("Config") or [])
-    options: dict[str, str] = {str(k): str(v) for k, v in (body.get("Options") or {}).items()}
-    labels: dict[str, str] = {str(k): str(v) for k, v in (body.get("Labels") or {}).items()}
-    enable_ipv6 = bool(body.get("EnableIPv6"))
-    internal = bool(body.get("Internal"))
+    raw_configs: list[IPAMConfig] = list(ipam.Config or [])
+    options: dict[str, str] = dict(req.Options or {})
+    labels: dict[str, str] = dict(req.Labels or {})
+    enable_ipv6 = bool(req.EnableIPv6)
+    internal = bool(req.Internal)
 
     net_id = net_id or new_id()
     net = Network(
@@ -158,10 +159,10 @@ def resolve(
         created=now_iso(),
         enable_ipv6=enable_ipv6,
         internal=internal,
-        attachable=bool(body.get("Attachable")),
-        ingress=bool(body.get("Ingress")),
+        attachable=bool(req.Attachable),
+        ingress=bool(req.Ingress),
         ipam_driver=ipam_driver,
-        ipam_options={str(k): str(v) for k, v in (ipam.get("Options") or {}).items()},
+        ipam_options=dict(ipam.Options or {}),
         options=options,
         labels=labels,
     )
@@ -175,10 +176,10 @@ def resolve(
     )
 
     # Parse and check each user config; the same checks docker's CLI makes, for API callers.
-    parsed: list[tuple[dict[str, Any], Subnet]] = []
-    subnets = [str(c.get("Subnet") or "") for c in raw_configs]
+    parsed: list[tuple[IPAMConfig, Subnet]] = []
+    subnets = [c.Subnet or "" for c in raw_configs]
     for c in raw_configs:
-        s = str(c.get("Subnet") or "")
+        s = c.Subnet or ""
         if not s:
             raise InvalidParameter("every ip-range or gateway must have a corresponding subnet")
         try:
@@ -188,9 +189,9 @@ def resolve(
         parsed.append((c, subnet))
     ipamconfig.consolidate(
         subnets,
-        [str(c["IPRange"]) for c in raw_configs if c.get("IPRange")],
-        [str(c["Gateway"]) for c in raw_configs if c.get("Gateway")],
-        [(k, str(v)) for c in raw_configs for k, v in (c.get("AuxiliaryAddresses") or {}).items()],
+        [c.IPRange for c in raw_configs if c.IPRange],
+        [c.Gateway for c in raw_configs if c.Gateway],
+        [(k, v) for c in raw_configs for k, v in (c.AuxiliaryAddresses or {}).items()],
     )
     v4 = [(c, s) for c, s in parsed if s.version == 4]
     v6 = [(c, s) for c, s in parsed if s.version == 6]
@@ -234,33 +235,33 @@ def resolve(
     return resolved
 
 
-def _shown(cfg: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"Subnet": cfg["Subnet"]}
-    if cfg.get("IPRange"):
-        out["IPRange"] = cfg["IPRange"]
-    if cfg.get("Gateway"):
-        out["Gateway"] = cfg["Gateway"]
-    if cfg.get("AuxiliaryAddresses"):
-        out["AuxiliaryAddresses"] = dict(cfg["AuxiliaryAddresses"])
+def _shown(cfg: IPAMConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {"Subnet": cfg.Subnet}
+    if cfg.IPRange:
+        out["IPRange"] = cfg.IPRange
+    if cfg.Gateway:
+        out["Gateway"] = cfg.Gateway
+    if cfg.AuxiliaryAddresses:
+        out["AuxiliaryAddresses"] = dict(cfg.AuxiliaryAddresses)
     return out
 
 
-def _user_pool(cfg: dict[str, Any], subnet: Subnet, networks: list[Network]) -> Pool:
+def _user_pool(cfg: IPAMConfig, subnet: Subnet, networks: list[Network]) -> Pool:
     if _find_conflicting_network(subnet, networks) is not None:
         raise Forbidden("Pool overlaps with other one on this address space")
     ip_range: Subnet | None = None
-    if cfg.get("IPRange"):
+    if cfg.IPRange:
         try:
-            _, ip_range = ipamconfig.parse_cidr(str(cfg["IPRange"]))
+            _, ip_range = ipamconfig.parse_cidr(cfg.IPRange)
         except ValueError as exc:
-            raise InvalidParameter(f"Invalid IP range {cfg['IPRange']} : {exc}") from None
-    if cfg.get("Gateway"):
-        gw = ipamconfig.parse_ip(str(cfg["Gateway"]))
+            raise InvalidParameter(f"Invalid IP range {cfg.IPRange} : {exc}") from None
+    if cfg.Gateway:
+        gw = ipamconfig.parse_ip(cfg.Gateway)
         if gw is None or gw not in subnet:
-            raise InvalidParameter(f"no matching subnet for gateway {cfg['Gateway']}")
+            raise InvalidParameter(f"no matching subnet for gateway {cfg.Gateway}")
     else:
         gw = default_gateway(subnet, ip_range)
-    aux = {str(k): str(v) for k, v in (cfg.get("AuxiliaryAddresses") or {}).items()}
+    aux = dict(cfg.AuxiliaryAddresses or {})
     for v in aux.values():
         parsed = ipamconfig.parse_ip(v)
         if parsed is None or parsed not in subnet:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from tether.api.networks import NetworkCreate
 from tether.drivers.bridge import BridgeDriver
 from tether.engine import filters as flt
 from tether.engine import netcreate
@@ -139,21 +140,22 @@ class Networks:
 
     # -- changes -------------------------------------------------------------------------
 
-    async def create(self, body: dict[str, Any]) -> Network:
+    async def create(self, req: NetworkCreate) -> Network:
+        """A network from a request already checked at the API edge (tether.api)."""
         async with self.lock:
-            return await self._create(body)
+            return await self._create(req)
 
-    async def _create(self, body: dict[str, Any]) -> Network:
+    async def _create(self, req: NetworkCreate) -> Network:
         existing = list(self.by_id.values())
         cursor4 = self.store.get_meta("pool_cursor_4")
-        configs = (body.get("IPAM") or {}).get("Config") or []
-        has_v4 = any(c.get("Subnet") and ":" not in str(c["Subnet"]) for c in configs)
-        needs_pool = (body.get("Driver") or "bridge") == "bridge" and not has_v4
+        configs = (req.IPAM.Config if req.IPAM else None) or []
+        has_v4 = any(c.Subnet and ":" not in c.Subnet for c in configs)
+        needs_pool = (req.Driver or "bridge") == "bridge" and not has_v4
         routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         if needs_pool:
             routes = self.rtnl.route_destinations(self._own_routes())
         resolved = netcreate.resolve(
-            body, existing, routes, self.default_pools, {4: cursor4} if cursor4 else {}
+            req, existing, routes, self.default_pools, {4: cursor4} if cursor4 else {}
         )
         net = resolved.network
         if net.driver == "bridge":
