@@ -86,6 +86,14 @@ def _container_body(o: dict[str, Any], args: list[str]) -> tuple[dict[str, Any],
         exposed, bindings = portspec.parse_publish(o["publish"], o["expose"])
     except ValueError as exc:
         raise CliError(f"tether: {exc}\nSee 'tether run --help'.", 125) from None
+    from tether import secopts
+
+    try:
+        security = secopts.host_config(
+            o["privileged"], o["cap_add"], o["cap_drop"], o["security_opt"]
+        )
+    except secopts.SecurityOptError as exc:
+        raise CliError(f"tether: {exc}\nSee 'tether run --help'.", 125) from None
     body: dict[str, Any] = {
         "Hostname": o["hostname"] or "",
         "Domainname": o["domainname"] or "",
@@ -105,6 +113,7 @@ def _container_body(o: dict[str, Any], args: list[str]) -> tuple[dict[str, Any],
             "DnsOptions": o["dns_option"],
             "ExtraHosts": o["add_host"] or None,
             "AutoRemove": o["rm"],
+            **security,
         },
         "NetworkingConfig": {"EndpointsConfig": {}},
     }
@@ -480,6 +489,7 @@ def run_exec(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         "Cmd": args[1:],
         "Env": _parse_env(o["env"]),
         "WorkingDir": o["workdir"] or "",
+        "Privileged": bool(o.get("privileged")),
     }
     try:
         ex = ctx.call("POST", f"/containers/{_q(args[0])}/exec", body=body)
@@ -594,6 +604,8 @@ def run_port(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
 
 RUN_FLAGS = [
     Flag("add-host", kind="list", metavar="list", help="Add a custom host-to-IP mapping (host:ip)"),
+    Flag("cap-add", kind="list", metavar="list", help="Add Linux capabilities"),
+    Flag("cap-drop", kind="list", metavar="list", help="Drop Linux capabilities"),
     Flag("detach", "d", kind="bool", help="Run container in background and print container ID"),
     Flag("dns", kind="list", metavar="list", help="Set custom DNS servers"),
     Flag("dns-option", kind="list", metavar="list", help="Set DNS options"),
@@ -618,6 +630,7 @@ RUN_FLAGS = [
         help="Add network-scoped alias for the container",
     ),
     Flag("net-alias", kind="list", hidden=True),
+    Flag("privileged", kind="bool", help="Give extended privileges to this container"),
     Flag(
         "publish",
         "p",
@@ -627,6 +640,7 @@ RUN_FLAGS = [
     ),
     Flag("publish-all", "P", kind="bool", help="Publish all exposed ports to random ports"),
     Flag("rm", kind="bool", help="Automatically remove the container when it exits"),
+    Flag("security-opt", kind="list", metavar="list", help="Security Options"),
     Flag("stop-signal", help="Signal to stop the container"),
     Flag("stop-timeout", kind="int", help="Timeout (in seconds) to stop a container"),
     Flag("tty", "t", kind="bool", help="Allocate a pseudo-TTY"),
@@ -805,6 +819,7 @@ EXEC = Command(
         Flag("detach", "d", kind="bool", help="Detached mode: run command in the background"),
         Flag("env", "e", kind="list", metavar="list", help="Set environment variables"),
         Flag("interactive", "i", kind="bool", help="Keep STDIN open even if not attached"),
+        Flag("privileged", kind="bool", help="Give extended privileges to the command"),
         Flag("tty", "t", kind="bool", help="Allocate a pseudo-TTY"),
         Flag("user", "u", help="Username or UID (tether runs as root)"),
         Flag("workdir", "w", help="Working directory inside the container"),

@@ -20,7 +20,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tether.api.containers import ContainerCreate, exposed_ports, parse_signal, port_bindings
+from tether.api.decode import strslice
 from tether.api.networks import EndpointSettings
+from tether.cbuild import CACHE_DIR
 from tether.drivers.veth import host_ifname, mac_from_ipv4
 from tether.engine import container_views as views
 from tether.engine import names
@@ -42,7 +44,8 @@ from tether.kernel.fds import lift
 from tether.kernel.rtnl import Rtnl
 from tether.model import Container, ContainerState, Endpoint, EndpointConfig, Network
 from tether.runtime import files, shim
-from tether.runtime.images import DEFAULT_PATH, ImageStore
+from tether.runtime.confine import Confiner
+from tether.runtime.images import DEFAULT_PATH, ImageStore, host_view
 from tether.store.sqlite import Store
 from tether.tasks import background
 
@@ -105,6 +108,10 @@ class Containers:
         self.dir = os.path.join(root, "containers")
         os.makedirs(self.dir, exist_ok=True)
         self.sandboxes = Sandboxes(host, netns_dir)
+        # Capabilities, seccomp, masked paths: checked at create, applied by the shim.
+        self.confiner = Confiner(root)
+        # tether's own paths, kept out of the built-in host image's view.
+        self.private_paths = [root, os.path.dirname(netns_dir), CACHE_DIR]
         self.lock = lock  # the daemon's lock: allocations and network changes
         self.by_id: dict[str, Container] = {}
         self.runs: dict[str, Run] = {}
@@ -222,6 +229,18 @@ class Containers:
         if not any(e.startswith("PATH=") for e in env):
             env.insert(0, DEFAULT_PATH)
         mac = req.MacAddress or ""
+        # Privileged, CapAdd, CapDrop, SecurityOpt, MaskedPaths, ReadonlyPaths, as Docker
+        # records them (runtime/security.py); a bad value is refused before anything exists.
+        security_fields = self.confiner.check(
+            {
+                "Privileged": hc.Privileged,
+                "CapAdd": strslice(hc.CapAdd),
+                "CapDrop": strslice(hc.CapDrop),
+                "SecurityOpt": hc.SecurityOpt,
+                "MaskedPaths": hc.MaskedPaths,
+                "ReadonlyPaths": hc.ReadonlyPaths,
+            }
+        )
 
         cid = secrets.token_hex(32)
         exposed = dict(img.config.get("ExposedPorts") or {})
@@ -264,8 +283,8 @@ class Containers:
             "ExtraHosts": list(hc.ExtraHosts or []) or None,
             "AutoRemove": bool(hc.AutoRemove),
             "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
-            "Privileged": True,
             "Links": hc.Links,
+            **security_fields,
         }
 
         c = Container(
@@ -570,10 +589,16 @@ class Containers:
         p = self.paths(c)
         d = self.cdir(c)
         overlay = None
+        view = None
         if rootfs:
             for sub in ("upper", "work", "rootfs"):
                 os.makedirs(os.path.join(d, sub), exist_ok=True)
             overlay = (rootfs, os.path.join(d, "upper"), os.path.join(d, "work"))
+        else:
+            # The host image: a tmpfs root with a read-only view of the host's programs.
+            for sub in ("work", "rootfs"):
+                os.makedirs(os.path.join(d, sub), exist_ok=True)
+            view = host_view(os.path.join(d, "work"), self.private_paths)
         env = list(c.config.get("Env") or [])
         keys = {e.split("=", 1)[0] for e in env}
         if "HOSTNAME" not in keys:
@@ -585,8 +610,9 @@ class Containers:
             exit_file=p["exit"],
             netns=c.sandbox_key or None,
             hostname=None if c.network_mode == "host" else c.hostname,
-            rootfs=os.path.join(d, "rootfs") if rootfs else None,
+            rootfs=os.path.join(d, "rootfs"),
             overlay=overlay,
+            host_view=view,
             binds=[
                 (p["hosts"], "/etc/hosts"),
                 (p["resolv"], "/etc/resolv.conf"),
@@ -595,6 +621,7 @@ class Containers:
             cwd=str(c.config.get("WorkingDir") or "/"),
             env=env,
             argv=[c.path, *c.args],
+            security=self.confiner.shim_security(c.host_config),
         )
 
     # -- teardown --------------------------------------------------------------------------

@@ -34,6 +34,7 @@ class Exec:
     attach_stdin: bool
     attach_stdout: bool
     attach_stderr: bool
+    privileged: bool = False  # exec --privileged: every capability, the container's seccomp
     pid: int = 0
     running: bool = False
     exit_code: int | None = None
@@ -78,6 +79,7 @@ class Execs:
             attach_stdin=bool(req.AttachStdin),
             attach_stdout=req.AttachStdout is not False,
             attach_stderr=req.AttachStderr is not False,
+            privileged=bool(req.Privileged),
         )
         self.by_id[ex.id] = ex
         # Keep the table small: finished sessions older than the last 200 go.
@@ -104,7 +106,7 @@ class Execs:
                 "tty": ex.tty,
                 "entrypoint": ex.cmd[0],
                 "arguments": ex.cmd[1:],
-                "privileged": True,
+                "privileged": ex.privileged,
                 "user": "",
             },
             "OpenStdin": ex.attach_stdin,
@@ -129,7 +131,9 @@ class Execs:
             raise Conflict(f"Exec {ex.id} has already run")
         shim_path = self.containers.shim_path or shim.ensure_built()
         self.containers.shim_path = shim_path
-        argv = shim.exec_argv(shim_path, c.state.pid, ex.workdir, ex.env, ex.tty, ex.cmd)
+        # The container's own confinement (capabilities, no_new_privs, seccomp), as in Docker.
+        security = self.containers.confiner.shim_security(c.host_config, ex.privileged)
+        argv = shim.exec_argv(shim_path, c.state.pid, ex.workdir, ex.env, ex.tty, ex.cmd, security)
         loop = asyncio.get_running_loop()
         to_close: list[int] = []
         outputs: list[tuple[int, int]] = []  # (fd, stream)
