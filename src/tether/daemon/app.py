@@ -24,16 +24,18 @@ from tether.engine.reconcile import reconcile_networks, reconcile_sandboxes
 from tether.errors import TetherError
 from tether.firewall.manager import Firewall
 from tether.firewall.publish import Publisher, ports_list, ports_view
+from tether.firewall.relayctl import RelayClient
 from tether.firewall.render import NetRule, PortRule
 from tether.ipam.manager import Ipam
 from tether.ipam.pools import DEFAULT_POOLS, PoolSpec
-from tether.kernel import netns
+from tether.kernel import libc, netns
 from tether.kernel.nft import Nft
 from tether.kernel.rtnl import Rtnl
 from tether.kernel.sysctl import set_sysctl
 from tether.model import Container
 from tether.runtime import shim
 from tether.runtime.images import ImageStore
+from tether.store import statedir
 from tether.store.sqlite import Store
 
 log = logging.getLogger("tether.daemon")
@@ -98,11 +100,21 @@ class Daemon:
         self._lock_fds.append(fd)
 
     async def start(self) -> None:
-        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
         os.makedirs(self.exec_root, mode=0o711, exist_ok=True)
+        # The state (secrets in containers' environments) is root's alone; what an earlier
+        # version left wider is tightened here, before the store is opened.
+        root_mode = 0o711 if self.exec_root == self.root else 0o700
+        statedir.secure(self.root, root_mode)
         self._take_lock(self.root)
         if self.exec_root != self.root:
             self._take_lock(self.exec_root)
+        # A container whose tether-shim dies is re-parented to tetherd rather than to PID 1,
+        # so its real exit status can still be reaped (engine/containers.py: Run.status).
+        try:
+            libc.set_child_subreaper()
+        except OSError as exc:
+            log.warning("cannot become a child subreaper: %s", exc)
         netns.prepare_dir(self.netns_dir)
         # Every published port holds a socket or two (its reservation, its IPv6 listener):
         # 1,000 ports would not fit the usual soft limit of 1,024 descriptors.
@@ -137,13 +149,14 @@ class Daemon:
         )
         self.containers.load()
         self.containers.host_resolv_path = self.opts.resolv_conf
+        statedir.secure(self.root, root_mode)  # and what the components just made
         self.execs = Execs(self.containers)
         self.dns = DnsServer()
         self.dns_follower = DnsFollower(self.dns, self.containers)
         self.dns.start()
         self.nft = Nft()
         self.firewall = Firewall(self.nft, self._net_rules, self._port_rules)
-        self.publisher = Publisher(self.store, self.firewall)
+        self.publisher = Publisher(self.store, self.firewall, RelayClient(self.exec_root))
         self.containers.publisher = self.publisher
         self.networks.on_change = self.firewall.sync
         await self.networks.ensure_predefined()
@@ -187,6 +200,7 @@ class Daemon:
                 changes += await reconcile_sandboxes(self.containers)
             if self.firewall.ensure():
                 changes += 1
+            self.containers.reap_orphans()
             return changes
 
     def _net_rules(self) -> list[NetRule]:
@@ -199,6 +213,8 @@ class Daemon:
                 internal=n.internal,
                 icc=n.icc,
                 masquerade=n.masquerade,
+                gateways4=tuple(p.gateway for p in n.pools if p.version == 4 and p.gateway),
+                gateways6=tuple(p.gateway for p in n.pools if p.version == 6 and p.gateway),
             )
             for n in self.networks.by_id.values()
             if n.driver == "bridge"
@@ -245,6 +261,8 @@ class Daemon:
         except FileNotFoundError:
             pass
         self.dns.stop()
+        # Published ports stay with the relay while containers run on (live restore).
+        self.publisher.close()
         self.rtnl.close()
         self.store.close()
         # The shared mount of the netns directory stays while sandboxes live in it (live

@@ -46,6 +46,7 @@ from tether.model import Container, ContainerState, Endpoint, EndpointConfig, Ne
 from tether.runtime import files, shim
 from tether.runtime.confine import Confiner
 from tether.runtime.images import DEFAULT_PATH, ImageStore, host_view
+from tether.store import statedir
 from tether.store.sqlite import Store
 from tether.tasks import background
 
@@ -85,6 +86,14 @@ class Run:
     def __init__(self) -> None:
         self.pidfd: int | None = None  # the container's pid 1, for signals
         self.watch_fd: int | None = None  # the process whose exit we wait for
+        self.watched = 0  # ...and its pid
+        # The container's exit code as tetherd itself reaped it: its shim was killed while
+        # tetherd ran, so its pid 1 was re-parented to tetherd (a child subreaper).
+        self.status: int | None = None
+        # tetherd sent SIGKILL to pid 1 (stop's timeout, kill, rm -f).  After a daemon
+        # restart a container whose shim is gone has init as its parent and its status is
+        # lost; SIGKILL cannot be caught, so its exit code is still known: 137.
+        self.killed = False
         self.finished = asyncio.Event()
 
 
@@ -106,7 +115,7 @@ class Containers:
         self.images = images
         self.host = host
         self.dir = os.path.join(root, "containers")
-        os.makedirs(self.dir, exist_ok=True)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)  # see store/statedir.py
         self.sandboxes = Sandboxes(host, netns_dir)
         # Capabilities, seccomp, masked paths: checked at create, applied by the shim.
         self.confiner = Confiner(root)
@@ -323,7 +332,7 @@ class Containers:
             except NotFound:
                 pass  # checked at start, as Docker does: the container stays Created
             c.networks[target] = cfg
-        os.makedirs(self.cdir(c), exist_ok=True)
+        os.makedirs(self.cdir(c), mode=0o700, exist_ok=True)
         self.by_id[c.id] = c
         self.save(c)
         log.info(
@@ -422,6 +431,7 @@ class Containers:
                 os.unlink(self.paths(c)["exit"])
             except FileNotFoundError:
                 pass
+            statedir.private_file(self.paths(c)["log"])  # the shim appends to it
             if not self.shim_path:
                 self.shim_path = shim.ensure_built()
             shim_pid, pid = await shim.start(self.shim_path, spec)
@@ -666,6 +676,7 @@ class Containers:
             loop.call_soon(lambda: background(self._finish(c.id), "container exit"))
             return
         run.watch_fd = fd
+        run.watched = target
         loop.add_reader(fd, self._on_exit, c.id, fd)
 
     def _on_exit(self, cid: str, fd: int) -> None:
@@ -673,11 +684,14 @@ class Containers:
         loop.remove_reader(fd)
         os.close(fd)
         c = self.by_id.get(cid)
-        if c is not None and c.state.shim_pid:
-            try:  # our child (not after a restart): reap it
-                os.waitpid(c.state.shim_pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
+        run = self.runs.get(cid)
+        if run is not None and run.watched:
+            # Our child (the shim we started, or pid 1 adopted when its shim died): reap
+            # it.  After a daemon restart neither is our child and this finds nothing.
+            status = _reap(run.watched)
+            if c is not None and run.watched == c.state.pid and status is not None:
+                run.status = status
+            run.watch_fd, run.watched = None, 0
         background(self._finish(cid), "container exit")
 
     def _read_exit(self, c: Container) -> tuple[int, float] | None:
@@ -695,14 +709,22 @@ class Containers:
         result = self._read_exit(c)
         run = self.runs.get(cid) or Run()
         if result is None:
-            pid = c.state.pid
-            if pid and proc_start_time(pid) == c.state.pid_start and c.state.pid_start:
-                # The shim is gone but the container runs on: wait for the container itself.
-                c.state.shim_pid = 0
-                self._watch(c, pid)
-                return
-            result = (255, time.time())
-            c.state.error = "the container's tether-shim ended without recording an exit status"
+            pid, start = c.state.pid, c.state.pid_start
+            if run.status is None and pid and start and proc_start_time(pid) == start:
+                # Re-parented to us when its shim died, and already ended: reap it now.
+                run.status = _reap(pid)
+                if run.status is None and _alive(pid):
+                    # The shim is gone but the container runs on: wait for it itself.
+                    c.state.shim_pid = 0
+                    self._watch(c, pid)
+                    return
+            if run.status is not None:
+                result = (run.status, time.time())
+            elif run.killed:
+                result = (128 + signal.SIGKILL, time.time())
+            else:
+                result = (255, time.time())
+                c.state.error = "the container's tether-shim ended without recording an exit status"
         code, finished = result
         async with self._lock(c):
             if run.pidfd is not None:
@@ -723,6 +745,28 @@ class Containers:
         if c.host_config.get("AutoRemove") and c.state.status != "removing" and c.id in self.by_id:
             await self._remove(c)
 
+    def reap_orphans(self) -> int:
+        """Reap zombies that were re-parented to tetherd and that nothing else waits for.
+
+        tetherd is a child subreaper (so that a container whose shim died is re-parented to
+        it and its exit status is not lost).  The same makes it the parent of processes of
+        `exec` whose tether-shim was killed; those live in a container's pid namespace, which
+        is how they are told from tetherd's own children (shims, compilers), whose owners
+        reap them.  Containers' own pids are reaped by `_on_exit`/`_finish`.
+        """
+        watched = {c.state.pid for c in self.by_id.values() if c.state.pid}
+        depth = len(_proc_status(os.getpid()).get("NSpid", "").split())
+        reaped = 0
+        for pid in _child_pids():
+            if pid in watched:
+                continue
+            st = _proc_status(pid)
+            if not st.get("State", "").startswith("Z") or len(st.get("NSpid", "").split()) <= depth:
+                continue
+            if _reap(pid) is not None:
+                reaped += 1
+        return reaped
+
     # -- stop, kill, restart, remove, wait -------------------------------------------------
 
     def _signal(self, c: Container, sig: int) -> None:
@@ -732,8 +776,12 @@ class Containers:
                 signal.pidfd_send_signal(run.pidfd, sig)
             elif c.state.pid and proc_start_time(c.state.pid) == c.state.pid_start:
                 os.kill(c.state.pid, sig)
+            else:
+                return
         except ProcessLookupError:
-            pass
+            return
+        if run is not None and sig == signal.SIGKILL:
+            run.killed = True
 
     async def stop(self, term: str, timeout: float | None) -> Container:
         c = self.find(term)
@@ -1069,6 +1117,8 @@ class Containers:
         for cid, pid in shims.items():
             log.warning("killing a tether-shim of an unknown container id=%s pid=%d", cid[:12], pid)
             _kill_shim_tree(pid)
+        if self.publisher is not None:
+            self.publisher.restored()  # the port relay lets go of ports no one has now
 
     async def _repair_endpoints(self, c: Container) -> None:
         """Rebuild endpoints of a running container whose host side is gone."""
@@ -1128,6 +1178,47 @@ def _find_shims(containers_dir: str) -> dict[str, int]:
                 cid = arg[len(marker) :].split(b"/", 1)[0].decode()
                 out[cid] = int(entry)
                 break
+    return out
+
+
+def _reap(pid: int) -> int | None:
+    """Reap `pid` if it is our child and has ended: its exit code as docker shows one."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if done != pid:
+        return None
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except OSError:
+        return {}
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent that is not us to reap it."""
+    state = _proc_status(pid).get("State", "")
+    return bool(state) and state[0] not in "ZX"
+
+
+def _child_pids() -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                out += [int(p) for p in f.read().split()]
+        except OSError:
+            continue
     return out
 
 

@@ -13,6 +13,7 @@ repairs the kernel from whatever the store then says.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,6 +56,10 @@ CREATE TABLE IF NOT EXISTS meta (
 class Store:
     def __init__(self, path: str) -> None:
         self.path = path
+        # The store holds every container's environment (secrets included): 0600 from the
+        # first byte.  SQLite gives the -wal and -shm files the database file's mode.
+        if path != ":memory:":
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction spans
         # exactly the block that `transaction()` wraps and nothing commits behind our back.
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
