@@ -175,3 +175,38 @@ def check_alias(value: str) -> str:
     if not value or has_space_or_control(value):
         raise ValueError(f"invalid network alias: {go_quote(value)}")
     return value
+
+
+def check_extra_host_arg(value: str) -> str:
+    """docker's client-side opts.ValidateExtraHost for --add-host: NAME:IP or NAME=IP, the
+    address optionally in brackets; returned as the daemon takes it (NAME:IP)."""
+    name, sep, ip = value.partition("=")
+    if not sep:
+        name, sep, ip = value.partition(":")
+    if not sep or not name or ":" in name or has_space_or_control(name):
+        raise ValueError(f"bad format for add-host: {go_quote(value)}")
+    if ip != "host-gateway":
+        if len(ip) > 2 and ip[0] == "[" and ip[-1] == "]":
+            ip = ip[1:-1]
+        if not is_ip(ip.strip(" \t\n\r\x0b\x0c")) or has_control(ip):
+            raise ValueError(f"invalid IP address in add-host: {go_quote(ip)}")
+    return f"{name}:{ip}"
+
+
+def check_label_arg(value: str) -> str:
+    """docker's opts.ValidateLabel for --label KEY[=VALUE], and no control characters."""
+    key, _, val = value.partition("=")
+    key = key.lstrip(" \t")
+    if not key:
+        raise ValueError(f"invalid label '{shown(value)}': empty name")
+    if " " in key or "\t" in key:
+        raise ValueError(f"label '{shown(key)}' contains whitespaces")
+    check_label(key, val)
+    return value
+
+
+def check_plain(value: str) -> str:
+    """Any value that lands in a file or a rule: no control characters."""
+    if has_control(value):
+        raise ValueError(f"{go_quote(value)}: control characters are not allowed")
+    return value

@@ -32,6 +32,7 @@ from tether.textcheck import (
     go_quote,
     has_control,
     is_ip,
+    shown,
 )
 
 SIGNALS = {s.name: int(s.value) for s in signal.Signals}
@@ -120,6 +121,7 @@ class HostConfig(Model):
         "PidsLimit": "int64",
         "BlkioWeight": "uint16",
         "ConsoleSize": "[2]uint",
+        "PortBindings": "nat.PortMap",
     }
     # What tether reads.
     NetworkMode: str | None = None
@@ -196,7 +198,7 @@ class HostConfig(Model):
                 )
         for domain in self.DnsSearch or []:
             if _ok(check_dns_search, domain) != domain.strip(" ") or has_control(domain):
-                raise InvalidParameter(f"{go_quote(domain)} is not a valid domain")
+                raise InvalidParameter(f"{shown(domain)} is not a valid domain")
         for option in self.DnsOptions or []:
             _ok(check_dns_option, option)
         for entry in self.ExtraHosts or []:
@@ -263,7 +265,12 @@ class ContainerCreate(Model):
     """POST /containers/create: Docker's Config with HostConfig and NetworkingConfig."""
 
     go_name = "container.CreateRequest"
-    go_types = {"Cmd": "strslice.StrSlice", "Entrypoint": "strslice.StrSlice"}
+    go_types = {
+        "Cmd": "strslice.StrSlice",
+        "Entrypoint": "strslice.StrSlice",
+        "ExposedPorts": "nat.PortSet",
+        "Volumes": "map[string]struct {}",
+    }
     Hostname: str | None = None
     Domainname: str | None = None
     User: str | None = None

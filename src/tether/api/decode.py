@@ -40,7 +40,11 @@ class Model(msgspec.Struct, kw_only=True):
 
 # Fields typed `StrSlice` take a string or a list of strings, as docker's strslice.StrSlice.
 StrSlice = list[str] | str | None
-STRSLICE_FIELDS = frozenset({"Cmd", "Entrypoint", "Shell", "CapAdd", "CapDrop"})
+
+
+def _is_strslice(tp: Any) -> bool:
+    args = set(typing.get_args(tp))
+    return str in args and list[str] in args
 
 
 def strslice(value: list[str] | str | None) -> list[str] | None:
@@ -52,7 +56,7 @@ def strslice(value: list[str] | str | None) -> list[str] | None:
     return value
 
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # unrolled: no per-char branch
 _KEEP_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPEN = frozenset(b"[{")
 
@@ -60,13 +64,20 @@ _OPEN = frozenset(b"[{")
 def check_depth(data: bytes) -> None:
     """Refuse documents nested deeper than MAX_DEPTH before any decoder walks them.
 
-    Cheap for every real request (fewer brackets than the limit: nothing to do).  Otherwise
-    strings are cut out and the brackets counted per block; only a block that could cross
-    the limit is walked one bracket at a time.
+    Cheap for every real request: with fewer brackets than the limit there is nothing to
+    do; otherwise strings are cut out, and removing adjacent pairs ("[]", "{}") takes at
+    least one level off every nest per pass, so a document that vanishes within
+    MAX_DEPTH/2 passes is shallow enough.  Only what remains (deep, or not JSON) is counted
+    exactly, per block, and a block that could cross the limit one bracket at a time.
     """
     if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
         return
     brackets = _STRING.sub(b"", data).translate(None, _KEEP_BRACKETS)
+    rest = brackets
+    for _ in range(MAX_DEPTH // 2):
+        rest = rest.replace(b"[]", b"").replace(b"{}", b"")
+        if not rest:
+            return
     depth = 0
     step = 4096
     for start in range(0, len(brackets), step):
@@ -175,7 +186,7 @@ def _walk(model: type[Model], path: str) -> tuple[str, str, str, str]:
             fields.append(name)
             current = typing.get_type_hints(owner).get(name, Any)
             at_end = m.end() == len(path)
-            if name in STRSLICE_FIELDS:
+            if _is_strslice(current):
                 # StrSlice.UnmarshalJSON retries the value as one string and reports that.
                 return struct, ".".join(fields), "string", "" if at_end else "array"
             if at_end and name in owner.go_types:

@@ -101,6 +101,7 @@ class EndpointSettings(Model):
 
 class NetworkingConfig(Model):
     go_name = "network.NetworkingConfig"
+    go_types = {"EndpointsConfig": "map[string]*network.EndpointSettings"}
     EndpointsConfig: dict[str, EndpointSettings | None] | None = None
 
     def validate(self) -> None:
@@ -220,7 +221,7 @@ def check_subnet(text: str) -> None:
                 raise InvalidParameter(f"'{subnet}' clashes with {what} '{reserved}'")
         return
     if subnet.overlaps(_MAPPED6):
-        raise InvalidParameter(f"'{subnet}' is not a valid IPv6 subnet")
+        raise InvalidParameter(f"'{shown(text)}' is not a valid IPv6 subnet")
     if subnet != _LINK_LOCAL6 and subnet.overlaps(_LINK_LOCAL6):
         raise InvalidParameter(f"'{subnet}' clashes with the Link-Local prefix 'fe80::/64'")
 

@@ -6,6 +6,7 @@ import os
 import sys
 import time
 
+from tether import textcheck as tc
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
 from tether.cli.output import parse_filters, print_inspected, render_table_template
@@ -603,22 +604,54 @@ def run_port(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
 
 
 RUN_FLAGS = [
-    Flag("add-host", kind="list", metavar="list", help="Add a custom host-to-IP mapping (host:ip)"),
+    Flag(
+        "add-host",
+        kind="list",
+        metavar="list",
+        help="Add a custom host-to-IP mapping (host:ip)",
+        check=tc.check_extra_host_arg,
+    ),
     Flag("cap-add", kind="list", metavar="list", help="Add Linux capabilities"),
     Flag("cap-drop", kind="list", metavar="list", help="Drop Linux capabilities"),
     Flag("detach", "d", kind="bool", help="Run container in background and print container ID"),
-    Flag("dns", kind="list", metavar="list", help="Set custom DNS servers"),
-    Flag("dns-option", kind="list", metavar="list", help="Set DNS options"),
-    Flag("dns-search", kind="list", metavar="list", help="Set custom DNS search domains"),
-    Flag("domainname", help="Container NIS domain name"),
+    Flag("dns", kind="list", metavar="list", help="Set custom DNS servers", check=tc.check_ip),
+    Flag(
+        "dns-option",
+        kind="list",
+        metavar="list",
+        help="Set DNS options",
+        check=tc.check_dns_option,
+    ),
+    Flag(
+        "dns-search",
+        kind="list",
+        metavar="list",
+        help="Set custom DNS search domains",
+        check=tc.check_dns_search,
+    ),
+    Flag("domainname", help="Container NIS domain name", check=tc.check_domainname),
     Flag("entrypoint", help="Overwrite the default ENTRYPOINT of the image"),
-    Flag("env", "e", kind="list", metavar="list", help="Set environment variables"),
+    Flag(
+        "env",
+        "e",
+        kind="list",
+        metavar="list",
+        help="Set environment variables",
+        check=tc.check_env,
+    ),
     Flag("expose", kind="list", metavar="list", help="Expose a port or a range of ports"),
-    Flag("hostname", "h", help="Container host name"),
+    Flag("hostname", "h", help="Container host name", check=tc.check_hostname),
     Flag("interactive", "i", kind="bool", help="Keep STDIN open even if not attached"),
     Flag("ip", help="IPv4 address (e.g., 172.30.100.104)"),
     Flag("ip6", help="IPv6 address (e.g., 2001:db8::33)"),
-    Flag("label", "l", kind="list", metavar="list", help="Set meta data on a container"),
+    Flag(
+        "label",
+        "l",
+        kind="list",
+        metavar="list",
+        help="Set meta data on a container",
+        check=tc.check_label_arg,
+    ),
     Flag("mac-address", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
     Flag("name", help="Assign a name to the container"),
     Flag("network", kind="list", metavar="network", help="Connect a container to a network"),
@@ -628,8 +661,9 @@ RUN_FLAGS = [
         kind="list",
         metavar="list",
         help="Add network-scoped alias for the container",
+        check=tc.check_alias,
     ),
-    Flag("net-alias", kind="list", hidden=True),
+    Flag("net-alias", kind="list", hidden=True, check=tc.check_alias),
     Flag("privileged", kind="bool", help="Give extended privileges to this container"),
     Flag(
         "publish",
@@ -817,7 +851,14 @@ EXEC = Command(
     "Execute a command in a running container",
     [
         Flag("detach", "d", kind="bool", help="Detached mode: run command in the background"),
-        Flag("env", "e", kind="list", metavar="list", help="Set environment variables"),
+        Flag(
+            "env",
+            "e",
+            kind="list",
+            metavar="list",
+            help="Set environment variables",
+            check=tc.check_env,
+        ),
         Flag("interactive", "i", kind="bool", help="Keep STDIN open even if not attached"),
         Flag("privileged", kind="bool", help="Give extended privileges to the command"),
         Flag("tty", "t", kind="bool", help="Allocate a pseudo-TTY"),

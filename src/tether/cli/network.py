@@ -13,6 +13,7 @@ from tether.cli.output import (
     render_table_template,
 )
 from tether.client import ApiError
+from tether.textcheck import check_alias, check_label_arg
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
 if TYPE_CHECKING:
@@ -246,7 +247,7 @@ CREATE = Command(
         ),
         Flag("ipam-opt", kind="list", metavar="map", help="Set IPAM driver specific options"),
         Flag("ipv6", kind="bool", help="Enable IPv6 networking"),
-        Flag("label", kind="list", help="Set metadata on a network"),
+        Flag("label", kind="list", help="Set metadata on a network", check=check_label_arg),
         Flag("opt", "o", kind="list", metavar="map", help="Set driver specific options"),
         Flag("scope", help="Control the network's scope"),
         Flag(
@@ -331,6 +332,7 @@ CONNECT = Command(
             kind="list",
             metavar="strings",
             help="Add network-scoped alias for the container",
+            check=check_alias,
         ),
         Flag("driver-opt", kind="list", metavar="strings", help="driver options for the network"),
         Flag("ip", help='IPv4 address (e.g., "172.30.100.104")'),

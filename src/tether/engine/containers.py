@@ -46,7 +46,7 @@ from tether.model import Container, ContainerState, Endpoint, EndpointConfig, Ne
 from tether.runtime import files, shim
 from tether.runtime.confine import Confiner
 from tether.runtime.images import DEFAULT_PATH, ImageStore, host_view
-from tether.store import statedir
+from tether.store import records, statedir
 from tether.store.sqlite import Store
 from tether.tasks import background
 
@@ -170,7 +170,8 @@ class Containers:
         return self.networks.by_id.get(net_id)
 
     def load(self) -> None:
-        self.by_id = {d["id"]: Container.from_doc(d) for d in self.store.load("container")}
+        loaded = records.parse_all("container", self.store.load("container"), records.container)
+        self.by_id = {c.id: c for c in loaded}
 
     def find(self, term: str) -> Container:
         """Docker's lookup: full id, then name (with or without /), then unique id prefix."""

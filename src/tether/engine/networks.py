@@ -22,6 +22,7 @@ from tether.ipam.manager import Ipam
 from tether.ipam.pools import PoolSpec, pick_subnet
 from tether.kernel.rtnl import Rtnl
 from tether.model import PREDEFINED, Network
+from tether.store import records
 from tether.store.sqlite import Store
 
 log = logging.getLogger("tether.networks")
@@ -53,7 +54,8 @@ class Networks:
     # -- loading -------------------------------------------------------------------------
 
     def load(self) -> None:
-        self.by_id = {d["id"]: Network.from_doc(d) for d in self.store.load("network")}
+        loaded = records.parse_all("network", self.store.load("network"), records.network)
+        self.by_id = {n.id: n for n in loaded}
 
     async def ensure_predefined(self) -> None:
         """First start: create bridge (172.17.0.0/16 unless a host route overlaps), host, none."""

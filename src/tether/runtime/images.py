@@ -21,9 +21,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import msgspec
+
 from tether import wire
 from tether.errors import Conflict, InvalidParameter, NotFound, SystemFailure
 from tether.runtime.shim import HostView
+from tether.store import records
 from tether.store.sqlite import Store
 
 HOST_IMAGE_ID = "sha256:" + hashlib.sha256(b"tether built-in host image").hexdigest()
@@ -231,10 +234,10 @@ class ImageStore:
         self.by_id: dict[str, Image] = {}
 
     def load(self) -> None:
-        self.by_id = {}
-        for doc in self.store.load("image"):
-            img = Image(**doc)
-            self.by_id[img.id] = img
+        loaded = records.parse_all(
+            "image", self.store.load("image"), lambda doc: msgspec.convert(doc, Image)
+        )
+        self.by_id = {img.id: img for img in loaded}
         if HOST_IMAGE_ID not in self.by_id:
             host = Image(
                 HOST_IMAGE_ID, ["host:latest"], time.time(), 0, {"Cmd": ["/bin/sh"]}, builtin=True

@@ -13,6 +13,7 @@ repairs the kernel from whatever the store then says.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from tether.errors import Conflict
+
+log = logging.getLogger("tether.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -109,8 +112,26 @@ class Store:
         self.db.execute("DELETE FROM objects WHERE kind=? AND id=?", (kind, obj_id))
 
     def load(self, kind: str) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT data FROM objects WHERE kind=? ORDER BY rowid", (kind,))
-        return [json.loads(r[0]) for r in rows]
+        """Every stored object of one kind; a row that is not a JSON object is skipped and
+        logged (store/records.py checks the rest), so one bad row never stops the daemon."""
+        rows = self.db.execute("SELECT id, data FROM objects WHERE kind=? ORDER BY rowid", (kind,))
+        out: list[dict[str, Any]] = []
+        for obj_id, data in rows:
+            try:
+                doc = json.loads(data)
+            except (ValueError, TypeError) as exc:
+                log.error(
+                    "skipping a stored %s record that is not JSON: id=%s error=%s",
+                    kind,
+                    obj_id,
+                    exc,
+                )
+                continue
+            if not isinstance(doc, dict):
+                log.error("skipping a stored %s record that is not an object: id=%s", kind, obj_id)
+                continue
+            out.append(doc)
+        return out
 
     # -- address allocations -------------------------------------------------------------
 
