@@ -29,6 +29,8 @@ VERSION_PREFIX = re.compile(r"^/v\d+(\.\d+)?(?=/)")
 MAX_HEADER = 64 * 1024
 MAX_TRAILERS = 64  # trailer lines after a chunked body
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+CTL_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")  # RFC 9112: no blanks or controls
+CTL_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is allowed in a value
 REASONS = {
     200: "OK",
     201: "Created",
@@ -333,7 +335,7 @@ def _parse_head(head: bytes) -> tuple[str, str, dict[str, str], tuple[str, int]]
     method, target, version = parts
     if not version.startswith("HTTP/1."):
         raise HttpError(505, f"unsupported protocol version {json.dumps(version[:50])}")
-    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in target):
+    if CTL_IN_TARGET.search(target):
         raise HttpError(400, "malformed HTTP request: control characters in the target")
     headers: dict[str, str] = {}
     lengths: set[str] = set()
@@ -342,7 +344,7 @@ def _parse_head(head: bytes) -> tuple[str, str, dict[str, str], tuple[str, int]]
         if not sep or not TOKEN.fullmatch(k):
             raise HttpError(400, f"malformed MIME header line: {json.dumps(line[:200])}")
         key, value = k.lower(), v.strip(" \t")
-        if any(ord(ch) < 0x20 and ch != "\t" for ch in value):
+        if CTL_IN_VALUE.search(value):
             raise HttpError(400, f"malformed MIME header line: {json.dumps(line[:200])}")
         if key == "content-length":
             lengths.add(value)
