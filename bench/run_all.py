@@ -11,6 +11,7 @@ BENCHES = [
     "bench_networks.py",
     "bench_containers.py",
     "bench_ports.py",
+    "bench_relay.py",
     "bench_dns.py",
     "bench_compose.py",
 ]

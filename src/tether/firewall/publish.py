@@ -144,6 +144,25 @@ class Publisher:
         s.setblocking(False)
         return s
 
+    def _bind_reclaiming(self, proto: str, ip: str, port: int) -> socket.socket:
+        """`_bind`, taking back first a port that the relay holds for no one (a start cut
+        short by a crash had handed it over before the container recorded it)."""
+        try:
+            return self._bind(proto, ip, port)
+        except OSError as exc:
+            key = (proto, ip, port)
+            if exc.errno != errno.EADDRINUSE or key in self.owned:
+                raise
+            try:
+                held = self._found if self._found is not None else self.relay.held()
+                if key not in held:
+                    raise
+                held.pop(key, None)
+                self.relay.remove([key])
+            except RelayError:
+                raise exc from None
+            return self._bind(proto, ip, port)
+
     def _pick(self, spec: Spec) -> Iterator[int]:
         """Candidate host ports for a spec, in the order to try them (lazily: the ephemeral
         range has ~28,000 ports and the first free one is usually the next)."""
@@ -218,7 +237,7 @@ class Publisher:
             try:
                 for ip in spec.ips:
                     try:
-                        sock = self._bind(spec.proto, ip, port)
+                        sock = self._bind_reclaiming(spec.proto, ip, port)
                     except OSError as exc:
                         if (
                             _family(ip) == 6
