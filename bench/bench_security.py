@@ -56,6 +56,80 @@ def one_offs() -> dict[str, float]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def shim_only(n: int) -> dict[str, object]:
+    """tether-shim alone, spawn to "ok" (the command executing), no daemon and no network:
+    a busybox overlay root, confined as by default vs --privileged vs no confinement at all."""
+    import asyncio
+    import signal
+    import subprocess
+
+    from tether.runtime import busybox, confine, shim
+
+    d = tempfile.mkdtemp(prefix="tether-bench-shim-")
+    try:
+        tar = os.path.join(d, "busybox.tar")
+        busybox.build(tar)
+        image = os.path.join(d, "image")
+        os.makedirs(image)
+        subprocess.run(["tar", "-xf", tar, "-C", image], check=True)
+        path = shim.ensure_built()
+        conf = confine.Confiner(d)
+        files = []
+        for name in ("hosts", "resolv.conf", "hostname"):
+            files.append(os.path.join(d, name))
+            with open(files[-1], "w") as f:
+                f.write("x\n")
+        kinds = {
+            "default (confined)": conf.shim_security(conf.check({})),
+            "--privileged": conf.shim_security(conf.check({"Privileged": True})),
+            "no confinement at all": shim.Security(),
+        }
+
+        async def start(i: int, sec: shim.Security) -> float:
+            c = os.path.join(d, f"c{i}")
+            for sub in ("upper", "work", "rootfs"):
+                os.makedirs(os.path.join(c, sub))
+            spec = shim.RunSpec(
+                log=os.path.join(c, "log"),
+                exit_file=os.path.join(c, "exit"),
+                netns=None,
+                hostname="bench",
+                rootfs=os.path.join(c, "rootfs"),
+                overlay=(image, os.path.join(c, "upper"), os.path.join(c, "work")),
+                binds=[(f, "/etc/" + os.path.basename(f)) for f in files],
+                cwd="/",
+                env=["PATH=/bin"],
+                argv=["sleep", "100"],
+                security=sec,
+            )
+            t = time.perf_counter()
+            shim_pid, pid = await shim.start(path, spec)
+            ms = (time.perf_counter() - t) * 1000
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(shim_pid, 0)
+            return ms
+
+        async def rounds() -> dict[str, list[float]]:
+            out: dict[str, list[float]] = {k: [] for k in kinds}
+            i = 0
+            for _ in range(n):
+                for k, sec in kinds.items():
+                    i += 1
+                    out[k].append(await start(i, sec))
+            return out
+
+        got = asyncio.run(rounds())
+        med = {k: statistics.median(v) for k, v in got.items()}
+        return {
+            "ms": {k: stats(v) for k, v in got.items()},
+            "confined - privileged, median (ms)": round(
+                med["default (confined)"] - med["--privileged"], 2
+            ),
+        }
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 50
     tether = launcher()
@@ -108,6 +182,7 @@ def main() -> None:
             ),
         }
         results["one-off costs"] = one_offs()
+        results["tether-shim alone, spawn to exec"] = shim_only(2 * n)
     finally:
         h.cleanup()
     print(save("security", results))
