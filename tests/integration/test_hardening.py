@@ -328,6 +328,7 @@ def test_ipv6_ports_outlive_tetherd_and_the_relay_is_adopted(bhost: NamespaceHos
     # The last port goes: so does the relay.
     h.ok("rm", "-f", "web", "web2")
     assert wait_for(lambda: relay_pids(h) == [], 15)
+    assert wait_for(lambda: not os.path.exists(os.path.join(h.exec_root, "relay.sock")))
     assert not bind_fails(h, "AF_INET6", "::", 8080)
 
 

@@ -271,14 +271,21 @@ class RelayClient:
         finally:
             self._lost()
             self.stopping = False
-        for _ in range(200):  # our child if we started it: it exits right away
+        gone = False
+        for _ in range(200):  # it exits right away; reap it if it is our child
             try:
-                done, _status = os.waitpid(pid, os.WNOHANG)
+                os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
-                break
-            if done:
+                pass
+            if not os.path.exists(f"/proc/{pid}"):
+                gone = True
                 break
             time.sleep(0.005)
+        if gone:
+            try:  # its socket file, so that nothing is left in exec-root
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
         log.info("port relay stopped pid=%d (no published ports left)", pid)
 
     def detach(self) -> None:
