@@ -14,6 +14,7 @@ BENCHES = [
     "bench_relay.py",
     "bench_dns.py",
     "bench_compose.py",
+    "bench_security.py",
 ]
 
 
