@@ -348,6 +348,12 @@ def test_privileged_and_unconfined(shost: NamespaceHost) -> None:
     assert (st["Seccomp"], st["NoNewPrivs"]) == ("0", "0")
     info = mounts(h.ok("run", "--rm", "--privileged", "busybox", "cat", "/proc/self/mountinfo"))
     assert "rw" in info["/sys"] and "/proc/keys" not in info and "/proc/sys" not in info
+    # --cap-add ALL: every capability, but still Docker's profile (evaluated with them all)
+    # and the masked paths.
+    st = proc_status(h, "--cap-add", "all")
+    assert (st["CapEff"], st["CapBnd"], st["Seccomp"]) == (tetherd_caps, tetherd_caps, "2")
+    got = probe(h, "--cap-add", "ALL")
+    assert got["unshare"] == 0 and got["keyctl"] == EPERM and got["clone3"] != ENOSYS
     st = proc_status(h, "--security-opt", "seccomp=unconfined")
     assert (st["Seccomp"], st["CapEff"]) == ("0", DOCKER_DEFAULT_CAPS)
     st = proc_status(h, "--security-opt", "no-new-privileges")
