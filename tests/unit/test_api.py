@@ -86,7 +86,9 @@ def test_syntax_and_framing_of_the_json() -> None:
     assert refused(b'{"Image": ') == "invalid JSON: unexpected EOF"
     assert refused(b"\xff\xfe").startswith("invalid JSON")
     assert refused(b'{"Image": "\xff"}') == "invalid JSON: the body is not valid UTF-8"
-    assert refused(b"") == "invalid JSON: got EOF while reading request body"
+    assert refused(b"") == "invalid JSON: EOF"
+    assert refused({}) == "config cannot be empty in order to create a container"
+    assert refused({"HostConfig": {}}) == "config cannot be empty in order to create a container"
     # An empty body is the zero request where dockerd allows one (exec start).
     assert decode(b"", ExecStart, ExecStart()).Detach is None
 

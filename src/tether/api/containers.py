@@ -320,6 +320,9 @@ class ContainerCreate(Model):
         return strslice(self.Entrypoint)
 
     def validate(self) -> None:
+        if all(getattr(self, f) is None for f in CONFIG_FIELDS):
+            # runconfig.DecodeCreateRequest: no field of Config at all.
+            raise InvalidParameter("config cannot be empty in order to create a container")
         check_text("image name", self.Image)
         if self.Hostname:
             _ok(check_hostname, self.Hostname)
@@ -351,6 +354,12 @@ class ContainerCreate(Model):
             raise InvalidParameter("conflicting options: hostname and the network mode")
         if self.NetworkingConfig is not None:
             self.NetworkingConfig.validate()
+
+
+# The fields of Docker's Config (the request's top level but HostConfig and NetworkingConfig).
+CONFIG_FIELDS = tuple(
+    f for f in ContainerCreate.__struct_fields__ if f not in ("HostConfig", "NetworkingConfig")
+)
 
 
 def exposed_ports(values: dict[str, Any] | None) -> dict[str, dict[str, Any]]:

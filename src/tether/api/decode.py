@@ -97,14 +97,14 @@ def check_depth(data: bytes) -> None:
 def decode(data: bytes, model: type[T], empty: T | None = None) -> T:
     """One JSON body as `model`, checked (validate()), or InvalidParameter with Docker's text.
 
-    An empty body is `empty` when given (dockerd treats an absent optional body as zero),
-    else Docker's EOF error.
+    An empty body is `empty` when given (dockerd's ReadJSON takes an absent body as the zero
+    request: networks, exec), else Go's EOF error (container create decodes it strictly).
     """
     if not data.strip():
         if empty is not None:
             empty.validate()
             return empty
-        raise InvalidParameter("invalid JSON: got EOF while reading request body")
+        raise InvalidParameter("invalid JSON: EOF")
     check_depth(data)
     try:
         obj = msgspec.json.decode(data, type=model)
@@ -232,7 +232,3 @@ def go_type_name(tp: Any) -> str:
     if origin is dict and len(args) == 2:
         return f"map[string]{go_type_name(args[1])}"
     return "interface {}"
-
-
-def bad(message: str) -> InvalidParameter:
-    return InvalidParameter(message)

@@ -138,7 +138,7 @@ def register(router: Router, daemon: Daemon) -> None:
         return None
 
     async def exec_create(req: Request) -> Response:
-        ex = execs.create(req.params["id"], req.decode(ExecCreate))
+        ex = execs.create(req.params["id"], req.decode(ExecCreate, ExecCreate()))
         return json_response({"Id": ex.id}, 201)
 
     async def exec_start(req: Request) -> Response | None:

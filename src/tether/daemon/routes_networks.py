@@ -22,7 +22,7 @@ def register(router: Router, daemon: Daemon) -> None:
         return json_response(nets.inspect(nets.find(req.params["id"])))
 
     async def create(req: Request) -> Response:
-        net = await nets.create(req.decode(NetworkCreate))
+        net = await nets.create(req.decode(NetworkCreate, NetworkCreate()))
         return json_response({"Id": net.id, "Warning": ""}, 201)
 
     async def remove(req: Request) -> Response:
@@ -34,14 +34,14 @@ def register(router: Router, daemon: Daemon) -> None:
         return json_response({"NetworksDeleted": deleted})
 
     async def connect(req: Request) -> Response:
-        body = req.decode(NetworkConnect)
+        body = req.decode(NetworkConnect, NetworkConnect())
         await daemon.containers.connect(
             req.params["id"], body.Container or "", body.EndpointConfig or EndpointSettings()
         )
         return Response(200)
 
     async def disconnect(req: Request) -> Response:
-        body = req.decode(NetworkDisconnect)
+        body = req.decode(NetworkDisconnect, NetworkDisconnect())
         await daemon.containers.disconnect(req.params["id"], body.Container or "", bool(body.Force))
         return Response(200)
 
