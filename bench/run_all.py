@@ -11,8 +11,10 @@ BENCHES = [
     "bench_networks.py",
     "bench_containers.py",
     "bench_ports.py",
+    "bench_relay.py",
     "bench_dns.py",
     "bench_compose.py",
+    "bench_security.py",
 ]
 
 

@@ -212,8 +212,8 @@ def scenario() -> None:
     cells = rch.matrix(cli, THREE_TIER, "three-tier", services, targets)
     print(rch.render(cells, services, targets), end="")
     print(
-        f"{DIM}  (web and db share no network: no DNS record, and the internal backend drops "
-        f"web's packets even by address){RESET}"
+        f"{DIM}  (web and db share no network: no DNS record; by address, the internal backend "
+        f"drops web's packets, and db has no route out at all){RESET}"
     )
     on_host("busybox wget -qO- http://127.0.0.1:8080/   # web, published on the host")
 

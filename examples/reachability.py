@@ -68,6 +68,9 @@ def _connect(cli: Cli, compose: Sequence[str], src: str, addr: str, t: Target) -
         return False, "timed out (dropped)"
     if any("refused" in line.lower() for line in lines):
         return False, "connection refused"
+    if any("network is unreachable" in line.lower() for line in lines):
+        # No route at all: a container only on internal networks has no default route.
+        return False, "no route (unreachable)"
     body = lines[-1] if lines else ""
     return bool(body), body or "no answer"
 

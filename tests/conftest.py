@@ -39,7 +39,7 @@ def _snapshot() -> dict[str, set[str]]:
 
 
 def _live_tether_processes() -> set[str]:
-    """tetherd and tether-shim processes that are alive.
+    """tetherd, tether-shim and port relay (firewall/relay.py) processes that are alive.
 
     Zombies are left out: a shim whose daemon was killed (the crash tests do that on purpose)
     is re-parented to PID 1, which reaps it in its own time; a zombie holds nothing but a pid.
@@ -58,7 +58,9 @@ def _live_tether_processes() -> set[str]:
         state = stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3]
         if state == b"Z":
             continue
-        if "tether.daemon.main" in cmdline or "tether-shim" in cmdline:
+        if any(
+            m in cmdline for m in ("tether.daemon.main", "tether-shim", "tether/firewall/relay.py")
+        ):
             out.add(f"{pid} {cmdline}")
     return out
 

@@ -220,7 +220,8 @@ class NamespaceHost:
 
     def _kill_leftover_shims(self) -> None:
         """Containers of this host still running (a test failed while its daemon was down):
-        kill them, as `rm -f` would have, so one failure does not leak into the next test."""
+        kill them, as `rm -f` would have, so one failure does not leak into the next test.
+        The same for its port relay, which holds published ports while no daemon runs."""
         marker = self.dir.encode()
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
@@ -229,6 +230,10 @@ class NamespaceHost:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     cmdline = f.read()
             except OSError:
+                continue
+            if b"tether/firewall/relay.py" in cmdline and marker in cmdline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
                 continue
             if b"tether-shim" in cmdline and marker in cmdline:
                 try:

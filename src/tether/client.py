@@ -34,6 +34,26 @@ class DaemonUnavailable(Exception):
     pass
 
 
+class ConnectionLost(ConnectionError):
+    """The daemon went away in the middle of a request: reset, or closed before answering.
+
+    One line for the user, as docker's client gives one ("...: EOF"); never retried, since
+    the request may have done its work before the connection broke.
+    """
+
+    def __init__(self, socket_path: str, reason: str) -> None:
+        self.message = f"Cannot connect to the tether daemon at unix://{socket_path}: {reason}"
+        super().__init__(self.message)
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return "connection reset"
+    if isinstance(exc, TimeoutError):
+        return "timeout waiting for the daemon's answer"
+    return exc.strerror.lower() if exc.strerror else str(exc)
+
+
 def quote(text: str) -> str:
     return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in text.encode())
 
@@ -67,24 +87,30 @@ def socket_from_host(host: str | None) -> str:
 
 
 class Response:
-    def __init__(self, sock: Any, status: int, headers: dict[str, str], buf: bytes) -> None:
+    def __init__(
+        self, sock: Any, status: int, headers: dict[str, str], buf: bytes, socket_path: str = ""
+    ) -> None:
         self.sock = sock
         self.status = status
         self.headers = headers
         self._buf = buf
+        self.socket_path = socket_path
 
     def _recv(self) -> bytes:
         if self._buf:
             data, self._buf = self._buf, b""
             return data
-        return bytes(self.sock.recv(65536))
+        try:
+            return bytes(self.sock.recv(65536))
+        except OSError as exc:
+            raise ConnectionLost(self.socket_path, _reason(exc)) from None
 
     def _read_exact(self, n: int) -> bytes:
         out = bytearray()
         while len(out) < n:
             data = self._recv()
             if not data:
-                raise ConnectionError("connection closed by the daemon")
+                raise ConnectionLost(self.socket_path, "unexpected EOF")
             out += data
         extra = bytes(out[n:])
         if extra:
@@ -96,7 +122,7 @@ class Response:
         while b"\r\n" not in out:
             data = self._recv()
             if not data:
-                raise ConnectionError("connection closed by the daemon")
+                raise ConnectionLost(self.socket_path, "unexpected EOF")
             out += data
         line, _, rest = bytes(out).partition(b"\r\n")
         if rest:
@@ -105,12 +131,12 @@ class Response:
 
     def iter_body(self) -> Iterator[bytes]:
         if "content-length" in self.headers:
-            n = int(self.headers["content-length"])
+            n = _number(self.headers["content-length"], 10, self.socket_path)
             if n:
                 yield self._read_exact(n)
         elif self.headers.get("transfer-encoding", "").lower() == "chunked":
             while True:
-                size = int(self._read_line().split(b";")[0] or b"0", 16)
+                size = _number(self._read_line().split(b";")[0] or b"0", 16, self.socket_path)
                 if size == 0:
                     self._read_line()
                     return
@@ -199,22 +225,37 @@ class Client:
             hdrs.update(headers)
         head = f"{method} /v1.41{path}{encode_query(query)} HTTP/1.1\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
-        s.sendall(head.encode() + payload)
         buf = b""
-        while b"\r\n\r\n" not in buf:
-            data = s.recv(65536)
-            if not data:
+        try:
+            s.sendall(head.encode() + payload)
+            while b"\r\n\r\n" not in buf:
+                data = s.recv(65536)
+                if not data:
+                    raise ConnectionLost(self.socket_path, "EOF")
+                buf += data
+        except OSError as exc:
+            if isinstance(exc, ConnectionLost):
                 s.close()
-                raise ConnectionError("the daemon closed the connection")
-            buf += data
+                raise
+            # The daemon may have answered (a 413 or 400) and closed before reading the
+            # whole request: that answer is the one to show.
+            reset = isinstance(exc, (BrokenPipeError, ConnectionResetError))
+            buf = _drain(s) if reset and not buf else b""
+            if b"\r\n\r\n" not in buf:
+                s.close()
+                raise ConnectionLost(self.socket_path, _reason(exc)) from None
         head_bytes, _, rest = buf.partition(b"\r\n\r\n")
         lines = head_bytes.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ")[1])
+        parts = lines[0].split(" ")
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            s.close()
+            raise ConnectionLost(self.socket_path, "malformed HTTP response")
+        status = int(parts[1])
         rheaders: dict[str, str] = {}
         for line in lines[1:]:
             k, _, v = line.partition(":")
             rheaders[k.strip().lower()] = v.strip()
-        return Response(s, status, rheaders, rest)
+        return Response(s, status, rheaders, rest, self.socket_path)
 
     def call(
         self,
@@ -249,8 +290,28 @@ class Client:
     def ping(self) -> bool:
         try:
             return bool(self.call("GET", "/_ping") == "OK")
-        except (DaemonUnavailable, ConnectionError, ApiError):
+        except (DaemonUnavailable, ConnectionError, ApiError):  # ConnectionLost too
             return False
+
+
+def _number(text: str | bytes, base: int, socket_path: str) -> int:
+    try:
+        return int(text, base)
+    except ValueError:
+        raise ConnectionLost(socket_path, "malformed HTTP response") from None
+
+
+def _drain(sock: Any) -> bytes:
+    """What the daemon sent before it closed (its answer to a request it refused)."""
+    out = b""
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return out
+            out += data
+    except OSError:
+        return out
 
 
 def _error_message(data: bytes, status: int) -> str:

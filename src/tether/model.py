@@ -74,12 +74,19 @@ class Network:
     def to_doc(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> Network:
+    @staticmethod
+    def upgrade_doc(doc: dict[str, Any]) -> dict[str, Any]:
+        """A stored network in today's shape: fields of the driver's own (written before
+        drivers owned their state) move into `driver_state`."""
         doc = dict(doc)
         legacy = {k: doc.pop(k) for k in LEGACY_DRIVER_FIELDS if k in doc}
         if legacy.get("bridge_name") and not doc.get("driver_state"):
             doc["driver_state"] = legacy
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Network:
+        doc = cls.upgrade_doc(doc)
         doc["pools"] = [Pool(**p) for p in doc.get("pools", [])]
         return cls(**doc)
 

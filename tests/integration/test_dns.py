@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import random
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from nshost import NamespaceHost, Upstream, namespace_host
+from nshost import HERE, NamespaceHost, Upstream, namespace_host
 from tether.kernel import netns
 
 pytestmark = pytest.mark.integration
@@ -328,15 +330,26 @@ def test_loopback_resolver_of_the_host_is_asked_from_the_host() -> None:
             h.ok("run", "-d", "--name", "c1", "--network", "n", "busybox", "sleep", "600")
             assert addrs(ask(h, "c1", "fwd.anchor.test")) == ["198.18.0.1"]
             assert "udp 127.0.0.1 fwd.anchor.test. 1" in up.lines()
+            # Never on behalf of a container only on internal networks (CVE-2024-29018).
+            h.ok("network", "create", "--internal", "back")
+            h.ok("run", "-d", "--name", "c2", "--network", "back", "busybox", "sleep", "600")
+            asked = len(up.lines())
+            assert ask(h, "c2", "other.anchor.test").rcode() == dns.rcode.SERVFAIL
+            assert len(up.lines()) == asked
         finally:
             up.stop()
     finally:
         h.cleanup()
 
 
-def test_internal_network_still_forwards_like_docker(dhost: tuple[NamespaceHost, Upstream]) -> None:
+def test_internal_network_forwards_only_within_itself(
+    dhost: tuple[NamespaceHost, Upstream],
+) -> None:
+    """Docker 25+ (CVE-2024-29018, moby#47821): a container only on internal networks gets no
+    answer from an upstream outside them, but one on its own internal network still answers."""
     h, up = dhost
-    h.ok("network", "create", "--internal", "back")
+    h.ok("network", "create", "--internal", "--subnet", "10.79.0.0/24", "back")
+    h.ok("network", "create", "front")
     h.ok(
         "run",
         "-d",
@@ -350,9 +363,68 @@ def test_internal_network_still_forwards_like_docker(dhost: tuple[NamespaceHost,
         "sleep",
         "600",
     )
-    # The upstream is an address of the host itself (as in the reference): reachable.
+    # The upstream is an address of the host itself (as in the reference): out of reach now.
+    m = ask(h, "db", "fwd.anchor.test")
+    assert m.rcode() == dns.rcode.SERVFAIL and m.answer == []
+    assert not any(h.ip_of("db", "back") in line for line in up.lines())
+    # Names of the internal network itself still resolve.
+    h.ok("run", "-d", "--name", "peer", "--network", "back", "busybox", "sleep", "600")
+    assert addrs(ask(h, "db", "peer")) == [h.ip_of("peer", "back")]
+    # A DNS server on the internal network (here: the stand-in upstream inside a container's
+    # network namespace) is asked from the container's namespace, and answers.
+    h.ok(
+        "run",
+        "-d",
+        "--name",
+        "ns",
+        "--network",
+        "back",
+        "--ip",
+        "10.79.0.53",
+        "busybox",
+        "sleep",
+        "600",
+    )
+    key = h.api.get("/containers/ns/json")["NetworkSettings"]["SandboxKey"]
+    log = os.path.join(h.dir, "onnet-dns.log")
+    server = subprocess.Popen(
+        [
+            "nsenter",
+            f"--net={key}",
+            sys.executable,
+            os.path.join(HERE, "dnsupstream.py"),
+            "10.79.0.53",
+            "53",
+            log,
+            "60",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(log) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        h.ok(
+            "run",
+            "-d",
+            "--name",
+            "c2",
+            "--network",
+            "back",
+            "--dns",
+            "10.79.0.53",
+            "busybox",
+            "sleep",
+            "600",
+        )
+        assert addrs(ask(h, "c2", "fwd.anchor.test")) == ["198.18.0.1"]
+        with open(log) as f:
+            assert f"udp {h.ip_of('c2', 'back')} fwd.anchor.test. 1" in f.read()
+    finally:
+        server.kill()
+        server.wait()
+    # Connected to a normal network as well, db forwards to the host's upstream again.
+    h.ok("network", "connect", "front", "db")
     assert addrs(ask(h, "db", "fwd.anchor.test")) == ["198.18.0.1"]
-    assert f"udp {h.ip_of('db', 'back')} fwd.anchor.test. 1" in up.lines()
 
 
 def test_hostile_packets_never_stop_the_server(dhost: tuple[NamespaceHost, Upstream]) -> None:

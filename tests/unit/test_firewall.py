@@ -148,3 +148,42 @@ def test_specs_expand_host_addresses_and_publish_all() -> None:
         ("tcp", ["::1"], "8082", 80),
         ("tcp", ["0.0.0.0", "::"], "", 7000),
     ]
+
+
+def test_loopback_destinations_are_dropped_off_lo_before_any_nat() -> None:
+    text = render(FirewallState(NETS))
+    assert "type filter hook prerouting priority raw" in text  # before conntrack and DNAT
+    assert rules_of(text, "guard") == [
+        'iifname != "lo" ip daddr 127.0.0.0/8 drop',
+        'iifname != "lo" ip6 daddr ::1 drop',
+    ]
+
+
+def test_internal_networks_reach_only_their_gateway_on_the_host() -> None:
+    nets = [
+        NetRule("aaaa", "tb-aaaa", ("172.18.0.0/16",), gateways4=("172.18.0.1",)),
+        NetRule(
+            "bbbb",
+            "tb-bbbb",
+            ("10.1.0.0/24",),
+            ("fd00:1::/64",),
+            internal=True,
+            gateways4=("10.1.0.1",),
+            gateways6=("fd00:1::1",),
+        ),
+    ]
+    text = render(FirewallState(nets))
+    assert "type filter hook input priority filter" in text
+    assert rules_of(text, "input") == ["iifname vmap @hostbound"]
+    assert 'add element inet tether hostbound { "tb-bbbb" : jump net_bbbb_host }' in text
+    assert rules_of(text, "net_bbbb_host") == [
+        "ct state established,related accept",
+        "ip daddr { 10.1.0.1 } accept",
+        "ip6 daddr { fd00:1::1, fe80::/10, ff00::/8 } accept",
+        "meta pkttype { broadcast, multicast } accept",
+        "drop",
+    ]
+    assert "net_aaaa_host" not in text  # a normal network may reach the host as in Docker
+    # The chain of a network that is gone is deleted with the rest of its chains.
+    again = render(FirewallState(nets[:1]), stale_chains={"net_bbbb_host", "net_bbbb_out"})
+    assert "delete chain inet tether net_bbbb_host" in again

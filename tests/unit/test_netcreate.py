@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import msgspec
 import pytest
 
+from tether.api.networks import NetworkCreate
 from tether.drivers.bridge import BridgeDriver, BridgeState
 from tether.drivers.host import HostDriver, NullDriver
 from tether.drivers.macvlan import MacvlanDriver
@@ -29,7 +31,12 @@ def resolve(
 ) -> netcreate.Resolved:
     driver = DRIVERS.get(str(body.get("Driver") or "bridge"))
     return netcreate.resolve(
-        body, driver, networks or [], routes or [], list(DEFAULT_POOLS), {4: "172.17.0.0/16"}
+        msgspec.convert(body, NetworkCreate),
+        driver,
+        networks or [],
+        routes or [],
+        list(DEFAULT_POOLS),
+        {4: "172.17.0.0/16"},
     )
 
 

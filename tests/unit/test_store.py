@@ -57,3 +57,25 @@ def test_concurrent_writers_never_duplicate(tmp_path: Path) -> None:
         t.join()
     assert sorted(won) == sorted(f"10.0.0.{i}" for i in range(50))
     assert len(Store(path).addresses()) == 50
+
+
+def test_networks_stored_before_drivers_owned_their_state_still_load() -> None:
+    """A record written by an earlier tether (bridge fields at the top level) loads with its
+    fields in the bridge driver's state."""
+    from tether.drivers.bridge import BridgeState
+    from tether.store import records
+
+    doc = {
+        "id": "a" * 64,
+        "name": "old",
+        "driver": "bridge",
+        "created": "2026-11-28T00:00:00Z",
+        "pools": [{"subnet": "10.9.0.0/16", "gateway": "10.9.0.1"}],
+        "bridge_name": "tb-aaaaaaaaaaaa",
+        "bridge_external": False,
+        "mtu": 1450,
+        "icc": False,
+        "masquerade": True,
+    }
+    net = records.network(doc)
+    assert BridgeState.of(net) == BridgeState("tb-aaaaaaaaaaaa", False, 1450, False, True)

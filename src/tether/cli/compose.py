@@ -335,6 +335,7 @@ SUB: dict[str, Command] = {
                 help="Index of the container if service has multiple replicas",
             ),
             Flag("no-TTY", "T", kind="bool", help="Disable pseudo-TTY allocation"),
+            Flag("privileged", kind="bool", help="Give extended privileges to the process"),
             Flag("interactive", "i", kind="bool", default=True, hidden=True),
             Flag("tty", "t", kind="bool", default=True, hidden=True),
             Flag("workdir", "w", help="Path to workdir directory for this command"),

@@ -6,6 +6,8 @@ import os
 import sys
 import time
 
+from tether import netmodes
+from tether import textcheck as tc
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
 from tether.cli.output import parse_filters, print_inspected, render_table_template
@@ -17,7 +19,6 @@ if TYPE_CHECKING:
 
     from tether.client import Response
 
-USER_NETWORK_EXCLUDED = ("", "default", "bridge", "host", "none")
 PS_HEADERS = {
     "ID": "CONTAINER ID",
     "Image": "IMAGE",
@@ -66,7 +67,7 @@ def _container_body(o: dict[str, Any], args: list[str]) -> tuple[dict[str, Any],
     image, cmd = args[0], args[1:]
     networks = o["network"] or []
     mode = networks[0] if networks else "default"
-    if o["network_alias"] and mode in USER_NETWORK_EXCLUDED:
+    if o["network_alias"] and not netmodes.is_user_defined(mode):
         raise CliError(
             "tether: network-scoped aliases are only supported for user-defined networks\nSee 'tether run --help'.",
             125,
@@ -85,6 +86,14 @@ def _container_body(o: dict[str, Any], args: list[str]) -> tuple[dict[str, Any],
     try:
         exposed, bindings = portspec.parse_publish(o["publish"], o["expose"])
     except ValueError as exc:
+        raise CliError(f"tether: {exc}\nSee 'tether run --help'.", 125) from None
+    from tether import secopts
+
+    try:
+        security = secopts.host_config(
+            o["privileged"], o["cap_add"], o["cap_drop"], o["security_opt"]
+        )
+    except secopts.SecurityOptError as exc:
         raise CliError(f"tether: {exc}\nSee 'tether run --help'.", 125) from None
     body: dict[str, Any] = {
         "Hostname": o["hostname"] or "",
@@ -105,6 +114,7 @@ def _container_body(o: dict[str, Any], args: list[str]) -> tuple[dict[str, Any],
             "DnsOptions": o["dns_option"],
             "ExtraHosts": o["add_host"] or None,
             "AutoRemove": o["rm"],
+            **security,
         },
         "NetworkingConfig": {"EndpointsConfig": {}},
     }
@@ -133,7 +143,7 @@ def _container_body(o: dict[str, Any], args: list[str]) -> tuple[dict[str, Any],
                 ep["Aliases"] = o["network_alias"]
         endpoints[net] = ep
     if not networks and (o["ip"] or o["ip6"]):
-        endpoints["bridge"] = {
+        endpoints[netmodes.DEFAULT_NETWORK] = {
             "IPAMConfig": {
                 k: v for k, v in (("IPv4Address", o["ip"]), ("IPv6Address", o["ip6"])) if v
             }
@@ -480,6 +490,7 @@ def run_exec(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         "Cmd": args[1:],
         "Env": _parse_env(o["env"]),
         "WorkingDir": o["workdir"] or "",
+        "Privileged": bool(o.get("privileged")),
     }
     try:
         ex = ctx.call("POST", f"/containers/{_q(args[0])}/exec", body=body)
@@ -593,20 +604,54 @@ def run_port(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
 
 
 RUN_FLAGS = [
-    Flag("add-host", kind="list", metavar="list", help="Add a custom host-to-IP mapping (host:ip)"),
+    Flag(
+        "add-host",
+        kind="list",
+        metavar="list",
+        help="Add a custom host-to-IP mapping (host:ip)",
+        check=tc.check_extra_host_arg,
+    ),
+    Flag("cap-add", kind="list", metavar="list", help="Add Linux capabilities"),
+    Flag("cap-drop", kind="list", metavar="list", help="Drop Linux capabilities"),
     Flag("detach", "d", kind="bool", help="Run container in background and print container ID"),
-    Flag("dns", kind="list", metavar="list", help="Set custom DNS servers"),
-    Flag("dns-option", kind="list", metavar="list", help="Set DNS options"),
-    Flag("dns-search", kind="list", metavar="list", help="Set custom DNS search domains"),
-    Flag("domainname", help="Container NIS domain name"),
+    Flag("dns", kind="list", metavar="list", help="Set custom DNS servers", check=tc.check_ip),
+    Flag(
+        "dns-option",
+        kind="list",
+        metavar="list",
+        help="Set DNS options",
+        check=tc.check_dns_option,
+    ),
+    Flag(
+        "dns-search",
+        kind="list",
+        metavar="list",
+        help="Set custom DNS search domains",
+        check=tc.check_dns_search,
+    ),
+    Flag("domainname", help="Container NIS domain name", check=tc.check_domainname),
     Flag("entrypoint", help="Overwrite the default ENTRYPOINT of the image"),
-    Flag("env", "e", kind="list", metavar="list", help="Set environment variables"),
+    Flag(
+        "env",
+        "e",
+        kind="list",
+        metavar="list",
+        help="Set environment variables",
+        check=tc.check_env,
+    ),
     Flag("expose", kind="list", metavar="list", help="Expose a port or a range of ports"),
-    Flag("hostname", "h", help="Container host name"),
+    Flag("hostname", "h", help="Container host name", check=tc.check_hostname),
     Flag("interactive", "i", kind="bool", help="Keep STDIN open even if not attached"),
     Flag("ip", help="IPv4 address (e.g., 172.30.100.104)"),
     Flag("ip6", help="IPv6 address (e.g., 2001:db8::33)"),
-    Flag("label", "l", kind="list", metavar="list", help="Set meta data on a container"),
+    Flag(
+        "label",
+        "l",
+        kind="list",
+        metavar="list",
+        help="Set meta data on a container",
+        check=tc.check_label_arg,
+    ),
     Flag("mac-address", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
     Flag("name", help="Assign a name to the container"),
     Flag("network", kind="list", metavar="network", help="Connect a container to a network"),
@@ -616,8 +661,10 @@ RUN_FLAGS = [
         kind="list",
         metavar="list",
         help="Add network-scoped alias for the container",
+        check=tc.check_alias,
     ),
-    Flag("net-alias", kind="list", hidden=True),
+    Flag("net-alias", kind="list", hidden=True, check=tc.check_alias),
+    Flag("privileged", kind="bool", help="Give extended privileges to this container"),
     Flag(
         "publish",
         "p",
@@ -627,6 +674,7 @@ RUN_FLAGS = [
     ),
     Flag("publish-all", "P", kind="bool", help="Publish all exposed ports to random ports"),
     Flag("rm", kind="bool", help="Automatically remove the container when it exits"),
+    Flag("security-opt", kind="list", metavar="list", help="Security Options"),
     Flag("stop-signal", help="Signal to stop the container"),
     Flag("stop-timeout", kind="int", help="Timeout (in seconds) to stop a container"),
     Flag("tty", "t", kind="bool", help="Allocate a pseudo-TTY"),
@@ -803,8 +851,16 @@ EXEC = Command(
     "Execute a command in a running container",
     [
         Flag("detach", "d", kind="bool", help="Detached mode: run command in the background"),
-        Flag("env", "e", kind="list", metavar="list", help="Set environment variables"),
+        Flag(
+            "env",
+            "e",
+            kind="list",
+            metavar="list",
+            help="Set environment variables",
+            check=tc.check_env,
+        ),
         Flag("interactive", "i", kind="bool", help="Keep STDIN open even if not attached"),
+        Flag("privileged", kind="bool", help="Give extended privileges to the command"),
         Flag("tty", "t", kind="bool", help="Allocate a pseudo-TTY"),
         Flag("user", "u", help="Username or UID (tether runs as root)"),
         Flag("workdir", "w", help="Working directory inside the container"),

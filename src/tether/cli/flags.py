@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from tether.textcheck import go_quote
+
 # Annotation-only imports: `typing` alone costs ~18 ms of start-up.  mypy is configured to
 # treat TYPE_CHECKING as true (always_true in pyproject.toml).
 TYPE_CHECKING = False
@@ -42,6 +44,7 @@ class Flag:
         help: str = "",
         metavar: str = "",
         hidden: bool = False,
+        check: Callable[[str], str] | None = None,
     ) -> None:
         self.long = long
         self.short = short
@@ -50,6 +53,13 @@ class Flag:
         self.help = help
         self.metavar = metavar
         self.hidden = hidden
+        # Docker's per-flag validator (pflag Value.Set): the value, normalized, or ValueError.
+        self.check = check
+
+    @property
+    def shown(self) -> str:
+        """The flag as pflag names it in an error: "-h, --hostname" or "--dns"."""
+        return f"-{self.short}, --{self.long}" if self.short else f"--{self.long}"
 
     @property
     def dest(self) -> str:
@@ -109,6 +119,14 @@ def parse(cmd: Command, argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     args: list[str] = []
 
     def store(f: Flag, value: str, shown: str) -> None:
+        if f.check is not None:
+            try:
+                value = f.check(value)
+            except ValueError as exc:
+                raise UsageError(
+                    f"invalid argument {go_quote(value)} for {go_quote(f.shown)} flag: {exc}",
+                    cmd,
+                ) from None
         if f.kind == "bool":
             low = value.lower()
             if low in ("1", "t", "true"):

@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(cmd: object, argv: list[str], host: str | None, debug: bool) -> int:
     from tether.cli.context import CliError, Context
     from tether.cli.flags import Command, UsageError, parse, print_usage_error, usage_text
+    from tether.client import ConnectionLost
 
     assert isinstance(cmd, Command) and cmd.handler is not None
     try:
@@ -177,6 +178,10 @@ def _run(cmd: object, argv: list[str], host: str | None, debug: bool) -> int:
         return exc.code
     except UsageError as exc:
         return print_usage_error(exc)
+    except ConnectionLost as exc:
+        # The daemon went away mid-request: one line, as docker's "error during connect".
+        sys.stderr.write(exc.message + "\n")
+        return 1
     except ValueError as exc:
         sys.stderr.write(f"{exc}\n")
         return 1

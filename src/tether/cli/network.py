@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from tether import netmodes
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
 from tether.cli.output import (
@@ -13,6 +14,7 @@ from tether.cli.output import (
     render_table_template,
 )
 from tether.client import ApiError
+from tether.textcheck import check_alias, check_label_arg
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
 if TYPE_CHECKING:
@@ -223,7 +225,10 @@ CREATE = Command(
         Flag("config-from", help="The network from which to copy the configuration"),
         Flag("config-only", kind="bool", help="Create a configuration only network"),
         Flag(
-            "driver", "d", default="bridge", help='Driver to manage the Network (default "bridge")'
+            "driver",
+            "d",
+            help=f'Driver to manage the Network (default "{netmodes.DEFAULT_DRIVER}")',
+            help=f'Driver to manage the Network (default "{netmodes.DEFAULT_DRIVER}")',
         ),
         Flag(
             "gateway",
@@ -246,7 +251,7 @@ CREATE = Command(
         ),
         Flag("ipam-opt", kind="list", metavar="map", help="Set IPAM driver specific options"),
         Flag("ipv6", kind="bool", help="Enable IPv6 networking"),
-        Flag("label", kind="list", help="Set metadata on a network"),
+        Flag("label", kind="list", help="Set metadata on a network", check=check_label_arg),
         Flag("opt", "o", kind="list", metavar="map", help="Set driver specific options"),
         Flag("scope", help="Control the network's scope"),
         Flag(
@@ -331,6 +336,7 @@ CONNECT = Command(
             kind="list",
             metavar="strings",
             help="Add network-scoped alias for the container",
+            check=check_alias,
         ),
         Flag("driver-opt", kind="list", metavar="strings", help="driver options for the network"),
         Flag("ip", help='IPv4 address (e.g., "172.30.100.104")'),

@@ -73,6 +73,12 @@ class Service:
     dns_search: list[str] = field(default_factory=list)
     dns_opt: list[str] = field(default_factory=list)
     extra_hosts: list[str] = field(default_factory=list)
+    privileged: bool = False
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)  # as written (a profile by file name)
+    # What the container's HostConfig gets for the four above, profile files read (secopts).
+    security: dict[str, Any] = field(default_factory=dict)
     replicas: int = 1
     replicas_set: bool = False
     has_build: bool = False
@@ -374,10 +380,22 @@ def _service(
         dns_search=_string_list(raw.get("dns_search")),
         dns_opt=_string_list(raw.get("dns_opt")),
         extra_hosts=_extra_hosts(raw.get("extra_hosts")),
+        privileged=go_bool(raw.get("privileged") or False, f"{where}.privileged"),
+        cap_add=_string_list(raw.get("cap_add")),
+        cap_drop=_string_list(raw.get("cap_drop")),
+        security_opt=_string_list(raw.get("security_opt")),
         replicas=replicas,
         replicas_set=replicas_set,
         has_build=raw.get("build") is not None,
     )
+    from tether import secopts
+
+    try:
+        svc.security = secopts.host_config(
+            svc.privileged, svc.cap_add, svc.cap_drop, svc.security_opt, read_file
+        )
+    except secopts.SecurityOptError as exc:
+        raise ComposeError(f"{where}.security_opt: {exc}") from None
     if svc.network_mode and raw.get("networks") is not None:
         raise ComposeError(
             f"service {name} declares mutually exclusive `network_mode` and `networks`"

@@ -29,8 +29,11 @@ def _digest(obj: Any) -> str:
 def service_hash(svc: Service, image_id: str) -> str:
     """Changes when the container must be recreated; the replica count is not part of it."""
     doc = dataclasses.asdict(svc)
-    for k in ("replicas", "replicas_set", "has_build"):
+    for k in ("replicas", "replicas_set", "has_build", "security"):
         doc.pop(k)
+    for k in ("privileged", "cap_add", "cap_drop", "security_opt"):
+        if not doc[k]:
+            doc.pop(k)  # absent as before these keys were supported: the hash stays
     doc["image_id"] = image_id
     return _digest(doc)
 
@@ -146,6 +149,7 @@ def container_body(
             "DnsSearch": svc.dns_search,
             "DnsOptions": svc.dns_opt,
             "ExtraHosts": svc.extra_hosts or None,
+            **svc.security,
         },
         "NetworkingConfig": {"EndpointsConfig": {}},
     }

@@ -20,7 +20,7 @@ def _service(svc: Service) -> dict[str, Any]:
         }
     if svc.replicas_set:
         out["deploy"] = {"replicas": svc.replicas}
-    for key in ("dns", "dns_opt", "dns_search"):
+    for key in ("cap_add", "cap_drop", "dns", "dns_opt", "dns_search"):
         if getattr(svc, key):
             out[key] = getattr(svc, key)
     if svc.domainname:
@@ -56,6 +56,10 @@ def _service(svc: Service) -> dict[str, Any]:
                 cfg["priority"] = a.priority
             nets[a.network] = cfg or None
         out["networks"] = nets
+    if svc.privileged:
+        out["privileged"] = True
+    if svc.security_opt:
+        out["security_opt"] = svc.security_opt
     if svc.ports:
         ports = []
         for p in svc.ports:

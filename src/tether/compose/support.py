@@ -34,6 +34,10 @@ SERVICE = {
     "mac_address",
     "stop_signal",
     "stop_grace_period",
+    "privileged",
+    "cap_add",
+    "cap_drop",
+    "security_opt",
 }
 DEPLOY = {"replicas"}
 ATTACHMENT = {"aliases", "ipv4_address", "ipv6_address", "priority"}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether import __version__
+from tether.cbuild import CACHE_DIR
 from tether.daemon import routes_containers, routes_images, routes_networks, routes_system
 from tether.daemon.http import HttpServer, Router
 from tether.dns.server import DnsServer
@@ -34,15 +35,18 @@ from tether.errors import TetherError
 from tether.events import EventBus, NetworkCreated, NetworkRemoved
 from tether.firewall.manager import Firewall
 from tether.firewall.publish import Publisher, ports_list, ports_view
+from tether.firewall.relayctl import RelayClient
 from tether.firewall.render import NetRule, PortRule
 from tether.ipam.manager import Ipam
 from tether.ipam.pools import DEFAULT_POOLS, PoolSpec, with_ipv6_default
-from tether.kernel import netns
+from tether.kernel import libc, netns
 from tether.kernel.nft import Nft
 from tether.kernel.rtnl import Rtnl
 from tether.kernel.sysctl import set_sysctl
 from tether.model import Container, Network
+from tether.runtime.confine import Confiner
 from tether.runtime.images import ImageStore
+from tether.store import statedir
 from tether.store.sqlite import Store
 
 log = logging.getLogger("tether.daemon")
@@ -112,11 +116,21 @@ class Daemon:
         self._lock_fds.append(fd)
 
     async def start(self) -> None:
-        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
         os.makedirs(self.exec_root, mode=0o711, exist_ok=True)
+        # The state (secrets in containers' environments) is root's alone; what an earlier
+        # version left wider is tightened here, before the store is opened.
+        root_mode = 0o711 if self.exec_root == self.root else 0o700
+        statedir.secure(self.root, root_mode)
         self._take_lock(self.root)
         if self.exec_root != self.root:
             self._take_lock(self.exec_root)
+        # A container whose tether-shim dies is re-parented to tetherd rather than to PID 1,
+        # so its real exit status can still be reaped (engine/containers.py: Run.status).
+        try:
+            libc.set_child_subreaper()
+        except OSError as exc:
+            log.warning("cannot become a child subreaper: %s", exc)
         netns.prepare_dir(self.netns_dir)
         # Every published port holds a socket or two (its reservation, its IPv6 listener):
         # 1,000 ports would not fit the usual soft limit of 1,024 descriptors.
@@ -164,8 +178,10 @@ class Daemon:
             self.events,
             self.networks.by_id.get,
             self.networks.find,
+            Confiner(self.root),
         )
         self.containers.load()
+        statedir.secure(self.root, root_mode)  # and what the components just made
         self.sandboxes = Sandboxes(self.rtnl, self.netns_dir)
         self.endpoints = Endpoints(
             self.store,
@@ -179,7 +195,7 @@ class Daemon:
         )
         self.nft = Nft()
         self.firewall = Firewall(self.nft, self._net_rules, self._port_rules)
-        self.publisher = Publisher(self.store, self.firewall)
+        self.publisher = Publisher(self.store, self.firewall, RelayClient(self.exec_root))
         self.lifecycle = Lifecycle(
             self.containers,
             self.networks,
@@ -189,6 +205,8 @@ class Daemon:
             self.publisher,
             self.opts.resolv_conf,
             self.lock,
+            # tether's own paths, kept out of the built-in host image's view.
+            [self.root, self.exec_root, CACHE_DIR],
         )
         self.execs = Execs(self.containers, self.lifecycle.supervisor)
         self.dns = DnsServer()
@@ -237,6 +255,7 @@ class Daemon:
                 changes += await reconcile_sandboxes(self.containers, self.endpoints)
             if self.firewall.ensure():
                 changes += 1
+            self.lifecycle.reap_orphans()
             return changes
 
     async def _driver_reasons(self) -> dict[str, str]:
@@ -273,6 +292,8 @@ class Daemon:
                     internal=facts.internal,
                     icc=facts.icc,
                     masquerade=facts.masquerade,
+                    gateways4=facts.gateways4,
+                    gateways6=facts.gateways6,
                 )
             )
         return rules
@@ -319,6 +340,8 @@ class Daemon:
         except FileNotFoundError:
             pass
         self.dns.stop()
+        # Published ports stay with the relay while containers run on (live restore).
+        self.publisher.close()
         self.rtnl.close()
         self.store.close()
         # The shared mount of the netns directory stays while sandboxes live in it (live

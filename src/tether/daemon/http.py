@@ -11,19 +11,26 @@ import asyncio
 import json
 import logging
 import re
+import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tether import API_VERSION, __version__
-from tether.errors import InvalidParameter, TetherError
+from tether.api.decode import MAX_BODY, Model, decode
+from tether.errors import TetherError
 
 log = logging.getLogger("tether.api")
+M = TypeVar("M", bound=Model)
 
 VERSION_PREFIX = re.compile(r"^/v\d+(\.\d+)?(?=/)")
 MAX_HEADER = 64 * 1024
+MAX_TRAILERS = 64  # trailer lines after a chunked body
+TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+CTL_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")  # RFC 9112: no blanks or controls
+CTL_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is allowed in a value
 REASONS = {
     200: "OK",
     201: "Created",
@@ -33,10 +40,24 @@ REASONS = {
     400: "Bad Request",
     403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
     409: "Conflict",
+    413: "Request Entity Too Large",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
+    501: "Not Implemented",
     503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
 }
+
+
+class HttpError(Exception):
+    """A request the server cannot read: answered with `status` and closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 @dataclass
@@ -49,6 +70,8 @@ class Request:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     params: dict[str, str] = field(default_factory=dict)
+    # For routes that stream their body (image import): how to read it; see body_chunks.
+    framing: tuple[str, int] = ("length", 0)
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         vals = self.query.get(name)
@@ -58,13 +81,28 @@ class Request:
         v = self.arg(name)
         return v is not None and v.lower() in ("1", "true", "yes")
 
-    def json(self) -> Any:
-        if not self.body:
-            return {}
-        try:
-            return json.loads(self.body)
-        except ValueError as exc:
-            raise InvalidParameter(f"invalid JSON: {exc}") from None
+    def decode(self, model: type[M], empty: M | None = None) -> M:
+        """The body as a typed request object (tether.api), or Docker's 400."""
+        if self.body and not _is_json(self.headers.get("content-type", "")):
+            ct = self.headers["content-type"]
+            raise HttpError(
+                400, f"unsupported Content-Type header ({ct}): must be 'application/json'"
+            )
+        return decode(self.body, model, empty)
+
+    async def body_chunks(self) -> AsyncIterator[bytes]:
+        """The body of a streaming route, as it arrives (Content-Length or chunked)."""
+        kind, length = self.framing
+        if kind == "chunked":
+            async for chunk in _chunks(self.reader, None):
+                yield chunk
+            return
+        while length > 0:
+            data = await self.reader.read(min(length, 1 << 20))
+            if not data:
+                raise HttpError(400, "unexpected EOF in the request body")
+            length -= len(data)
+            yield data
 
 
 @dataclass
@@ -85,23 +123,27 @@ Handler = Callable[[Request], Awaitable[Response | None]]
 
 class Router:
     def __init__(self) -> None:
-        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self.routes: list[tuple[str, re.Pattern[str], Handler, bool]] = []
 
-    def add(self, method: str, pattern: str, handler: Handler) -> None:
+    def add(self, method: str, pattern: str, handler: Handler, stream_body: bool = False) -> None:
+        """`stream_body`: the handler reads the body itself (Request.body_chunks), so it may
+        be larger than MAX_BODY (an image tarball goes to disk, not to memory)."""
         # {name} matches one path segment; {name*} may span several (image names have slashes).
         regex = re.sub(r"\{(\w+)\*\}", r"(?P<\1>.+)", pattern)
-        regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex) + "$"
-        self.routes.append((method, re.compile(regex), handler))
+        regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
+        self.routes.append((method, re.compile(regex), handler, stream_body))
 
-    def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool]:
+    def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool, bool]:
+        """(handler, path parameters, whether the path is known at all, stream_body)."""
         path_known = False
-        for m, regex, handler in self.routes:
-            found = regex.match(path)
+        for m, regex, handler, stream in self.routes:
+            found = regex.fullmatch(path)
             if found:
                 path_known = True
                 if m == method or (method == "HEAD" and m == "GET"):
-                    return handler, {k: unquote(v) for k, v in found.groupdict().items()}, True
-        return None, {}, path_known
+                    params = {k: unquote(v) for k, v in found.groupdict().items()}
+                    return handler, params, True, stream
+        return None, {}, path_known, False
 
 
 def common_headers() -> list[tuple[str, str]]:
@@ -189,35 +231,36 @@ class HttpServer:
                 pass
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Serve one request; False when the connection must close."""
         try:
             head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial.strip():
+                await _refuse(writer, 400, "malformed HTTP request: unexpected EOF in the headers")
             return False
         except asyncio.LimitOverrunError:
-            writer.write(head_bytes(400, [("Content-Length", "0")]))
+            await _refuse(writer, 431, f"request headers larger than {MAX_HEADER} bytes")
             return False
-        lines = head.decode("latin-1").split("\r\n")
         try:
-            method, target, _version = lines[0].split(" ", 2)
-        except ValueError:
+            method, target, headers, framing = _parse_head(head)
+        except HttpError as exc:
+            await _refuse(writer, exc.status, exc.message)
             return False
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if ":" in line:
-                k, _, v = line.partition(":")
-                headers[k.strip().lower()] = v.strip()
-        body = b""
-        if "content-length" in headers:
-            body = await reader.readexactly(int(headers["content-length"]))
-        elif headers.get("transfer-encoding", "").lower() == "chunked":
-            body = await _read_chunked(reader)
         url = urlsplit(target)
         path = VERSION_PREFIX.sub("", url.path) or "/"
+        handler, params, known, stream = self.router.match(method, path)
+        body = b""
+        try:
+            if not stream:
+                body = await _read_body(reader, framing)
+        except HttpError as exc:
+            await _refuse(writer, exc.status, exc.message)
+            return False
         req = Request(
             method, path, parse_qs(url.query, keep_blank_values=True), headers, body, reader, writer
         )
+        req.framing = framing
         started = time.perf_counter()
-        handler, params, known = self.router.match(method, path)
         resp: Response | None
         if handler is None:
             msg = f"page not found: {method} {path}" if not known else "method not allowed"
@@ -228,12 +271,25 @@ class HttpServer:
                 resp = await handler(req)
             except TetherError as exc:
                 resp = json_response({"message": exc.message}, exc.status)
-            except Exception as exc:
-                log.exception("handler failed: %s %s", method, path)
-                resp = json_response({"message": f"internal error: {exc}"}, 500)
+            except HttpError as exc:
+                resp = json_response({"message": exc.message}, exc.status)
+                stream = True  # the body may be half read: this connection is done
+            except (ConnectionError, asyncio.IncompleteReadError):
+                return False
+            except Exception:
+                # A fault of ours, not of the request: the traceback goes to the log under an
+                # id, the client gets the id and no Python text.
+                rid = secrets.token_hex(6)
+                log.exception("internal error in %s %s (request id %s)", method, path, rid)
+                resp = json_response(
+                    {"message": f"internal server error (request id {rid}; see the daemon log)"},
+                    500,
+                )
         if resp is None:  # the handler streamed or hijacked
             return False
         extra = [("Content-Type", resp.content_type), ("Content-Length", str(len(resp.body)))]
+        if stream:
+            extra.append(("Connection", "close"))
         writer.write(head_bytes(resp.status, extra))
         if method != "HEAD":
             writer.write(resp.body)
@@ -245,16 +301,119 @@ class HttpServer:
             resp.status,
             (time.perf_counter() - started) * 1000,
         )
-        return headers.get("connection", "").lower() != "close"
+        return not stream and headers.get("connection", "").lower() != "close"
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+def _is_json(content_type: str) -> bool:
+    """Docker's CheckForJSON, lenient only about a missing header."""
+    if not content_type:
+        return True
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
+async def _refuse(writer: asyncio.StreamWriter, status: int, message: str) -> None:
+    """Answer a request that cannot be read (framing, size) and let the caller close."""
+    body = json.dumps({"message": message}).encode() + b"\n"
+    extra = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+    ]
+    try:
+        writer.write(head_bytes(status, extra) + body)
+        await writer.drain()
+    except ConnectionError:
+        pass
+
+
+def _parse_head(head: bytes) -> tuple[str, str, dict[str, str], tuple[str, int]]:
+    """(method, target, headers, body framing) of one request head, or HttpError."""
+    lines = head[:-4].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not TOKEN.fullmatch(parts[0]) or not parts[1].startswith("/"):
+        raise HttpError(400, f"malformed HTTP request {json.dumps(lines[0][:200])}")
+    method, target, version = parts
+    if not version.startswith("HTTP/1."):
+        raise HttpError(505, f"unsupported protocol version {json.dumps(version[:50])}")
+    if CTL_IN_TARGET.search(target):
+        raise HttpError(400, "malformed HTTP request: control characters in the target")
+    headers: dict[str, str] = {}
+    lengths: set[str] = set()
+    for line in lines[1:]:
+        k, sep, v = line.partition(":")
+        if not sep or not TOKEN.fullmatch(k):
+            raise HttpError(400, f"malformed MIME header line: {json.dumps(line[:200])}")
+        key, value = k.lower(), v.strip(" \t")
+        if CTL_IN_VALUE.search(value):
+            raise HttpError(400, f"malformed MIME header line: {json.dumps(line[:200])}")
+        if key == "content-length":
+            lengths.add(value)
+        headers[key] = value
+    te = headers.get("transfer-encoding", "").lower()
+    if te:
+        if te != "chunked":
+            raise HttpError(501, f"unsupported transfer encoding: {json.dumps(te)}")
+        # RFC 9112: Transfer-Encoding overrides Content-Length.
+        return method, target, headers, ("chunked", 0)
+    if len(lengths) > 1:
+        raise HttpError(400, "http: message cannot contain multiple Content-Length headers")
+    if lengths:
+        text = lengths.pop()
+        # Go's net/http: decimal digits only (no sign, no blanks), at most int64.
+        if not text.isascii() or not text.isdigit() or len(text) > 18:
+            raise HttpError(400, f"bad Content-Length {json.dumps(text[:50])}")
+        return method, target, headers, ("length", int(text))
+    return method, target, headers, ("length", 0)
+
+
+async def _read_body(reader: asyncio.StreamReader, framing: tuple[str, int]) -> bytes:
+    kind, length = framing
+    if kind == "length":
+        if length > MAX_BODY:
+            # Refused from the header: nothing of the body is read.
+            raise HttpError(
+                413, f"request body too large: {length} bytes (the limit is {MAX_BODY})"
+            )
+        try:
+            return await reader.readexactly(length)
+        except asyncio.IncompleteReadError:
+            raise HttpError(400, "unexpected EOF in the request body") from None
     out = bytearray()
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        size = int(line.split(b";")[0].strip() or b"0", 16)
-        if size == 0:
-            await reader.readuntil(b"\r\n")
-            return bytes(out)
-        out += await reader.readexactly(size)
-        await reader.readexactly(2)
+    async for chunk in _chunks(reader, MAX_BODY):
+        out += chunk
+    return bytes(out)
+
+
+async def _chunks(reader: asyncio.StreamReader, limit: int | None) -> AsyncIterator[bytes]:
+    """A chunked body, chunk by chunk; its total bounded by `limit` (413 past it)."""
+    total = 0
+    try:
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            size_text = line[:-2].split(b";", 1)[0].strip()
+            if (
+                not size_text
+                or len(size_text) > 15
+                or not all(c in b"0123456789abcdefABCDEF" for c in size_text)
+            ):
+                raise HttpError(
+                    400,
+                    f"malformed chunked encoding: bad chunk size {json.dumps(size_text[:20].decode('latin-1'))}",
+                )
+            size = int(size_text, 16)
+            if size == 0:
+                for _ in range(MAX_TRAILERS):
+                    if await reader.readuntil(b"\r\n") == b"\r\n":
+                        return
+                raise HttpError(400, "malformed chunked encoding: too many trailer lines")
+            total += size
+            if limit is not None and total > limit:
+                raise HttpError(413, f"request body too large (the limit is {limit} bytes)")
+            data = await reader.readexactly(size)
+            if await reader.readexactly(2) != b"\r\n":
+                raise HttpError(400, "malformed chunked encoding: chunk not followed by CRLF")
+            yield data
+    except asyncio.IncompleteReadError:
+        raise HttpError(400, "unexpected EOF in the chunked request body") from None
+    except asyncio.LimitOverrunError:
+        raise HttpError(400, "malformed chunked encoding: chunk size line too long") from None

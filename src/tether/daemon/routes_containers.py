@@ -6,6 +6,9 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from tether import wire
+from tether.api import query
+from tether.api.containers import ContainerCreate
+from tether.api.exec import ExecCreate, ExecStart
 from tether.daemon.http import (
     Request,
     Response,
@@ -38,7 +41,7 @@ def register(router: Router, daemon: Daemon) -> None:
         return daemon.ports_view(c)
 
     async def create(req: Request) -> Response:
-        c = containers.create(req.json(), req.arg("name"))
+        c = containers.create(req.decode(ContainerCreate), query.container_name(req.arg("name")))
         warnings: list[str] = []
         if is_host(c.network_mode) and c.host_config.get("PortBindings"):
             warnings.append("Published ports are discarded when using host network mode")
@@ -61,16 +64,16 @@ def register(router: Router, daemon: Daemon) -> None:
         return Response(204)
 
     async def stop(req: Request) -> Response:
-        t = req.arg("t")
+        t = query.atoi(req.arg("t"))
         try:
-            await lifecycle.stop(req.params["id"], float(t) if t not in (None, "") else None)
+            await lifecycle.stop(req.params["id"], float(t) if t is not None else None)
         except NotModified:
             return Response(304)
         return Response(204)
 
     async def restart(req: Request) -> Response:
-        t = req.arg("t")
-        await lifecycle.restart(req.params["id"], float(t) if t not in (None, "") else None)
+        t = query.atoi(req.arg("t"))
+        await lifecycle.restart(req.params["id"], float(t) if t is not None else None)
         return Response(204)
 
     async def kill(req: Request) -> Response:
@@ -97,8 +100,8 @@ def register(router: Router, daemon: Daemon) -> None:
             want = {1: True, 2: True}
         follow = req.flag("follow")
         timestamps = req.flag("timestamps")
-        tail = req.arg("tail") or "all"
-        since = float(req.arg("since") or 0)
+        tail = query.tail(req.arg("tail"))
+        since = query.timestamp("since", req.arg("since"))
         path = containers.paths(c)["log"]
         await start_stream(req, MULTIPLEXED)
 
@@ -115,11 +118,10 @@ def register(router: Router, daemon: Daemon) -> None:
                 await write_chunk(req, bytes(out))
 
         frames, offset = logfile.read_frames(path)
-        if tail != "all" or timestamps:
+        if tail is not None or timestamps:
             frames = list(logfile.split_lines(frames))
-            if tail != "all":
-                n = int(tail)
-                frames = frames[-n:] if n > 0 else []
+            if tail is not None:
+                frames = frames[-tail:] if tail > 0 else []
         await emit(frames)
         if follow:
             run = lifecycle.supervisor.run_of(c)
@@ -138,13 +140,13 @@ def register(router: Router, daemon: Daemon) -> None:
         return None
 
     async def exec_create(req: Request) -> Response:
-        ex = execs.create(req.params["id"], req.json())
+        ex = execs.create(req.params["id"], req.decode(ExecCreate, ExecCreate()))
         return json_response({"Id": ex.id}, 201)
 
     async def exec_start(req: Request) -> Response | None:
         ex = execs.find(req.params["id"])
-        body = req.json()
-        detach = bool(body.get("Detach"))
+        body = req.decode(ExecStart, ExecStart())
+        detach = bool(body.Detach)
         if detach:
 
             async def quiet(data: bytes) -> None:
@@ -175,7 +177,7 @@ def register(router: Router, daemon: Daemon) -> None:
 
     async def exec_resize(req: Request) -> Response:
         ex = execs.find(req.params["id"])
-        execs.resize(ex, int(req.arg("h") or 24), int(req.arg("w") or 80))
+        execs.resize(ex, query.size("h", req.arg("h"), 24), query.size("w", req.arg("w"), 80))
         return Response(200)
 
     router.add("POST", "/containers/create", create)

@@ -7,8 +7,9 @@ import tempfile
 from typing import TYPE_CHECKING
 
 from tether import wire
+from tether.api.images import ImageImport
 from tether.daemon.http import Request, Response, Router, json_response
-from tether.errors import InvalidParameter
+from tether.runtime.images import apply_changes
 
 if TYPE_CHECKING:
     from tether.daemon.app import Daemon
@@ -21,16 +22,15 @@ def register(router: Router, daemon: Daemon) -> None:
         return json_response([i.to_list_api() for i in images.all()])
 
     async def create(req: Request) -> Response:
-        if req.arg("fromSrc") != "-":
-            raise InvalidParameter(
-                "only imports are supported (fromSrc=-): tether has no registry to pull from"
-            )
-        changes = req.query.get("changes", [])
+        spec = ImageImport.from_query(req.query)
+        spec.check_config(apply_changes(spec.changes))
+        # The tarball goes to disk as it arrives (it may be far larger than a JSON body).
         fd, tmp = tempfile.mkstemp(prefix="import-", dir=images.dir)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(req.body)
-            img = images.import_tar(tmp, req.arg("repo"), req.arg("tag"), changes)
+                async for chunk in req.body_chunks():
+                    f.write(chunk)
+            img = images.import_tar(tmp, req.arg("repo"), req.arg("tag"), spec.changes)
         finally:
             os.unlink(tmp)
         return Response(200, wire.dumps({"status": img.id}).encode() + b"\n")
@@ -43,6 +43,6 @@ def register(router: Router, daemon: Daemon) -> None:
         return json_response(images.remove(req.params["name"], in_use, req.flag("force")))
 
     router.add("GET", "/images/json", list_)
-    router.add("POST", "/images/create", create)
+    router.add("POST", "/images/create", create, stream_body=True)
     router.add("GET", "/images/{name*}/json", inspect)
     router.add("DELETE", "/images/{name*}", remove)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tether.api.networks import EndpointSettings, NetworkConnect, NetworkCreate, NetworkDisconnect
 from tether.daemon.http import Request, Response, Router, json_response
 from tether.engine import filters as flt
 
@@ -21,7 +22,7 @@ def register(router: Router, daemon: Daemon) -> None:
         return json_response(nets.inspect(nets.find(req.params["id"])))
 
     async def create(req: Request) -> Response:
-        net = await nets.create(req.json())
+        net = await nets.create(req.decode(NetworkCreate, NetworkCreate()))
         return json_response({"Id": net.id, "Warning": ""}, 201)
 
     async def remove(req: Request) -> Response:
@@ -33,17 +34,15 @@ def register(router: Router, daemon: Daemon) -> None:
         return json_response({"NetworksDeleted": deleted})
 
     async def connect(req: Request) -> Response:
-        body = req.json()
+        body = req.decode(NetworkConnect, NetworkConnect())
         await daemon.lifecycle.connect(
-            req.params["id"], str(body.get("Container") or ""), body.get("EndpointConfig") or {}
+            req.params["id"], body.Container or "", body.EndpointConfig or EndpointSettings()
         )
         return Response(200)
 
     async def disconnect(req: Request) -> Response:
-        body = req.json()
-        await daemon.lifecycle.disconnect(
-            req.params["id"], str(body.get("Container") or ""), bool(body.get("Force"))
-        )
+        body = req.decode(NetworkDisconnect, NetworkDisconnect())
+        await daemon.lifecycle.disconnect(req.params["id"], body.Container or "", bool(body.Force))
         return Response(200)
 
     router.add("POST", "/networks/{id}/connect", connect)

@@ -72,6 +72,9 @@ class FirewallFacts:
     internal: bool = False
     icc: bool = True
     masquerade: bool = True
+    # The addresses the host's device carries (an internal network may reach only these).
+    gateways4: tuple[str, ...] = ()
+    gateways6: tuple[str, ...] = ()
 
 
 class NetworkDriver(ABC):

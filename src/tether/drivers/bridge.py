@@ -41,7 +41,7 @@ BRIDGE_PREFIX = "tb-"
 # A removed network's bridge, renamed and down, while the kernel finishes deleting it.
 TOMBSTONE_PREFIX = "tz-"
 # Linux interface names: at most 15 bytes, no '/', no whitespace, not '.' or '..'.
-IFNAME_RE = re.compile(r"^[^/\s:]{1,15}$")
+IFNAME_RE = re.compile(r"[^/\s:]{1,15}")
 
 
 @dataclass
@@ -92,7 +92,7 @@ class BridgeDriver(NetworkDriver):
     def validate(self, net: Network, others: list[Network]) -> None:
         options = net.options or {}
         bridge_name = options.get(OPT_BRIDGE_NAME, "") or f"{BRIDGE_PREFIX}{net.id[:12]}"
-        if not IFNAME_RE.match(bridge_name) or bridge_name in (".", ".."):
+        if not IFNAME_RE.fullmatch(bridge_name) or bridge_name in (".", ".."):
             raise InvalidParameter(f"invalid bridge name: {bridge_name}")
         mtu = parse_mtu(options[OPT_MTU]) if OPT_MTU in options else 0
         icc = parse_go_bool(OPT_ICC, options[OPT_ICC]) if OPT_ICC in options else True
@@ -219,6 +219,8 @@ class BridgeDriver(NetworkDriver):
             internal=net.internal,
             icc=st.icc,
             masquerade=st.masquerade,
+            gateways4=tuple(p.gateway for p in net.pools if p.version == 4 and p.gateway),
+            gateways6=tuple(p.gateway for p in net.pools if p.version == 6 and p.gateway),
         )
 
     # -- endpoints -----------------------------------------------------------------------

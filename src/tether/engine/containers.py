@@ -14,13 +14,17 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from tether.api.containers import ContainerCreate
+from tether.api.decode import strslice
 from tether.engine import container_views as views
 from tether.engine import names, specs
 from tether.engine.filters import Filters, check_keys, label_match, regex_match
 from tether.errors import Conflict, InvalidParameter, NotFound
 from tether.events import ContainerCreated, EventBus
 from tether.model import Container, Network
+from tether.runtime.confine import Confiner
 from tether.runtime.images import ImageStore
+from tether.store import records
 from tether.store.sqlite import Store
 
 log = logging.getLogger("tether.containers")
@@ -37,11 +41,14 @@ class Containers:
         events: EventBus,
         network_of: Callable[[str], Network | None],
         find_network: Callable[[str], Network],
+        confiner: Confiner,
     ) -> None:
         self.store = store
         self.images = images
         self.dir = os.path.join(root, "containers")
-        os.makedirs(self.dir, exist_ok=True)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)  # see store/statedir.py
+        # Capabilities, seccomp, masked paths: checked at create, applied by the shim.
+        self.confiner = confiner
         self.events = events
         self.network_of = network_of
         self.find_network = find_network
@@ -78,7 +85,8 @@ class Containers:
         self._locks.pop(c.id, None)
 
     def load(self) -> None:
-        self.by_id = {d["id"]: Container.from_doc(d) for d in self.store.load("container")}
+        loaded = records.parse_all("container", self.store.load("container"), records.container)
+        self.by_id = {c.id: c for c in loaded}
 
     def find(self, term: str) -> Container:
         """Docker's lookup: full id, then name (with or without /), then unique id prefix."""
@@ -99,8 +107,9 @@ class Containers:
 
     # -- create ----------------------------------------------------------------------------
 
-    def create(self, body: dict[str, Any], name: str | None) -> Container:
-        image_ref = str(body.get("Image") or "")
+    def create(self, req: ContainerCreate, name: str | None) -> Container:
+        """A Created container from a request already checked at the API edge (tether.api)."""
+        image_ref = req.Image or ""
         if not image_ref:
             raise InvalidParameter("No image specified")
         img = self.images.find(image_ref)
@@ -114,8 +123,21 @@ class Containers:
                     )
         else:
             name = names.generate({c.name for c in self.by_id.values()})
-        c = specs.build(body, name, img, self.find_network)
-        os.makedirs(self.cdir(c), exist_ok=True)
+        hc = req.host
+        # Privileged, CapAdd, CapDrop, SecurityOpt, MaskedPaths, ReadonlyPaths, as Docker
+        # records them (runtime/security.py); a bad value is refused before anything exists.
+        security_fields = self.confiner.check(
+            {
+                "Privileged": hc.Privileged,
+                "CapAdd": strslice(hc.CapAdd),
+                "CapDrop": strslice(hc.CapDrop),
+                "SecurityOpt": hc.SecurityOpt,
+                "MaskedPaths": hc.MaskedPaths,
+                "ReadonlyPaths": hc.ReadonlyPaths,
+            }
+        )
+        c = specs.build(req, name, img, self.find_network, security_fields)
+        os.makedirs(self.cdir(c), mode=0o700, exist_ok=True)  # see store/statedir.py
         self.by_id[c.id] = c
         self.save(c)
         log.info(

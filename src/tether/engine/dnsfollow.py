@@ -11,7 +11,7 @@ import logging
 
 from tether.dns.answer import View
 from tether.dns.records import Member
-from tether.dns.server import DnsServer
+from tether.dns.server import DnsServer, is_loopback
 from tether.engine.containers import Containers
 from tether.engine.endpoints import user_defined
 from tether.events import (
@@ -45,16 +45,26 @@ class DnsFollower:
     def view(self, c: Container) -> View | None:
         """The sandbox's view, or None when it has no embedded DNS (default bridge, host, none)."""
         nets = []
+        external = False
         for name, ep in c.endpoints.items():
             net = self.containers.network_of(ep.network_id)
             if user_defined(net):
                 nets.append(name)
+            external = external or (net is not None and not net.internal)
         if not nets:
             return None
         options = c.host_config.get("DnsOptions") or []
+        upstreams = tuple(c.dns_upstreams)
+        if not external:
+            # Only on internal networks: never ask from the host's namespace (a loopback
+            # upstream) on the container's behalf, or DNS would be a way out
+            # (CVE-2024-29018).  Upstreams are still asked from the container's own
+            # namespace, where only a server on its internal networks can answer
+            # (moby#47821).
+            upstreams = tuple(u for u in upstreams if not is_loopback(u))
         return View(
             networks=tuple(nets),
-            upstreams=tuple(c.dns_upstreams),
+            upstreams=upstreams,
             ndots_set=any(str(o).startswith("ndots:") for o in options),
         )
 

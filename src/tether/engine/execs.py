@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tether.api.exec import ExecCreate
 from tether.engine.containers import Containers
 from tether.engine.supervisor import Supervisor
 from tether.errors import Conflict, NotFound
@@ -34,6 +35,7 @@ class Exec:
     attach_stdin: bool
     attach_stdout: bool
     attach_stderr: bool
+    privileged: bool = False  # exec --privileged: every capability, the container's seccomp
     pid: int = 0
     running: bool = False
     exit_code: int | None = None
@@ -51,33 +53,35 @@ class Execs:
         self.supervisor = supervisor
         self.by_id: dict[str, Exec] = {}
 
-    def create(self, term: str, body: dict[str, Any]) -> Exec:
+    def create(self, term: str, req: ExecCreate) -> Exec:
+        """An exec session from a request already checked at the API edge (tether.api)."""
         c = self.containers.find(term)
         if not c.state.running:
             raise Conflict(f"Container {c.id} is not running")
-        cmd = [str(x) for x in body.get("Cmd") or []]
+        cmd = list(req.Cmd or [])
         if not cmd:
             raise Conflict("No exec command specified")
         env = list(c.config.get("Env") or [])
-        for e in body.get("Env") or []:
-            key = str(e).split("=", 1)[0]
-            env = [x for x in env if x.split("=", 1)[0] != key] + [str(e)]
+        for e in req.Env or []:
+            key = e.split("=", 1)[0]
+            env = [x for x in env if x.split("=", 1)[0] != key] + [e]
         if not any(e.startswith("HOSTNAME=") for e in env):
             env.append(f"HOSTNAME={c.hostname}")
         if not any(e.startswith("HOME=") for e in env):
             env.append("HOME=/root")
-        if body.get("Tty") and not any(e.startswith("TERM=") for e in env):
+        if req.Tty and not any(e.startswith("TERM=") for e in env):
             env.append("TERM=xterm")
         ex = Exec(
             id=secrets.token_hex(32),
             container_id=c.id,
             cmd=cmd,
             env=env,
-            workdir=str(body.get("WorkingDir") or c.config.get("WorkingDir") or "/"),
-            tty=bool(body.get("Tty")),
-            attach_stdin=bool(body.get("AttachStdin")),
-            attach_stdout=bool(body.get("AttachStdout", True)),
-            attach_stderr=bool(body.get("AttachStderr", True)),
+            workdir=req.WorkingDir or c.config.get("WorkingDir") or "/",
+            tty=bool(req.Tty),
+            attach_stdin=bool(req.AttachStdin),
+            attach_stdout=req.AttachStdout is not False,
+            attach_stderr=req.AttachStderr is not False,
+            privileged=bool(req.Privileged),
         )
         self.by_id[ex.id] = ex
         # Keep the table small: finished sessions older than the last 200 go.
@@ -104,7 +108,7 @@ class Execs:
                 "tty": ex.tty,
                 "entrypoint": ex.cmd[0],
                 "arguments": ex.cmd[1:],
-                "privileged": True,
+                "privileged": ex.privileged,
                 "user": "",
             },
             "OpenStdin": ex.attach_stdin,
@@ -128,7 +132,9 @@ class Execs:
         if ex.running or ex.exit_code is not None:
             raise Conflict(f"Exec {ex.id} has already run")
         shim_path = self.supervisor.ensure_shim()
-        argv = shim.exec_argv(shim_path, c.state.pid, ex.workdir, ex.env, ex.tty, ex.cmd)
+        # The container's own confinement (capabilities, no_new_privs, seccomp), as in Docker.
+        security = self.containers.confiner.shim_security(c.host_config, ex.privileged)
+        argv = shim.exec_argv(shim_path, c.state.pid, ex.workdir, ex.env, ex.tty, ex.cmd, security)
         loop = asyncio.get_running_loop()
         to_close: list[int] = []
         outputs: list[tuple[int, int]] = []  # (fd, stream)

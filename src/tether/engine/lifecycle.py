@@ -16,11 +16,13 @@ import os
 import shutil
 import signal
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from tether.api.containers import parse_signal
+from tether.api.networks import EndpointSettings
 from tether.engine.containers import Containers
 from tether.engine.endpoints import Endpoints, Plan, check_endpoint_rules, user_defined
-from tether.engine.specs import endpoint_config, parse_signal
+from tether.engine.specs import endpoint_config
 from tether.engine.supervisor import (
     Run,
     Supervisor,
@@ -49,7 +51,8 @@ from tether.events import (
 from tether.model import Container, Network
 from tether.netmodes import is_container, is_host, is_none, own_endpoints
 from tether.runtime import files, shim
-from tether.runtime.images import ImageStore
+from tether.runtime.images import ImageStore, host_view
+from tether.store import statedir
 from tether.timefmt import iso_utc
 from tether.undo import Undo
 
@@ -71,6 +74,7 @@ class Lifecycle:
         publisher: Publisher | None,
         host_resolv_path: str,
         lock: asyncio.Lock,
+        private_paths: list[str],
     ) -> None:
         self.containers = containers
         self.networks = networks
@@ -81,6 +85,8 @@ class Lifecycle:
         self.publisher = publisher
         self.host_resolv_path = host_resolv_path
         self.lock = lock  # the daemon's lock: allocations and network changes
+        # tether's own paths, kept out of the built-in host image's view.
+        self.private_paths = private_paths
         self.supervisor = Supervisor(containers.dir, self._finish)
         self._waiters: dict[str, list[tuple[str, asyncio.Future[int]]]] = {}
 
@@ -121,6 +127,7 @@ class Lifecycle:
                     os.unlink(self.containers.paths(c)["exit"])
                 except FileNotFoundError:
                     pass
+                statedir.private_file(self.containers.paths(c)["log"])  # the shim appends
                 shim_pid, pid = await self.supervisor.spawn(spec)
         except BaseException as exc:
             self._record_start_failure(c, exc)
@@ -245,10 +252,16 @@ class Lifecycle:
         p = self.containers.paths(c)
         d = self.containers.cdir(c)
         overlay = None
+        view = None
         if rootfs:
             for sub in ("upper", "work", "rootfs"):
                 os.makedirs(os.path.join(d, sub), exist_ok=True)
             overlay = (rootfs, os.path.join(d, "upper"), os.path.join(d, "work"))
+        else:
+            # The host image: a tmpfs root with a read-only view of the host's programs.
+            for sub in ("work", "rootfs"):
+                os.makedirs(os.path.join(d, sub), exist_ok=True)
+            view = host_view(os.path.join(d, "work"), self.private_paths)
         env = list(c.config.get("Env") or [])
         keys = {e.split("=", 1)[0] for e in env}
         if "HOSTNAME" not in keys:
@@ -260,8 +273,9 @@ class Lifecycle:
             exit_file=p["exit"],
             netns=c.sandbox_key or None,
             hostname=None if is_host(c.network_mode) else c.hostname,
-            rootfs=os.path.join(d, "rootfs") if rootfs else None,
+            rootfs=os.path.join(d, "rootfs"),
             overlay=overlay,
+            host_view=view,
             binds=[
                 (p["hosts"], "/etc/hosts"),
                 (p["resolv"], "/etc/resolv.conf"),
@@ -270,6 +284,7 @@ class Lifecycle:
             cwd=str(c.config.get("WorkingDir") or "/"),
             env=env,
             argv=[c.path, *c.args],
+            security=self.containers.confiner.shim_security(c.host_config),
         )
 
     # -- teardown --------------------------------------------------------------------------
@@ -314,13 +329,18 @@ class Lifecycle:
             return
         result = self._read_exit(c)
         if result is None:
-            if self.supervisor.still_running(c):
+            run = self.supervisor.run_of(c) or Run()
+            status = self.supervisor.exit_status(c, run)
+            if status is False:
                 # The shim is gone but the container runs on: wait for the container itself.
                 c.state.shim_pid = 0
                 self.supervisor.watch(c, c.state.pid)
                 return
-            result = (255, time.time())
-            c.state.error = "the container's tether-shim ended without recording an exit status"
+            if isinstance(status, int) and not isinstance(status, bool):
+                result = (status, time.time())
+            else:
+                result = (255, time.time())
+                c.state.error = "the container's tether-shim ended without recording an exit status"
         code, finished = result
         async with self.containers.lock(c):
             run = self.supervisor.forget(c)
@@ -441,7 +461,7 @@ class Lifecycle:
 
     # -- connect, disconnect ---------------------------------------------------------------
 
-    async def connect(self, net_term: str, term: str, body: dict[str, Any]) -> None:
+    async def connect(self, net_term: str, term: str, body: EndpointSettings) -> None:
         net = self.networks.find(net_term)
         c = self.containers.find(term)
         mode = c.network_mode
@@ -566,6 +586,13 @@ class Lifecycle:
         for cid, pid in shims.items():
             log.warning("killing a tether-shim of an unknown container id=%s pid=%d", cid[:12], pid)
             kill_shim_tree(pid)
+        if self.publisher is not None:
+            self.publisher.restored()  # the port relay lets go of ports no one has now
+
+    def reap_orphans(self) -> int:
+        """Zombies re-parented to tetherd that no container's exit path waits for."""
+        watched = {c.state.pid for c in self.containers.by_id.values() if c.state.pid}
+        return self.supervisor.reap_orphans(watched)
 
 
 def _write_in_place(path: str, text: str) -> None:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import random
-import re
 
+from tether.api import query
 from tether.errors import InvalidParameter
-
-VALID = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
 LEFT = [
     "admiring",
@@ -355,11 +353,13 @@ RIGHT = [
 
 
 def check(name: str) -> str:
-    if not VALID.match(name):
+    """Docker's container name rule (checked at the API edge; kept for engine callers)."""
+    checked = query.container_name(name)
+    if checked is None:
         raise InvalidParameter(
-            f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            "Invalid container name (), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
         )
-    return name.lstrip("/")
+    return checked
 
 
 def generate(taken: set[str]) -> str:

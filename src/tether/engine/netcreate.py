@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tether.api.networks import IPAM, IPAMConfig, NetworkCreate
 from tether.drivers.base import NetworkDriver
 from tether.errors import Conflict, Forbidden, InvalidParameter, NotFound
 from tether.ipam import config as ipamconfig
@@ -46,7 +47,7 @@ def _find_conflicting_network(subnet: Subnet, networks: Iterable[Network]) -> Ne
 
 
 def resolve(
-    body: dict[str, Any],
+    req: NetworkCreate,
     driver: NetworkDriver,
     networks: list[Network],
     host_routes: list[Subnet],
@@ -54,26 +55,26 @@ def resolve(
     cursors: dict[int, str],
     net_id: str | None = None,
 ) -> Resolved:
-    """`driver` is the registry's answer for the body's Driver (the caller asked for it)."""
-    name = body.get("Name")
-    if not isinstance(name, str) or not name:
+    """`driver` is the registry's answer for the request's Driver (the caller asked for it)."""
+    name = req.Name
+    if not name:
         raise InvalidParameter("network name can't be empty")
     if any(n.name == name for n in networks):
         raise Conflict(f"network with name {name} already exists")
     caps = driver.caps
     if caps.singleton and any(n.driver == driver.name for n in networks):
         raise Forbidden(f'only one instance of "{driver.name}" network is allowed')
-    _refuse_what_cannot_be_honoured(body, driver)
+    _refuse_what_cannot_be_honoured(req, driver)
 
-    ipam = body.get("IPAM") or {}
-    ipam_driver = ipam.get("Driver") or "default"
+    ipam = req.IPAM or IPAM()
+    ipam_driver = ipam.Driver or "default"
     if ipam_driver != "default":
         raise NotFound(f'plugin "{ipam_driver}" not found')
-    raw_configs: list[dict[str, Any]] = list(ipam.get("Config") or [])
-    options: dict[str, str] = {str(k): str(v) for k, v in (body.get("Options") or {}).items()}
-    labels: dict[str, str] = {str(k): str(v) for k, v in (body.get("Labels") or {}).items()}
-    enable_ipv6 = bool(body.get("EnableIPv6"))
-    internal = bool(body.get("Internal"))
+    raw_configs: list[IPAMConfig] = list(ipam.Config or [])
+    options: dict[str, str] = dict(req.Options or {})
+    labels: dict[str, str] = dict(req.Labels or {})
+    enable_ipv6 = bool(req.EnableIPv6)
+    internal = bool(req.Internal)
 
     net_id = net_id or new_id()
     net = Network(
@@ -84,9 +85,9 @@ def resolve(
         scope=caps.scope,
         enable_ipv6=enable_ipv6,
         internal=internal,
-        attachable=bool(body.get("Attachable")),
+        attachable=bool(req.Attachable),
         ipam_driver=ipam_driver,
-        ipam_options={str(k): str(v) for k, v in (ipam.get("Options") or {}).items()},
+        ipam_options=dict(ipam.Options or {}),
         options=options,
         labels=labels,
     )
@@ -97,10 +98,10 @@ def resolve(
         return resolved
 
     # Parse and check each user config; the same checks docker's CLI makes, for API callers.
-    parsed: list[tuple[dict[str, Any], Subnet]] = []
-    subnets = [str(c.get("Subnet") or "") for c in raw_configs]
+    parsed: list[tuple[IPAMConfig, Subnet]] = []
+    subnets = [c.Subnet or "" for c in raw_configs]
     for c in raw_configs:
-        s = str(c.get("Subnet") or "")
+        s = c.Subnet or ""
         if not s:
             raise InvalidParameter("every ip-range or gateway must have a corresponding subnet")
         try:
@@ -110,9 +111,9 @@ def resolve(
         parsed.append((c, subnet))
     ipamconfig.consolidate(
         subnets,
-        [str(c["IPRange"]) for c in raw_configs if c.get("IPRange")],
-        [str(c["Gateway"]) for c in raw_configs if c.get("Gateway")],
-        [(k, str(v)) for c in raw_configs for k, v in (c.get("AuxiliaryAddresses") or {}).items()],
+        [c.IPRange for c in raw_configs if c.IPRange],
+        [c.Gateway for c in raw_configs if c.Gateway],
+        [(k, v) for c in raw_configs for k, v in (c.AuxiliaryAddresses or {}).items()],
     )
     v4 = [(c, s) for c, s in parsed if s.version == 4]
     v6 = [(c, s) for c, s in parsed if s.version == 6]
@@ -159,33 +160,33 @@ def resolve(
     return resolved
 
 
-def _shown(cfg: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"Subnet": cfg["Subnet"]}
-    if cfg.get("IPRange"):
-        out["IPRange"] = cfg["IPRange"]
-    if cfg.get("Gateway"):
-        out["Gateway"] = cfg["Gateway"]
-    if cfg.get("AuxiliaryAddresses"):
-        out["AuxiliaryAddresses"] = dict(cfg["AuxiliaryAddresses"])
+def _shown(cfg: IPAMConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {"Subnet": cfg.Subnet}
+    if cfg.IPRange:
+        out["IPRange"] = cfg.IPRange
+    if cfg.Gateway:
+        out["Gateway"] = cfg.Gateway
+    if cfg.AuxiliaryAddresses:
+        out["AuxiliaryAddresses"] = dict(cfg.AuxiliaryAddresses)
     return out
 
 
-def _user_pool(cfg: dict[str, Any], subnet: Subnet, networks: list[Network]) -> Pool:
+def _user_pool(cfg: IPAMConfig, subnet: Subnet, networks: list[Network]) -> Pool:
     if _find_conflicting_network(subnet, networks) is not None:
         raise Forbidden("Pool overlaps with other one on this address space")
     ip_range: Subnet | None = None
-    if cfg.get("IPRange"):
+    if cfg.IPRange:
         try:
-            _, ip_range = ipamconfig.parse_cidr(str(cfg["IPRange"]))
+            _, ip_range = ipamconfig.parse_cidr(cfg.IPRange)
         except ValueError as exc:
-            raise InvalidParameter(f"Invalid IP range {cfg['IPRange']} : {exc}") from None
-    if cfg.get("Gateway"):
-        gw = ipamconfig.parse_ip(str(cfg["Gateway"]))
+            raise InvalidParameter(f"Invalid IP range {cfg.IPRange} : {exc}") from None
+    if cfg.Gateway:
+        gw = ipamconfig.parse_ip(cfg.Gateway)
         if gw is None or gw not in subnet:
-            raise InvalidParameter(f"no matching subnet for gateway {cfg['Gateway']}")
+            raise InvalidParameter(f"no matching subnet for gateway {cfg.Gateway}")
     else:
         gw = default_gateway(subnet, ip_range)
-    aux = {str(k): str(v) for k, v in (cfg.get("AuxiliaryAddresses") or {}).items()}
+    aux = dict(cfg.AuxiliaryAddresses or {})
     for v in aux.values():
         parsed = ipamconfig.parse_ip(v)
         if parsed is None or parsed not in subnet:
@@ -212,24 +213,24 @@ def predefined(
     return net
 
 
-def _refuse_what_cannot_be_honoured(body: dict[str, Any], driver: NetworkDriver) -> None:
+def _refuse_what_cannot_be_honoured(req: NetworkCreate, driver: NetworkDriver) -> None:
     """Flags Docker accepts for swarm or other drivers: refused by name, never stored."""
-    if body.get("Ingress"):
+    if req.Ingress:
         raise Forbidden(
             "ingress networks belong to swarm's routing mesh, which tether does not have: "
             "publish ports with -p instead"
         )
-    scope = body.get("Scope") or ""
+    scope = req.Scope or ""
     if scope not in ("", "local", driver.caps.scope):
         raise Forbidden(
             f"the {driver.name} driver cannot create {scope}-scope networks (its scope is "
             f"{driver.caps.scope}); global networks are overlay networks with --cluster-store"
         )
-    if "encrypted" in (body.get("Options") or {}) and not driver.caps.encryption:
+    if "encrypted" in (req.Options or {}) and not driver.caps.encryption:
         raise Forbidden(
             f"the {driver.name} driver cannot encrypt traffic: -o encrypted is for overlay networks"
         )
-    if body.get("ConfigOnly") or (body.get("ConfigFrom") or {}).get("Network"):
+    if req.ConfigOnly or (req.ConfigFrom is not None and req.ConfigFrom.Network):
         raise Forbidden(
             "--config-only and --config-from networks are swarm configuration templates, "
             "which tether does not support"

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from tether.api.networks import NetworkCreate
 from tether.drivers.registry import DriverRegistry
 from tether.engine import filters as flt
 from tether.engine import netcreate
@@ -24,6 +25,7 @@ from tether.ipam.pools import PoolSpec, pick_subnet
 from tether.kernel.rtnl import Rtnl
 from tether.model import Network, Pool
 from tether.netmodes import DEFAULT_DRIVER, PREDEFINED
+from tether.store import records
 from tether.store.sqlite import Store
 
 log = logging.getLogger("tether.networks")
@@ -64,7 +66,8 @@ class Networks:
     # -- loading -------------------------------------------------------------------------
 
     def load(self) -> None:
-        self.by_id = {d["id"]: Network.from_doc(d) for d in self.store.load("network")}
+        loaded = records.parse_all("network", self.store.load("network"), records.network)
+        self.by_id = {n.id: n for n in loaded}
 
     async def ensure_predefined(self) -> None:
         """First start: the predefined networks (the default bridge on 172.17.0.0/16 unless a
@@ -148,26 +151,25 @@ class Networks:
 
     # -- changes -------------------------------------------------------------------------
 
-    async def create(self, body: dict[str, Any]) -> Network:
+    async def create(self, req: NetworkCreate) -> Network:
+        """A network from a request already checked at the API edge (tether.api)."""
         async with self.lock:
-            return await self._create(body)
+            return await self._create(req)
 
-    async def _create(self, body: dict[str, Any]) -> Network:
-        driver = self.drivers.get(str(body.get("Driver") or DEFAULT_DRIVER))
+    async def _create(self, req: NetworkCreate) -> Network:
+        driver = self.drivers.get(req.Driver or DEFAULT_DRIVER)
         existing = list(self.by_id.values())
         cursors = {
             v: c for v in (4, 6) if (c := self.store.get_meta(f"pool_cursor_{v}")) is not None
         }
-        configs = (body.get("IPAM") or {}).get("Config") or []
-        has_v4 = any(c.get("Subnet") and ":" not in str(c["Subnet"]) for c in configs)
-        has_v6 = any(c.get("Subnet") and ":" in str(c["Subnet"]) for c in configs)
-        needs_pool = driver.caps.endpoints and (
-            not has_v4 or (bool(body.get("EnableIPv6")) and not has_v6)
-        )
+        configs = (req.IPAM.Config if req.IPAM else None) or []
+        has_v4 = any(c.Subnet and ":" not in c.Subnet for c in configs)
+        has_v6 = any(c.Subnet and ":" in c.Subnet for c in configs)
+        needs_pool = driver.caps.endpoints and (not has_v4 or (bool(req.EnableIPv6) and not has_v6))
         routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         if needs_pool:
             routes = self.rtnl.route_destinations(self._own_routes())
-        resolved = netcreate.resolve(body, driver, existing, routes, self.default_pools, cursors)
+        resolved = netcreate.resolve(req, driver, existing, routes, self.default_pools, cursors)
         net = resolved.network
         await driver.check_kernel(net)
         with self.store.transaction():

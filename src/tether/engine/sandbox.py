@@ -17,18 +17,27 @@ from tether.model import Container, Endpoint, Network
 
 
 def gateway_endpoint(c: Container, network_of: Callable[[str], Network | None]) -> Endpoint | None:
-    """Which endpoint carries the default route: Docker's order.
+    """Which endpoint carries the default route: Docker's order, or None.
 
-    Internal networks last; then endpoints with both IPv4 and IPv6 gateways before those
-    with one; then by network name.  (libnetwork's Endpoint.Less.)
+    Endpoints with both IPv4 and IPv6 gateways before those with one; then by network name
+    (libnetwork's Endpoint.Less).  An endpoint on an --internal network never carries it: as
+    in Docker 25+ (moby#46603), a container only on internal networks has no default route
+    at all, so a connect() beyond its subnets fails at once instead of timing out in the
+    firewall, and one on an internal and a normal network gets its route from the normal one.
     """
 
-    def key(ep: Endpoint) -> tuple[bool, int, str]:
+    def key(ep: Endpoint) -> tuple[int, str]:
         net = network_of(ep.network_id)
         has = (1 if ep.gateway4 else 0) + (2 if ep.gateway6 else 0)
-        return (bool(net and net.internal), -has, net.name if net else "")
+        return (-has, net.name if net else "")
 
-    candidates = [ep for ep in c.endpoints.values() if ep.gateway4 or ep.gateway6]
+    def external(ep: Endpoint) -> bool:
+        net = network_of(ep.network_id)
+        return net is not None and not net.internal
+
+    candidates = [
+        ep for ep in c.endpoints.values() if (ep.gateway4 or ep.gateway6) and external(ep)
+    ]
     return min(candidates, key=key) if candidates else None
 
 

@@ -1,4 +1,4 @@
-"""Container specs: from a `POST /containers/create` body to a Container record (pure).
+"""Container specs: from a checked `POST /containers/create` request to a Container (pure).
 
 Everything `create` decides happens here, before anything is stored: the command line after
 the image's Entrypoint/Cmd, the environment, Docker's Config and HostConfig shapes, the one
@@ -7,65 +7,52 @@ network the container starts on.  Nothing here touches the kernel or the store.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 import secrets
-import signal
 from collections.abc import Callable
 from typing import Any
 
+from tether.api.containers import ContainerCreate, exposed_ports, parse_signal, port_bindings
+from tether.api.networks import EndpointSettings
 from tether.errors import InvalidParameter, NotFound
 from tether.model import Container, EndpointConfig, Network
 from tether.netmodes import DEFAULT_NETWORK, is_container, is_user_defined, normalize
 from tether.runtime.images import DEFAULT_PATH, Image
 from tether.timefmt import now_iso
 
-MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
-SIGNALS = {s.name: s.value for s in signal.Signals}
-
-
-def parse_signal(value: str | int | None, default: int = signal.SIGKILL) -> int:
-    if value is None or value == "":
-        return int(default)
-    text = str(value).upper()
-    if text.isdigit():
-        return int(text)
-    if not text.startswith("SIG"):
-        text = "SIG" + text
-    if text not in SIGNALS:
-        raise InvalidParameter(f"Invalid signal: {value}")
-    return int(SIGNALS[text])
-
 
 def build(
-    body: dict[str, Any],
+    req: ContainerCreate,
     name: str,
     img: Image,
     find_network: Callable[[str], Network],
+    security_fields: dict[str, Any],
 ) -> Container:
-    """The container `body` asks for, named `name` (already checked and free)."""
-    image_ref = str(body.get("Image") or "")
-    hc: dict[str, Any] = dict(body.get("HostConfig") or {})
-    endpoints_cfg: dict[str, Any] = dict(
-        (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
-    )
-    mode = str(hc.get("NetworkMode") or "default")
+    """The container `req` asks for, named `name` (already checked and free).
+
+    `req` was checked at the API edge (tether.api); `security_fields` are the Privileged,
+    CapAdd, CapDrop, SecurityOpt, MaskedPaths and ReadonlyPaths Docker records, as the
+    confiner resolved them (runtime/security.py).
+    """
+    image_ref = req.Image or ""
+    hc = req.host
+    endpoints_cfg = req.endpoints
+    mode = hc.NetworkMode or "default"
     if len(endpoints_cfg) > 1:
         raise InvalidParameter(
             "Container cannot be connected to network endpoints: " + ", ".join(endpoints_cfg)
         )
-    if is_container(mode) and (hc.get("PortBindings") or hc.get("PublishAllPorts")):
+    if is_container(mode) and (hc.PortBindings or hc.PublishAllPorts):
         raise InvalidParameter(
             "conflicting options: port publishing and the container type network mode"
         )
-    if is_container(mode) and body.get("ExposedPorts"):
+    if is_container(mode) and req.ExposedPorts:
         raise InvalidParameter(
             "conflicting options: port exposing and the container type network mode"
         )
 
-    entrypoint = body.get("Entrypoint")
-    cmd = body.get("Cmd")
+    entrypoint = req.entrypoint
+    cmd = req.cmd
     if entrypoint is None:
         entrypoint = img.config.get("Entrypoint")
         if not cmd:
@@ -74,27 +61,21 @@ def build(
     if not argv:
         raise InvalidParameter("No command specified")
 
-    env = merge_env(img.config.get("Env") or [], body.get("Env") or [])
+    env = merge_env(img.config.get("Env") or [], req.Env or [])
     if not any(e.startswith("PATH=") for e in env):
         env.insert(0, DEFAULT_PATH)
-    mac = str(body.get("MacAddress") or "")
-    if mac and not MAC_RE.match(mac):
-        raise InvalidParameter(f"invalid MAC address: {mac}")
-    for h in hc.get("ExtraHosts") or []:
-        host, sep, ip = str(h).partition(":")
-        if not sep or not host or (ip != "host-gateway" and ip_or_none(ip) is None):
-            raise InvalidParameter(f'invalid IP address in add-host: "{ip if sep else h}"')
+    mac = req.MacAddress or ""
 
     cid = secrets.token_hex(32)
     exposed = dict(img.config.get("ExposedPorts") or {})
-    exposed.update(body.get("ExposedPorts") or {})
+    exposed.update(exposed_ports(req.ExposedPorts))
     config = {
-        "Hostname": str(body.get("Hostname") or cid[:12]),
-        "Domainname": str(body.get("Domainname") or ""),
-        "User": str(body.get("User") or ""),
-        "AttachStdin": bool(body.get("AttachStdin")),
-        "AttachStdout": bool(body.get("AttachStdout", True)),
-        "AttachStderr": bool(body.get("AttachStderr", True)),
+        "Hostname": req.Hostname or cid[:12],
+        "Domainname": req.Domainname or "",
+        "User": req.User or "",
+        "AttachStdin": bool(req.AttachStdin),
+        "AttachStdout": req.AttachStdout is not False,
+        "AttachStderr": req.AttachStderr is not False,
         "ExposedPorts": exposed or None,
         "Tty": False,
         "OpenStdin": False,
@@ -103,31 +84,31 @@ def build(
         "Cmd": cmd,
         "Image": image_ref,
         "Volumes": None,
-        "WorkingDir": str(body.get("WorkingDir") or img.config.get("WorkingDir") or ""),
+        "WorkingDir": req.WorkingDir or img.config.get("WorkingDir") or "",
         "Entrypoint": entrypoint,
         "OnBuild": None,
-        "Labels": dict(body.get("Labels") or {}),
+        "Labels": dict(req.Labels or {}),
     }
     if mac:
         config["MacAddress"] = mac
-    if body.get("StopTimeout") is not None:
-        config["StopTimeout"] = int(body["StopTimeout"])
-    stop_signal = body.get("StopSignal") or img.config.get("StopSignal")
+    if req.StopTimeout is not None:
+        config["StopTimeout"] = req.StopTimeout
+    stop_signal = req.StopSignal or img.config.get("StopSignal")
     if stop_signal:
         parse_signal(stop_signal)
         config["StopSignal"] = stop_signal
     host_config = {
         "NetworkMode": mode,
-        "PortBindings": hc.get("PortBindings") or {},
-        "PublishAllPorts": bool(hc.get("PublishAllPorts")),
-        "Dns": list(hc.get("Dns") or []),
-        "DnsOptions": list(hc.get("DnsOptions") or []),
-        "DnsSearch": list(hc.get("DnsSearch") or []),
-        "ExtraHosts": list(hc.get("ExtraHosts") or []) or None,
-        "AutoRemove": bool(hc.get("AutoRemove")),
+        "PortBindings": port_bindings(hc.PortBindings),
+        "PublishAllPorts": bool(hc.PublishAllPorts),
+        "Dns": list(hc.Dns or []),
+        "DnsOptions": list(hc.DnsOptions or []),
+        "DnsSearch": list(hc.DnsSearch or []),
+        "ExtraHosts": list(hc.ExtraHosts or []) or None,
+        "AutoRemove": bool(hc.AutoRemove),
         "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
-        "Privileged": True,
-        "Links": hc.get("Links"),
+        "Links": hc.Links,
+        **security_fields,
     }
 
     c = Container(
@@ -142,13 +123,15 @@ def build(
         host_config=host_config,
     )
     # The one network the container starts on.
+    none = EndpointSettings()
     if normalize(mode) == DEFAULT_NETWORK:
         target = DEFAULT_NETWORK
-        ecfg = endpoints_cfg.get(DEFAULT_NETWORK) or endpoints_cfg.get("default") or {}
+        ecfg = endpoints_cfg.get(DEFAULT_NETWORK) or endpoints_cfg.get("default") or none
     elif is_container(mode):
-        target, ecfg = "", {}
+        target, ecfg = "", none
     else:
-        target, ecfg = mode, endpoints_cfg.get(mode) or next(iter(endpoints_cfg.values()), {})
+        target = mode
+        ecfg = endpoints_cfg.get(mode) or next(iter(endpoints_cfg.values()), none)
     if target:
         cfg = endpoint_config(ecfg, mac)
         if cfg.aliases and not is_user_defined(target):
@@ -173,36 +156,16 @@ def merge_env(base: list[str], extra: list[str]) -> list[str]:
     return list(out.values())
 
 
-def ip_or_none(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        return None
-
-
-def endpoint_config(body: dict[str, Any], mac: str) -> EndpointConfig:
-    """One entry of NetworkingConfig.EndpointsConfig (or a connect body), checked."""
-    ipam = body.get("IPAMConfig") or {}
-    v4 = str(ipam.get("IPv4Address") or "")
-    v6 = str(ipam.get("IPv6Address") or "")
-    if v4:
-        parsed = ip_or_none(v4)
-        if parsed is None or parsed.version != 4:
-            raise InvalidParameter(f"invalid IPv4 address: {v4}")
-    if v6:
-        parsed = ip_or_none(v6)
-        if parsed is None or parsed.version != 6:
-            raise InvalidParameter(f"invalid IPv6 address: {v6}")
-    endpoint_mac = str(body.get("MacAddress") or mac or "")
-    if endpoint_mac and not MAC_RE.match(endpoint_mac):
-        raise InvalidParameter(f"invalid MAC address: {endpoint_mac}")
+def endpoint_config(ep: EndpointSettings, mac: str) -> EndpointConfig:
+    """What one network attachment asks for; its values were checked at the API edge."""
+    ipam = ep.IPAMConfig
     return EndpointConfig(
-        aliases=[str(a) for a in body.get("Aliases") or []],
-        ipv4=v4,
-        ipv6=v6,
-        mac=endpoint_mac.lower(),
-        driver_opts={str(k): str(v) for k, v in (body.get("DriverOpts") or {}).items()},
-        links=[str(x) for x in body.get("Links") or []],
+        aliases=list(ep.Aliases or []),
+        ipv4=(ipam.IPv4Address or "") if ipam else "",
+        ipv6=(ipam.IPv6Address or "") if ipam else "",
+        mac=(ep.MacAddress or mac or "").lower(),
+        driver_opts=dict(ep.DriverOpts or {}),
+        links=list(ep.Links or []),
     )
 
 

@@ -52,6 +52,14 @@ class Run:
     def __init__(self) -> None:
         self.pidfd: int | None = None  # the container's pid 1, for signals
         self.watch_fd: int | None = None  # the process whose exit we wait for
+        self.watched = 0  # ...and its pid
+        # The container's exit code as tetherd itself reaped it: its shim was killed while
+        # tetherd ran, so its pid 1 was re-parented to tetherd (a child subreaper).
+        self.status: int | None = None
+        # tetherd sent SIGKILL to pid 1 (stop's timeout, kill, rm -f).  After a daemon
+        # restart a container whose shim is gone has init as its parent and its status is
+        # lost; SIGKILL cannot be caught, so its exit code is still known: 137.
+        self.killed = False
         self.finished = asyncio.Event()
 
 
@@ -93,18 +101,41 @@ class Supervisor:
             loop.call_soon(lambda: background(self.on_exit(c.id), "container exit"))
             return
         run.watch_fd = fd
+        run.watched = target
         loop.add_reader(fd, self._readable, c, fd)
 
     def _readable(self, c: Container, fd: int) -> None:
         loop = asyncio.get_running_loop()
         loop.remove_reader(fd)
         os.close(fd)
-        if c.state.shim_pid:
-            try:  # our child (not after a restart): reap it
-                os.waitpid(c.state.shim_pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
+        run = self.runs.get(c.id)
+        if run is not None and run.watched:
+            # Our child (the shim we started, or pid 1 adopted when its shim died): reap
+            # it.  After a daemon restart neither is our child and this finds nothing.
+            status = reap(run.watched)
+            if run.watched == c.state.pid and status is not None:
+                run.status = status
+            run.watch_fd, run.watched = None, 0
         background(self.on_exit(c.id), "container exit")
+
+    def exit_status(self, c: Container, run: Run) -> int | bool | None:
+        """How a container whose shim recorded nothing ended, as far as tetherd can know.
+
+        An exit code (reaped by tetherd itself, or 137 for a SIGKILL it sent); None when the
+        status is lost; False when the container's process still runs (the shim alone died:
+        the caller should wait for the process itself).
+        """
+        pid, start = c.state.pid, c.state.pid_start
+        if run.status is None and pid and start and proc_start_time(pid) == start:
+            # Re-parented to us when its shim died, and already ended: reap it now.
+            run.status = reap(pid)
+            if run.status is None and alive(pid):
+                return False
+        if run.status is not None:
+            return run.status
+        if run.killed:
+            return 128 + signal.SIGKILL
+        return None
 
     def forget(self, c: Container) -> Run:
         """Stop holding the container's pidfds (it ended); returns its Run for waiters."""
@@ -121,13 +152,33 @@ class Supervisor:
                 signal.pidfd_send_signal(run.pidfd, sig)
             elif c.state.pid and proc_start_time(c.state.pid) == c.state.pid_start:
                 os.kill(c.state.pid, sig)
+            else:
+                return
         except ProcessLookupError:
-            pass
+            return
+        if run is not None and sig == signal.SIGKILL:
+            run.killed = True
 
-    def still_running(self, c: Container) -> bool:
-        """The container's own process lives on (whatever happened to its shim)."""
-        pid = c.state.pid
-        return bool(pid and c.state.pid_start and proc_start_time(pid) == c.state.pid_start)
+    def reap_orphans(self, watched: set[int]) -> int:
+        """Reap zombies that were re-parented to tetherd and that nothing else waits for.
+
+        tetherd is a child subreaper (so that a container whose shim died is re-parented to
+        it and its exit status is not lost).  The same makes it the parent of processes of
+        `exec` whose tether-shim was killed; those live in a container's pid namespace, which
+        is how they are told from tetherd's own children (shims, compilers), whose owners
+        reap them.  `watched`: containers' own pids, reaped by the exit path.
+        """
+        depth = len(_proc_status(os.getpid()).get("NSpid", "").split())
+        reaped = 0
+        for pid in _child_pids():
+            if pid in watched:
+                continue
+            st = _proc_status(pid)
+            if not st.get("State", "").startswith("Z") or len(st.get("NSpid", "").split()) <= depth:
+                continue
+            if reap(pid) is not None:
+                reaped += 1
+        return reaped
 
     # -- after a restart -----------------------------------------------------------------
 
@@ -151,6 +202,47 @@ class Supervisor:
                     out[cid] = int(entry)
                     break
         return out
+
+
+def reap(pid: int) -> int | None:
+    """Reap `pid` if it is our child and has ended: its exit code as docker shows one."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if done != pid:
+        return None
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except OSError:
+        return {}
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent that is not us to reap it."""
+    state = _proc_status(pid).get("State", "")
+    return bool(state) and state[0] not in "ZX"
+
+
+def _child_pids() -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                out += [int(p) for p in f.read().split()]
+        except OSError:
+            continue
+    return out
 
 
 def first_child(pid: int) -> int:

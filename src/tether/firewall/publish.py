@@ -4,14 +4,17 @@ For each binding the host port is
 - allocated in the store (its primary key rules out a duplicate; 0.0.0.0 also conflicts with
   every address of the same family, as in Docker: "port is already allocated"),
 - reserved in the kernel by a socket bound to it, so that no host process can take it (and
-  one that already has it makes the publish fail, as docker-proxy's bind would),
-- wired: IPv4 by a DNAT map element (kernel NAT, no process), IPv6 by the in-daemon proxy.
+  one that already has it makes the publish fail, as docker-proxy's bind would); tetherd binds
+  it and hands it to the port relay (firewall/relay.py), a process of its own that keeps it
+  while tetherd restarts,
+- wired: IPv4 by a DNAT map element (kernel NAT, no process), IPv6 by the relay.
 Random ports come from the ephemeral range, counted separately per protocol from its start
 (Docker hands out 32768, 32769, ... for tcp and udp independently).
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -22,7 +25,7 @@ from typing import Any
 
 from tether.errors import SystemFailure
 from tether.firewall.manager import Firewall
-from tether.firewall.proxy import TcpProxy, UdpProxy
+from tether.firewall.relayctl import Key, RelayClient, RelayError, Target
 from tether.firewall.render import PortRule
 from tether.kernel.fds import lift_socket
 from tether.model import Container, PortBinding
@@ -32,6 +35,9 @@ from tether.store.sqlite import Store
 log = logging.getLogger("tether.ports")
 
 WILDCARD = {4: "0.0.0.0", 6: "::"}
+# With no port left, the relay is ended after this long: a container being restarted would
+# otherwise end it and start it again within a second.
+RELAY_IDLE = 5.0
 
 
 class PublishError(SystemFailure):
@@ -89,10 +95,19 @@ def specs_for(c: Container) -> list[Spec]:
 
 
 class Publisher:
-    def __init__(self, store: Store, firewall: Firewall) -> None:
+    def __init__(self, store: Store, firewall: Firewall, relay: RelayClient) -> None:
         self.store = store
         self.firewall = firewall
-        self.held: dict[tuple[str, str, int], Any] = {}  # reservation socket or proxy
+        self.relay = relay
+        relay.on_lost = self._rehome
+        # Every host port published now, and where the relay sends it (IPv6 host addresses;
+        # None: the relay only holds the port).
+        self.owned: dict[Key, Target] = {}
+        # Sockets bound by a publish in progress, not handed to the relay yet.
+        self._bound: dict[Key, socket.socket] = {}
+        # What the relay held when this daemon started (restore), until restore is over.
+        self._found: dict[Key, Target] | None = None
+        self._idle: asyncio.TimerHandle | None = None
         lo, hi = ephemeral_range()
         self.range = (lo, hi)
         self.next_port = {"tcp": lo, "udp": lo, "sctp": lo}
@@ -113,7 +128,12 @@ class Publisher:
         kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
         s = socket.socket(fam, kind)
         try:
-            if kind == socket.SOCK_STREAM:
+            if kind == socket.SOCK_STREAM and fam == socket.AF_INET6:
+                # The relay listens on it (a new relay must bind again past the TIME_WAITs
+                # of relayed connections), and a listening socket keeps the port anyway.
+                # An IPv4 one only reserves the port and never listens: with SO_REUSEADDR
+                # a host process setting it too could bind the same port (two sockets that
+                # both ask for reuse and neither listens may share one).
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if fam == socket.AF_INET6:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -124,6 +144,25 @@ class Publisher:
         s = lift_socket(s)
         s.setblocking(False)
         return s
+
+    def _bind_reclaiming(self, proto: str, ip: str, port: int) -> socket.socket:
+        """`_bind`, taking back first a port that the relay holds for no one (a start cut
+        short by a crash had handed it over before the container recorded it)."""
+        try:
+            return self._bind(proto, ip, port)
+        except OSError as exc:
+            key = (proto, ip, port)
+            if exc.errno != errno.EADDRINUSE or key in self.owned:
+                raise
+            try:
+                held = self._found if self._found is not None else self.relay.held()
+                if key not in held:
+                    raise
+                held.pop(key, None)
+                self.relay.remove([key])
+            except RelayError:
+                raise exc from None
+            return self._bind(proto, ip, port)
 
     def _pick(self, spec: Spec) -> Iterator[int]:
         """Candidate host ports for a spec, in the order to try them (lazily: the ephemeral
@@ -147,11 +186,38 @@ class Publisher:
         try:
             for spec in specs_for(c):
                 done += self._publish_spec(c, spec, target, endpoint_id)
+            self._hand_over(done)
+        except RelayError as exc:
+            self.release(c.id, done)
+            raise PublishError(
+                f"driver failed programming external connectivity on endpoint {c.name} "
+                f"({endpoint_id}): {exc}"
+            ) from None
         except BaseException:
             self.release(c.id, done)
             raise
         self.firewall.add_ports([_rule(b) for b in done if b.family == 4 and b.target_ip])
         return done
+
+    def _hand_over(self, bindings: list[PortBinding]) -> None:
+        """Give the bound sockets of `bindings` to the relay (ours are closed either way)."""
+        items = []
+        for b in bindings:
+            sock = self._bound.pop(_key(b), None)
+            if sock is not None:
+                items.append((_key(b), _target(b), sock))
+        if not items:
+            return
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        try:
+            self.relay.add(items)
+            for key, tgt, _sock in items:
+                self.owned[key] = tgt
+        finally:
+            for item in items:
+                item[2].close()
 
     def _publish_spec(
         self, c: Container, spec: Spec, target: str, endpoint_id: str
@@ -172,7 +238,7 @@ class Publisher:
             try:
                 for ip in spec.ips:
                     try:
-                        sock = self._bind(spec.proto, ip, port)
+                        sock = self._bind_reclaiming(spec.proto, ip, port)
                     except OSError as exc:
                         if (
                             _family(ip) == 6
@@ -183,7 +249,7 @@ class Publisher:
                         raise
                     b = PortBinding(spec.proto, ip, port, spec.container_port, target)
                     self.store.reserve_port(spec.proto, ip, port, c.id)
-                    self.held[(spec.proto, ip, port)] = sock
+                    self._bound[_key(b)] = sock
                     bound.append(b)
             except OSError as exc:
                 self.release(c.id, bound)
@@ -207,33 +273,55 @@ class Publisher:
         )
 
     async def wire_proxies(self, c: Container) -> None:
-        """Start the IPv6 listeners (the reserved sockets become their listening sockets)."""
+        """Make the relay send `c`'s IPv6 host ports where its bindings now lead."""
+        changes = []
         for b in c.ports:
-            if b.family != 6 or not b.target_ip:
-                continue
-            key = (b.proto, b.host_ip, b.host_port)
-            held = self.held.get(key)
-            if isinstance(held, socket.socket):
-                proxy: TcpProxy | UdpProxy = (UdpProxy if b.proto == "udp" else TcpProxy)(
-                    held, (b.target_ip, b.container_port)
-                )
-                await proxy.start()
-                self.held[key] = proxy
-            elif isinstance(held, TcpProxy | UdpProxy):
-                held.target = (b.target_ip, b.container_port)
+            key, tgt = _key(b), _target(b)
+            if key in self.owned and self.owned[key] != tgt:
+                self.owned[key] = tgt
+                changes.append((key, tgt))
+        if changes:
+            try:
+                self.relay.retarget(changes)
+            except RelayError as exc:
+                log.warning("retargeting ports of %s: %s", c.name, exc)
 
     def release(self, owner: str, bindings: list[PortBinding]) -> None:
-        """Give back ports (store rows and reservation sockets); NAT elements go separately."""
+        """Give back ports (store rows, reservations, relaying); NAT elements go separately."""
+        gone = []
         for b in bindings:
-            held = self.held.pop((b.proto, b.host_ip, b.host_port), None)
-            if isinstance(held, socket.socket):
-                held.close()
-            elif held is not None:
-                import asyncio
-
-                asyncio.get_running_loop().create_task(held.close())
+            key = _key(b)
+            sock = self._bound.pop(key, None)
+            if sock is not None:
+                sock.close()
+            elif key in self.owned:
+                del self.owned[key]
+                gone.append(key)
+        if gone:
+            try:
+                self.relay.remove(gone)
+            except RelayError as exc:  # a relay that died holds nothing any more
+                log.warning("releasing ports in the relay: %s", exc)
         with self.store.transaction():
             self.store.release_ports(owner)
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        """No port left: end the relay soon (now when there is no event loop to wait in)."""
+        if self.owned or self._bound or self._found is not None or self.relay.sock is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.relay.quit()
+            return
+        if self._idle is None:
+            self._idle = loop.call_later(RELAY_IDLE, self._end_idle_relay)
+
+    def _end_idle_relay(self) -> None:
+        self._idle = None
+        if not self.owned and not self._bound and self._found is None:
+            self.relay.quit()
 
     def unpublish(self, c: Container) -> None:
         if not c.ports:
@@ -253,13 +341,24 @@ class Publisher:
         self.firewall.add_ports([_rule(b) for b in c.ports if b.family == 4 and b.target_ip])
 
     def restore(self, c: Container) -> None:
-        """After a daemon restart: take the reservation sockets again (NAT never stopped)."""
+        """After a daemon restart: the relay kept `c`'s ports (NAT never stopped); take back
+        what it does not hold (it was not running, or died while tetherd was down)."""
+        if self._found is None:
+            try:
+                self._found = self.relay.held()
+            except RelayError as exc:
+                log.warning("cannot ask the port relay what it holds: %s", exc)
+                self._found = {}
+        missing = []
         for b in c.ports:
-            key = (b.proto, b.host_ip, b.host_port)
-            if key in self.held:
+            key = _key(b)
+            if key in self.owned or key in self._bound:
+                continue
+            if key in self._found:
+                self.owned[key] = self._found[key]  # wire_proxies fixes a stale target
                 continue
             try:
-                self.held[key] = self._bind(b.proto, b.host_ip, b.host_port)
+                self._bound[key] = self._bind(b.proto, b.host_ip, b.host_port)
             except OSError as exc:
                 log.warning(
                     "cannot reserve %s %s again: %s",
@@ -267,9 +366,70 @@ class Publisher:
                     _show(b.host_ip, b.host_port),
                     exc.strerror,
                 )
+                continue
+            missing.append(b)
+        try:
+            self._hand_over(missing)
+        except RelayError as exc:
+            log.warning("cannot hand ports of %s to the relay: %s", c.name, exc)
+
+    def restored(self) -> None:
+        """Every container is restored: what the relay holds for no one is let go."""
+        found, self._found = self._found or {}, None
+        stale = [k for k in found if k not in self.owned]
+        if stale:
+            try:
+                self.relay.remove(stale)
+            except RelayError as exc:
+                log.warning("releasing stale ports in the relay: %s", exc)
+        # Nothing is published: a relay left running (after a crash) is not needed.
+        if not self.owned and (self.relay.sock is not None or self.relay.adopt()):
+            self.relay.quit()
+
+    def _rehome(self) -> None:
+        """The relay died while tetherd runs: start a new one and hand it every port again."""
+        wanted, self.owned = dict(self.owned), {}
+        items = []
+        for key, tgt in wanted.items():
+            proto, ip, port = key
+            try:
+                sock = self._bind(proto, ip, port)
+            except OSError as exc:
+                log.warning("cannot reserve %s %s again: %s", proto, _show(ip, port), exc.strerror)
+                continue
+            items.append((key, tgt, sock))
+        try:
+            if items:
+                self.relay.add(items)
+            for key, tgt, _sock in items:
+                self.owned[key] = tgt
+        except RelayError as exc:
+            log.error("the port relay cannot be started again: %s", exc)
+        finally:
+            for item in items:
+                item[2].close()
+
+    def close(self) -> None:
+        """tetherd is stopping: a relay with ports keeps them (live restore); an idle one ends."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        if self.owned:
+            self.relay.detach()
+        else:
+            self.relay.quit()
 
     def rules(self, containers: list[Container]) -> list[PortRule]:
         return [_rule(b) for c in containers for b in c.ports if b.family == 4 and b.target_ip]
+
+
+def _key(b: PortBinding) -> Key:
+    return (b.proto, b.host_ip, b.host_port)
+
+
+def _target(b: PortBinding) -> Target:
+    """Where the relay sends a port: IPv6 host ports only (IPv4 ones are kernel NAT)."""
+    return (b.target_ip, b.container_port) if b.family == 6 and b.target_ip else None
 
 
 def _rule(b: PortBinding) -> PortRule:

@@ -7,7 +7,8 @@
       chain net_<id>_in   traffic entering a network's bridge from elsewhere
       chain prerouting / output / publish   DNAT for published ports (maps)
       chain postrouting   masquerade, hairpin, loopback
-      chain guard         no 127.0.0.0/8 from a bridge (route_localnet is on for 127.0.0.1 ports)
+      chain guard         loopback destinations only from lo (before any NAT: CVE-2020-8558)
+      chain input         internal networks reach only their own gateway address on the host
 
 Every update is one `nft -f` transaction that declares the table, flushes and refills
 tether's own sets, maps and chains, and never touches `user`, so it is atomic and keeps the
@@ -33,6 +34,9 @@ class NetRule:
     internal: bool = False
     icc: bool = True
     masquerade: bool = True
+    # The addresses the bridge itself carries (an internal network may reach only these).
+    gateways4: tuple[str, ...] = ()
+    gateways6: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,9 +83,11 @@ def port_elements(ports: list[PortRule], op: str) -> str:
 
 
 def chain_names(state: FirewallState) -> set[str]:
-    names = {"forward", "publish", "prerouting", "output", "postrouting", "guard"}
+    names = {"forward", "publish", "prerouting", "output", "postrouting", "guard", "input"}
     for n in state.networks:
         names |= {f"net_{n.key}_out", f"net_{n.key}_in"}
+        if n.internal:
+            names.add(f"net_{n.key}_host")
     return names
 
 
@@ -92,6 +98,7 @@ SETS = {
     "pub4ip": "type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;",
     "leaving": "type ifname : verdict;",
     "entering": "type ifname : verdict;",
+    "hostbound": "type ifname : verdict;",
 }
 BASE_CHAINS = {
     "forward": "type filter hook forward priority filter; policy accept;",
@@ -99,6 +106,7 @@ BASE_CHAINS = {
     "output": "type nat hook output priority -100; policy accept;",
     "postrouting": "type nat hook postrouting priority srcnat; policy accept;",
     "guard": "type filter hook prerouting priority raw; policy accept;",
+    "input": "type filter hook input priority filter; policy accept;",
 }
 
 
@@ -138,6 +146,11 @@ def render(state: FirewallState, stale_chains: set[str] | None = None) -> str:
         elements.append(
             f"add element {TABLE} entering {{ {', '.join(f'{_q(n.bridge)} : jump net_{n.key}_in' for n in nets)} }}\n"
         )
+        internal = [n for n in nets if n.internal]
+        if internal:
+            elements.append(
+                f"add element {TABLE} hostbound {{ {', '.join(f'{_q(n.bridge)} : jump net_{n.key}_host' for n in internal)} }}\n"
+            )
     if state.ports:
         elements.append(port_elements(state.ports, "add"))
 
@@ -172,7 +185,30 @@ def render(state: FirewallState, stale_chains: set[str] | None = None) -> str:
             # answer come back through the host, or the reply would skip the reverse NAT.
             rule("postrouting", f"ct status dnat ip saddr {s} oifname {br} masquerade")
     rule("postrouting", "ct status dnat ip saddr 127.0.0.0/8 masquerade")
-    # route_localnet is on for the bridges (for 127.0.0.1 ports); nothing from a bridge may
-    # reach the host's loopback addresses because of it.
-    rule("guard", "iifname @bridges ip daddr 127.0.0.0/8 drop")
+    # Loopback destinations are the host's own business: a packet addressed to 127.0.0.0/8
+    # or ::1 that arrives on any interface but lo is dropped here, in raw prerouting, before
+    # conntrack and before the DNAT of ports published on 127.0.0.1 (which would otherwise
+    # turn it into an ordinary forwarded packet: CVE-2020-8558, moby#45610).  route_localnet
+    # is on for the bridges (the host's own 127.0.0.1 ports are DNATed out through them),
+    # and this also keeps it from exposing the host's loopback services to anything.
+    # Replies to those DNATed connections arrive addressed to the gateway (they were
+    # masqueraded), so this rule never sees them.
+    rule("guard", 'iifname != "lo" ip daddr 127.0.0.0/8 drop')
+    rule("guard", 'iifname != "lo" ip6 daddr ::1 drop')
+    # Internal networks: their containers may talk to the host only on the gateway address
+    # of their own bridge (as Docker 25.0.4+, moby#47356), never to its other addresses (the
+    # LAN side, other bridges' gateways): those are the way out an internal network must not
+    # have.  Replies to connections the host opened are let through.
+    rule("input", "iifname vmap @hostbound")
+    for n in nets:
+        if not n.internal:
+            continue
+        chain = f"net_{n.key}_host"
+        rule(chain, "ct state established,related accept")
+        if n.gateways4:
+            rule(chain, f"ip daddr {{ {', '.join(n.gateways4)} }} accept")
+        # IPv6 needs the bridge's link-local address and multicast for neighbour discovery.
+        rule(chain, f"ip6 daddr {{ {', '.join((*n.gateways6, 'fe80::/10', 'ff00::/8'))} }} accept")
+        rule(chain, "meta pkttype { broadcast, multicast } accept")
+        rule(chain, "drop")
     return "".join(out) + "".join(elements) + "".join(rules)

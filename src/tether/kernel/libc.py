@@ -1,4 +1,4 @@
-"""The few syscalls Python 3.11's os module lacks: setns, unshare, mount, umount2."""
+"""The few syscalls Python 3.11's os module lacks: setns, unshare, mount, umount2, prctl."""
 
 from __future__ import annotations
 
@@ -17,6 +17,13 @@ _libc.mount.argtypes = [
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
+_libc.prctl.argtypes = [
+    ctypes.c_int,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -36,6 +43,7 @@ MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 
 MNT_DETACH = 2
+PR_SET_CHILD_SUBREAPER = 36
 EINVAL = 22
 ENOENT = 2
 
@@ -72,3 +80,8 @@ def mount(
 
 def umount(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(target.encode(), flags), "umount", target)
+
+
+def set_child_subreaper() -> None:
+    """Orphaned descendants are re-parented to this process instead of to PID 1."""
+    _check(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from tether.textcheck import has_space_or_control, is_ip
+
 EMBEDDED_DNS = "127.0.0.11"
 # What Docker writes when the host offers no usable resolver (libnetwork's defaults).
 DOCKER_DEFAULT_DNS = ("8.8.8.8", "8.8.4.4")
@@ -24,14 +26,27 @@ HOSTS_HEADER = (
 def hosts(
     hostname: str, domainname: str, addresses: list[str], extra_hosts: list[tuple[str, str]]
 ) -> str:
-    """`addresses`: the container's own IPs in attach order; `extra_hosts`: --add-host pairs."""
+    """`addresses`: the container's own IPs in attach order; `extra_hosts`: --add-host pairs.
+
+    The API refuses names with blanks or control characters; a value that still has one (a
+    record stored before that check) is left out here rather than written, so no request can
+    ever add a line of its own to the file.
+    """
     out = [HOSTS_HEADER]
     for name, ip in extra_hosts:
-        out.append(f"{ip}\t{name}\n")
-    names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
+        if _field(name) and (ip == "host-gateway" or _field(ip)):
+            out.append(f"{ip}\t{name}\n")
+    if not _field(hostname):
+        return "".join(out)
+    names = f"{hostname}.{domainname} {hostname}" if _field(domainname) else hostname
     for ip in addresses:
         out.append(f"{ip}\t{names}\n")
     return "".join(out)
+
+
+def _field(value: str) -> bool:
+    """One whitespace-free field of a hosts or resolv.conf line."""
+    return bool(value) and not has_space_or_control(value)
 
 
 def parse_resolv(text: str) -> tuple[list[str], list[str], list[str]]:
@@ -76,6 +91,10 @@ def resolv_conf(
     so loopback ones are dropped, and with none left Docker's defaults are used.
     """
     host_servers, host_search, host_options = parse_resolv(host_resolv)
+    # Fields the API checked; anything that would still break a line is dropped (see hosts).
+    dns = [s for s in dns if is_ip(s)]
+    dns_search = [d for d in dns_search if _field(d)]
+    dns_options = [o for o in dns_options if _field(o)]
     if dns:
         upstream = list(dns)
     elif embedded:

@@ -2,9 +2,10 @@
 
 An imported image is one read-only directory (ROOT/images/<id>/rootfs); each container gets a
 copy-on-write overlayfs over it, mounted inside the container's own mount namespace (so no
-mount is ever left on the host).  The `host` image is the host's own filesystem, seen through
-the container's mount namespace with its own /etc/hosts, /etc/resolv.conf, /etc/hostname and
-/proc mounted over.
+mount is ever left on the host).  The `host` image is a read-only view of the host's programs
+and libraries (see `host_view`): a fresh tmpfs root holding read-only binds of /usr, /bin,
+/sbin and /lib*, and a copy-on-write view of /etc without its secrets; nothing else of the
+host (no /root, /home, /var, /run, no tether state or socket) is there.
 """
 
 from __future__ import annotations
@@ -13,18 +14,105 @@ import hashlib
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import msgspec
+
 from tether import wire
 from tether.errors import Conflict, InvalidParameter, NotFound, SystemFailure
+from tether.runtime.shim import HostView
+from tether.store import records
 from tether.store.sqlite import Store
 
 HOST_IMAGE_ID = "sha256:" + hashlib.sha256(b"tether built-in host image").hexdigest()
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# What the host image shows of the host: its program and library trees, and /etc.
+HOST_TREES = ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr")
+# Secrets of /etc, hidden whatever their mode; anything else there that "other" may not read
+# is hidden too (the host's admin already judged it private).
+ETC_SECRETS = (
+    "shadow",
+    "shadow-",
+    "gshadow",
+    "gshadow-",
+    "security/opasswd",
+    "ssl/private",
+    "sudoers",
+    "sudoers.d",
+    "krb5.keytab",
+    "wireguard",
+    "NetworkManager/system-connections",
+    "ppp/chap-secrets",
+    "ppp/pap-secrets",
+    "credstore",
+    "credstore.encrypted",
+)
+
+
+def _private_entries(top: str) -> list[str]:
+    """Entries under `top` that other users cannot read (not descending into hidden dirs)."""
+    out: list[str] = []
+    stack = [top]
+    while stack:
+        d = stack.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if st.st_mode & 0o005 != 0o005:
+                    out.append(e.path)
+                else:
+                    stack.append(e.path)
+            elif not st.st_mode & 0o004:
+                out.append(e.path)
+    return out
+
+
+def host_view(scratch: str, private: list[str], etc: str = "/etc") -> HostView:
+    """The host image's root for one container.
+
+    `scratch` is a directory the shim mounts the /etc view's upper layer on (inside the
+    container's mount namespace only); `private` are tether's own paths (state, exec-root,
+    caches), hidden should they lie inside a tree the view shows.
+    """
+    ro_binds: list[tuple[str, str]] = []
+    symlinks: list[tuple[str, str]] = []
+    shown: list[str] = []
+    for name in HOST_TREES:
+        path = "/" + name
+        if os.path.islink(path):
+            symlinks.append((os.readlink(path), path))  # merged /usr: /bin -> usr/bin
+        elif os.path.isdir(path):
+            ro_binds.append((path, path))
+            shown.append(path)
+    hidden = [os.path.join(etc, name) for name in ETC_SECRETS]
+    hidden += [p for p in _private_entries(etc) if p not in hidden]
+    hidden = ["/etc" + p[len(etc) :] for p in hidden]
+    for p in private:
+        real = os.path.realpath(p)
+        if any(real == t or real.startswith(t + "/") for t in [*shown, "/etc"]):
+            hidden.append(real)
+    return HostView(
+        ro_binds=ro_binds,
+        symlinks=symlinks,
+        cow_binds=[(etc, "/etc", scratch)],
+        hidden=hidden,
+        readonly=["/etc"],
+    )
 
 
 @dataclass
@@ -146,10 +234,10 @@ class ImageStore:
         self.by_id: dict[str, Image] = {}
 
     def load(self) -> None:
-        self.by_id = {}
-        for doc in self.store.load("image"):
-            img = Image(**doc)
-            self.by_id[img.id] = img
+        loaded = records.parse_all(
+            "image", self.store.load("image"), lambda doc: msgspec.convert(doc, Image)
+        )
+        self.by_id = {img.id: img for img in loaded}
         if HOST_IMAGE_ID not in self.by_id:
             host = Image(
                 HOST_IMAGE_ID, ["host:latest"], time.time(), 0, {"Cmd": ["/bin/sh"]}, builtin=True

@@ -8,21 +8,41 @@
  * interfaces, the files to bind in) and execs this for the rest.
  *
  *   tether-shim run --sync FD --log PATH --exit PATH [--netns PATH] [--hostname NAME]
- *                   [--rootfs DIR [--overlay LOWER:UPPER:WORK]] [--bind SRC:DST]...
- *                   [--cwd DIR] [--env K=V]... -- CMD [ARG...]
- *   tether-shim exec --pid PID [--cwd DIR] [--env K=V]... [--tty] -- CMD [ARG...]
+ *                   --rootfs DIR [--overlay LOWER:UPPER:WORK | --root-tmpfs]
+ *                   [--ro-bind SRC:DST]... [--symlink TARGET:DST]... [--cow-bind SRC:DST:SCRATCH]...
+ *                   [--bind SRC:DST]... [--hide PATH]... [--mask PATH]... [--readonly PATH]...
+ *                   [--sys-rw] [CONFINEMENT] [--cwd DIR] [--env K=V]... -- CMD [ARG...]
+ *   tether-shim exec --pid PID [CONFINEMENT] [--cwd DIR] [--env K=V]... [--tty] -- CMD [ARG...]
  *
- * run: new pid/mount/uts/ipc namespaces (+ the given netns), root filesystem, /proc, /dev,
- * bind mounts; the command's stdout/stderr are relayed into PATH as frames
+ *   CONFINEMENT: [--caps HEXMASK] [--no-new-privs] [--seccomp BPF_FILE [--seccomp-flags N]]
+ *
+ * run: new pid/mount/uts/ipc namespaces (+ the given netns), root filesystem, /proc, /sys,
+ * a minimal /dev, bind mounts, Docker's masked and read-only paths, then the confinement;
+ * the command's stdout/stderr are relayed into PATH as frames
  * (1 byte stream, 4 bytes length BE, 8 bytes nanosecond time BE, data); "ok PID\n" or
  * "err MESSAGE\n" goes to the sync fd once the command is executing (or failed to); the exit
  * status goes to the exit file (atomically) when the command's pid 1 ends.
  *
- * exec: joins the namespaces and root of PID, runs the command, exits with its status.
+ * exec: joins the namespaces and root of PID, applies the same confinement as the container
+ * (tetherd passes the container's), runs the command, exits with its status.
+ *
+ * The root filesystem: an image's overlayfs (--overlay), or for the built-in host image a
+ * fresh tmpfs (--root-tmpfs) holding read-only binds of the host's program and library
+ * trees (--ro-bind, --symlink) and a copy-on-write view of its /etc whose secrets are
+ * removed (--cow-bind, --hide).  The container's own files (--bind) are mounted after
+ * pivot_root, through descriptors opened before it, so that nothing an image contains (a
+ * symlink at /etc/hosts, say) can make the shim create or mount anything on the host.
+ *
+ * Confinement (see confine()): the capability bounding set is cut to HEXMASK, effective and
+ * permitted become HEXMASK, inheritable and ambient are cleared; no_new_privs when asked; a
+ * seccomp filter (raw struct sock_filter array, compiled by tetherd with libseccomp).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -33,8 +53,11 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -43,18 +66,46 @@
 
 #define MAX_LIST 256
 
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+#define ATTR_RDONLY 0x1 /* MOUNT_ATTR_RDONLY */
+
+struct mount_attr_arg { /* struct mount_attr of <linux/mount.h>, which old headers lack */
+    uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+
 extern char **environ;
+
+struct list {
+    const char *items[MAX_LIST];
+    int n;
+};
 
 struct opts {
     int sync_fd;
     const char *log, *exit_path, *netns, *hostname, *rootfs, *overlay, *cwd;
-    const char *binds[MAX_LIST];
-    int nbinds;
+    struct list binds, ro_binds, symlinks, cow_binds, hides, masks, readonly;
+    int root_tmpfs, sys_rw;
     char *envs[MAX_LIST + 1];
     int nenvs;
     pid_t pid;
     int tty;
     char **argv;
+    /* confinement */
+    int have_caps, no_new_privs;
+    uint64_t caps;
+    const char *seccomp_path;
+    unsigned int seccomp_flags;
+    struct sock_filter *filter;
+    unsigned short filter_len;
 };
 
 static int err_fd = -1; /* where a failing child reports before exiting */
@@ -109,13 +160,128 @@ static void do_mount(const char *src, const char *dst, const char *type, unsigne
         fail(126, "mount %s on %s: %s", type ? type : src, dst, strerror(errno));
 }
 
-static void bind_file(const char *src, const char *dst) {
+/* "A:B[:C]" -> parts (in buf); paths tetherd passes never contain a colon. */
+static void split(const char *arg, const char *opt, char *parts[], int n, char *buf, size_t size) {
+    snprintf(buf, size, "%s", arg);
+    char *p = buf;
+    for (int i = 0; i < n; i++) {
+        parts[i] = p;
+        if (i == n - 1) break;
+        char *colon = strchr(p, ':');
+        if (!colon) fail(126, "bad %s %s", opt, arg);
+        *colon = 0;
+        p = colon + 1;
+    }
+}
+
+/* Make a mount read-only (with its submounts when recursive), keeping its other flags. */
+static int set_readonly(const char *path, int recursive) {
+    struct mount_attr_arg attr = {ATTR_RDONLY, 0, 0, 0};
+    if (syscall(SYS_mount_setattr, AT_FDCWD, path, recursive ? AT_RECURSIVE : 0, &attr, sizeof attr) == 0)
+        return 0;
+    if (errno != ENOSYS) return -1;
+    /* Kernels before 5.12: a remount, which must restate the flags it keeps. */
+    struct statvfs sv;
+    if (statvfs(path, &sv) != 0) return -1;
+    unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY;
+    if (sv.f_flag & ST_NOSUID) flags |= MS_NOSUID;
+    if (sv.f_flag & ST_NODEV) flags |= MS_NODEV;
+    if (sv.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
+    return mount(NULL, path, NULL, flags, NULL);
+}
+
+/* A directory the root must have for a mount of ours: an image's symlink there would send
+ * the mount somewhere else, so it is refused. */
+static void root_dir(const char *root, const char *name, mode_t mode) {
+    char path[4096];
     struct stat st;
-    if (stat(src, &st) != 0) fail(126, "bind %s: %s", src, strerror(errno));
-    if (S_ISDIR(st.st_mode)) {
+    snprintf(path, sizeof path, "%s/%s", root, name);
+    if (lstat(path, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) fail(126, "the image's /%s is not a directory", name);
+        return;
+    }
+    mkdirs(path, mode);
+}
+
+/* runc's default devices, made with mknod (not bound from the host's /dev: a bind would let
+ * the container's chmod/chown reach the host's own nodes). */
+static void setup_dev(const char *root) {
+    static const struct { const char *name; unsigned int major, minor; } nodes[] = {
+        {"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
+    char path[4096];
+    root_dir(root, "dev", 0755);
+    snprintf(path, sizeof path, "%s/dev", root);
+    do_mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k");
+    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+        snprintf(path, sizeof path, "%s/dev/%s", root, nodes[i].name);
+        if (mknod(path, S_IFCHR | 0666, makedev(nodes[i].major, nodes[i].minor)) != 0 || chmod(path, 0666) != 0)
+            fail(126, "mknod %s: %s", path, strerror(errno));
+    }
+    snprintf(path, sizeof path, "%s/dev/pts", root);
+    mkdirs(path, 0755);
+    do_mount("devpts", path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5");
+    snprintf(path, sizeof path, "%s/dev/shm", root);
+    mkdirs(path, 01777);
+    do_mount("shm", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k");
+    snprintf(path, sizeof path, "%s/dev/mqueue", root);
+    mkdirs(path, 0755);
+    do_mount("mqueue", path, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    static const char *links[][2] = {{"pts/ptmx", "ptmx"}, {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
+                                     {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
+                                     {"/proc/kcore", "core"}};
+    size_t nlinks = sizeof links / sizeof links[0];
+    if (access("/proc/kcore", F_OK) != 0) nlinks--; /* as runc: /dev/core only if there is a kcore */
+    for (size_t i = 0; i < nlinks; i++) {
+        snprintf(path, sizeof path, "%s/dev/%s", root, links[i][1]);
+        if (symlink(links[i][0], path) != 0) fail(126, "symlink %s: %s", path, strerror(errno));
+    }
+}
+
+/* The built-in host image's root: the host's program and library trees, read-only. */
+static void setup_host_view(struct opts *o, const char *root) {
+    char buf[8192], path[4096], data[16700];
+    char *p[3];
+    for (int i = 0; i < o->ro_binds.n; i++) {
+        split(o->ro_binds.items[i], "--ro-bind", p, 2, buf, sizeof buf);
+        snprintf(path, sizeof path, "%s%s", root, p[1]);
+        mkdirs(path, 0755);
+        do_mount(p[0], path, NULL, MS_BIND | MS_REC, NULL);
+        if (set_readonly(path, 1) != 0) fail(126, "read-only %s: %s", path, strerror(errno));
+    }
+    for (int i = 0; i < o->symlinks.n; i++) {
+        split(o->symlinks.items[i], "--symlink", p, 2, buf, sizeof buf);
+        snprintf(path, sizeof path, "%s%s", root, p[1]);
+        if (symlink(p[0], path) != 0) fail(126, "symlink %s: %s", path, strerror(errno));
+    }
+    /* Copy-on-write views: an overlay whose upper layer is a tmpfs of the container's mount
+     * namespace only, so what the container changes or removes never reaches the host. */
+    for (int i = 0; i < o->cow_binds.n; i++) {
+        char upper[4200], work[4200];
+        split(o->cow_binds.items[i], "--cow-bind", p, 3, buf, sizeof buf);
+        do_mount("tmpfs", p[2], "tmpfs", MS_NOSUID | MS_NODEV, "mode=700");
+        snprintf(upper, sizeof upper, "%s/upper", p[2]);
+        snprintf(work, sizeof work, "%s/work", p[2]);
+        mkdirs(upper, 0755);
+        mkdirs(work, 0700);
+        snprintf(path, sizeof path, "%s%s", root, p[1]);
+        mkdirs(path, 0755);
+        snprintf(data, sizeof data, "lowerdir=%s,upperdir=%s,workdir=%s", p[0], upper, work);
+        do_mount("overlay", path, "overlay", MS_NOSUID, data);
+    }
+}
+
+/* After pivot_root: the container's own files (hosts, resolv.conf, hostname), from
+ * descriptors opened on the host side before it.  A symlink an image put there is replaced,
+ * and every path resolves inside the container's root, whatever the image holds. */
+static void bind_fd(int fd, const char *dst) {
+    struct stat st, src;
+    char parent[4096], from[64];
+    if (fstat(fd, &src) != 0) fail(126, "bind %s: %s", dst, strerror(errno));
+    if (lstat(dst, &st) == 0 && S_ISLNK(st.st_mode) && unlink(dst) != 0)
+        fail(126, "replace the symlink %s: %s", dst, strerror(errno));
+    if (S_ISDIR(src.st_mode)) {
         mkdirs(dst, 0755);
     } else {
-        char parent[4096];
         snprintf(parent, sizeof parent, "%s", dst);
         char *slash = strrchr(parent, '/');
         if (slash && slash != parent) {
@@ -124,38 +290,130 @@ static void bind_file(const char *src, const char *dst) {
         }
         touch(dst);
     }
-    do_mount(src, dst, NULL, MS_BIND, NULL);
+    snprintf(from, sizeof from, "/proc/self/fd/%d", fd);
+    do_mount(from, dst, NULL, MS_BIND, NULL);
 }
 
-static void setup_dev(const char *root) {
-    char path[4096], src[64];
-    static const char *nodes[] = {"null", "zero", "full", "random", "urandom", "tty", NULL};
-    snprintf(path, sizeof path, "%s/dev", root);
-    mkdirs(path, 0755);
-    do_mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k");
-    for (int i = 0; nodes[i]; i++) {
-        snprintf(path, sizeof path, "%s/dev/%s", root, nodes[i]);
-        snprintf(src, sizeof src, "/dev/%s", nodes[i]);
-        touch(path);
-        do_mount(src, path, NULL, MS_BIND, NULL);
+/* runc's maskPath: /dev/null over a file, an empty read-only tmpfs over a directory. */
+static void mask_path(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT) return;
+        fail(126, "mask %s: %s", path, strerror(errno));
     }
-    snprintf(path, sizeof path, "%s/dev/pts", root);
-    mkdirs(path, 0755);
-    do_mount("devpts", path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
-    snprintf(path, sizeof path, "%s/dev/ptmx", root);
-    if (symlink("pts/ptmx", path) != 0 && errno != EEXIST) fail(126, "symlink ptmx: %s", strerror(errno));
-    snprintf(path, sizeof path, "%s/dev/shm", root);
-    mkdirs(path, 01777);
-    do_mount("shm", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k");
-    static const char *links[][2] = {{"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
-                                     {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"}};
-    for (int i = 0; i < 4; i++) {
-        snprintf(path, sizeof path, "%s/dev/%s", root, links[i][1]);
-        if (symlink(links[i][0], path) != 0 && errno != EEXIST) {}
-    }
+    if (S_ISDIR(st.st_mode))
+        do_mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755");
+    else
+        do_mount("/dev/null", path, NULL, MS_BIND, NULL);
 }
 
-/* The container's own view of the world; runs as pid 1 of the new pid namespace. */
+/* A secret of the host's /etc: gone from the copy-on-write view (a whiteout in its upper
+ * layer), or masked where it cannot be removed. */
+static void hide_path(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT) return;
+        fail(126, "hide %s: %s", path, strerror(errno));
+    }
+    if (S_ISDIR(st.st_mode) || unlink(path) != 0) mask_path(path);
+}
+
+/* runc's readonlyPath: a bind of the path onto itself, made read-only (not its submounts). */
+static void readonly_path(const char *path) {
+    if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) != 0) {
+        if (errno == ENOENT) return;
+        fail(126, "bind %s read-only: %s", path, strerror(errno));
+    }
+    if (set_readonly(path, 0) != 0) fail(126, "read-only %s: %s", path, strerror(errno));
+}
+
+/* The capability sets: bounding cut to `keep`, effective = permitted = keep, inheritable and
+ * ambient empty (as Docker since 20.10.14: an inheritable set would let a file capability
+ * hand a non-root user more than the container was given). */
+static void apply_caps(uint64_t keep) {
+    for (int cap = 0; cap < 64; cap++) {
+        int r = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+        if (r < 0) break; /* EINVAL: past the last capability this kernel knows */
+        if (r == 1 && !(keep >> cap & 1) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0)
+            fail(126, "drop capability %d from the bounding set: %s", cap, strerror(errno));
+    }
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+        fail(126, "clear the ambient capabilities: %s", strerror(errno));
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capget, &hdr, data) != 0) fail(126, "capget: %s", strerror(errno));
+    keep &= (uint64_t)data[0].permitted | (uint64_t)data[1].permitted << 32;
+    for (int i = 0; i < 2; i++) {
+        data[i].effective = data[i].permitted = (uint32_t)(keep >> (32 * i));
+        data[i].inheritable = 0;
+    }
+    if (syscall(SYS_capset, &hdr, data) != 0) fail(126, "capset: %s", strerror(errno));
+}
+
+static void load_filter(struct opts *o) {
+    struct sock_fprog prog = {o->filter_len, o->filter};
+    long r = o->seccomp_flags
+                 ? syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, o->seccomp_flags, &prog)
+                 : prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0);
+    if (r != 0) fail(126, "load the seccomp filter: %s", strerror(errno));
+}
+
+/*
+ * Confinement, the last step before execve, in runc's order (standard_init_linux.go and
+ * finalizeNamespace), which matters:
+ *   1. no_new_privs, if asked for.
+ *   2. Without no_new_privs the kernel lets only a holder of CAP_SYS_ADMIN load a seccomp
+ *      filter, so it is loaded now, while the shim still has every capability.  From then on
+ *      the shim's own syscalls are filtered too: what follows uses only prctl, capget,
+ *      capset and execve, which Docker's profile allows (a custom profile that forbids them
+ *      makes the start fail, as it does with runc).
+ *   3. Capabilities: the bounding set first (PR_CAPBSET_DROP needs CAP_SETPCAP, which the
+ *      capset may take away), then the ambient set, then capset.
+ *   4. With no_new_privs the filter needs no privilege and is loaded last, so that it has to
+ *      allow as little as possible of the shim's own work: only execve follows.
+ * execve then gives root the bounding set as its permitted and effective sets.
+ */
+static void confine(struct opts *o) {
+    if (o->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        fail(126, "no_new_privs: %s", strerror(errno));
+    if (o->filter && !o->no_new_privs) load_filter(o);
+    if (o->have_caps) apply_caps(o->caps);
+    if (o->filter && o->no_new_privs) load_filter(o);
+}
+
+/* The compiled filter, read while the shim still sees the host's files; NULL or a message. */
+static const char *read_filter(struct opts *o) {
+    static char msg[512];
+    struct stat st;
+    int fd = open(o->seccomp_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(msg, sizeof msg, "seccomp filter %s: %s", o->seccomp_path, strerror(errno));
+        return msg;
+    }
+    size_t size = (size_t)st.st_size;
+    if (size == 0 || size % sizeof(struct sock_filter) || size / sizeof(struct sock_filter) > BPF_MAXINSNS) {
+        close(fd);
+        snprintf(msg, sizeof msg, "seccomp filter %s: not a BPF program", o->seccomp_path);
+        return msg;
+    }
+    o->filter = malloc(size);
+    size_t got = 0;
+    while (o->filter && got < size) {
+        ssize_t n = read(fd, (char *)o->filter + got, size - got);
+        if (n <= 0) break;
+        got += (size_t)n;
+    }
+    close(fd);
+    if (!o->filter || got != size) {
+        snprintf(msg, sizeof msg, "seccomp filter %s: short read", o->seccomp_path);
+        return msg;
+    }
+    o->filter_len = (unsigned short)(size / sizeof(struct sock_filter));
+    return NULL;
+}
+
+/* The container's view of the world; runs as pid 1 of the new pid namespace. */
 static void container_child(struct opts *o, int out_w, int err_w) {
     if (o->netns) {
         int fd = open(o->netns, O_RDONLY | O_CLOEXEC);
@@ -169,44 +427,55 @@ static void container_child(struct opts *o, int out_w, int err_w) {
         fail(126, "sethostname: %s", strerror(errno));
 
     char path[4096];
-    const char *root = o->rootfs ? o->rootfs : "";
-    if (o->rootfs) {
-        if (o->overlay) {
-            char lower[4096], upper[4096], work[4096], data[12400];
-            if (sscanf(o->overlay, "%4095[^:]:%4095[^:]:%4095s", lower, upper, work) != 3)
-                fail(126, "bad --overlay %s", o->overlay);
-            snprintf(data, sizeof data, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
-            do_mount("overlay", o->rootfs, "overlay", 0, data);
-        } else {
-            do_mount(o->rootfs, o->rootfs, NULL, MS_BIND | MS_REC, NULL);
-        }
-        static const char *dirs[] = {"proc", "sys", "etc", "tmp", NULL};
-        for (int i = 0; dirs[i]; i++) {
-            snprintf(path, sizeof path, "%s/%s", root, dirs[i]);
-            mkdirs(path, strcmp(dirs[i], "tmp") == 0 ? 01777 : 0755);
-        }
-        setup_dev(root);
+    const char *root = o->rootfs;
+    if (o->overlay) {
+        char lower[4096], upper[4096], work[4096], data[12400];
+        if (sscanf(o->overlay, "%4095[^:]:%4095[^:]:%4095s", lower, upper, work) != 3)
+            fail(126, "bad --overlay %s", o->overlay);
+        snprintf(data, sizeof data, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
+        do_mount("overlay", root, "overlay", 0, data);
+    } else if (o->root_tmpfs) {
+        do_mount("tmpfs", root, "tmpfs", 0, "mode=755");
+        setup_host_view(o, root);
+    } else {
+        do_mount(root, root, NULL, MS_BIND | MS_REC, NULL);
     }
+    root_dir(root, "proc", 0755);
+    root_dir(root, "sys", 0755);
+    root_dir(root, "etc", 0755);
+    root_dir(root, "tmp", 01777);
+    setup_dev(root);
     snprintf(path, sizeof path, "%s/proc", root);
     do_mount("proc", path, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    /* A fresh sysfs shows this network namespace's interfaces under /sys/class/net;
+     * read-only as in Docker, but for --privileged. */
     snprintf(path, sizeof path, "%s/sys", root);
-    /* A fresh sysfs shows this network namespace's interfaces under /sys/class/net. */
-    if (mount("sysfs", path, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0 && o->rootfs)
-        fail(126, "mount sysfs: %s", strerror(errno));
-    for (int i = 0; i < o->nbinds; i++) {
-        char src[4096], dst[4096];
-        const char *colon = strchr(o->binds[i], ':');
-        if (!colon) fail(126, "bad --bind %s", o->binds[i]);
-        snprintf(src, sizeof src, "%.*s", (int)(colon - o->binds[i]), o->binds[i]);
-        snprintf(dst, sizeof dst, "%s%s", root, colon + 1);
-        bind_file(src, dst);
+    do_mount("sysfs", path, "sysfs", (o->sys_rw ? 0 : MS_RDONLY) | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+
+    int bind_fds[MAX_LIST];
+    const char *bind_dst[MAX_LIST];
+    for (int i = 0; i < o->binds.n; i++) {
+        char buf[8192], *p[2];
+        split(o->binds.items[i], "--bind", p, 2, buf, sizeof buf);
+        bind_fds[i] = open(p[0], O_PATH | O_CLOEXEC);
+        if (bind_fds[i] < 0) fail(126, "bind %s: %s", p[0], strerror(errno));
+        bind_dst[i] = o->binds.items[i] + strlen(p[0]) + 1;
     }
-    if (o->rootfs) {
-        if (chdir(o->rootfs) != 0) fail(126, "chdir %s: %s", o->rootfs, strerror(errno));
-        if (syscall(SYS_pivot_root, ".", ".") != 0) fail(126, "pivot_root: %s", strerror(errno));
-        if (umount2(".", MNT_DETACH) != 0) fail(126, "umount old root: %s", strerror(errno));
-        if (chdir("/") != 0) fail(126, "chdir /: %s", strerror(errno));
+    if (chdir(root) != 0) fail(126, "chdir %s: %s", root, strerror(errno));
+    if (syscall(SYS_pivot_root, ".", ".") != 0) fail(126, "pivot_root: %s", strerror(errno));
+    /* From here every absolute path is the container's.  The old root is still stacked on
+     * the working directory: the binds come first, because the kernel binds only from
+     * mounts of this namespace, which its files stop being once it is detached. */
+    for (int i = 0; i < o->binds.n; i++) {
+        bind_fd(bind_fds[i], bind_dst[i]);
+        close(bind_fds[i]);
     }
+    if (umount2(".", MNT_DETACH) != 0) fail(126, "umount old root: %s", strerror(errno));
+    if (chdir("/") != 0) fail(126, "chdir /: %s", strerror(errno));
+    for (int i = 0; i < o->hides.n; i++) hide_path(o->hides.items[i]);
+    for (int i = 0; i < o->masks.n; i++) mask_path(o->masks.items[i]);
+    for (int i = 0; i < o->readonly.n; i++) readonly_path(o->readonly.items[i]);
+
     const char *cwd = o->cwd && *o->cwd ? o->cwd : "/";
     mkdirs(cwd, 0755); /* Docker creates a missing working directory */
     if (chdir(cwd) != 0) fail(126, "chdir %s: %s", cwd, strerror(errno));
@@ -219,6 +488,7 @@ static void container_child(struct opts *o, int out_w, int err_w) {
     if (err_w > 2) close(err_w);
     default_signals();
     environ = o->envs;
+    confine(o);
     execvp(o->argv[0], o->argv);
     if (errno == ENOENT)
         fail(127, "exec: \"%s\": executable file not found in $PATH", o->argv[0]);
@@ -264,7 +534,7 @@ static int cmd_run(struct opts *o) {
     signal(SIGTERM, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
     setsid();
-    int log_fd = open(o->log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    int log_fd = open(o->log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (log_fd < 0) {
         dprintf(o->sync_fd, "err open log %s: %s\n", o->log, strerror(errno));
         return 1;
@@ -332,7 +602,7 @@ static int cmd_run(struct opts *o) {
     int code = WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 255;
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", o->exit_path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd >= 0) {
         dprintf(fd, "%d %llu\n", code, (unsigned long long)now_ns());
         fsync(fd);
@@ -349,6 +619,10 @@ static void forward(int sig) {
 }
 
 static int cmd_exec(struct opts *o) {
+    /* Not dumpable: while this process (and the child it forks into the container's pid
+     * namespace) still runs the shim's code, the container's processes cannot open its
+     * /proc/PID/exe or memory (the runc CVE-2019-5736 path).  execve resets it. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail(126, "prctl: %s", strerror(errno));
     static const char *kinds[] = {"ipc", "uts", "net", "pid", "mnt"};
     static const int flags[] = {CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWNS};
     int fds[5];
@@ -380,6 +654,7 @@ static int cmd_exec(struct opts *o) {
         if (chdir(cwd) != 0) fail(126, "chdir %s: %s", cwd, strerror(errno));
         default_signals();
         environ = o->envs;
+        confine(o); /* the container's own confinement: tetherd passes the same settings */
         execvp(o->argv[0], o->argv);
         if (errno == ENOENT)
             fail(127, "OCI runtime exec failed: exec failed: unable to start container process: exec: \"%s\": executable file not found in $PATH: unknown", o->argv[0]);
@@ -393,6 +668,12 @@ static int cmd_exec(struct opts *o) {
     int st = 0;
     while (waitpid(exec_child, &st, 0) < 0 && errno == EINTR) {}
     return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 255;
+}
+
+static int push(struct list *l, const char *item) {
+    if (l->n >= MAX_LIST) return -1;
+    l->items[l->n++] = item;
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -411,24 +692,44 @@ int main(int argc, char **argv) {
             i++;
             break;
         }
-        if (i + 1 >= argc && strcmp(a, "--tty") != 0) {
+        int ok = 0;
+        if (strcmp(a, "--tty") == 0) o.tty = ok = 1;
+        else if (strcmp(a, "--root-tmpfs") == 0) o.root_tmpfs = ok = 1;
+        else if (strcmp(a, "--sys-rw") == 0) o.sys_rw = ok = 1;
+        else if (strcmp(a, "--no-new-privs") == 0) o.no_new_privs = ok = 1;
+        if (ok) continue;
+        if (i + 1 >= argc) {
             fprintf(stderr, "tether-shim: %s needs a value\n", a);
             return 2;
         }
-        if (strcmp(a, "--sync") == 0) o.sync_fd = atoi(argv[++i]);
-        else if (strcmp(a, "--log") == 0) o.log = argv[++i];
-        else if (strcmp(a, "--exit") == 0) o.exit_path = argv[++i];
-        else if (strcmp(a, "--netns") == 0) o.netns = argv[++i];
-        else if (strcmp(a, "--hostname") == 0) o.hostname = argv[++i];
-        else if (strcmp(a, "--rootfs") == 0) o.rootfs = argv[++i];
-        else if (strcmp(a, "--overlay") == 0) o.overlay = argv[++i];
-        else if (strcmp(a, "--cwd") == 0) o.cwd = argv[++i];
-        else if (strcmp(a, "--pid") == 0) o.pid = (pid_t)atoi(argv[++i]);
-        else if (strcmp(a, "--tty") == 0) o.tty = 1;
-        else if (strcmp(a, "--bind") == 0 && o.nbinds < MAX_LIST) o.binds[o.nbinds++] = argv[++i];
-        else if (strcmp(a, "--env") == 0 && o.nenvs < MAX_LIST) o.envs[o.nenvs++] = argv[++i];
+        const char *v = argv[++i];
+        int full = 0;
+        if (strcmp(a, "--sync") == 0) o.sync_fd = atoi(v);
+        else if (strcmp(a, "--log") == 0) o.log = v;
+        else if (strcmp(a, "--exit") == 0) o.exit_path = v;
+        else if (strcmp(a, "--netns") == 0) o.netns = v;
+        else if (strcmp(a, "--hostname") == 0) o.hostname = v;
+        else if (strcmp(a, "--rootfs") == 0) o.rootfs = v;
+        else if (strcmp(a, "--overlay") == 0) o.overlay = v;
+        else if (strcmp(a, "--cwd") == 0) o.cwd = v;
+        else if (strcmp(a, "--pid") == 0) o.pid = (pid_t)atoi(v);
+        else if (strcmp(a, "--caps") == 0) { o.caps = strtoull(v, NULL, 16); o.have_caps = 1; }
+        else if (strcmp(a, "--seccomp") == 0) o.seccomp_path = v;
+        else if (strcmp(a, "--seccomp-flags") == 0) o.seccomp_flags = (unsigned int)strtoul(v, NULL, 10);
+        else if (strcmp(a, "--bind") == 0) full = push(&o.binds, v);
+        else if (strcmp(a, "--ro-bind") == 0) full = push(&o.ro_binds, v);
+        else if (strcmp(a, "--symlink") == 0) full = push(&o.symlinks, v);
+        else if (strcmp(a, "--cow-bind") == 0) full = push(&o.cow_binds, v);
+        else if (strcmp(a, "--hide") == 0) full = push(&o.hides, v);
+        else if (strcmp(a, "--mask") == 0) full = push(&o.masks, v);
+        else if (strcmp(a, "--readonly") == 0) full = push(&o.readonly, v);
+        else if (strcmp(a, "--env") == 0 && o.nenvs < MAX_LIST) o.envs[o.nenvs++] = (char *)v;
         else {
             fprintf(stderr, "tether-shim: unknown option %s\n", a);
+            return 2;
+        }
+        if (full) {
+            fprintf(stderr, "tether-shim: too many %s\n", a);
             return 2;
         }
     }
@@ -438,10 +739,15 @@ int main(int argc, char **argv) {
         return 2;
     }
     o.argv = &argv[i];
+    const char *bad = o.seccomp_path ? read_filter(&o) : NULL;
     if (strcmp(mode, "run") == 0) {
-        if (o.sync_fd < 0 || !o.log || !o.exit_path) {
-            fprintf(stderr, "tether-shim run: --sync, --log and --exit are required\n");
+        if (o.sync_fd < 0 || !o.log || !o.exit_path || !o.rootfs) {
+            fprintf(stderr, "tether-shim run: --sync, --log, --exit and --rootfs are required\n");
             return 2;
+        }
+        if (bad) {
+            dprintf(o.sync_fd, "err %s\n", bad);
+            return 1;
         }
         return cmd_run(&o);
     }
@@ -450,6 +756,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "tether-shim exec: --pid is required\n");
             return 2;
         }
+        if (bad) fail(126, "%s", bad);
         return cmd_exec(&o);
     }
     fprintf(stderr, "tether-shim: unknown mode %s\n", mode);

@@ -13,12 +13,16 @@ repairs the kernel from whatever the store then says.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from tether.errors import Conflict
+
+log = logging.getLogger("tether.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -55,6 +59,10 @@ CREATE TABLE IF NOT EXISTS meta (
 class Store:
     def __init__(self, path: str) -> None:
         self.path = path
+        # The store holds every container's environment (secrets included): 0600 from the
+        # first byte.  SQLite gives the -wal and -shm files the database file's mode.
+        if path != ":memory:":
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction spans
         # exactly the block that `transaction()` wraps and nothing commits behind our back.
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -104,8 +112,26 @@ class Store:
         self.db.execute("DELETE FROM objects WHERE kind=? AND id=?", (kind, obj_id))
 
     def load(self, kind: str) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT data FROM objects WHERE kind=? ORDER BY rowid", (kind,))
-        return [json.loads(r[0]) for r in rows]
+        """Every stored object of one kind; a row that is not a JSON object is skipped and
+        logged (store/records.py checks the rest), so one bad row never stops the daemon."""
+        rows = self.db.execute("SELECT id, data FROM objects WHERE kind=? ORDER BY rowid", (kind,))
+        out: list[dict[str, Any]] = []
+        for obj_id, data in rows:
+            try:
+                doc = json.loads(data)
+            except (ValueError, TypeError) as exc:
+                log.error(
+                    "skipping a stored %s record that is not JSON: id=%s error=%s",
+                    kind,
+                    obj_id,
+                    exc,
+                )
+                continue
+            if not isinstance(doc, dict):
+                log.error("skipping a stored %s record that is not an object: id=%s", kind, obj_id)
+                continue
+            out.append(doc)
+        return out
 
     # -- address allocations -------------------------------------------------------------
 
