@@ -227,7 +227,7 @@ CREATE = Command(
         Flag(
             "driver",
             "d",
-            help=f'Driver to manage the Network (default "{netmodes.DEFAULT_DRIVER}")',
+            default=netmodes.DEFAULT_DRIVER,
             help=f'Driver to manage the Network (default "{netmodes.DEFAULT_DRIVER}")',
         ),
         Flag(
