@@ -181,12 +181,8 @@ def check_networks(project: Project, host: HostView) -> None:
             )
         except (ValueError, TetherError) as exc:
             raise ComposeError(f"network {net.name}: {exc}") from None
+        # (enable_ipv6 without an IPv6 subnet is fine: the daemon takes a /64 of its pool.)
         subnets = [ipaddress.ip_network(c["subnet"], strict=False) for c in cfgs]
-        if net.enable_ipv6 and not any(s.version == 6 for s in subnets):
-            raise ComposeError(
-                f"network {net.name}: could not find an available, non-overlapping IPv6 "
-                "address pool among the defaults to assign to the network"
-            )
         if existing is not None:
             continue  # ours from an earlier `up`: its subnets are already accounted for
         for s in subnets:

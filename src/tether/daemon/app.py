@@ -286,7 +286,8 @@ class Daemon:
             rules.append(
                 NetRule(
                     key=n.id[:12],
-                    bridge=facts.iface,
+                    name=n.name,
+                    iface=facts.iface,
                     subnets4=facts.subnets4,
                     subnets6=facts.subnets6,
                     internal=facts.internal,

@@ -10,33 +10,27 @@
       chain guard         loopback destinations only from lo (before any NAT: CVE-2020-8558)
       chain input         internal networks reach only their own gateway address on the host
 
-Every update is one `nft -f` transaction that declares the table, flushes and refills
-tether's own sets, maps and chains, and never touches `user`, so it is atomic and keeps the
-user's rules.  Published ports live in maps: adding or removing one is an element change whose
-cost does not grow with the number of ports (see port_elements).
+Every verdict comes from a Decision of the reachability model (firewall/policy.py), which
+`explain` reads too: this module only says how each decision is written in nftables.  Every
+update is one `nft -f` transaction that declares the table, flushes and refills tether's own
+sets, maps and chains, and never touches `user`, so it is atomic and keeps the user's rules.
+Published ports live in maps: adding or removing one is an element change whose cost does not
+grow with the number of ports (see port_elements).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tether.firewall.policy import Decision, Net, Policy, decide
+
 TABLE = "inet tether"
 USER_CHAIN = "user"
 PROTO_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
 
 
-@dataclass(frozen=True)
-class NetRule:
-    key: str  # the network id prefix, for chain names
-    bridge: str
-    subnets4: tuple[str, ...] = ()
-    subnets6: tuple[str, ...] = ()
-    internal: bool = False
-    icc: bool = True
-    masquerade: bool = True
-    # The addresses the bridge itself carries (an internal network may reach only these).
-    gateways4: tuple[str, ...] = ()
-    gateways6: tuple[str, ...] = ()
+# A network as the firewall sees it (the driver's FirewallFacts, keyed): the policy's Net.
+NetRule = Net
 
 
 @dataclass(frozen=True)
@@ -135,49 +129,33 @@ def render(state: FirewallState, stale_chains: set[str] | None = None) -> str:
     elements: list[str] = []
     if nets:
         elements.append(
-            f"add element {TABLE} bridges {{ {', '.join(_q(n.bridge) for n in nets)} }}\n"
+            f"add element {TABLE} bridges {{ {', '.join(_q(n.iface) for n in nets)} }}\n"
         )
         subnets = sorted({s for n in nets for s in n.subnets4})
         if subnets:
             elements.append(f"add element {TABLE} subnets4 {{ {', '.join(subnets)} }}\n")
         elements.append(
-            f"add element {TABLE} leaving {{ {', '.join(f'{_q(n.bridge)} : jump net_{n.key}_out' for n in nets)} }}\n"
+            f"add element {TABLE} leaving {{ {', '.join(f'{_q(n.iface)} : jump net_{n.key}_out' for n in nets)} }}\n"
         )
         elements.append(
-            f"add element {TABLE} entering {{ {', '.join(f'{_q(n.bridge)} : jump net_{n.key}_in' for n in nets)} }}\n"
+            f"add element {TABLE} entering {{ {', '.join(f'{_q(n.iface)} : jump net_{n.key}_in' for n in nets)} }}\n"
         )
         internal = [n for n in nets if n.internal]
         if internal:
             elements.append(
-                f"add element {TABLE} hostbound {{ {', '.join(f'{_q(n.bridge)} : jump net_{n.key}_host' for n in internal)} }}\n"
+                f"add element {TABLE} hostbound {{ {', '.join(f'{_q(n.iface)} : jump net_{n.key}_host' for n in internal)} }}\n"
             )
     if state.ports:
         elements.append(port_elements(state.ports, "add"))
 
-    # Filter: the user first, then published ports, then each network's verdicts.
-    rule("forward", f"jump {USER_CHAIN}")
-    rule("forward", "ct status dnat accept")
-    rule("forward", "iifname vmap @leaving")
-    rule("forward", "oifname vmap @entering")
+    policy = decide(nets)
+    for d in policy.decisions:
+        for chain, text in _nft(d, policy):
+            rule(chain, text)
+    # NAT that is not a reachability verdict: masquerading out of each network, and the
+    # hairpin a container needs to reach a published port of its own network.
     for n in nets:
-        out_chain, in_chain, br = f"net_{n.key}_out", f"net_{n.key}_in", _q(n.bridge)
-        rule(out_chain, f"oifname {br} {'accept' if n.icc else 'drop'}")
-        if n.internal:
-            rule(out_chain, "drop")
-            rule(in_chain, "drop")
-            continue
-        rule(out_chain, "oifname @bridges drop")
-        rule(out_chain, "accept")
-        rule(in_chain, "ct state established,related accept")
-        rule(in_chain, "drop")
-
-    # NAT: published ports, then masquerade.
-    rule("publish", "dnat ip to ip daddr . meta l4proto . th dport map @pub4ip")
-    rule("publish", "dnat ip to meta l4proto . th dport map @pub4")
-    rule("prerouting", "fib daddr type local jump publish")
-    rule("output", "fib daddr type local jump publish")
-    for n in nets:
-        br = _q(n.bridge)
+        br = _q(n.iface)
         for s in n.subnets4:
             if n.masquerade and not n.internal:
                 rule("postrouting", f"ip saddr {s} oifname != {br} masquerade")
@@ -185,30 +163,63 @@ def render(state: FirewallState, stale_chains: set[str] | None = None) -> str:
             # answer come back through the host, or the reply would skip the reverse NAT.
             rule("postrouting", f"ct status dnat ip saddr {s} oifname {br} masquerade")
     rule("postrouting", "ct status dnat ip saddr 127.0.0.0/8 masquerade")
-    # Loopback destinations are the host's own business: a packet addressed to 127.0.0.0/8
-    # or ::1 that arrives on any interface but lo is dropped here, in raw prerouting, before
-    # conntrack and before the DNAT of ports published on 127.0.0.1 (which would otherwise
-    # turn it into an ordinary forwarded packet: CVE-2020-8558, moby#45610).  route_localnet
-    # is on for the bridges (the host's own 127.0.0.1 ports are DNATed out through them),
-    # and this also keeps it from exposing the host's loopback services to anything.
-    # Replies to those DNATed connections arrive addressed to the gateway (they were
-    # masqueraded), so this rule never sees them.
-    rule("guard", 'iifname != "lo" ip daddr 127.0.0.0/8 drop')
-    rule("guard", 'iifname != "lo" ip6 daddr ::1 drop')
-    # Internal networks: their containers may talk to the host only on the gateway address
-    # of their own bridge (as Docker 25.0.4+, moby#47356), never to its other addresses (the
-    # LAN side, other bridges' gateways): those are the way out an internal network must not
-    # have.  Replies to connections the host opened are let through.
-    rule("input", "iifname vmap @hostbound")
-    for n in nets:
-        if not n.internal:
-            continue
-        chain = f"net_{n.key}_host"
-        rule(chain, "ct state established,related accept")
-        if n.gateways4:
-            rule(chain, f"ip daddr {{ {', '.join(n.gateways4)} }} accept")
-        # IPv6 needs the bridge's link-local address and multicast for neighbour discovery.
-        rule(chain, f"ip6 daddr {{ {', '.join((*n.gateways6, 'fe80::/10', 'ff00::/8'))} }} accept")
-        rule(chain, "meta pkttype { broadcast, multicast } accept")
-        rule(chain, "drop")
     return "".join(out) + "".join(elements) + "".join(rules)
+
+
+def _nft(d: Decision, p: Policy) -> list[tuple[str, str]]:
+    """How one decision is written: (chain, rule text) in the order they must appear."""
+    if d.scope == "user":
+        return [("forward", f"jump {USER_CHAIN}")]
+    if d.scope == "published":
+        # Then dispatch by the bridge a packet leaves or enters by (the networks' verdicts).
+        return [
+            ("forward", "ct status dnat accept"),
+            ("forward", "iifname vmap @leaving"),
+            ("forward", "oifname vmap @entering"),
+            ("publish", "dnat ip to ip daddr . meta l4proto . th dport map @pub4ip"),
+            ("publish", "dnat ip to meta l4proto . th dport map @pub4"),
+            ("prerouting", "fib daddr type local jump publish"),
+            ("output", "fib daddr type local jump publish"),
+        ]
+    if d.scope == "loopback":
+        # Raw prerouting, before conntrack and before the DNAT of ports published on
+        # 127.0.0.1 (which would otherwise turn such a packet into an ordinary forwarded one:
+        # CVE-2020-8558, moby#45610).  route_localnet is on for the bridges (the host's own
+        # 127.0.0.1 ports are DNATed out through them); this also keeps it from exposing the
+        # host's loopback services.  Replies to those DNATed connections arrive addressed to
+        # the gateway (they were masqueraded), so this never sees them.
+        return [
+            ("guard", 'iifname != "lo" ip daddr 127.0.0.0/8 drop'),
+            ("guard", 'iifname != "lo" ip6 daddr ::1 drop'),
+        ]
+    if d.scope == "host" and not d.network:
+        # Traffic from an internal network's bridge to the host goes to its own chain.
+        return [("input", "iifname vmap @hostbound")]
+    n = p.net(d.network)
+    assert n is not None
+    out_chain, in_chain = f"net_{n.key}_out", f"net_{n.key}_in"
+    if d.scope == "same-network":
+        return [(out_chain, f"oifname {_q(n.iface)} {d.verdict}")]
+    if d.scope == "other-network":
+        # An internal network drops everything that is not for its own bridge.
+        return [(out_chain, "drop" if n.internal else "oifname @bridges drop")]
+    if d.scope == "outside":
+        return [] if n.internal else [(out_chain, d.verdict)]
+    if d.scope == "from-outside":
+        if n.internal:
+            return [(in_chain, "drop")]
+        return [(in_chain, "ct state established,related accept"), (in_chain, "drop")]
+    if d.scope == "host":
+        # As Docker 25.0.4+ (moby#47356): only the gateway address of the network's own
+        # bridge, never the host's other addresses (the LAN side, other bridges' gateways).
+        chain = f"net_{n.key}_host"
+        rules = [(chain, "ct state established,related accept")]
+        if n.gateways4:
+            rules.append((chain, f"ip daddr {{ {', '.join(n.gateways4)} }} accept"))
+        # IPv6 needs the bridge's link-local address and multicast for neighbour discovery.
+        v6 = ", ".join((*n.gateways6, "fe80::/10", "ff00::/8"))
+        rules.append((chain, f"ip6 daddr {{ {v6} }} accept"))
+        rules.append((chain, "meta pkttype { broadcast, multicast } accept"))
+        rules.append((chain, d.verdict))
+        return rules
+    raise AssertionError(f"no nftables form for {d.scope}")
