@@ -257,6 +257,109 @@ def test_state_is_readable_by_root_only(bhost: NamespaceHost) -> None:
     assert mode(h.socket) == 0o660
 
 
+def proc_file(pid: int, name: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def pids_whose(name: str, needle: str) -> set[int]:
+    """As root: every process whose /proc/PID/<name> holds needle."""
+    return {
+        int(p)
+        for p in os.listdir("/proc")
+        if p.isdigit() and needle.encode() in proc_file(int(p), name)
+    }
+
+
+def nobody_grep(*needles: str) -> list[str]:
+    """The /proc/PID/cmdline and environ files that user nobody can read and that hold one of
+    the needles (given on stdin: the scanner's own command line stays clean)."""
+    scan = subprocess.run(
+        "setpriv --reuid=nobody --regid=nogroup --clear-groups "
+        "grep -l -s -a -F -f - /proc/[0-9]*/cmdline /proc/[0-9]*/environ",
+        shell=True,
+        input="".join(n + "\n" for n in needles),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    # 2: some files were unreadable (root's environments), which is the point.
+    assert scan.returncode in (0, 1, 2) and scan.stderr == "", scan
+    return scan.stdout.split()
+
+
+def printenv(h: NamespaceHost, container: str, name: str, *exec_args: str) -> str:
+    return h.ok("exec", *exec_args, container, "sh", "-c", f'printf %s "${name}"')
+
+
+def test_environment_is_on_no_command_line(bhost: NamespaceHost) -> None:
+    h = bhost
+    tag = os.urandom(4).hex()
+    secret, other = f"s3cr3t-value-{tag}", f"0th3r-s3cr3t-{tag}"
+    h.ok("run", "-d", "--name", "envs", "-e", f"TETHER_SECRET={secret}", "busybox", "sleep", "600")
+    h.ok("exec", "-d", "-e", f"OTHER_SECRET={other}", "envs", "sleep", "601")
+    pid = h.api.get("/containers/envs/json")["State"]["Pid"]
+    run_shim = shim_of(pid)
+    assert proc_file(run_shim, "cmdline").split(b"\0")[1] == b"run"
+
+    def exec_shims() -> list[int]:
+        marker = f"\0exec\0--pid\0{pid}\0".encode()
+        return [
+            p for p in pids_whose("cmdline", "tether-shim") if marker in proc_file(p, "cmdline")
+        ]
+
+    assert wait_for(lambda: len(exec_shims()) == 1 and bool(pids_whose("environ", other)))
+    exec_shim = exec_shims()[0]
+    container_ns = os.readlink(f"/proc/{pid}/ns/pid")
+
+    # What the user `nobody` can read: every command line (the shims' among them) and its own
+    # processes' environments; the values are in none of them.
+    shims = nobody_grep("tether-shim")
+    assert f"/proc/{run_shim}/cmdline" in shims and f"/proc/{exec_shim}/cmdline" in shims, shims
+    assert as_nobody(f"cat /proc/{run_shim}/environ").returncode != 0
+    assert nobody_grep(secret, other) == []
+
+    # Only the container's own processes hold the values, in their environment: not the
+    # shims (command line or environment), not tetherd, not anything else on the machine.
+    assert pids_whose("cmdline", secret) == set() and pids_whose("cmdline", other) == set()
+    holders = pids_whose("environ", secret) | pids_whose("environ", other)
+    assert pid in holders and run_shim not in holders and exec_shim not in holders
+    for p in holders:
+        assert os.readlink(f"/proc/{p}/ns/pid") == container_ns, (p, proc_file(p, "cmdline"))
+    assert pids_whose("environ", other) <= holders - {pid}  # the exec'd sleep's
+    # The descriptor the environment came through is closed, in tetherd, the shims and the
+    # container.
+    assert h.proc is not None and b"tether.daemon.main" in proc_file(h.proc.pid, "cmdline")
+    for p in [h.proc.pid, run_shim, exec_shim, *holders]:
+        fds = [os.readlink(f"/proc/{p}/fd/{fd}") for fd in os.listdir(f"/proc/{p}/fd")]
+        assert not [f for f in fds if "memfd:" in f], (p, fds)
+
+    # The container still gets its environment, and exec its own on top.
+    assert f"TETHER_SECRET={secret}\n" in h.ok("exec", "envs", "env")
+    assert printenv(h, "envs", "OTHER_SECRET", "-e", f"OTHER_SECRET={other}") == other
+
+
+def test_environment_reaches_the_container_unchanged(bhost: NamespaceHost) -> None:
+    h = bhost
+    tricky = {"SPACES": "a b  c", "EQ": "x=y=z", "NL": "line1\nline2", "EMPTY": "", "U": "é€"}
+    many = {f"V{i}": str(i) for i in range(300)}  # more than the shim's old 256 --env slots
+    big = "b" * 100_000  # one value near the kernel's 128 KiB limit for a single string
+    args = [f"-e={k}={v}" for k, v in {**tricky, **many, "BIG": big}.items()]
+    h.ok("run", "-d", "--name", "envs", *args, "busybox", "sleep", "600")
+    for k, v in tricky.items():
+        assert printenv(h, "envs", k) == v, k
+    assert printenv(h, "envs", "V299") == "299"
+    assert printenv(h, "envs", "BIG") == big
+    # exec's own variables replace the container's of the same name, as in Docker.
+    out = h.ok(
+        "exec", "-e", "NL=other\nvalue", "-e", "NEW=1", "envs", "sh", "-c", 'echo "$NL/$NEW/$V7"'
+    )
+    assert out == "other\nvalue/1/7\n"
+
+
 # -- exit codes with the shim gone -----------------------------------------------------------
 
 

@@ -134,9 +134,12 @@ class Execs:
         shim_path = self.supervisor.ensure_shim()
         # The container's own confinement (capabilities, no_new_privs, seccomp), as in Docker.
         security = self.containers.confiner.shim_security(c.host_config, ex.privileged)
-        argv = shim.exec_argv(shim_path, c.state.pid, ex.workdir, ex.env, ex.tty, ex.cmd, security)
+        # The environment goes through a descriptor, never the shim's (world-readable) argv.
+        argv, env_fd = shim.exec_command(
+            shim_path, c.state.pid, ex.workdir, ex.env, ex.tty, ex.cmd, security
+        )
         loop = asyncio.get_running_loop()
-        to_close: list[int] = []
+        to_close: list[int] = [env_fd]
         outputs: list[tuple[int, int]] = []  # (fd, stream)
         stdin_w: int | None = None
         if ex.tty:
@@ -164,7 +167,10 @@ class Execs:
                 shim_path,
                 argv,
                 {},
-                file_actions=[(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(child_fds)],
+                file_actions=[
+                    *[(os.POSIX_SPAWN_DUP2, fd, i) for i, fd in enumerate(child_fds)],
+                    shim.spawn_env_action(env_fd),
+                ],
                 setsid=True,
             )
         finally:

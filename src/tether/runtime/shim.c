@@ -11,10 +11,18 @@
  *                   --rootfs DIR [--overlay LOWER:UPPER:WORK | --root-tmpfs]
  *                   [--ro-bind SRC:DST]... [--symlink TARGET:DST]... [--cow-bind SRC:DST:SCRATCH]...
  *                   [--bind SRC:DST]... [--hide PATH]... [--mask PATH]... [--readonly PATH]...
- *                   [--sys-rw] [CONFINEMENT] [--cwd DIR] [--env K=V]... -- CMD [ARG...]
- *   tether-shim exec --pid PID [CONFINEMENT] [--cwd DIR] [--env K=V]... [--tty] -- CMD [ARG...]
+ *                   [--sys-rw] [CONFINEMENT] [--cwd DIR] [--env-fd FD] -- CMD [ARG...]
+ *   tether-shim exec --pid PID [CONFINEMENT] [--cwd DIR] [--env-fd FD] [--tty] -- CMD [ARG...]
  *
  *   CONFINEMENT: [--caps HEXMASK] [--no-new-privs] [--seccomp BPF_FILE [--seccomp-flags N]]
+ *
+ * The command's environment comes through the inherited descriptor FD (a memfd tetherd
+ * wrote), never as arguments: a command line is anyone's to read (/proc/PID/cmdline, ps) for
+ * as long as the process runs, and `-e` is where secrets go.  The block is K=V entries each
+ * ended by a NUL byte (as in /proc/PID/environ); it is read and FD closed before anything
+ * else, so neither the container nor an exec inherits it.  Without --env-fd the command gets
+ * an empty environment.  The command and its arguments stay on the command line, as Docker's
+ * do in the host's `ps`.
  *
  * run: new pid/mount/uts/ipc namespaces (+ the given netns), root filesystem, /proc, /sys,
  * a minimal /dev, bind mounts, Docker's masked and read-only paths, then the confinement;
@@ -94,8 +102,7 @@ struct opts {
     const char *log, *exit_path, *netns, *hostname, *rootfs, *overlay, *cwd;
     struct list binds, ro_binds, symlinks, cow_binds, hides, masks, readonly;
     int root_tmpfs, sys_rw;
-    char *envs[MAX_LIST + 1];
-    int nenvs;
+    char **envs; /* NULL-terminated, from --env-fd */
     pid_t pid;
     int tty;
     char **argv;
@@ -413,6 +420,45 @@ static const char *read_filter(struct opts *o) {
     return NULL;
 }
 
+/* The environment block from --env-fd (see the top of this file) into o->envs; FD is closed. */
+static const char *read_env(struct opts *o, int fd) {
+    static char msg[256];
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap + 1); /* + 1: room for a NUL the last entry may lack */
+    int err = 0;
+    /* A memfd's offset is where tetherd's writes left it; a pipe has none (ESPIPE). */
+    if (lseek(fd, 0, SEEK_SET) < 0 && errno != ESPIPE) err = errno;
+    while (buf && !err) {
+        if (len == cap) {
+            char *bigger = realloc(buf, cap * 2 + 1);
+            if (!bigger) {
+                err = ENOMEM;
+                break;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n > 0) len += (size_t)n;
+        else if (n == 0) break;
+        else if (errno != EINTR) err = errno;
+    }
+    close(fd);
+    if (err) {
+        snprintf(msg, sizeof msg, "environment: %s", strerror(err));
+        return msg;
+    }
+    if (len > 0 && buf[len - 1] != 0) buf[len++] = 0;
+    size_t count = 0;
+    for (size_t i = 0; i < len; i++) count += buf[i] == 0;
+    o->envs = malloc((count + 1) * sizeof *o->envs);
+    if (!buf || !o->envs) return "environment: out of memory";
+    size_t k = 0;
+    for (size_t i = 0; i < len; i += strlen(buf + i) + 1) o->envs[k++] = buf + i;
+    o->envs[k] = NULL;
+    return NULL;
+}
+
 /* The container's view of the world; runs as pid 1 of the new pid namespace. */
 static void container_child(struct opts *o, int out_w, int err_w) {
     if (o->netns) {
@@ -677,9 +723,12 @@ static int push(struct list *l, const char *item) {
 }
 
 int main(int argc, char **argv) {
+    static char *no_env[] = {NULL};
     struct opts o;
     memset(&o, 0, sizeof o);
     o.sync_fd = -1;
+    o.envs = no_env;
+    int env_fd = -1;
     if (argc < 2) {
         fprintf(stderr, "usage: tether-shim run|exec [options] -- CMD [ARG...]\n");
         return 2;
@@ -713,6 +762,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--overlay") == 0) o.overlay = v;
         else if (strcmp(a, "--cwd") == 0) o.cwd = v;
         else if (strcmp(a, "--pid") == 0) o.pid = (pid_t)atoi(v);
+        else if (strcmp(a, "--env-fd") == 0) env_fd = atoi(v);
         else if (strcmp(a, "--caps") == 0) { o.caps = strtoull(v, NULL, 16); o.have_caps = 1; }
         else if (strcmp(a, "--seccomp") == 0) o.seccomp_path = v;
         else if (strcmp(a, "--seccomp-flags") == 0) o.seccomp_flags = (unsigned int)strtoul(v, NULL, 10);
@@ -723,7 +773,6 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--hide") == 0) full = push(&o.hides, v);
         else if (strcmp(a, "--mask") == 0) full = push(&o.masks, v);
         else if (strcmp(a, "--readonly") == 0) full = push(&o.readonly, v);
-        else if (strcmp(a, "--env") == 0 && o.nenvs < MAX_LIST) o.envs[o.nenvs++] = (char *)v;
         else {
             fprintf(stderr, "tether-shim: unknown option %s\n", a);
             return 2;
@@ -733,13 +782,13 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    o.envs[o.nenvs] = NULL;
     if (i >= argc) {
         fprintf(stderr, "tether-shim: no command\n");
         return 2;
     }
     o.argv = &argv[i];
-    const char *bad = o.seccomp_path ? read_filter(&o) : NULL;
+    const char *bad = env_fd >= 0 ? read_env(&o, env_fd) : NULL;
+    if (!bad && o.seccomp_path) bad = read_filter(&o);
     if (strcmp(mode, "run") == 0) {
         if (o.sync_fd < 0 || !o.log || !o.exit_path || !o.rootfs) {
             fprintf(stderr, "tether-shim run: --sync, --log, --exit and --rootfs are required\n");

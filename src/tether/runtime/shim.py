@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 from dataclasses import dataclass, field
 
@@ -67,7 +68,39 @@ class RunSpec:
     security: Security = field(default_factory=Security)
 
 
-def run_argv(shim: str, spec: RunSpec, sync_fd: int) -> list[str]:
+def env_fd(env: list[str]) -> int:
+    """A memfd holding `env` for tether-shim's --env-fd: K=V entries, each ended by a NUL.
+
+    Never as arguments: a command line is readable by every local user (/proc/PID/cmdline,
+    ps) for as long as the shim runs, and `-e` is where secrets go; a memfd is seen only
+    through the shim's /proc/PID/fd, which is root's.  It is close-on-exec here: the spawn
+    hands it over with spawn_env_action, so no other process tetherd starts meanwhile (the
+    port relay, another shim) inherits it.  The caller closes it once the shim is spawned.
+    """
+    data = os.fsencode("".join(e + "\0" for e in env))
+    if data.count(b"\0") != len(env):
+        raise ValueError("embedded null byte")  # what posix_spawn said of an --env argument
+    fd = os.memfd_create("tether-env", os.MFD_CLOEXEC)
+    try:
+        if fd < 3:  # tetherd started without stdio: keep clear of the 0-2 the spawn redirects
+            low, fd = fd, fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            os.close(low)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def spawn_env_action(fd: int) -> tuple[int, int, int]:
+    """The posix_spawn file action that lets the shim inherit env_fd's descriptor under its own
+    number (dup2 onto itself clears close-on-exec: POSIX, glibc 2.29+)."""
+    return (os.POSIX_SPAWN_DUP2, fd, fd)
+
+
+def run_argv(shim: str, spec: RunSpec, sync_fd: int, env_in: int) -> list[str]:
     argv = [shim, "run", "--sync", str(sync_fd), "--log", spec.log, "--exit", spec.exit_file]
     if spec.netns:
         argv += ["--netns", spec.netns]
@@ -97,32 +130,38 @@ def run_argv(shim: str, spec: RunSpec, sync_fd: int) -> list[str]:
     if sec.sys_writable:
         argv.append("--sys-rw")
     argv += sec.argv()
-    argv += ["--cwd", spec.cwd or "/"]
-    for e in spec.env:
-        argv += ["--env", e]
+    argv += ["--cwd", spec.cwd or "/", "--env-fd", str(env_in)]
     return [*argv, "--", *spec.argv]
 
 
 async def start(shim: str, spec: RunSpec) -> tuple[int, int]:
     """Start a container; returns (shim pid, container pid) once its command is executing."""
-    r, w = os.pipe()
-    os.set_inheritable(w, True)
-    null = os.open(os.devnull, os.O_RDWR)
+    env = env_fd(spec.env)
+    r = w = null = -1
     try:
+        r, w = os.pipe()
+        os.set_inheritable(w, True)
+        null = os.open(os.devnull, os.O_RDWR)
         shim_pid = os.posix_spawn(
             shim,
-            run_argv(shim, spec, w),
+            run_argv(shim, spec, w, env),
             {},
             file_actions=[
                 (os.POSIX_SPAWN_DUP2, null, 0),
                 (os.POSIX_SPAWN_DUP2, null, 1),
                 (os.POSIX_SPAWN_DUP2, null, 2),
+                spawn_env_action(env),
             ],
             setsid=True,
         )
+    except BaseException:
+        if r >= 0:
+            os.close(r)
+        raise
     finally:
-        os.close(w)
-        os.close(null)
+        for fd in (w, null, env):
+            if fd >= 0:
+                os.close(fd)
     try:
         line = await _read_line(r)
     finally:
@@ -169,7 +208,7 @@ async def _read_line(fd: int) -> str:
     return buf.decode(errors="replace").strip()
 
 
-def exec_argv(
+def exec_command(
     shim: str,
     pid: int,
     cwd: str,
@@ -177,15 +216,16 @@ def exec_argv(
     tty: bool,
     argv: list[str],
     security: Security | None = None,
-) -> list[str]:
-    out = [shim, "exec", "--pid", str(pid), "--cwd", cwd or "/"]
+) -> tuple[list[str], int]:
+    """tether-shim exec's argv and the descriptor holding `env` (see env_fd): the caller adds
+    spawn_env_action(fd) to the spawn's file actions and closes fd afterwards."""
+    fd = env_fd(env)
+    out = [shim, "exec", "--pid", str(pid), "--cwd", cwd or "/", "--env-fd", str(fd)]
     if security is not None:
         out += security.argv()
-    for e in env:
-        out += ["--env", e]
     if tty:
         out.append("--tty")
-    return [*out, "--", *argv]
+    return [*out, "--", *argv], fd
 
 
 if __name__ == "__main__":
