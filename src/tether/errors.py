@@ -37,3 +37,19 @@ class NotModified(TetherError):
 
 class SystemFailure(TetherError):
     status = 500
+
+
+class SubnetTaken(Forbidden):
+    """A subnet a global network wanted is held by another (claimed first in the cluster)."""
+
+    def __init__(self, subnet: str) -> None:
+        super().__init__("Pool overlaps with other one on this address space")
+        self.subnet = subnet
+
+
+class ClaimTaken(Forbidden):
+    """A value that must be unique across the cluster (a VXLAN id) is already held."""
+
+    def __init__(self, claim: str, message: str) -> None:
+        super().__init__(message)
+        self.claim = claim

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tether.model import Container, Endpoint, Network
+from tether.model import Container, Endpoint, Network, NodeInfo, RemoteEndpoint
 
 log = logging.getLogger("tether.events")
 
@@ -79,6 +79,29 @@ class EndpointLeft:
     endpoint: Endpoint | None
 
 
+@dataclass(frozen=True)
+class ClusterNetwork:
+    """A global network appeared, changed or (removed=True) went, in the cluster store."""
+
+    network: Network
+    removed: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterEndpoints:
+    """The endpoints other nodes have on one global network, as they are now."""
+
+    network_id: str
+    endpoints: dict[str, RemoteEndpoint]
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    """A node registered, re-registered, or went down (its lease expired)."""
+
+    node: NodeInfo
+
+
 Event = (
     NetworkCreated
     | NetworkRemoved
@@ -89,6 +112,9 @@ Event = (
     | ContainerDestroyed
     | EndpointJoined
     | EndpointLeft
+    | ClusterNetwork
+    | ClusterEndpoints
+    | ClusterNode
 )
 E = TypeVar("E")
 

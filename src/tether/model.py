@@ -224,3 +224,38 @@ class Container:
         doc["state"] = ContainerState(**doc.get("state", {}))
         doc["ports"] = [PortBinding(**p) for p in doc.get("ports", [])]
         return cls(**doc)
+
+
+@dataclass
+class RemoteEndpoint:
+    """An endpoint of a global network as the cluster store has it (keys.endpoint): enough
+    for every node to program its FDB and neighbours and to answer for it in DNS."""
+
+    id: str
+    network: str  # the network's id
+    node: str  # the node it runs on
+    vtep: str  # that node's advertise address
+    container: str  # the container's id
+    name: str  # the container's name
+    hostname: str = ""  # set with --hostname (else empty)
+    aliases: list[str] = field(default_factory=list)
+    ipv4: str = ""  # address without prefix length
+    ipv6: str = ""
+    mac: str = ""
+
+    @property
+    def short_id(self) -> str:
+        return self.container[:12]
+
+
+@dataclass
+class NodeInfo:
+    """One node of the cluster (keys.node), as every node sees it."""
+
+    name: str
+    addr: str  # its advertise address (VTEP)
+    port: int = 0  # the :PORT of its --cluster-advertise
+    started: str = ""
+    version: str = ""
+    status: str = "ready"  # ready | down (its lease expired)
+    last_seen: str = ""

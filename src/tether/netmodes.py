@@ -13,6 +13,13 @@ DEFAULT_NETWORK = "bridge"  # `--network default` and no --network at all
 DEFAULT_DRIVER = "bridge"  # `network create` without -d
 PREDEFINED = {"bridge": "bridge", "host": "host", "none": "null"}
 CONTAINER_PREFIX = "container:"
+# The local bridge network that gives containers on overlay networks their way out (and
+# their published ports), made on a node when the first such container starts: Docker's.
+GATEWAY_BRIDGE = "docker_gwbridge"
+GATEWAY_BRIDGE_OPTIONS = {
+    "com.docker.network.bridge.enable_icc": "false",
+    "com.docker.network.bridge.enable_ip_masquerade": "true",
+}
 
 
 def normalize(mode: str) -> str:

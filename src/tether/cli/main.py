@@ -15,6 +15,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "network": ("tether.cli.network", "Manage networks"),
     "image": ("tether.cli.image", "Manage images"),
     "container": ("tether.cli.container", "Manage containers"),
+    "node": ("tether.cli.node", "Manage the nodes of a cluster"),
 }
 # top-level command -> (module, attribute, summary)
 TOP: dict[str, tuple[str, str, str]] = {

@@ -11,17 +11,25 @@ import secrets
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether import __version__
 from tether.cbuild import CACHE_DIR
-from tether.daemon import routes_containers, routes_images, routes_networks, routes_system
+from tether.daemon import (
+    routes_cluster,
+    routes_containers,
+    routes_images,
+    routes_networks,
+    routes_system,
+)
 from tether.daemon.http import HttpServer, Router
 from tether.dns.server import DnsServer
+from tether.drivers.base import NetworkDriver
 from tether.drivers.bridge import BridgeDriver
 from tether.drivers.catalog import IPVLAN_NOT_BUILT
 from tether.drivers.host import HostDriver, NullDriver
 from tether.drivers.macvlan import MacvlanDriver
+from tether.drivers.overlay import OverlayDriver
 from tether.drivers.registry import DriverRegistry
 from tether.engine.containers import Containers
 from tether.engine.dnsfollow import DnsFollower
@@ -29,11 +37,12 @@ from tether.engine.endpoints import Endpoints
 from tether.engine.execs import Execs
 from tether.engine.lifecycle import Lifecycle
 from tether.engine.networks import Networks
-from tether.engine.reconcile import reconcile_networks, reconcile_sandboxes
+from tether.engine.reconcile import reconcile_cluster, reconcile_networks, reconcile_sandboxes
 from tether.engine.sandbox import Sandboxes
 from tether.errors import TetherError
-from tether.events import EventBus, NetworkCreated, NetworkRemoved
+from tether.events import ClusterNode, EventBus, NetworkCreated, NetworkRemoved
 from tether.firewall.manager import Firewall
+from tether.firewall.policy import Underlay
 from tether.firewall.publish import Publisher, ports_list, ports_view
 from tether.firewall.relayctl import RelayClient
 from tether.firewall.render import NetRule, PortRule
@@ -48,6 +57,11 @@ from tether.runtime.confine import Confiner
 from tether.runtime.images import ImageStore
 from tether.store import statedir
 from tether.store.sqlite import Store
+
+if TYPE_CHECKING:
+    from tether.cluster.config import ClusterOptions
+    from tether.cluster.follower import Follower
+    from tether.cluster.state import ClusterStore
 
 log = logging.getLogger("tether.daemon")
 
@@ -65,6 +79,8 @@ class Options:
     default_pools: list[PoolSpec] = field(default_factory=lambda: list(DEFAULT_POOLS))
     # The resolv.conf containers inherit upstream servers from (the host's, normally).
     resolv_conf: str = "/etc/resolv.conf"
+    # Multi-host (--cluster-store ...): None is the single-host engine, SQLite only.
+    cluster: ClusterOptions | None = None
 
 
 class StartupError(Exception):
@@ -99,6 +115,10 @@ class Daemon:
         self.dns: DnsServer
         self.dns_follower: DnsFollower
         self.server: HttpServer | None = None
+        self.cluster: ClusterStore | None = None
+        self.overlay: OverlayDriver | None = None
+        self.follower: Follower | None = None
+        self._last_underlay: Underlay | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
     # -- life cycle ------------------------------------------------------------------------
@@ -146,14 +166,26 @@ class Daemon:
         self.store = Store(os.path.join(self.root, "tether.db"))
         self.rtnl = Rtnl.open()
         self.events = EventBus()
+        drivers: list[NetworkDriver] = [
+            BridgeDriver(self.rtnl),
+            MacvlanDriver(self.rtnl),
+            HostDriver(),
+            NullDriver(),
+        ]
+        if self.opts.cluster is not None:
+            # Imported only here: the etcd client's HTTP library costs ~0.2 s to import.
+            from tether.cluster.state import ClusterStore
+
+            self.cluster = ClusterStore(self.opts.cluster, self.store, self.events)
+            self.overlay = OverlayDriver(
+                self.rtnl,
+                self.opts.cluster.advertise,
+                self.opts.cluster.vxlan_port,
+                self._underlay_mtu(self.opts.cluster.advertise),
+            )
+            drivers.append(self.overlay)
         self.drivers = DriverRegistry(
-            [
-                BridgeDriver(self.rtnl),
-                MacvlanDriver(self.rtnl),
-                HostDriver(),
-                NullDriver(),
-            ],
-            await self._driver_reasons(),
+            drivers, await self._driver_reasons(), clustered=self.cluster is not None
         )
         self.ipam = Ipam(self.store)
         pools = with_ipv6_default(self.opts.default_pools, self._host_id())
@@ -166,6 +198,7 @@ class Daemon:
             self.lock,
             self.events,
             self._network_containers,
+            self.cluster,
         )
         self.networks.load()
         self.ipam.load(list(self.networks.by_id.values()))
@@ -192,9 +225,10 @@ class Daemon:
             self.sandboxes,
             self.rtnl,
             self.lock,
+            self.cluster,
         )
         self.nft = Nft()
-        self.firewall = Firewall(self.nft, self._net_rules, self._port_rules)
+        self.firewall = Firewall(self.nft, self._net_rules, self._port_rules, self._underlay)
         self.publisher = Publisher(self.store, self.firewall, RelayClient(self.exec_root))
         self.lifecycle = Lifecycle(
             self.containers,
@@ -214,7 +248,17 @@ class Daemon:
         self.dns.start()
         self.events.subscribe(NetworkCreated, lambda e: self.firewall.sync())
         self.events.subscribe(NetworkRemoved, lambda e: self.firewall.sync())
+        # A node's address joins or leaves the VXLAN allow-list (a down node keeps its place:
+        # its entries are withdrawn, and it may come back).
+        self.events.subscribe(ClusterNode, lambda e: self._vteps_changed())
         await self.networks.ensure_predefined()
+        if self.cluster is not None and self.overlay is not None:
+            from tether.cluster.follower import Follower
+
+            self.follower = Follower(self.events, self.networks, self.overlay)
+            self.follower.start()
+            self.cluster.on_new_lease.append(self.reconcile_cluster)
+            await self.cluster.start()
         async with self.lock:
             await reconcile_networks(self.networks)
             self.firewall.sync()
@@ -231,6 +275,7 @@ class Daemon:
         routes_networks.register(router, self)
         routes_containers.register(router, self)
         routes_images.register(router, self)
+        routes_cluster.register(router, self.cluster)
         self.server = HttpServer(router)
         try:
             os.unlink(self.socket_path)
@@ -256,7 +301,27 @@ class Daemon:
             if self.firewall.ensure():
                 changes += 1
             self.lifecycle.reap_orphans()
-            return changes
+        if sweep:
+            # Outside the lock: the cluster store may be slow or down.
+            changes += await self.reconcile_cluster()
+        return changes
+
+    def _underlay_mtu(self, addr: str) -> int:
+        """The MTU of the link that carries this node's advertise address (VXLAN rides it)."""
+        index = next(
+            (a.index for a in self.rtnl.dumper.addresses() if a.cidr.split("/")[0] == addr), 0
+        )
+        link = next((x for x in self.rtnl.links() if x.index == index), None)
+        return link.mtu if link is not None and link.mtu else 1500
+
+    async def reconcile_cluster(self) -> int:
+        """This node's endpoints in the cluster store match its containers: missing ones are
+        written again (a lost lease, a restart after the TTL), stale ones withdrawn (a
+        teardown while the store was down).  Global networks the store no longer has are
+        dropped from the local cache."""
+        if self.cluster is None or not self.cluster.connected.is_set():
+            return 0
+        return await reconcile_cluster(self.cluster, self.containers, self.endpoints, self.networks)
 
     async def _driver_reasons(self) -> dict[str, str]:
         """What this kernel says about drivers tether does not serve (one probe each)."""
@@ -299,6 +364,20 @@ class Daemon:
             )
         return rules
 
+    def _vteps_changed(self) -> None:
+        underlay = self._underlay()
+        if underlay != self._last_underlay:
+            self._last_underlay = underlay
+            self.firewall.sync()
+
+    def _underlay(self) -> Underlay | None:
+        """VXLAN from the cluster's nodes only (None: not a cluster node)."""
+        if self.cluster is None:
+            return None
+        vteps = {n.addr for n in self.cluster.nodes.values() if ":" not in n.addr}
+        vteps.add(self.cluster.node.addr)
+        return Underlay(self.cluster.opts.vxlan_port, tuple(sorted(vteps)))
+
     def _port_rules(self) -> list[PortRule]:
         return self.publisher.rules(list(self.containers.by_id.values()))
 
@@ -332,6 +411,10 @@ class Daemon:
         log.info("tetherd stopping pid=%d", os.getpid())
         for task in self._tasks:
             task.cancel()
+        if self.follower is not None:
+            await self.follower.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.server is not None:
             await self.server.close()
         for driver in self.drivers.all():
@@ -372,6 +455,24 @@ class Daemon:
             "OSType": "linux",
             "KernelVersion": os.uname().release,
             "Plugins": {"Network": self.drivers.names()},
+            # Docker's classic (pre-23.0) cluster fields, which these flags come from.
+            "ClusterStore": self.opts.cluster.store if self.opts.cluster else "",
+            "ClusterAdvertise": self.opts.cluster.advertise if self.opts.cluster else "",
+            "Cluster": self._cluster_info(),
+        }
+
+    def _cluster_info(self) -> dict[str, Any] | None:
+        if self.cluster is None:
+            return None
+        nodes = list(self.cluster.nodes.values())
+        return {
+            "NodeName": self.cluster.node.name,
+            "NodeAddr": self.cluster.node.addr,
+            "Store": self.cluster.store_name,
+            "StoreReachable": self.cluster.connected.is_set(),
+            "Nodes": len(nodes),
+            "NodesReady": sum(1 for n in nodes if n.status == "ready"),
+            "DataPathPort": self.cluster.opts.vxlan_port,
         }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from tether import __version__
 
@@ -27,6 +28,35 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default="/etc/resolv.conf",
         help="resolv.conf whose nameservers containers use upstream (default /etc/resolv.conf)",
     )
+    g = p.add_argument_group("cluster (multi-host: global networks, the overlay driver)")
+    g.add_argument(
+        "--cluster-store",
+        default="",
+        metavar="etcd://HOST:PORT[,HOST:PORT...]",
+        help="the etcd cluster that holds the cluster's state",
+    )
+    g.add_argument(
+        "--cluster-advertise",
+        default="",
+        metavar="IP|IFACE[:PORT]",
+        help="the address other nodes reach this one at (its VXLAN tunnel endpoint)",
+    )
+    g.add_argument(
+        "--cluster-store-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="kv.cacertfile, kv.certfile, kv.keyfile (TLS), kv.path (key prefix, default "
+        "/tether), discovery.ttl (node lease, default 10s)",
+    )
+    g.add_argument("--node-name", default="", help="this node's name (default: the host name)")
+    g.add_argument(
+        "--data-path-port",
+        type=int,
+        default=4789,
+        metavar="PORT",
+        help="UDP port of the overlay's VXLAN traffic (default 4789)",
+    )
     p.add_argument("--version", "-v", action="version", version=f"tetherd {__version__}")
     return p.parse_args(argv)
 
@@ -39,8 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     from tether.ipam.pools import DEFAULT_POOLS, parse_pool_flag
 
     logs.setup(args.debug)
+    cluster = None
     try:
         pools = [parse_pool_flag(p) for p in args.default_address_pool] or list(DEFAULT_POOLS)
+        if args.cluster_store:
+            cluster = _cluster_options(args)
+        elif args.cluster_advertise or args.cluster_store_opt:
+            print(
+                "tetherd: --cluster-advertise and --cluster-store-opt need --cluster-store",
+                file=sys.stderr,
+            )
+            return 2
     except TetherError as exc:
         print(f"tetherd: {exc.message}", file=sys.stderr)
         return 2
@@ -51,7 +90,32 @@ def main(argv: list[str] | None = None) -> int:
             debug=args.debug,
             default_pools=pools,
             resolv_conf=args.resolv_conf,
+            cluster=cluster,
         )
+    )
+
+
+def _cluster_options(args: argparse.Namespace) -> Any:
+    """The cluster flags, checked (an interface name is read from this namespace)."""
+    from tether.cluster.config import build
+    from tether.kernel.rtdump import Dumper
+
+    dumper = Dumper()
+    try:
+        names = {link.index: link.name for link in dumper.links()}
+        by_iface: dict[str, str] = {}
+        for a in dumper.addresses():
+            if ":" not in a.cidr and names.get(a.index) not in by_iface:
+                by_iface.setdefault(names.get(a.index, ""), a.cidr.split("/")[0])
+    finally:
+        dumper.close()
+    return build(
+        args.cluster_store,
+        args.cluster_advertise,
+        args.node_name,
+        args.cluster_store_opt,
+        args.data_path_port,
+        by_iface,
     )
 
 

@@ -39,10 +39,12 @@ class Capabilities:
     embedded_dns: bool = True
     # -p/-P are honoured for containers whose gateway endpoint is on this network.
     publishes_ports: bool = True
-    # The gateway address lives on a device of this host (a bridge), so IPAM always
-    # reserves one; otherwise the gateway is an outside router and exists only if given.
-    gateway_on_host: bool = True
-    # Needs the cluster store (--cluster-store) to exist at all.
+    # Its endpoints may carry the container's default route, through the network's gateway
+    # (a bridge's address, a LAN's router).  An overlay's do not: its containers get out
+    # through a local gateway bridge instead, as with Docker's docker_gwbridge.
+    default_route: bool = True
+    # Needs the cluster store (--cluster-store) to exist at all: the registry refuses it,
+    # with the flag that gives one, on a daemon without.
     needs_cluster: bool = False
     # IPAM configs per address family that one network may have.
     subnets_per_family: int = 1
@@ -93,6 +95,17 @@ class NetworkDriver(ABC):
 
     async def check_kernel(self, net: Network) -> None:
         """Checks that need to look at the kernel (a parent link exists); nothing changes."""
+        return None
+
+    def claims(self, net: Network) -> list[str]:
+        """Values of a global network that must be unique across the cluster besides its
+        name and subnets (an overlay's VXLAN id: "vni/4096"); claimed in the cluster store
+        in the same transaction as the network."""
+        return []
+
+    def assign(self, net: Network, claimed: set[str]) -> None:
+        """Fill in what `claims` names, avoiding `claimed` (what the cluster holds); refuse
+        a value the user asked for that is taken."""
         return None
 
     def predefined_options(self, name: str) -> dict[str, str]:

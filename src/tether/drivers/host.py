@@ -16,7 +16,7 @@ MODE_CAPS = Capabilities(
     endpoints=False,
     embedded_dns=False,
     publishes_ports=False,
-    gateway_on_host=False,
+    default_route=False,
 )
 
 

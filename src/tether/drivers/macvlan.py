@@ -66,7 +66,7 @@ def private_parent_name(net_id: str) -> str:
 
 class MacvlanDriver(NetworkDriver):
     name = NAME
-    caps = Capabilities(publishes_ports=False, gateway_on_host=False)
+    caps = Capabilities(publishes_ports=False)
 
     def __init__(self, rtnl: Rtnl) -> None:
         self.rtnl = rtnl

@@ -15,9 +15,15 @@ from tether.errors import Forbidden, NotFound
 
 class DriverRegistry:
     def __init__(
-        self, drivers: Iterable[NetworkDriver], reasons: dict[str, str] | None = None
+        self,
+        drivers: Iterable[NetworkDriver],
+        reasons: dict[str, str] | None = None,
+        clustered: bool = False,
     ) -> None:
-        self.by_name: dict[str, NetworkDriver] = {d.name: d for d in drivers}
+        # A driver that needs the cluster store is only served by a daemon that has one.
+        self.by_name: dict[str, NetworkDriver] = {
+            d.name: d for d in drivers if clustered or not d.caps.needs_cluster
+        }
         # Why a name is not served, where this host knows better than the catalog.
         self.reasons = dict(reasons or {})
 

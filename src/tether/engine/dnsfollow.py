@@ -15,6 +15,7 @@ from tether.dns.server import DnsServer, is_loopback
 from tether.engine.containers import Containers
 from tether.engine.endpoints import user_defined
 from tether.events import (
+    ClusterEndpoints,
     ContainerDestroyed,
     ContainerStarted,
     ContainerStopped,
@@ -24,6 +25,7 @@ from tether.events import (
     SandboxReady,
 )
 from tether.model import Container
+from tether.netmodes import GATEWAY_BRIDGE
 
 log = logging.getLogger("tether.dns")
 
@@ -41,6 +43,9 @@ class DnsFollower:
         events.subscribe(ContainerDestroyed, lambda e: self.on_event(e.container, "destroy"))
         events.subscribe(EndpointJoined, lambda e: self.on_event(e.container, "connect"))
         events.subscribe(EndpointLeft, lambda e: self.on_event(e.container, "disconnect"))
+        # Containers on other nodes (global networks), as the cluster store has them.
+        events.subscribe(ClusterEndpoints, self.on_remote)
+        self.remote: dict[str, dict[str, Member]] = {}  # network id -> endpoint id -> entry
 
     def view(self, c: Container) -> View | None:
         """The sandbox's view, or None when it has no embedded DNS (default bridge, host, none)."""
@@ -48,7 +53,7 @@ class DnsFollower:
         external = False
         for name, ep in c.endpoints.items():
             net = self.containers.network_of(ep.network_id)
-            if user_defined(net):
+            if user_defined(net) and name != GATEWAY_BRIDGE:
                 nets.append(name)
             external = external or (net is not None and not net.internal)
         if not nets:
@@ -99,7 +104,8 @@ class DnsFollower:
         out = []
         for name, ep in c.endpoints.items():
             net = self.containers.network_of(ep.network_id)
-            if not user_defined(net):
+            # The gateway bridge only carries an overlay container's way out: no names.
+            if not user_defined(net) or name == GATEWAY_BRIDGE:
                 continue
             cfg = c.networks.get(name)
             out.append(
@@ -114,6 +120,35 @@ class DnsFollower:
                 )
             )
         return out
+
+    def on_remote(self, ev: ClusterEndpoints) -> None:
+        """Another node's endpoints on a global network changed: swap in their entries."""
+        net = self.containers.network_of(ev.network_id)
+        old = self.remote.get(ev.network_id, {})
+        if net is None:
+            new: dict[str, Member] = {}
+        else:
+            new = {
+                ep_id: Member(
+                    network=net.name,
+                    name=ep.name,
+                    short_id=ep.short_id,
+                    hostname=ep.hostname,
+                    aliases=tuple(ep.aliases),
+                    ipv4=ep.ipv4,
+                    ipv6=ep.ipv6,
+                )
+                for ep_id, ep in ev.endpoints.items()
+            }
+        removed = [m for k, m in old.items() if new.get(k) != m]
+        added = [m for k, m in new.items() if old.get(k) != m]
+        if new:
+            self.remote[ev.network_id] = new
+        else:
+            self.remote.pop(ev.network_id, None)
+        if removed or added:
+            self.generation += 1
+            self.server.set_zone(self.server.zone.apply(removed, added, self.generation))
 
     def update(self, c: Container) -> None:
         """Swap in a zone with this container's entries as they are now.

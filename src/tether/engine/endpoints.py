@@ -13,18 +13,22 @@ import logging
 import os
 import secrets
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tether.drivers.base import NetworkDriver, Sandbox
 from tether.drivers.registry import DriverRegistry
 from tether.engine.sandbox import Sandboxes, gateway_endpoint
 from tether.engine.specs import random_mac
-from tether.errors import Forbidden, NotFound
-from tether.ipam.addresses import mac_from_ipv4
+from tether.errors import Forbidden, NotFound, TetherError
+from tether.ipam.addresses import SubnetPool, mac_from_ipv4
 from tether.ipam.manager import Ipam
 from tether.kernel.rtnl import Rtnl
-from tether.model import Container, Endpoint, EndpointConfig, Network
+from tether.model import Container, Endpoint, EndpointConfig, Network, Pool, RemoteEndpoint
 from tether.store.sqlite import Store
 from tether.undo import Undo
+
+if TYPE_CHECKING:
+    from tether.cluster.state import ClusterStore
 
 log = logging.getLogger("tether.endpoints")
 
@@ -67,6 +71,7 @@ class Endpoints:
         sandboxes: Sandboxes,
         host: Rtnl,
         lock: asyncio.Lock,
+        cluster: ClusterStore | None = None,
     ) -> None:
         self.store = store
         self.ipam = ipam
@@ -76,6 +81,8 @@ class Endpoints:
         self.sandboxes = sandboxes
         self.host = host
         self.lock = lock  # the daemon's lock: allocations and network changes
+        # The cluster store (endpoints of global networks), or None: a single host.
+        self.cluster = cluster
 
     def driver(self, net: Network) -> NetworkDriver:
         return self.drivers.of(net.driver)
@@ -107,32 +114,130 @@ class Endpoints:
         c.networks = renamed
         return plan
 
+    def next_ifname(self, c: Container) -> str:
+        """eth0, eth1, ...: never reused while the container runs."""
+        name = f"eth{c.next_if}"
+        c.next_if += 1
+        return name
+
     def allocate(
-        self, c: Container, net: Network, cfg: EndpointConfig, taken: list[tuple[str, str]]
+        self,
+        c: Container,
+        net: Network,
+        cfg: EndpointConfig,
+        taken: list[tuple[str, str]],
+        ifname: str,
     ) -> Endpoint:
-        """Addresses and names for one endpoint, inside the caller's store transaction.
+        """Addresses and names for one endpoint of a local network, inside the caller's
+        store transaction.
 
         Each address is appended to `taken` as (network id, address): if the transaction
         rolls back, the caller hands them to `forget`, which drops them from memory only.
         """
         ep_id = secrets.token_hex(32)
-        ep = Endpoint(id=ep_id, network_id=net.id, ifname=f"eth{c.next_if}", host_ifname="", mac="")
-        c.next_if += 1
+        ep = Endpoint(id=ep_id, network_id=net.id, ifname=ifname, host_ifname="", mac="")
+        routes = self.driver(net).caps.default_route
         v4 = net.pools_of(4)
         if v4:
             addr = self.ipam.request(net, 4, cfg.ipv4 or None, ep_id)
             taken.append((net.id, str(addr)))
             ep.ipv4 = f"{addr}/{v4[0].prefixlen}"
-            ep.gateway4 = v4[0].gateway
+            ep.gateway4 = v4[0].gateway if routes else ""
         v6 = net.pools_of(6)
         if v6 and net.enable_ipv6:
             addr6 = self.ipam.request(net, 6, cfg.ipv6 or None, ep_id)
             taken.append((net.id, str(addr6)))
             ep.ipv6 = f"{addr6}/{v6[0].prefixlen}"
-            ep.gateway6 = v6[0].gateway
+            ep.gateway6 = v6[0].gateway if routes else ""
         ep.mac = cfg.mac or (mac_from_ipv4(ep.ipv4.split("/")[0]) if ep.ipv4 else random_mac())
         self.driver(net).prepare_endpoint(net, ep)
         return ep
+
+    def needs_gateway_bridge(self, plan: Plan) -> bool:
+        """A container whose only ways out are networks without a default route of their
+        own (overlays) gets one more endpoint, on the local gateway bridge."""
+        outside = [net for _n, _c, net in plan if not net.internal]
+        return bool(outside) and not any(self.driver(n).caps.default_route for n in outside)
+
+    @staticmethod
+    def is_global(net: Network) -> bool:
+        return net.scope == "global"
+
+    async def claim_global(
+        self, c: Container, net: Network, cfg: EndpointConfig, ifname: str
+    ) -> Endpoint:
+        """An endpoint of a global network: its addresses and its record claimed in the
+        cluster store in one transaction (so no two nodes ever hold one address); every
+        other node learns of it from the store's watch."""
+        if self.cluster is None:
+            raise Forbidden(f"network {net.name} is global: this daemon has no cluster store")
+        ep_id = secrets.token_hex(32)
+        hostname = str(c.config.get("Hostname") or "")
+        remote = RemoteEndpoint(
+            id=ep_id,
+            network=net.id,
+            node=self.cluster.node.name,
+            vtep=self.cluster.node.addr,
+            container=c.id,
+            name=c.name,
+            hostname="" if hostname == c.short_id else hostname,
+            aliases=list(cfg.aliases),
+            mac=cfg.mac,
+        )
+        v4 = net.pools_of(4)
+        v6 = net.pools_of(6) if net.enable_ipv6 else []
+        remote = await self.cluster.claim_endpoint(
+            net,
+            remote,
+            _lowest_free(v4[0]) if v4 else None,
+            cfg.ipv4,
+            cfg.ipv6,
+            _lowest_free(v6[0]) if v6 else None,
+        )
+        routes = self.driver(net).caps.default_route
+        ep = Endpoint(id=ep_id, network_id=net.id, ifname=ifname, host_ifname="", mac=remote.mac)
+        if remote.ipv4:
+            ep.ipv4 = f"{remote.ipv4}/{v4[0].prefixlen}"
+            ep.gateway4 = v4[0].gateway if routes else ""
+        if remote.ipv6:
+            ep.ipv6 = f"{remote.ipv6}/{v6[0].prefixlen}"
+            ep.gateway6 = v6[0].gateway if routes else ""
+        self.driver(net).prepare_endpoint(net, ep)
+        return ep
+
+    async def release_global(self, c: Container, eps: list[Endpoint]) -> None:
+        """Withdraw endpoints of global networks from the cluster (before the local record
+        goes).  With the store down this is left to the sweep (reconcile), which withdraws
+        this node's endpoints that no container has."""
+        if self.cluster is None:
+            return
+        for ep in eps:
+            net = self.network_of(ep.network_id)
+            if net is None or not self.is_global(net):
+                continue
+            try:
+                await self.cluster.release_endpoint(net.id, self.remote_of(c, ep))
+            except TetherError as exc:
+                log.warning("endpoint %s not withdrawn yet: %s", ep.id[:12], exc.message)
+
+    def remote_of(self, c: Container, ep: Endpoint) -> RemoteEndpoint:
+        """A local endpoint of a global network as the cluster store records it."""
+        assert self.cluster is not None
+        cfg = next((x for x in c.networks.values() if x.network_id == ep.network_id), None)
+        hostname = str(c.config.get("Hostname") or "")
+        return RemoteEndpoint(
+            id=ep.id,
+            network=ep.network_id,
+            node=self.cluster.node.name,
+            vtep=self.cluster.node.addr,
+            container=c.id,
+            name=c.name,
+            hostname="" if hostname == c.short_id else hostname,
+            aliases=list(cfg.aliases) if cfg else [],
+            ipv4=ep.ipv4.split("/")[0] if ep.ipv4 else "",
+            ipv6=ep.ipv6.split("/")[0] if ep.ipv6 else "",
+            mac=ep.mac,
+        )
 
     def forget(self, taken: list[tuple[str, str]]) -> None:
         """The transaction that held these addresses rolled back: free them in memory."""
@@ -187,9 +292,14 @@ class Endpoints:
                 if self.network_of(net.id) is None:  # removed while we waited
                     raise NotFound(f"network {net.name} not found")
                 taken: list[tuple[str, str]] = []
+                ifname = self.next_ifname(c)
+                claimed = None
+                if self.is_global(net):
+                    claimed = await self.claim_global(c, net, cfg, ifname)
+                    undo.push(lambda: self.release_global(c, [claimed]), "cluster claim")
                 try:
                     with self.store.transaction():
-                        ep = self.allocate(c, net, cfg, taken)
+                        ep = claimed or self.allocate(c, net, cfg, taken, ifname)
                         c.networks[net.name] = cfg
                         c.endpoints[net.name] = ep
                         self.store.put("container", c.id, c.name, c.to_doc())
@@ -221,6 +331,7 @@ class Endpoints:
         ep = c.endpoints.get(name)
         if ep is not None:
             await self.leave(c, ep, False)
+            await self.release_global(c, [ep])
         async with self.lock:
             with self.store.transaction():
                 if ep is not None:
@@ -283,3 +394,28 @@ class Endpoints:
             for ep in c.endpoints.values()
             if (net := self.network_of(ep.network_id)) is not None
         )
+
+
+def _lowest_free(pool: Pool) -> Callable[[set[str]], str | None]:
+    """For a global network's pool: the lowest address not in `taken` (Docker's order: the
+    first of the ip-range, never the network or broadcast address)."""
+    import ipaddress
+
+    subnet = pool.network
+    ip_range = ipaddress.ip_network(pool.ip_range) if pool.ip_range else None
+
+    def pick(taken: set[str]) -> str | None:
+        held = set()
+        for text in taken:
+            try:
+                addr = ipaddress.ip_address(text)
+            except ValueError:
+                continue
+            if addr.version == subnet.version and addr in subnet:
+                held.add(int(addr))
+        try:
+            return str(SubnetPool(subnet, ip_range, held).allocate())
+        except TetherError:
+            return None
+
+    return pick

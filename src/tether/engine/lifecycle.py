@@ -48,7 +48,7 @@ from tether.events import (
     EventBus,
     SandboxReady,
 )
-from tether.model import Container, Network
+from tether.model import Container, Endpoint, EndpointConfig, Network
 from tether.netmodes import is_container, is_host, is_none, own_endpoints
 from tether.runtime import files, shim
 from tether.runtime.images import ImageStore, host_view
@@ -114,6 +114,9 @@ class Lifecycle:
                 raise Conflict(f"cannot join network of a non running container: {other.id}")
             join_path = other.sandbox_key or None
         plan = self.endpoints.resolve(c) if own_endpoints(mode) else []
+        if self.endpoints.needs_gateway_bridge(plan):
+            gw = await self.networks.gateway_bridge()
+            plan.append((gw.name, EndpointConfig(network_id=gw.id), gw))
         try:
             async with Undo() as undo:
                 await self._allocate(c, plan, join_path)
@@ -150,14 +153,25 @@ class Lifecycle:
         """Addresses and the sandbox's name, recorded in one transaction."""
         mode = c.network_mode
         taken: list[tuple[str, str]] = []
+        claimed: dict[str, Endpoint] = {}
         async with self.lock:
             try:
+                c.next_if = 0
+                c.gateway = ""
+                c.endpoints = {}
+                ifnames = {name: self.endpoints.next_ifname(c) for name, _cfg, _net in plan}
+                # Endpoints of global networks are claimed in the cluster store first (one
+                # transaction each); local ones in the local store's transaction below.
+                for name, cfg, net in plan:
+                    if self.endpoints.is_global(net):
+                        claimed[name] = await self.endpoints.claim_global(
+                            c, net, cfg, ifnames[name]
+                        )
                 with self.containers.store.transaction():
-                    c.next_if = 0
-                    c.gateway = ""
-                    c.endpoints = {}
                     for name, cfg, net in plan:
-                        c.endpoints[name] = self.endpoints.allocate(c, net, cfg, taken)
+                        c.endpoints[name] = claimed.get(name) or self.endpoints.allocate(
+                            c, net, cfg, taken, ifnames[name]
+                        )
                     if is_none(mode) or plan:
                         c.sandbox_key = self.endpoints.sandboxes.path_for(c)
                     elif join_path:
@@ -168,6 +182,7 @@ class Lifecycle:
                     self.containers.store.put("container", c.id, c.name, c.to_doc())
             except BaseException:
                 self.endpoints.forget(taken)
+                await self.endpoints.release_global(c, list(claimed.values()))
                 c.endpoints = {}
                 c.sandbox_key = ""
                 raise
@@ -303,6 +318,7 @@ class Lifecycle:
                 await self.endpoints.destroy_sandbox(c)
             except Exception as exc:  # the reconciler removes what is left
                 log.warning("sandbox teardown of %s incomplete: %s", c.name, exc)
+        await self.endpoints.release_global(c, list(c.endpoints.values()))
         async with self.lock:
             with self.containers.store.transaction():
                 for ep in c.endpoints.values():

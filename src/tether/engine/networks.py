@@ -11,20 +11,24 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.api.networks import NetworkCreate
+from tether.drivers.base import NetworkDriver
 from tether.drivers.registry import DriverRegistry
 from tether.engine import filters as flt
 from tether.engine import netcreate
-from tether.errors import Forbidden, InvalidParameter, NotFound
+from tether.errors import ClaimTaken, Forbidden, InvalidParameter, NotFound, SubnetTaken
 from tether.events import EventBus, NetworkCreated, NetworkRemoved
+
+if TYPE_CHECKING:
+    from tether.cluster.state import ClusterStore
 from tether.ipam.addresses import default_gateway
 from tether.ipam.manager import Ipam
 from tether.ipam.pools import PoolSpec, pick_subnet
 from tether.kernel.rtnl import Rtnl
 from tether.model import Network, Pool
-from tether.netmodes import DEFAULT_DRIVER, PREDEFINED
+from tether.netmodes import DEFAULT_DRIVER, GATEWAY_BRIDGE, GATEWAY_BRIDGE_OPTIONS, PREDEFINED
 from tether.store import records
 from tether.store.sqlite import Store
 
@@ -33,11 +37,10 @@ log = logging.getLogger("tether.networks")
 NETWORK_FILTERS = {"driver", "id", "label", "name", "scope", "type", "dangling"}
 
 
-# The default bridge's Linux name: `docker0` is dockerd's, and the two must never reap each
-# other's objects on a shared host.
-DEFAULT_BRIDGE_NAME = "tether0"
-# The option of the default network that names its bridge (the bridge driver reads it).
-DEFAULT_BRIDGE_OPTIONS = "com.docker.network.bridge.name"
+# Docker's global-scope default pool: 10.0.0.0/8 cut into /24s (overlay networks).
+GLOBAL_POOLS = [PoolSpec(ipaddress.ip_network("10.0.0.0/8"), 24)]
+# How often a global create may lose a race for a subnet or VXLAN id before giving up.
+GLOBAL_CREATE_ATTEMPTS = 16
 
 
 class Networks:
@@ -51,6 +54,7 @@ class Networks:
         lock: asyncio.Lock,
         events: EventBus,
         containers_of: Callable[[Network], dict[str, Any]],
+        cluster: ClusterStore | None = None,
     ) -> None:
         self.store = store
         self.ipam = ipam
@@ -62,6 +66,8 @@ class Networks:
         self.by_id: dict[str, Network] = {}
         # Endpoints per network (the container side knows them): inspect, rm and prune.
         self.containers_of = containers_of
+        # The cluster store (global networks), or None: a single host.
+        self.cluster = cluster
 
     # -- loading -------------------------------------------------------------------------
 
@@ -158,6 +164,8 @@ class Networks:
 
     async def _create(self, req: NetworkCreate) -> Network:
         driver = self.drivers.get(req.Driver or DEFAULT_DRIVER)
+        if driver.caps.scope == "global":
+            return await self._create_global(req, driver)
         existing = list(self.by_id.values())
         cursors = {
             v: c for v in (4, 6) if (c := self.store.get_meta(f"pool_cursor_{v}")) is not None
@@ -193,6 +201,84 @@ class Networks:
         self.events.publish(NetworkCreated(net))
         return net
 
+    async def _create_global(self, req: NetworkCreate, driver: NetworkDriver) -> Network:
+        """A network every node has: claimed in the cluster store (name, subnet, VXLAN id in
+        one transaction), then made here; the other nodes make theirs from the store."""
+        assert self.cluster is not None  # the registry serves global drivers only then
+        self.cluster.require()
+        routes = self.rtnl.route_destinations(self._own_routes())
+        lost: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        lost_claims: set[str] = set()
+        for _ in range(GLOBAL_CREATE_ATTEMPTS):
+            existing = [*self.by_id.values(), *self.cluster.networks.values()]
+            existing = list({n.id: n for n in existing}.values())
+            resolved = netcreate.resolve(req, driver, existing, [*routes, *lost], GLOBAL_POOLS, {})
+            net = resolved.network
+            # What must be unique across the cluster besides name and subnets (a VXLAN id):
+            # the driver picks it, and refuses a value the user asked for that is taken.
+            driver.assign(net, self.cluster.claimed() | lost_claims)
+            try:
+                await self.cluster.create_network(net, resolved.reservations, driver.claims(net))
+            except SubnetTaken:
+                if req.IPAM and req.IPAM.Config:
+                    raise
+                lost.extend(p.network for p in net.pools)  # another node was first
+                continue
+            except ClaimTaken as exc:
+                lost_claims.add(exc.claim)
+                continue
+            await self.adopt(net)
+            log.info(
+                "network created name=%s id=%s driver=%s scope=global subnets=%s vni=%s",
+                net.name,
+                net.id[:12],
+                net.driver,
+                ",".join(p.subnet for p in net.pools),
+                net.driver_state.get("vni"),
+            )
+            return net
+        raise Forbidden("could not claim a free subnet: too much contention")
+
+    async def gateway_bridge(self) -> Network:
+        """The local network that gives containers on overlays their way out (Docker's
+        docker_gwbridge): made the first time one needs it, ICC off, masquerading."""
+        async with self.lock:
+            for net in self.by_id.values():
+                if net.name == GATEWAY_BRIDGE:
+                    return net
+            req = NetworkCreate(Name=GATEWAY_BRIDGE, Options=dict(GATEWAY_BRIDGE_OPTIONS))
+            return await self._create(req)
+
+    async def adopt(self, net: Network) -> None:
+        """A global network (made here, or seen in the cluster store): kept in the local
+        store as a cache (so a restart without the store still knows it), and made in this
+        node's kernel."""
+        old = self.by_id.get(net.id)
+        if old is not None and old.to_doc() == net.to_doc():
+            return
+        with self.store.transaction():
+            self.store.put("network", net.id, None, net.to_doc())
+        self.by_id[net.id] = net
+        try:
+            await self.drivers.of(net.driver).create(net)
+        except Exception as exc:  # the reconciler tries again
+            log.warning("network %s: kernel objects not made: %s", net.name, exc)
+        if old is None:
+            self.events.publish(NetworkCreated(net))
+
+    async def drop(self, net: Network) -> None:
+        """A global network is gone from the cluster store: gone here too."""
+        if self.by_id.pop(net.id, None) is None:
+            return
+        with self.store.transaction():
+            self.store.delete("network", net.id)
+        try:
+            await self.drivers.of(net.driver).delete(net)
+        except Exception as exc:
+            log.warning("network %s: kernel objects not removed: %s", net.name, exc)
+        log.info("network removed name=%s id=%s scope=global", net.name, net.id[:12])
+        self.events.publish(NetworkRemoved(net))
+
     def _own_routes(self) -> set[tuple[bytes, int]]:
         """Our networks' own subnets, which the pool picker checks anyway."""
         return {
@@ -219,6 +305,14 @@ class Networks:
             raise Forbidden(
                 f"error while removing network: network {net.name} id {net.id} has active endpoints"
             )
+        if net.scope == "global":
+            if self.cluster is None:
+                raise Forbidden(f"network {net.name} is global: this daemon has no cluster store")
+            driver = self.drivers.of(net.driver)
+            # Only while no node has endpoints on it (a range compare in the transaction).
+            await self.cluster.delete_network(net, driver.claims(net))
+            await self.drop(net)
+            return
         self._forget(net)
         try:
             await self.drivers.of(net.driver).delete(net)

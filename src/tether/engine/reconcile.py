@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from tether.engine.containers import Containers
 from tether.engine.endpoints import Endpoints
 from tether.engine.networks import Networks
 from tether.kernel import netns
+from tether.model import Container, Endpoint
+
+if TYPE_CHECKING:
+    from tether.cluster.state import ClusterStore
 
 log = logging.getLogger("tether.reconcile")
 
@@ -56,4 +61,51 @@ async def reconcile_sandboxes(containers: Containers, eps: Endpoints) -> int:
         with containers.store.transaction():
             eps.ipam.release_owner(owner)
         changes += 1
+    return changes
+
+
+async def reconcile_cluster(
+    cluster: ClusterStore, containers: Containers, eps: Endpoints, networks: Networks
+) -> int:
+    """This node's endpoints in the cluster store match its running containers' endpoints on
+    global networks, and the local cache of global networks matches the store.
+
+    - an endpoint a container has but the store has not (the node's lease expired while
+      tetherd was away, or was lost): written again under the current lease;
+    - an endpoint the store has for this node that no container has (a teardown while the
+      store was unreachable, a crash between the two): withdrawn;
+    - a global network cached here that the store no longer has: dropped.
+    """
+    changes = 0
+    mine: dict[str, tuple[Container, Endpoint]] = {}
+    for c in containers.by_id.values():
+        for ep in c.endpoints.values():
+            net = networks.by_id.get(ep.network_id)
+            if net is not None and net.scope == "global":
+                mine[ep.id] = (c, ep)
+    for net_id, known in list(cluster.endpoints.items()):
+        for ep_id, remote in list(known.items()):
+            if remote.node == cluster.node.name and ep_id not in mine:
+                log.info("withdrawing a stale cluster endpoint id=%s", ep_id[:12])
+                await cluster.release_endpoint(net_id, remote)
+                changes += 1
+    for ep_id, (c, ep) in mine.items():
+        net = networks.by_id[ep.network_id]
+        if ep_id in cluster.endpoints.get(net.id, {}):
+            continue
+        if await cluster.republish(net, eps.remote_of(c, ep)):
+            log.info("cluster endpoint written again container=%s network=%s", c.name, net.name)
+        else:
+            log.error(
+                "container %s: its address %s on %s was taken by another node while this "
+                "node was away; restart the container to get a new one",
+                c.name,
+                ep.ipv4,
+                net.name,
+            )
+        changes += 1
+    for net in [n for n in networks.by_id.values() if n.scope == "global"]:
+        if net.id not in cluster.networks:
+            await networks.drop(net)
+            changes += 1
     return changes

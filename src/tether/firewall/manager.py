@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Callable
 
+from tether.firewall.policy import Underlay
 from tether.firewall.render import TABLE, FirewallState, NetRule, PortRule, port_elements, render
 from tether.kernel.nft import Nft, NftError
 
@@ -19,14 +20,21 @@ log = logging.getLogger("tether.firewall")
 
 class Firewall:
     def __init__(
-        self, nft: Nft, networks: Callable[[], list[NetRule]], ports: Callable[[], list[PortRule]]
+        self,
+        nft: Nft,
+        networks: Callable[[], list[NetRule]],
+        ports: Callable[[], list[PortRule]],
+        underlay: Callable[[], Underlay | None] = lambda: None,
     ) -> None:
         self.nft = nft
         self.networks = networks
         self.ports = ports
+        self.underlay = underlay
 
     def state(self) -> FirewallState:
-        return FirewallState(networks=self.networks(), ports=self.ports())
+        return FirewallState(
+            networks=self.networks(), ports=self.ports(), underlay=self.underlay()
+        )
 
     def existing_chains(self) -> set[str]:
         try:

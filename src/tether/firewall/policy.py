@@ -26,6 +26,7 @@ Scope = Literal[
     "from-outside",  # into a network from anything not on it
     "host",  # from a container to the host's own addresses
     "loopback",  # to 127.0.0.0/8 or ::1 from anything but the host's lo
+    "underlay",  # VXLAN packets from anything but the cluster's nodes
 ]
 
 
@@ -51,6 +52,14 @@ class Net:
 
 
 @dataclass(frozen=True)
+class Underlay:
+    """A cluster node's underlay: VXLAN's UDP port and the addresses of every node."""
+
+    port: int
+    vteps: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Decision:
     scope: Scope
     verdict: Verdict
@@ -65,6 +74,7 @@ class Decision:
 class Policy:
     networks: list[Net]
     decisions: list[Decision] = field(default_factory=list)
+    underlay: Underlay | None = None
 
     def of(self, scope: Scope, network: str = "") -> Decision | None:
         for d in self.decisions:
@@ -76,10 +86,10 @@ class Policy:
         return next((n for n in self.networks if n.key == key), None)
 
 
-def decide(networks: list[Net]) -> Policy:
+def decide(networks: list[Net], underlay: Underlay | None = None) -> Policy:
     """The decisions for this set of networks, in evaluation order."""
     nets = sorted(networks, key=lambda n: n.key)
-    p = Policy(nets)
+    p = Policy(nets, underlay=underlay)
     add = p.decisions.append
     add(
         Decision(
@@ -181,6 +191,15 @@ def decide(networks: list[Net]) -> Policy:
                 f"nothing from outside {n.label} enters it but replies and published ports",
                 n.key,
                 fix="publish the port with -p HOST:CONTAINER",
+            )
+        )
+    if underlay is not None:
+        add(
+            Decision(
+                "underlay",
+                "drop",
+                f"VXLAN (UDP {underlay.port}) is accepted only from the cluster's nodes: "
+                "nobody else can inject frames into an overlay network",
             )
         )
     add(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tether.firewall.policy import Decision, Net, Policy, decide
+from tether.firewall.policy import Decision, Net, Policy, Underlay, decide
 
 TABLE = "inet tether"
 USER_CHAIN = "user"
@@ -48,6 +48,8 @@ class PortRule:
 class FirewallState:
     networks: list[NetRule] = field(default_factory=list)
     ports: list[PortRule] = field(default_factory=list)
+    # A cluster node: VXLAN's UDP port and the nodes' addresses (the only senders allowed).
+    underlay: Underlay | None = None
 
 
 def _q(name: str) -> str:
@@ -93,6 +95,7 @@ SETS = {
     "leaving": "type ifname : verdict;",
     "entering": "type ifname : verdict;",
     "hostbound": "type ifname : verdict;",
+    "vteps": "type ipv4_addr;",
 }
 BASE_CHAINS = {
     "forward": "type filter hook forward priority filter; policy accept;",
@@ -148,7 +151,11 @@ def render(state: FirewallState, stale_chains: set[str] | None = None) -> str:
     if state.ports:
         elements.append(port_elements(state.ports, "add"))
 
-    policy = decide(nets)
+    policy = decide(nets, state.underlay)
+    if state.underlay is not None and state.underlay.vteps:
+        elements.append(
+            f"add element {TABLE} vteps {{ {', '.join(sorted(state.underlay.vteps))} }}\n"
+        )
     for d in policy.decisions:
         for chain, text in _nft(d, policy):
             rule(chain, text)
@@ -192,6 +199,11 @@ def _nft(d: Decision, p: Policy) -> list[tuple[str, str]]:
             ("guard", 'iifname != "lo" ip daddr 127.0.0.0/8 drop'),
             ("guard", 'iifname != "lo" ip6 daddr ::1 drop'),
         ]
+    if d.scope == "underlay":
+        port = p.underlay.port if p.underlay is not None else 0
+        # Raw prerouting: before anything else, so a forged packet never reaches the VXLAN
+        # device (Calico does the same for its VTEPs).
+        return [("guard", f"udp dport {port} ip saddr != @vteps drop")]
     if d.scope == "host" and not d.network:
         # Traffic from an internal network's bridge to the host goes to its own chain.
         return [("input", "iifname vmap @hostbound")]

@@ -22,6 +22,8 @@ from tether.kernel import netns
 from tether.kernel.rtdump import Dumper, LinkInfo, delete_link
 
 NETLINK_ROUTE = 0
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x02
 RTN_LOCAL = 2
 LOOPBACK_INDEX = 1
 
@@ -140,6 +142,75 @@ class Rtnl:
         if mtu:
             kwargs["mtu"] = mtu
         await self.ipr.link("add", **kwargs)
+
+    async def add_vxlan(
+        self, name: str, vni: int, local: str, port: int, master: int, mtu: int = 0
+    ) -> int:
+        """A VXLAN device that neither learns nor floods: every remote MAC and neighbour it
+        knows is programmed (fdb_add / neigh_add); `proxy` answers ARP and neighbour
+        solicitations from its neighbour table, so no broadcast crosses the underlay."""
+        kwargs: dict[str, Any] = {
+            "ifname": name,
+            "kind": "vxlan",
+            "vxlan_id": vni,
+            "vxlan_local": local,
+            "vxlan_port": port,
+            "vxlan_learning": 0,
+            "vxlan_proxy": 1,
+            "master": master,
+        }
+        if mtu:
+            kwargs["mtu"] = mtu
+        await self.ipr.link("add", **kwargs)
+        idx = await self.index(name)
+        assert idx is not None
+        return idx
+
+    async def fdb_replace(self, index: int, mac: str, dst: str) -> None:
+        """Frames for `mac` leave device `index` (a VXLAN) towards the VTEP `dst`."""
+        await self.ipr.fdb(
+            "replace", ifindex=index, lladdr=mac, dst=dst, state=NUD_PERMANENT, flags=NTF_SELF
+        )
+
+    async def fdb_del(self, index: int, mac: str, dst: str) -> None:
+        try:
+            await self.ipr.fdb("del", ifindex=index, lladdr=mac, dst=dst, flags=NTF_SELF)
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENOENT, errno.ENODEV):
+                raise
+
+    async def neigh_replace(self, index: int, ip: str, mac: str) -> None:
+        await self.ipr.neigh("replace", ifindex=index, dst=ip, lladdr=mac, state=NUD_PERMANENT)
+
+    async def neigh_del(self, index: int, ip: str) -> None:
+        try:
+            await self.ipr.neigh("del", ifindex=index, dst=ip)
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENOENT, errno.ENODEV):
+                raise
+
+    async def fdb_entries(self, index: int) -> list[tuple[str, str]]:
+        """(mac, dst) of the permanent entries a VXLAN device holds (what tether put there)."""
+        out = []
+        async for msg in await self.ipr.fdb("dump", ifindex=index):
+            if msg["ifindex"] != index or not msg["state"] & NUD_PERMANENT:
+                continue
+            dst = msg.get("NDA_DST")
+            mac = msg.get("NDA_LLADDR")
+            if dst and mac and mac != "00:00:00:00:00:00":
+                out.append((str(mac), str(dst)))
+        return out
+
+    async def neigh_entries(self, index: int) -> list[tuple[str, str]]:
+        """(ip, mac) of the permanent neighbours of a device."""
+        out = []
+        async for msg in await self.ipr.neigh("dump", ifindex=index):
+            if msg["ifindex"] != index or not msg["state"] & NUD_PERMANENT:
+                continue
+            dst, mac = msg.get("NDA_DST"), msg.get("NDA_LLADDR")
+            if dst and mac:
+                out.append((str(dst), str(mac)))
+        return out
 
     async def kind_supported(self, kind: str) -> bool:
         """Whether this kernel has the link type `kind` (vlan, ipvlan, dummy, ...).

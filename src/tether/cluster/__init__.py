@@ -1,0 +1,1 @@
+"""Multi-host: the cluster store (etcd), nodes, global networks and their endpoints."""

@@ -1,0 +1,129 @@
+"""tetherd's cluster flags, Docker's classic names (pure: parsing and checking only).
+
+    --cluster-store etcd://HOST:PORT[,HOST:PORT...][/PREFIX]
+    --cluster-advertise IP|IFACE[:PORT]
+    --cluster-store-opt kv.cacertfile=F --cluster-store-opt kv.certfile=F
+    --cluster-store-opt kv.keyfile=F    --cluster-store-opt kv.path=/PREFIX
+    --cluster-store-opt discovery.ttl=10s
+    --node-name NAME            (default: the host name)
+    --data-path-port PORT       (VXLAN's UDP port, default 4789: swarm's flag name)
+
+Without --cluster-store tether is the single-host engine: SQLite only, no overlay driver.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from dataclasses import dataclass, field
+
+from tether.errors import InvalidParameter
+
+DEFAULT_PREFIX = "/tether"
+DEFAULT_TTL = 10
+DEFAULT_VXLAN_PORT = 4789
+# Docker's global-scope default pool: 10.0.0.0/8 cut into /24s.
+GLOBAL_POOL = "10.0.0.0/8"
+GLOBAL_POOL_SIZE = 24
+STORE_OPTS = {"kv.cacertfile", "kv.certfile", "kv.keyfile", "kv.path", "discovery.ttl"}
+NODE_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+
+
+@dataclass
+class ClusterOptions:
+    store: str  # etcd://... as given
+    advertise: str  # the IP other nodes reach this one at (its VTEP)
+    advertise_port: int = 0  # the :PORT of --cluster-advertise, shown in node inspect
+    node_name: str = ""
+    prefix: str = DEFAULT_PREFIX
+    ttl: int = DEFAULT_TTL
+    vxlan_port: int = DEFAULT_VXLAN_PORT
+    cacert: str = ""
+    cert: str = ""
+    key: str = ""
+    opts: dict[str, str] = field(default_factory=dict)
+
+
+def parse_duration(text: str) -> int:
+    """Seconds, from Go durations as Docker takes them ("10s", "1m") or a plain number."""
+    m = re.fullmatch(r"(\d+)(s|m|h)?", text.strip())
+    if m is None:
+        raise InvalidParameter(f"invalid duration {text!r} (e.g. 10s)")
+    return int(m[1]) * {"s": 1, "m": 60, "h": 3600, None: 1}[m[2]]
+
+
+def resolve_advertise(text: str, iface_addr: dict[str, str]) -> tuple[str, int]:
+    """(IP, port) from `IP|IFACE[:PORT]`; `iface_addr` maps interface names to their first
+    IPv4 address (the caller reads it from the kernel)."""
+    host, port = text, 0
+    if text.count(":") == 1 or text.startswith("["):
+        host, _, p = text.rpartition(":")
+        host = host.strip("[]")
+        if not p.isdigit() or not 0 < int(p) < 65536:
+            raise InvalidParameter(f"invalid --cluster-advertise {text!r}: bad port {p!r}")
+        port = int(p)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if host not in iface_addr:
+            raise InvalidParameter(
+                f"invalid --cluster-advertise {text!r}: {host} is neither an IP address nor "
+                "an interface with an IPv4 address"
+            ) from None
+        return iface_addr[host], port
+    if ip.is_unspecified or ip.is_loopback or ip.is_multicast:
+        raise InvalidParameter(
+            f"invalid --cluster-advertise {text!r}: other nodes cannot reach {ip}"
+        )
+    return str(ip), port
+
+
+def build(
+    store: str,
+    advertise: str,
+    node_name: str,
+    store_opts: list[str],
+    vxlan_port: int,
+    iface_addr: dict[str, str],
+) -> ClusterOptions:
+    if not advertise:
+        raise InvalidParameter("--cluster-store needs --cluster-advertise IP|IFACE[:PORT]")
+    opts: dict[str, str] = {}
+    for item in store_opts:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidParameter(f"invalid --cluster-store-opt {item!r}: want key=value")
+        if key not in STORE_OPTS:
+            raise InvalidParameter(
+                f"unknown --cluster-store-opt {key!r} (known: {', '.join(sorted(STORE_OPTS))})"
+            )
+        opts[key] = value
+    tls = [opts.get(k, "") for k in ("kv.cacertfile", "kv.certfile", "kv.keyfile")]
+    if any(tls) and not (tls[1] and tls[2]):
+        raise InvalidParameter("kv.certfile and kv.keyfile go together")
+    ip, port = resolve_advertise(advertise, iface_addr)
+    name = node_name or socket.gethostname()
+    if not NODE_NAME_RE.fullmatch(name):
+        raise InvalidParameter(f"invalid node name {name!r}")
+    if not 0 < vxlan_port < 65536:
+        raise InvalidParameter(f"invalid --data-path-port {vxlan_port}")
+    prefix = opts.get("kv.path", DEFAULT_PREFIX)
+    if not prefix.startswith("/") or prefix.rstrip("/") == "":
+        raise InvalidParameter(f"invalid kv.path {prefix!r}: an absolute key prefix like /tether")
+    ttl = parse_duration(opts["discovery.ttl"]) if "discovery.ttl" in opts else DEFAULT_TTL
+    if ttl < 2:
+        raise InvalidParameter("discovery.ttl must be at least 2s (etcd's shortest lease)")
+    return ClusterOptions(
+        store=store,
+        advertise=ip,
+        advertise_port=port,
+        node_name=name,
+        prefix=prefix.rstrip("/"),
+        ttl=ttl,
+        vxlan_port=vxlan_port,
+        cacert=tls[0],
+        cert=tls[1],
+        key=tls[2],
+        opts=opts,
+    )

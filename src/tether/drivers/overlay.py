@@ -1,0 +1,277 @@
+"""The overlay driver: one L2 network across every node of the cluster, over VXLAN.
+
+Per node and network (made on every node as soon as the network exists in the cluster store):
+a Linux bridge `ov-<id12>` that carries no address on the host (overlay subnets are not
+routed on the nodes, so an overlay is isolated from every other network as a bridge network
+is), and a VXLAN device `vx-<id12>` on it (VNI from the store, local = this node's advertise
+address, UDP 4789 by default) that neither learns nor floods: every remote endpoint's MAC is
+an FDB entry towards its node's VTEP, and its IP a permanent neighbour entry that the device
+answers ARP from (`proxy`).  Those entries are programmed from the cluster store's watch
+(cluster/follower.py calls `program`), never resolved on a kernel miss: flannel's lesson,
+and what Docker's classic overlay got wrong (moby/libnetwork#1108, moby/moby#20398).
+
+Endpoints are veth pairs into the bridge, as with the bridge driver.  They carry no default
+route: containers reach the outside through a local gateway bridge (`docker_gwbridge`),
+which the engine adds when nothing else gives them one.  MTU: the underlay's minus 50 (the
+VXLAN header) unless `-o com.docker.network.driver.mtu` says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict, dataclass
+
+from tether.drivers import veth
+from tether.drivers.base import Capabilities, FirewallFacts, NetworkDriver, Sandbox
+from tether.errors import ClaimTaken, Forbidden, InvalidParameter, SystemFailure
+from tether.kernel.rtdump import LinkInfo
+from tether.kernel.rtnl import Rtnl
+from tether.model import Endpoint, Network
+from tether.options import OPT_MTU, parse_mtu
+
+log = logging.getLogger("tether.overlay")
+
+NAME = "overlay"
+OPT_VNI = "com.docker.network.driver.overlay.vxlanid_list"
+BRIDGE_PREFIX = "ov-"
+VXLAN_PREFIX = "vx-"
+ALIAS_PREFIX = "tether:overlay:"
+VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
+FIRST_VNI = 4096  # Docker's overlay starts its VNIs here
+MAX_VNI = (1 << 24) - 1
+
+
+@dataclass
+class OverlayState:
+    vni: int  # 0 until the cluster store handed one out
+    mtu: int = 0  # 0: the underlay's MTU minus 50, decided on each node
+
+    @classmethod
+    def of(cls, net: Network) -> OverlayState:
+        return cls(**net.driver_state)
+
+
+@dataclass(frozen=True)
+class Remote:
+    """An endpoint of the network on another node, as the store has it."""
+
+    ip: str  # IPv4 (or IPv6) address, no prefix
+    mac: str
+    vtep: str  # its node's advertise address
+
+
+def bridge_name(net: Network) -> str:
+    return BRIDGE_PREFIX + net.id[:12]
+
+
+def vxlan_name(net: Network) -> str:
+    return VXLAN_PREFIX + net.id[:12]
+
+
+def requested_vni(options: dict[str, str]) -> int:
+    """`-o com.docker.network.driver.overlay.vxlanid_list=N` (one VNI: one subnet here)."""
+    text = options.get(OPT_VNI, "")
+    if not text:
+        return 0
+    first = text.split(",")[0].strip()
+    if not first.isdigit() or not 1 <= int(first) <= MAX_VNI:
+        raise InvalidParameter(f"invalid VXLAN id {text!r}: must be between 1 and {MAX_VNI}")
+    if "," in text:
+        raise InvalidParameter(
+            f"{OPT_VNI} takes one VXLAN id per network (tether's overlays have one subnet)"
+        )
+    return int(first)
+
+
+class OverlayDriver(NetworkDriver):
+    name = NAME
+    caps = Capabilities(scope="global", needs_cluster=True, default_route=False)
+
+    def __init__(self, rtnl: Rtnl, vtep: str, port: int, underlay_mtu: int) -> None:
+        self.rtnl = rtnl
+        self.vtep = vtep  # this node's advertise address
+        self.port = port
+        self.underlay_mtu = underlay_mtu
+        # What this node programmed per network: {ip: Remote}; rebuilt from the kernel at
+        # start (reconcile), so a restart never reprograms what is already right.
+        self.programmed: dict[str, dict[str, Remote]] = {}
+        self._lock = asyncio.Lock()
+
+    def mtu(self, net: Network) -> int:
+        st = OverlayState.of(net)
+        return st.mtu or max(68, self.underlay_mtu - VXLAN_OVERHEAD)
+
+    # -- networks ------------------------------------------------------------------------
+
+    def validate(self, net: Network, others: list[Network]) -> None:
+        options = net.options or {}
+        mtu = parse_mtu(options[OPT_MTU]) if OPT_MTU in options else 0
+        vni = requested_vni(options)
+        if vni and any(
+            o.driver == NAME and OverlayState.of(o).vni == vni for o in others if o.id != net.id
+        ):
+            raise Forbidden(f"VXLAN id {vni} is already in use by another overlay network")
+        net.driver_state = asdict(OverlayState(vni=vni, mtu=mtu))
+
+    def claims(self, net: Network) -> list[str]:
+        return [f"vni/{OverlayState.of(net).vni}"]
+
+    def assign(self, net: Network, claimed: set[str]) -> None:
+        st = OverlayState.of(net)
+        if st.vni:
+            if f"vni/{st.vni}" in claimed:
+                raise ClaimTaken(
+                    f"vni/{st.vni}", f"VXLAN id {st.vni} is already in use by another network"
+                )
+            return
+        vni = FIRST_VNI
+        while f"vni/{vni}" in claimed:
+            vni += 1
+        net.driver_state["vni"] = vni
+
+    async def create(self, net: Network) -> None:
+        """This node's half of a cluster network (every node runs it when the network
+        appears in the store)."""
+        st = OverlayState.of(net)
+        if not st.vni:
+            raise SystemFailure(f"overlay network {net.name} has no VXLAN id")
+        async with self._lock:
+            await self._ensure(net)
+
+    async def _ensure(self, net: Network) -> bool:
+        changed = False
+        st = OverlayState.of(net)
+        mtu = self.mtu(net)
+        br = await self.rtnl.link(bridge_name(net))
+        if br is None:
+            index = await self.rtnl.add_bridge(bridge_name(net), mtu)
+            await self.rtnl.set_link(index, ifalias=ALIAS_PREFIX + net.id)
+            await self.rtnl.no_ipv6_link_local(index)
+            changed = True
+        else:
+            index = br.index
+        vx = await self.rtnl.link(vxlan_name(net))
+        if vx is None:
+            vx_index = await self.rtnl.add_vxlan(
+                vxlan_name(net), st.vni, self.vtep, self.port, index, mtu
+            )
+            await self.rtnl.no_ipv6_link_local(vx_index)
+            await self.rtnl.up(vx_index)
+            self.programmed[net.id] = {}
+            changed = True
+        elif not vx.up:
+            await self.rtnl.up(vx.index)
+            changed = True
+        if br is None or not br.up:
+            await self.rtnl.up(index)
+            changed = True
+        return changed
+
+    async def delete(self, net: Network) -> None:
+        async with self._lock:
+            for name in (vxlan_name(net), bridge_name(net)):
+                index = await self.rtnl.index(name)
+                if index is not None:
+                    await self.rtnl.delete_in_thread(index)
+            self.programmed.pop(net.id, None)
+
+    def firewall(self, net: Network) -> FirewallFacts:
+        # The bridge carries no address and no route: its verdicts keep its containers from
+        # other networks' bridges like any network's; nothing leaves through it but VXLAN.
+        return FirewallFacts(
+            iface=bridge_name(net),
+            subnets4=tuple(p.subnet for p in net.pools if p.version == 4),
+            subnets6=tuple(p.subnet for p in net.pools if p.version == 6),
+            internal=net.internal,
+            masquerade=False,
+        )
+
+    # -- remote endpoints ------------------------------------------------------------------
+
+    async def program(self, net: Network, remotes: list[Remote]) -> int:
+        """Make the VXLAN device's FDB and neighbour table hold exactly `remotes` (the
+        network's endpoints on other nodes).  Returns the number of entries changed."""
+        async with self._lock:
+            index = await self.rtnl.index(vxlan_name(net))
+            if index is None:
+                return 0
+            have = self.programmed.setdefault(net.id, {})
+            want = {r.ip: r for r in remotes}
+            changes = 0
+            for ip, old in list(have.items()):
+                new = want.get(ip)
+                if new == old:
+                    continue
+                await self.rtnl.neigh_del(index, ip)
+                if new is None or new.mac != old.mac:
+                    await self.rtnl.fdb_del(index, old.mac, old.vtep)
+                del have[ip]
+                changes += 1
+            for ip, r in want.items():
+                if ip in have:
+                    continue
+                await self.rtnl.fdb_replace(index, r.mac, r.vtep)
+                await self.rtnl.neigh_replace(index, r.ip, r.mac)
+                have[ip] = r
+                changes += 1
+            return changes
+
+    async def relearn(self, net: Network) -> None:
+        """Read back what the kernel holds (after a daemon restart), so `program` only
+        changes what differs."""
+        index = await self.rtnl.index(vxlan_name(net))
+        if index is None:
+            return
+        macs = dict(await self.rtnl.fdb_entries(index))
+        held: dict[str, Remote] = {}
+        for ip, mac in await self.rtnl.neigh_entries(index):
+            if mac in macs:
+                held[ip] = Remote(ip, mac, macs[mac])
+        self.programmed[net.id] = held
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    def prepare_endpoint(self, net: Network, ep: Endpoint) -> None:
+        ep.host_ifname = veth.host_ifname(ep.id)
+
+    async def join(self, net: Network, ep: Endpoint, sandbox: Sandbox) -> None:
+        bridge = await self.rtnl.index(bridge_name(net))
+        if bridge is None:
+            # The network appeared in the store, but this node has not made it yet.
+            await self.create(net)
+            bridge = await self.rtnl.index(bridge_name(net))
+            if bridge is None:
+                raise SystemFailure(f"bridge {bridge_name(net)} of network {net.name} is missing")
+        await veth.attach(self.rtnl, sandbox.inner, sandbox.path, bridge, self.mtu(net), ep)
+
+    async def leave(self, net: Network, ep: Endpoint, sandbox_path: str | None) -> None:
+        await self.rtnl.delete_in_thread(name=ep.host_ifname)
+
+    async def endpoint_present(
+        self, net: Network, ep: Endpoint, host_links: dict[str, LinkInfo], inner: Rtnl
+    ) -> bool:
+        return ep.host_ifname in host_links
+
+    # -- reconcile -----------------------------------------------------------------------
+
+    async def reconcile(self, nets: list[Network]) -> int:
+        """Stray ov-/vx- devices go; every network's pair exists and is up."""
+        changes = 0
+        wanted = {n.id[:12]: n for n in nets}
+        for link in [*self.rtnl.links("bridge"), *self.rtnl.links("vxlan")]:
+            for prefix in (BRIDGE_PREFIX, VXLAN_PREFIX):
+                if link.name.startswith(prefix) and link.name[len(prefix) :] not in wanted:
+                    log.info("removing stray overlay device name=%s", link.name)
+                    await self.rtnl.delete_in_thread(link.index)
+                    changes += 1
+        for net in nets:
+            if OverlayState.of(net).vni:
+                async with self._lock:
+                    if await self._ensure(net):
+                        changes += 1
+        return changes
+
+    async def sweep_endpoints(self, wanted: set[str]) -> int:
+        # Overlay endpoints are veths named like the bridge driver's, which sweeps them all.
+        return 0
