@@ -183,3 +183,17 @@ def test_table_is_restored_and_other_tables_are_left_alone(bhost: NamespaceHost)
     assert h.sh("nft list table inet tether", check=False).returncode == 0  # ...until it is back
     assert not reach(h, "far", h.ip_of("s1", "app"))
     assert "counter" in h.sh("nft list table inet someone_else").stdout
+
+
+def test_internal_network_cannot_use_a_published_port_to_get_out(bhost: NamespaceHost) -> None:
+    """The host's address + a port published by a container elsewhere is no way out of an
+    internal network (Docker drops it in DOCKER-ISOLATION, before the DNAT is accepted);
+    containers on normal networks still reach it."""
+    h = bhost
+    h.ok("network", "create", "--internal", "--subnet", "10.86.0.0/24", "inside")
+    h.ok("network", "create", "--subnet", "10.87.0.0/24", "outside")
+    h.ok("run", "-d", "--name", "pubweb", "-p", "8080:80", "busybox", *WEB)
+    h.ok("run", "-d", "--name", "in", "--network", "inside", "busybox", "sleep", "600")
+    h.ok("run", "-d", "--name", "out", "--network", "outside", "busybox", "sleep", "600")
+    assert reach(h, "out", "10.87.0.1", 8080)
+    assert not reach(h, "in", "10.86.0.1", 8080)

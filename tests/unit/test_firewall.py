@@ -25,7 +25,10 @@ def test_user_chain_is_declared_but_never_flushed() -> None:
     text = render(FirewallState(NETS))
     assert "add chain inet tether user\n" in text
     assert "flush chain inet tether user" not in text
-    assert rules_of(text, "forward")[:2] == ["jump user", "ct status dnat accept"]
+    forward = rules_of(text, "forward")
+    assert forward[0] == "jump user"
+    # (internal networks' drops come next, then published ports: test_policy.py)
+    assert forward[1:3] == ['iifname "tb-bbbb" oifname != "tb-bbbb" drop', "ct status dnat accept"]
 
 
 def test_isolation_icc_and_internal_verdicts() -> None:

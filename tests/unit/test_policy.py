@@ -55,3 +55,14 @@ def test_the_ruleset_is_rendered_from_the_decisions() -> None:
         'add rule inet tether net_aaaa_out oifname "tb-aaaa" accept',
         'add rule inet tether net_aaaa_out oifname "tb-aaaa" drop',
     }
+
+
+def test_internal_networks_reach_no_published_port_of_another_network() -> None:
+    """A container on an internal network may not use the host's address and a published
+    port to reach a container elsewhere (the DNAT accept must not come first)."""
+    assert not allowed(path(POLICY, on("bbbb"), on("aaaa"), published=True))
+    assert allowed(path(POLICY, on("bbbb", "aaaa"), on("cccc"), published=True))
+    text = render(FirewallState([A, B, C]))
+    forward = [line for line in text.splitlines() if " forward " in line]
+    drop = 'add rule inet tether forward iifname "tb-bbbb" oifname != "tb-bbbb" drop'
+    assert forward.index(drop) < forward.index("add rule inet tether forward ct status dnat accept")

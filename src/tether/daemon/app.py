@@ -146,7 +146,7 @@ class Daemon:
         if self.exec_root != self.root:
             self._take_lock(self.exec_root)
         # A container whose tether-shim dies is re-parented to tetherd rather than to PID 1,
-        # so its real exit status can still be reaped (engine/containers.py: Run.status).
+        # so its real exit status can still be reaped (engine/supervisor.py: Run.status).
         try:
             libc.set_child_subreaper()
         except OSError as exc:
@@ -343,26 +343,9 @@ class Daemon:
         return self.containers.network_containers(net, self.endpoints.has_endpoints(net))
 
     def _net_rules(self) -> list[NetRule]:
-        rules = []
-        for n in self.networks.by_id.values():
-            facts = self.drivers.of(n.driver).firewall(n)
-            if facts is None:
-                continue
-            rules.append(
-                NetRule(
-                    key=n.id[:12],
-                    name=n.name,
-                    iface=facts.iface,
-                    subnets4=facts.subnets4,
-                    subnets6=facts.subnets6,
-                    internal=facts.internal,
-                    icc=facts.icc,
-                    masquerade=facts.masquerade,
-                    gateways4=facts.gateways4,
-                    gateways6=facts.gateways6,
-                )
-            )
-        return rules
+        """Each network's facts for the firewall, as its driver gives them."""
+        facts = (self.drivers.of(n.driver).firewall(n) for n in self.networks.by_id.values())
+        return [f for f in facts if f is not None]
 
     def _vteps_changed(self) -> None:
         underlay = self._underlay()

@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from tether.firewall.policy import Net
 from tether.model import Endpoint, Network
 
 if TYPE_CHECKING:
@@ -60,23 +61,11 @@ class Sandbox:
     inner: Rtnl
 
 
-@dataclass(frozen=True)
-class FirewallFacts:
-    """What the host's firewall must know of one network of a driver that routes through it.
-
-    Networks whose traffic never crosses the host's IP stack (macvlan: frames leave through the
-    parent directly) have none.
-    """
-
-    iface: str  # the host device the network's traffic enters and leaves the host by
-    subnets4: tuple[str, ...] = ()
-    subnets6: tuple[str, ...] = ()
-    internal: bool = False
-    icc: bool = True
-    masquerade: bool = True
-    # The addresses the host's device carries (an internal network may reach only these).
-    gateways4: tuple[str, ...] = ()
-    gateways6: tuple[str, ...] = ()
+# What the host's firewall must know of one network of a driver that routes through the
+# host: the reachability model's own view of a network (firewall/policy.py).  Networks whose
+# traffic never crosses the host's IP stack (macvlan: frames leave through the parent) have
+# none.
+FirewallFacts = Net
 
 
 class NetworkDriver(ABC):

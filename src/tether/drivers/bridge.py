@@ -213,6 +213,8 @@ class BridgeDriver(NetworkDriver):
     def firewall(self, net: Network) -> FirewallFacts:
         st = BridgeState.of(net)
         return FirewallFacts(
+            key=net.id[:12],
+            name=net.name,
             iface=st.bridge_name,
             subnets4=tuple(p.subnet for p in net.pools if p.version == 4),
             subnets6=tuple(p.subnet for p in net.pools if p.version == 6),

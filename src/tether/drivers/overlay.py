@@ -180,6 +180,8 @@ class OverlayDriver(NetworkDriver):
         # The bridge carries no address and no route: its verdicts keep its containers from
         # other networks' bridges like any network's; nothing leaves through it but VXLAN.
         return FirewallFacts(
+            key=net.id[:12],
+            name=net.name,
             iface=bridge_name(net),
             subnets4=tuple(p.subnet for p in net.pools if p.version == 4),
             subnets6=tuple(p.subnet for p in net.pools if p.version == 6),

@@ -32,9 +32,7 @@ class Firewall:
         self.underlay = underlay
 
     def state(self) -> FirewallState:
-        return FirewallState(
-            networks=self.networks(), ports=self.ports(), underlay=self.underlay()
-        )
+        return FirewallState(networks=self.networks(), ports=self.ports(), underlay=self.underlay())
 
     def existing_chains(self) -> set[str]:
         try:

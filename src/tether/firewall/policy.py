@@ -239,7 +239,7 @@ def path(p: Policy, src: Where, dst: Where, published: bool = False) -> list[Dec
             ok = [d for d in same if d is not None and d.verdict == "accept"]
             chosen = ok[0] if ok else next((d for d in same if d is not None), None)
             return [*chain, chosen] if chosen is not None else chain
-        if published:
+        if published and not _only_internal(p, src):
             pub = p.of("published")
             return [*chain, pub] if pub is not None else chain
         first = p.of("other-network", src.networks[0]) if src.networks else None
@@ -266,6 +266,11 @@ def path(p: Policy, src: Where, dst: Where, published: bool = False) -> list[Dec
         chosen = next((d for d in ins if d is not None), None)
         return [*chain, chosen] if chosen is not None else chain
     return chain
+
+
+def _only_internal(p: Policy, src: Where) -> bool:
+    nets = [p.net(k) for k in src.networks]
+    return bool(nets) and all(n is not None and n.internal for n in nets)
 
 
 def allowed(decisions: list[Decision]) -> bool:

@@ -10,8 +10,9 @@
       chain guard         loopback destinations only from lo (before any NAT: CVE-2020-8558)
       chain input         internal networks reach only their own gateway address on the host
 
-Every verdict comes from a Decision of the reachability model (firewall/policy.py), which
-`explain` reads too: this module only says how each decision is written in nftables.  Every
+Every verdict comes from a Decision of the reachability model (firewall/policy.py), whose
+path() answers "may A reach B, and why" from the same objects: this module only says how
+each decision is written in nftables.  Every
 update is one `nft -f` transaction that declares the table, flushes and refills tether's own
 sets, maps and chains, and never touches `user`, so it is atomic and keeps the user's rules.
 Published ports live in maps: adding or removing one is an element change whose cost does not
@@ -35,7 +36,7 @@ NetRule = Net
 
 @dataclass(frozen=True)
 class PortRule:
-    """One kernel-NATed published port: IPv4 host side (IPv6 is served by the proxy)."""
+    """One kernel-NATed published port: IPv4 host side (IPv6 host addresses are served by the port relay)."""
 
     proto: str
     host_ip: str  # "" for any address
@@ -169,6 +170,11 @@ def render(state: FirewallState, stale_chains: set[str] | None = None) -> str:
             # Hairpin: a container reaching a published port of its own network must see the
             # answer come back through the host, or the reply would skip the reverse NAT.
             rule("postrouting", f"ct status dnat ip saddr {s} oifname {br} masquerade")
+        # IPv6 too (Docker 27+ with ip6tables on by default): a ULA /64 from the default
+        # pool is not routed anywhere, so its traffic out must carry the host's address.
+        for s in n.subnets6:
+            if n.masquerade and not n.internal:
+                rule("postrouting", f"ip6 saddr {s} oifname != {br} masquerade")
     rule("postrouting", "ct status dnat ip saddr 127.0.0.0/8 masquerade")
     return "".join(out) + "".join(elements) + "".join(rules)
 
@@ -178,8 +184,17 @@ def _nft(d: Decision, p: Policy) -> list[tuple[str, str]]:
     if d.scope == "user":
         return [("forward", f"jump {USER_CHAIN}")]
     if d.scope == "published":
+        # An internal network's containers reach nothing beyond their bridge, not even a
+        # published port of another network's container through the host's address (Docker
+        # drops this in DOCKER-ISOLATION, before any DNAT is accepted).
+        internal = [
+            ("forward", f"iifname {_q(n.iface)} oifname != {_q(n.iface)} drop")
+            for n in p.networks
+            if n.internal
+        ]
         # Then dispatch by the bridge a packet leaves or enters by (the networks' verdicts).
         return [
+            *internal,
             ("forward", "ct status dnat accept"),
             ("forward", "iifname vmap @leaving"),
             ("forward", "oifname vmap @entering"),
