@@ -466,6 +466,10 @@ def main(argv: list[str]) -> int:
     if control_fd < 0:
         sys.stderr.write("usage: relay.py --exec-root DIR --control-fd FD\n")
         return 2
+    # We need stdio and the control socket, nothing else: a descriptor tetherd left without
+    # close-on-exec (a library's netlink socket, say) has no business here for months.
+    os.closerange(3, control_fd)
+    os.closerange(control_fd + 1, 1 << 20)
     # Terminal signals are tetherd's business, not ours (we are in a session of our own).
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)

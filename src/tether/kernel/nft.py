@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
+import os
 import subprocess
 import threading
 
@@ -39,7 +41,9 @@ class Nft:
         lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
         lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
         lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
+        before = _open_fds()
         ctx = lib.nft_ctx_new(0)
+        _cloexec_since(before)
         lib.nft_ctx_buffer_output(ctx)
         lib.nft_ctx_buffer_error(ctx)
         self._lib, self._ctx = lib, ctx
@@ -66,6 +70,36 @@ class Nft:
         if rc != 0:
             raise NftError(f"nftables: {err.strip()}")
         return out
+
+
+def _open_fds() -> dict[int, tuple[int, int]]:
+    """Open descriptors and what each refers to (the listing's own is closed when fstat runs)."""
+    out: dict[int, tuple[int, int]] = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            st = os.fstat(int(name))
+        except OSError:
+            continue
+        out[int(name)] = (st.st_dev, st.st_ino)
+    return out
+
+
+def _cloexec_since(before: dict[int, tuple[int, int]]) -> None:
+    """Mark close-on-exec what libnftables just opened: its netlink socket to the kernel's
+    nftables (NETLINK_NETFILTER), which libmnl opens without SOCK_CLOEXEC and which would
+    otherwise pass through every posix_spawn (tether-shim, the port relay) into containers,
+    letting one with NET_ADMIN read and rewrite the host's `inet tether` table.  The library
+    has no API for its descriptor, so it is found by comparing /proc/self/fd (by what each
+    number refers to: the new socket may take the number the listing itself used); marking a
+    descriptor another thread opened meanwhile is harmless."""
+    for fd, ident in _open_fds().items():
+        if before.get(fd) == ident:
+            continue
+        try:
+            flags = fcntl.fcntl(fd, fcntl.F_GETFD)
+            fcntl.fcntl(fd, fcntl.F_SETFD, flags | fcntl.FD_CLOEXEC)
+        except OSError:
+            pass
 
 
 def run_in_netns(path: str, text: str) -> None:
@@ -97,7 +131,9 @@ def run_in_netns(path: str, text: str) -> None:
     lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
     lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
     with netns.entered(path):
+        before = _open_fds()
         ctx = lib.nft_ctx_new(0)
+        _cloexec_since(before)
         try:
             lib.nft_ctx_buffer_error(ctx)
             rc = lib.nft_run_cmd_from_buffer(ctx, text.encode())

@@ -46,6 +46,7 @@
  * seccomp filter (raw struct sock_filter array, compiled by tetherd with libseccomp).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
@@ -459,6 +460,41 @@ static const char *read_env(struct opts *o, int fd) {
     return NULL;
 }
 
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+/* Nothing but 0, 1 and 2 may reach the container's command or an exec: whatever else tetherd
+ * (or a library in it) left open without close-on-exec would be the container's, such as
+ * libnftables' netlink socket to the host's nftables, which a container with NET_ADMIN could
+ * use to rewrite the host's firewall.  Every descriptor from 3 up becomes close-on-exec (not
+ * closed: the shim still uses the ones it was given, the sync fd, until it execs or exits);
+ * what the shim opens itself is O_CLOEXEC.  Kernels before 5.11 lack the flag: one by one. */
+static const char *cloexec_from(int lowest) {
+    static char msg[128];
+    if (syscall(SYS_close_range, (unsigned int)lowest, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return NULL;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) {
+        snprintf(msg, sizeof msg, "list descriptors: %s", strerror(errno));
+        return msg;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        int fd = atoi(e->d_name);
+        if (fd >= lowest && fd != dirfd(d) && fcntl(fd, F_SETFD, FD_CLOEXEC) != 0 && errno != EBADF) {
+            snprintf(msg, sizeof msg, "close-on-exec %d: %s", fd, strerror(errno));
+            closedir(d);
+            return msg;
+        }
+    }
+    closedir(d);
+    return NULL;
+}
+
 /* The container's view of the world; runs as pid 1 of the new pid namespace. */
 static void container_child(struct opts *o, int out_w, int err_w) {
     if (o->netns) {
@@ -788,6 +824,7 @@ int main(int argc, char **argv) {
     }
     o.argv = &argv[i];
     const char *bad = env_fd >= 0 ? read_env(&o, env_fd) : NULL;
+    if (!bad) bad = cloexec_from(3);
     if (!bad && o.seccomp_path) bad = read_filter(&o);
     if (strcmp(mode, "run") == 0) {
         if (o.sync_fd < 0 || !o.log || !o.exit_path || !o.rootfs) {
