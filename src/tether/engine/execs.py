@@ -20,7 +20,7 @@ from tether.api.exec import ExecCreate
 from tether.engine.containers import Containers
 from tether.engine.supervisor import Supervisor
 from tether.errors import Conflict, NotFound
-from tether.runtime import shim
+from tether.runtime import cgroups, shim
 from tether.runtime.logs import docker_frame
 
 
@@ -136,7 +136,14 @@ class Execs:
         security = self.containers.confiner.shim_security(c.host_config, ex.privileged)
         # The environment goes through a descriptor, never the shim's (world-readable) argv.
         argv, env_fd = shim.exec_command(
-            shim_path, c.state.pid, ex.workdir, ex.env, ex.tty, ex.cmd, security
+            shim_path,
+            c.state.pid,
+            ex.workdir,
+            ex.env,
+            ex.tty,
+            ex.cmd,
+            security,
+            cgroup=cgroups.existing(c.id),
         )
         loop = asyncio.get_running_loop()
         to_close: list[int] = [env_fd]

@@ -50,7 +50,7 @@ from tether.events import (
 )
 from tether.model import Container, Endpoint, EndpointConfig, Network
 from tether.netmodes import is_container, is_host, is_none, own_endpoints
-from tether.runtime import files, shim
+from tether.runtime import cgroups, files, shim
 from tether.runtime.images import ImageStore, host_view
 from tether.store import statedir
 from tether.timefmt import iso_utc
@@ -300,12 +300,14 @@ class Lifecycle:
             env=env,
             argv=[c.path, *c.args],
             security=self.containers.confiner.shim_security(c.host_config),
+            cgroup=cgroups.path_for(c.id),
         )
 
     # -- teardown --------------------------------------------------------------------------
 
     async def _teardown(self, c: Container) -> None:
         """Remove the sandbox and give back every address and port the container holds."""
+        cgroups.remove(c.id)  # its shim's job, unless the shim was killed
         if self.publisher is not None:
             try:
                 self.publisher.unpublish(c)

@@ -397,6 +397,7 @@ class Confiner:
             masked=list(c.masked_paths),
             readonly=list(c.readonly_paths),
             sys_writable=c.sys_writable,
+            all_devices=c.all_devices,
         )
         if len(self._shim) > 256:
             self._shim.clear()

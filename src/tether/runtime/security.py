@@ -599,6 +599,7 @@ class Confinement:
     masked_paths: tuple[str, ...]
     readonly_paths: tuple[str, ...]
     sys_writable: bool
+    all_devices: bool = False  # no device cgroup rules (--privileged)
 
     @property
     def cap_mask(self) -> int:
@@ -714,4 +715,5 @@ def confinement(
         masked_paths=() if privileged else tuple(masked or ()),
         readonly_paths=() if privileged else tuple(readonly or ()),
         sys_writable=privileged,
+        all_devices=privileged,
     )

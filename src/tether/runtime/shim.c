@@ -49,6 +49,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -103,6 +104,8 @@ struct opts {
     const char *log, *exit_path, *netns, *hostname, *rootfs, *overlay, *cwd;
     struct list binds, ro_binds, symlinks, cow_binds, hides, masks, readonly;
     int root_tmpfs, sys_rw;
+    const char *cgroup; /* the container's cgroup (cgroup2 directory) */
+    int all_devices;    /* --privileged: no device filter */
     char **envs; /* NULL-terminated, from --env-fd */
     pid_t pid;
     int tty;
@@ -460,6 +463,169 @@ static const char *read_env(struct opts *o, int fd) {
     return NULL;
 }
 
+/*
+ * Devices: Docker's device cgroup, on cgroup2.  A container's root has CAP_MKNOD (Docker's
+ * default set) and its root, /dev and /tmp are writable, so it can make any device node; what
+ * stops it from opening the host's disk or /dev/kmsg through one is the device controller,
+ * which on cgroup2 is a BPF_PROG_TYPE_CGROUP_DEVICE program attached to the container's cgroup
+ * (runc's devicefilter).  The rules are runc's default allow-list (what Docker's containers
+ * get): mknod of any char or block device, and read/write/mknod of null, zero, full, random,
+ * urandom, tty, the console, ptmx, the pts and net/tun; every other open of a device node is
+ * refused with EPERM.  The program is attached before the container's pid 1 joins the cgroup;
+ * every exec joins it too, so nothing in the container runs outside it.
+ */
+struct dev_rule {
+    int type; /* BPF_DEVCG_DEV_CHAR or BPF_DEVCG_DEV_BLOCK */
+    int major, minor; /* -1: any */
+    int access; /* BPF_DEVCG_ACC_* */
+};
+
+#define ACC_RWM (BPF_DEVCG_ACC_READ | BPF_DEVCG_ACC_WRITE | BPF_DEVCG_ACC_MKNOD)
+static const struct dev_rule default_devices[] = {
+    {BPF_DEVCG_DEV_CHAR, -1, -1, BPF_DEVCG_ACC_MKNOD},
+    {BPF_DEVCG_DEV_BLOCK, -1, -1, BPF_DEVCG_ACC_MKNOD},
+    {BPF_DEVCG_DEV_CHAR, 1, 3, ACC_RWM},    /* null */
+    {BPF_DEVCG_DEV_CHAR, 1, 8, ACC_RWM},    /* random */
+    {BPF_DEVCG_DEV_CHAR, 1, 7, ACC_RWM},    /* full */
+    {BPF_DEVCG_DEV_CHAR, 5, 0, ACC_RWM},    /* tty */
+    {BPF_DEVCG_DEV_CHAR, 1, 5, ACC_RWM},    /* zero */
+    {BPF_DEVCG_DEV_CHAR, 1, 9, ACC_RWM},    /* urandom */
+    {BPF_DEVCG_DEV_CHAR, 5, 1, ACC_RWM},    /* console */
+    {BPF_DEVCG_DEV_CHAR, 136, -1, ACC_RWM}, /* pts/N */
+    {BPF_DEVCG_DEV_CHAR, 5, 2, ACC_RWM},    /* ptmx */
+    {BPF_DEVCG_DEV_CHAR, 10, 200, ACC_RWM}, /* net/tun */
+};
+
+struct prog {
+    struct bpf_insn insns[8 * (sizeof default_devices / sizeof default_devices[0]) + 16];
+    int n;
+};
+
+static void insn(struct prog *p, uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) {
+    struct bpf_insn *i = &p->insns[p->n++];
+    memset(i, 0, sizeof *i);
+    i->code = code;
+    i->dst_reg = dst;
+    i->src_reg = src;
+    i->off = off;
+    i->imm = imm;
+}
+
+/* r1 = struct bpf_cgroup_dev_ctx {u32 access_type (access << 16 | type); u32 major, minor}.
+ * Each rule: if type, access, major and minor all match, return 1 (allow); else 0. */
+static void device_program(struct prog *p) {
+    p->n = 0;
+    insn(p, BPF_LDX | BPF_MEM | BPF_W, 2, 1, 0, 0);     /* r2 = access_type */
+    insn(p, BPF_ALU64 | BPF_MOV | BPF_X, 3, 2, 0, 0);   /* r3 = r2 & 0xffff: type */
+    insn(p, BPF_ALU64 | BPF_AND | BPF_K, 3, 0, 0, 0xffff);
+    insn(p, BPF_ALU64 | BPF_MOV | BPF_X, 4, 2, 0, 0);   /* r4 = r2 >> 16: access */
+    insn(p, BPF_ALU64 | BPF_RSH | BPF_K, 4, 0, 0, 16);
+    insn(p, BPF_LDX | BPF_MEM | BPF_W, 5, 1, 4, 0);     /* r5 = major */
+    insn(p, BPF_LDX | BPF_MEM | BPF_W, 6, 1, 8, 0);     /* r6 = minor */
+    for (size_t r = 0; r < sizeof default_devices / sizeof default_devices[0]; r++) {
+        const struct dev_rule *d = &default_devices[r];
+        int jumps[4], nj = 0;
+        jumps[nj++] = p->n;
+        insn(p, BPF_JMP | BPF_JNE | BPF_K, 3, 0, 0, d->type);
+        insn(p, BPF_ALU64 | BPF_MOV | BPF_X, 0, 4, 0, 0); /* access outside the rule's? */
+        insn(p, BPF_ALU64 | BPF_AND | BPF_K, 0, 0, 0, ~d->access & 0xffff);
+        jumps[nj++] = p->n;
+        insn(p, BPF_JMP | BPF_JNE | BPF_K, 0, 0, 0, 0);
+        if (d->major >= 0) {
+            jumps[nj++] = p->n;
+            insn(p, BPF_JMP | BPF_JNE | BPF_K, 5, 0, 0, d->major);
+        }
+        if (d->minor >= 0) {
+            jumps[nj++] = p->n;
+            insn(p, BPF_JMP | BPF_JNE | BPF_K, 6, 0, 0, d->minor);
+        }
+        insn(p, BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 1);
+        insn(p, BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+        for (int j = 0; j < nj; j++) p->insns[jumps[j]].off = (int16_t)(p->n - jumps[j] - 1);
+    }
+    insn(p, BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0);
+    insn(p, BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+}
+
+/* Make the container's cgroup (a leftover of an earlier run of the same container, empty by
+ * now, is made again: it may hold an older program) and attach the device filter to it. */
+static const char *make_cgroup(struct opts *o) {
+    static char msg[8192];
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", o->cgroup);
+    char *slash = strrchr(parent, '/');
+    if (slash && slash != parent) {
+        *slash = 0;
+        mkdir(parent, 0755);
+    }
+    if (rmdir(o->cgroup) != 0 && errno != ENOENT) {
+        snprintf(msg, sizeof msg, "cgroup %s: %s", o->cgroup, strerror(errno));
+        return msg;
+    }
+    if (mkdir(o->cgroup, 0755) != 0) {
+        snprintf(msg, sizeof msg, "cgroup %s: %s", o->cgroup, strerror(errno));
+        return msg;
+    }
+    if (o->all_devices) return NULL;
+    static struct prog p;
+    device_program(&p);
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
+    attr.insns = (uint64_t)(uintptr_t)p.insns;
+    attr.insn_cnt = (uint32_t)p.n;
+    attr.license = (uint64_t)(uintptr_t) "Apache";
+    int prog = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+    if (prog < 0) {
+        snprintf(msg, sizeof msg, "device cgroup: load the filter: %s", strerror(errno));
+        return msg;
+    }
+    int dir = open(o->cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) {
+        close(prog);
+        snprintf(msg, sizeof msg, "cgroup %s: %s", o->cgroup, strerror(errno));
+        return msg;
+    }
+    memset(&attr, 0, sizeof attr);
+    attr.target_fd = (uint32_t)dir;
+    attr.attach_bpf_fd = (uint32_t)prog;
+    attr.attach_type = BPF_CGROUP_DEVICE;
+    attr.attach_flags = BPF_F_ALLOW_MULTI; /* as runc: programs of parent cgroups still apply */
+    int r = (int)syscall(SYS_bpf, BPF_PROG_ATTACH, &attr, sizeof attr);
+    int err = errno;
+    close(dir);
+    close(prog); /* the attachment holds the program now */
+    if (r != 0) {
+        snprintf(msg, sizeof msg, "device cgroup: attach the filter to %s: %s", o->cgroup, strerror(err));
+        return msg;
+    }
+    return NULL;
+}
+
+/* Move the calling process into the container's cgroup (its children follow it). */
+static const char *join_cgroup(const char *dir) {
+    static char msg[4200];
+    char path[4200];
+    snprintf(path, sizeof path, "%s/cgroup.procs", dir);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, "0", 1) != 1) {
+        snprintf(msg, sizeof msg, "join cgroup %s: %s", dir, strerror(errno));
+        if (fd >= 0) close(fd);
+        return msg;
+    }
+    close(fd);
+    return NULL;
+}
+
+/* The container has ended: its cgroup goes once the last of its processes has (the kernel
+ * takes a moment to let go of a pid namespace's processes; tetherd tries again later). */
+static void remove_cgroup(const char *dir) {
+    for (int i = 0; i < 100; i++) {
+        if (rmdir(dir) == 0 || errno != EBUSY) return;
+        usleep(10000);
+    }
+}
+
 #ifndef SYS_close_range
 #define SYS_close_range 436
 #endif
@@ -497,6 +663,10 @@ static const char *cloexec_from(int lowest) {
 
 /* The container's view of the world; runs as pid 1 of the new pid namespace. */
 static void container_child(struct opts *o, int out_w, int err_w) {
+    if (o->cgroup) {
+        const char *bad = join_cgroup(o->cgroup);
+        if (bad) fail(126, "%s", bad);
+    }
     if (o->netns) {
         int fd = open(o->netns, O_RDONLY | O_CLOEXEC);
         if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) fail(126, "join network namespace %s: %s", o->netns, strerror(errno));
@@ -625,12 +795,20 @@ static int cmd_run(struct opts *o) {
         dprintf(o->sync_fd, "err pipe: %s\n", strerror(errno));
         return 1;
     }
+    if (o->cgroup) {
+        const char *bad = make_cgroup(o);
+        if (bad) {
+            dprintf(o->sync_fd, "err %s\n", bad);
+            return 1;
+        }
+    }
     if (unshare(CLONE_NEWPID) != 0) {
         dprintf(o->sync_fd, "err unshare pid namespace: %s\n", strerror(errno));
         return 1;
     }
     pid_t child = fork();
     if (child < 0) {
+        if (o->cgroup) remove_cgroup(o->cgroup);
         dprintf(o->sync_fd, "err fork: %s\n", strerror(errno));
         return 1;
     }
@@ -653,6 +831,7 @@ static int cmd_run(struct opts *o) {
         int st;
         msg[n] = 0;
         waitpid(child, &st, 0);
+        if (o->cgroup) remove_cgroup(o->cgroup);
         dprintf(o->sync_fd, "err %s\n", msg);
         return 1;
     }
@@ -691,6 +870,7 @@ static int cmd_run(struct opts *o) {
         close(fd);
         rename(tmp, o->exit_path);
     }
+    if (o->cgroup) remove_cgroup(o->cgroup);
     return 0;
 }
 
@@ -717,6 +897,11 @@ static int cmd_exec(struct opts *o) {
     snprintf(path, sizeof path, "/proc/%d/root", (int)o->pid);
     int root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root < 0) fail(126, "container root: %s", strerror(errno));
+    /* Into the container's cgroup, so that its device filter applies to the exec too. */
+    if (o->cgroup) {
+        const char *bad = join_cgroup(o->cgroup);
+        if (bad) fail(126, "%s", bad);
+    }
     for (int i = 0; i < 5; i++) {
         /* The network namespace of a --network host container is the daemon's own. */
         if (setns(fds[i], flags[i]) != 0 && errno != EINVAL)
@@ -782,6 +967,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--root-tmpfs") == 0) o.root_tmpfs = ok = 1;
         else if (strcmp(a, "--sys-rw") == 0) o.sys_rw = ok = 1;
         else if (strcmp(a, "--no-new-privs") == 0) o.no_new_privs = ok = 1;
+        else if (strcmp(a, "--all-devices") == 0) o.all_devices = ok = 1;
         if (ok) continue;
         if (i + 1 >= argc) {
             fprintf(stderr, "tether-shim: %s needs a value\n", a);
@@ -797,6 +983,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--rootfs") == 0) o.rootfs = v;
         else if (strcmp(a, "--overlay") == 0) o.overlay = v;
         else if (strcmp(a, "--cwd") == 0) o.cwd = v;
+        else if (strcmp(a, "--cgroup") == 0) o.cgroup = v;
         else if (strcmp(a, "--pid") == 0) o.pid = (pid_t)atoi(v);
         else if (strcmp(a, "--env-fd") == 0) env_fd = atoi(v);
         else if (strcmp(a, "--caps") == 0) { o.caps = strtoull(v, NULL, 16); o.have_caps = 1; }

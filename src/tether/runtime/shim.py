@@ -27,6 +27,7 @@ class Security:
     masked: list[str] = field(default_factory=list)  # run only: Docker's masked paths
     readonly: list[str] = field(default_factory=list)  # run only: Docker's read-only paths
     sys_writable: bool = False  # run only: /sys read-write (--privileged)
+    all_devices: bool = False  # run only: no device filter on the cgroup (--privileged)
 
     def argv(self) -> list[str]:
         out: list[str] = []
@@ -66,6 +67,7 @@ class RunSpec:
     argv: list[str]
     host_view: HostView | None = None
     security: Security = field(default_factory=Security)
+    cgroup: str | None = None  # the container's cgroup2 directory (runtime/cgroups.py)
 
 
 def env_fd(env: list[str]) -> int:
@@ -129,6 +131,10 @@ def run_argv(shim: str, spec: RunSpec, sync_fd: int, env_in: int) -> list[str]:
         argv += ["--readonly", path]
     if sec.sys_writable:
         argv.append("--sys-rw")
+    if spec.cgroup:
+        argv += ["--cgroup", spec.cgroup]
+        if sec.all_devices:
+            argv.append("--all-devices")
     argv += sec.argv()
     argv += ["--cwd", spec.cwd or "/", "--env-fd", str(env_in)]
     return [*argv, "--", *spec.argv]
@@ -136,6 +142,13 @@ def run_argv(shim: str, spec: RunSpec, sync_fd: int, env_in: int) -> list[str]:
 
 async def start(shim: str, spec: RunSpec) -> tuple[int, int]:
     """Start a container; returns (shim pid, container pid) once its command is executing."""
+    if spec.cgroup is None and not spec.security.all_devices:
+        # Without a cgroup there is nothing to hold Docker's device rules: every device node
+        # the container makes (it has CAP_MKNOD) would open.  Refused, not run unconfined.
+        raise StartError(
+            "device cgroup: no cgroup2 hierarchy is mounted, so the device rules cannot be "
+            "enforced (mount -t cgroup2 none /sys/fs/cgroup)"
+        )
     env = env_fd(spec.env)
     r = w = null = -1
     try:
@@ -216,11 +229,15 @@ def exec_command(
     tty: bool,
     argv: list[str],
     security: Security | None = None,
+    cgroup: str | None = None,
 ) -> tuple[list[str], int]:
     """tether-shim exec's argv and the descriptor holding `env` (see env_fd): the caller adds
-    spawn_env_action(fd) to the spawn's file actions and closes fd afterwards."""
+    spawn_env_action(fd) to the spawn's file actions and closes fd afterwards.  `cgroup`: the
+    container's, which the exec joins (its device rules apply to the exec too)."""
     fd = env_fd(env)
     out = [shim, "exec", "--pid", str(pid), "--cwd", cwd or "/", "--env-fd", str(fd)]
+    if cgroup:
+        out += ["--cgroup", cgroup]
     if security is not None:
         out += security.argv()
     if tty:
