@@ -45,6 +45,15 @@ class SandboxReady:
 
 
 @dataclass(frozen=True)
+class SandboxRemoving:
+    """The container's sandbox is about to be deleted and its addresses given back (a stop, a
+    failed start, a remove): whoever holds something inside it lets go now.  An open socket
+    keeps a network namespace, and every interface in it, alive after its file is gone."""
+
+    container: Container
+
+
+@dataclass(frozen=True)
 class ContainerStarted:
     container: Container
     # True when a restarted daemon adopted a container that kept running.
@@ -107,6 +116,7 @@ Event = (
     | NetworkRemoved
     | ContainerCreated
     | SandboxReady
+    | SandboxRemoving
     | ContainerStarted
     | ContainerStopped
     | ContainerDestroyed

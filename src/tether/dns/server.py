@@ -48,6 +48,9 @@ UPSTREAM_TIMEOUT = 1.0
 TCP_IDLE = 30.0
 CACHE_MAX = 2048
 BATCH = 128
+# How long a detach waits for the DNS thread to close a sandbox's sockets (it takes
+# microseconds; the bound only keeps a wedged thread from stalling every teardown).
+DETACH_WAIT = 2.0
 
 
 def is_loopback(server: str) -> bool:
@@ -207,9 +210,28 @@ class DnsServer:
         self._wake()
 
     def detach(self, cid: str) -> None:
-        if self.sandboxes.get(cid) is not None:
-            self.cmds.append(("remove", cid))
-            self._wake()
+        """Close the sandbox's sockets before returning.
+
+        Synchronous on purpose: each socket (127.0.0.11, upstreams, TCP clients) holds the
+        sandbox's network namespace, so while one is open the namespace and its interfaces
+        outlive the teardown; a macvlan port left that way keeps answering ARP for an address
+        given back, and the next port with that address's MAC cannot come up (EADDRINUSE).
+        The DNS thread owns the sockets (they are in its epoll set), so it closes them and
+        says so; without a running thread they are closed here.
+        """
+        if self.sandboxes.get(cid) is None:
+            return
+        thread = self.thread
+        if thread is None or not thread.is_alive() or thread is threading.current_thread():
+            sb = self.sandboxes.pop(cid, None)
+            if sb is not None:
+                self._close_sandbox(sb)
+            return
+        done = threading.Event()
+        self.cmds.append(("remove", cid, done))
+        self._wake()
+        if not done.wait(DETACH_WAIT):
+            log.warning("the DNS thread did not close the sockets of %s in time", cid[:12])
 
     def _wake(self) -> None:
         try:
@@ -267,9 +289,12 @@ class DnsServer:
                     if sb.table is not None:
                         sb.table.clear()
             elif cmd[0] == "remove":
-                sb = self.sandboxes.pop(cmd[1], None)
-                if sb is not None:
-                    self._close_sandbox(sb)
+                try:
+                    sb = self.sandboxes.pop(cmd[1], None)
+                    if sb is not None:
+                        self._close_sandbox(sb)
+                finally:
+                    cmd[2].set()
             elif cmd[0] == "tcp_result":
                 self._tcp_result(cmd[1], cmd[2])
 

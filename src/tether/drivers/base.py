@@ -129,7 +129,8 @@ class NetworkDriver(ABC):
 
     @abstractmethod
     async def leave(self, net: Network, ep: Endpoint, sandbox_path: str | None) -> None:
-        """Remove the endpoint's interface (idempotent; the sandbox may be gone already)."""
+        """Remove the endpoint's interface now, even when the sandbox is deleted next
+        (idempotent; `sandbox_path` may be None or gone already)."""
 
     async def endpoint_present(
         self, net: Network, ep: Endpoint, host_links: dict[str, LinkInfo], inner: Rtnl

@@ -206,30 +206,53 @@ class MacvlanDriver(NetworkDriver):
         try:
             await self.rtnl.add_macvlan(ep.ifname, parent, st.mode, fd, ep.mac, st.mtu)
         except NetlinkError as exc:
-            raise SystemFailure(f"failed to create the macvlan port: {exc}") from exc
+            raise SystemFailure(
+                f"failed to create the macvlan port {ep.ifname} on {st.parent}: "
+                f"{_netlink_text(exc)}"
+            ) from exc
         finally:
             os.close(fd)
         inner = sandbox.inner
         index = await inner.index(ep.ifname)
         if index is None:
             raise SystemFailure(f"{ep.ifname} did not appear in the sandbox")
+        step = "configure"
         try:
             ep.index = index
             if not ep.ipv6:
                 await inner.no_ipv6_link_local(index)
             for cidr in (ep.ipv4, ep.ipv6):
                 if cidr:
+                    step = f"add address {cidr} to"
                     await inner.add_address(index, cidr)
+            step = "bring up"
             await inner.up(index)
-        except Exception:
+        except Exception as exc:
             await inner.delete(index)
-            raise
+            if not isinstance(exc, NetlinkError):
+                raise
+            if exc.code == errno.EADDRINUSE and step == "bring up":
+                # The kernel refuses a second port with one MAC on a parent.
+                raise SystemFailure(
+                    f"failed to bring up the macvlan port {ep.ifname} on {st.parent}: another "
+                    f"port of {st.parent} already has its MAC address {ep.mac}"
+                ) from exc
+            raise SystemFailure(
+                f"failed to {step} the macvlan port {ep.ifname} on {st.parent}: "
+                f"{_netlink_text(exc)}"
+            ) from exc
 
     async def leave(self, net: Network, ep: Endpoint, sandbox_path: str | None) -> None:
-        # The port lives only inside the sandbox: it goes with the namespace, or by name.
+        # The port lives only inside the sandbox.  It is deleted now even when the namespace
+        # goes next: the kernel frees a namespace's interfaces later, in a worker, and only
+        # once nothing holds the namespace; until then the port keeps its MAC on the parent
+        # (and answers ARP for its address), and the next port with that MAC cannot come up.
         if not sandbox_path or not os.path.exists(sandbox_path):
             return
-        inner = Rtnl.open(sandbox_path)
+        try:
+            inner = Rtnl.open(sandbox_path)
+        except OSError:  # the file is there but no longer a namespace (a crash mid-delete)
+            return
         try:
             index = await inner.index(ep.ifname)
             if index is not None:
@@ -260,3 +283,9 @@ class MacvlanDriver(NetworkDriver):
                 log.info("macvlan private parent repaired name=%s network=%s", name, net.name)
                 changes += 1
         return changes
+
+
+def _netlink_text(exc: NetlinkError) -> str:
+    """`Address already in use (EADDRINUSE)` rather than pyroute2's `(98, '...')`."""
+    name = errno.errorcode.get(exc.code, str(exc.code))
+    return f"{os.strerror(exc.code)} ({name})"

@@ -23,6 +23,7 @@ from tether.events import (
     EndpointLeft,
     EventBus,
     SandboxReady,
+    SandboxRemoving,
 )
 from tether.model import Container
 from tether.netmodes import GATEWAY_BRIDGE
@@ -38,6 +39,7 @@ class DnsFollower:
         # Each container's entries in the zone now (what the next change must take out).
         self.members: dict[str, list[Member]] = {}
         events.subscribe(SandboxReady, lambda e: self.prepare(e.container))
+        events.subscribe(SandboxRemoving, lambda e: self.release(e.container))
         events.subscribe(ContainerStarted, lambda e: self.on_event(e.container, "start"))
         events.subscribe(ContainerStopped, lambda e: self.on_event(e.container, "stop"))
         events.subscribe(ContainerDestroyed, lambda e: self.on_event(e.container, "destroy"))
@@ -81,6 +83,15 @@ class DnsFollower:
                 self.server.attach(c.id, c.sandbox_key, v)
             except Exception as exc:  # the container runs; only its name lookups will fail
                 log.warning("embedded DNS not available in %s: %s", c.name, exc)
+
+    def release(self, c: Container) -> None:
+        """The sandbox is about to go: its names leave the zone and its sockets are closed
+        before this returns (server.detach), so nothing holds the namespace any more."""
+        old = self.members.pop(c.id, [])
+        if old:
+            self.generation += 1
+            self.server.set_zone(self.server.zone.apply(old, [], self.generation))
+        self.server.detach(c.id)
 
     def on_event(self, c: Container, event: str) -> None:
         self.update(c)

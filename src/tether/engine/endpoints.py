@@ -253,16 +253,18 @@ class Endpoints:
     async def join(self, c: Container, net: Network, ep: Endpoint, inner: Rtnl) -> None:
         await self.driver(net).join(net, ep, Sandbox(c.sandbox_key, inner))
 
-    async def leave(self, c: Container, ep: Endpoint, sandbox_going: bool) -> None:
-        """Remove one endpoint's interface; `sandbox_going`: the namespace is deleted next,
-        which takes interfaces that live only inside it along."""
+    async def leave(self, c: Container, ep: Endpoint) -> None:
+        """Remove one endpoint's interface, also when the namespace is deleted next: the
+        kernel frees a namespace's interfaces only once nothing holds it, in a worker, so
+        "deleted with the namespace" is not "deleted now" (a macvlan port with a MAC the
+        next endpoint needs must be gone when the address is given back)."""
         net = self.network_of(ep.network_id)
         if net is None:
             # The network is gone from the store: the host end, if any, is swept by name.
             if ep.host_ifname:
                 await self.host.delete_in_thread(name=ep.host_ifname)
             return
-        await self.driver(net).leave(net, ep, None if sandbox_going else c.sandbox_key)
+        await self.driver(net).leave(net, ep, c.sandbox_key or None)
 
     async def build_sandbox(self, c: Container, plan: Plan) -> None:
         """The namespace, every planned endpoint in it, and the default route."""
@@ -281,7 +283,7 @@ class Endpoints:
 
     async def destroy_sandbox(self, c: Container) -> None:
         """Every endpoint's interface, then the namespace.  Idempotent."""
-        await asyncio.gather(*(self.leave(c, ep, True) for ep in c.endpoints.values()))
+        await asyncio.gather(*(self.leave(c, ep) for ep in c.endpoints.values()))
         if c.sandbox_key and c.sandbox_key.startswith(self.sandboxes.dir):
             self.sandboxes.delete(c)
 
@@ -318,7 +320,7 @@ class Endpoints:
                         self.store.put("container", c.id, c.name, c.to_doc())
 
             undo.push(unrecord, "endpoint record")
-            undo.push(lambda: self.leave(c, ep, False), "endpoint interface")
+            undo.push(lambda: self.leave(c, ep), "endpoint interface")
             inner = self.sandboxes.open(c)
             try:
                 await self.join(c, net, ep, inner)
@@ -330,7 +332,7 @@ class Endpoints:
     async def disconnect(self, c: Container, name: str) -> Endpoint | None:
         ep = c.endpoints.get(name)
         if ep is not None:
-            await self.leave(c, ep, False)
+            await self.leave(c, ep)
             await self.release_global(c, [ep])
         async with self.lock:
             with self.store.transaction():

@@ -47,6 +47,7 @@ from tether.events import (
     EndpointLeft,
     EventBus,
     SandboxReady,
+    SandboxRemoving,
 )
 from tether.model import Container, Endpoint, EndpointConfig, Network
 from tether.netmodes import is_container, is_host, is_none, own_endpoints
@@ -316,6 +317,11 @@ class Lifecycle:
         if c.endpoints or (
             c.sandbox_key and c.sandbox_key.startswith(self.endpoints.sandboxes.dir)
         ):
+            # Before anything is deleted: the embedded DNS drops the names and closes its
+            # sockets in the sandbox (they would keep the namespace, and its interfaces,
+            # alive after the file is gone).  This is also the undo of SandboxReady for a
+            # start that fails later: its undo step is this teardown.
+            self.events.publish(SandboxRemoving(c))
             try:
                 await self.endpoints.destroy_sandbox(c)
             except Exception as exc:  # the reconciler removes what is left
