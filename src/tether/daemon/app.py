@@ -199,6 +199,7 @@ class Daemon:
             self.events,
             self._network_containers,
             self.cluster,
+            in_use=lambda net: self.containers.has_endpoint_on(net),
         )
         self.networks.load()
         self.ipam.load(list(self.networks.by_id.values()))

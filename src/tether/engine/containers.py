@@ -180,6 +180,13 @@ class Containers:
                 }
         return out
 
+    def has_endpoint_on(self, net: Network) -> bool:
+        """Whether any container holds an endpoint on `net`, running or not yet: a start
+        records its endpoints (under the daemon's lock) before its process runs."""
+        return any(
+            ep.network_id == net.id for c in self.by_id.values() for ep in c.endpoints.values()
+        )
+
     def inspect(
         self, c: Container, ports: dict[str, Any] | None = None, exec_ids: list[str] | None = None
     ) -> dict[str, Any]:

@@ -96,6 +96,8 @@ class Lifecycle:
     async def start(self, term: str) -> Container:
         c = self.containers.find(term)
         async with self.containers.lock(c):
+            if c.id not in self.containers.by_id:  # removed while this start waited
+                raise NotFound(f"No such container: {term}")
             if c.state.running:
                 raise NotModified("container already started")
             if c.state.status == "removing":
@@ -170,6 +172,10 @@ class Lifecycle:
                         )
                 with self.containers.store.transaction():
                     for name, cfg, net in plan:
+                        if self.endpoints.network_of(net.id) is None:
+                            # Removed since the plan was made, before this start held the
+                            # lock; `network rm` sees endpoints only once they are recorded.
+                            raise NotFound(f"network {name} not found")
                         c.endpoints[name] = claimed.get(name) or self.endpoints.allocate(
                             c, net, cfg, taken, ifnames[name]
                         )
@@ -384,7 +390,10 @@ class Lifecycle:
             and c.state.status != "removing"
             and c.id in self.containers.by_id
         ):
-            await self._remove(c)
+            try:
+                await self._remove(c)
+            except Conflict:  # started again meanwhile: it stays
+                pass
 
     # -- stop, kill, restart, remove, wait -------------------------------------------------
 
@@ -429,30 +438,38 @@ class Lifecycle:
         return c
 
     async def remove(self, term: str, force: bool) -> None:
-        c = self.containers.find(term)
-        if c.state.running:
-            if not force:
-                raise Conflict(
-                    f"You cannot remove a running container {c.id}. Stop the container before "
-                    "attempting removal or force remove"
-                )
-            c.state.status = "removing"
-            run = self.supervisor.run_of(c)
-            if run is not None:
-                self.supervisor.signal(c, signal.SIGKILL)
-                c.state.status = "running"  # let _finish record the exit
-                c.host_config["AutoRemove"] = False
-                await run.finished.wait()
-        await self._remove(c)
+        await self._remove(self.containers.find(term), force)
 
-    async def _remove(self, c: Container) -> None:
-        async with self.containers.lock(c):
-            if c.id not in self.containers.by_id:
-                return
-            c.state.status = "removing"
-            await self._teardown(c)
-            shutil.rmtree(self.containers.cdir(c), ignore_errors=True)
-            self.containers.forget(c)
+    async def _remove(self, c: Container, force: bool = False) -> None:
+        """Remove a container; a running one is refused, or with `force` killed first.
+
+        Whether it runs is decided under the container's lock, where a start that got the
+        lock first has made it running: checked before waiting, a remove would tear the
+        sandbox from under a container that goes on running, forgotten.
+        """
+        while True:
+            async with self.containers.lock(c):
+                if c.id not in self.containers.by_id:
+                    return
+                run = self.supervisor.run_of(c) if c.state.running else None
+                if c.state.running and not force:
+                    raise Conflict(
+                        f"You cannot remove a running container {c.id}. Stop the container "
+                        "before attempting removal or force remove"
+                    )
+                if run is None:
+                    if c.state.running:  # nothing watches it: kill it by its pid, if still it
+                        self.supervisor.signal(c, signal.SIGKILL)
+                    c.state.status = "removing"
+                    await self._teardown(c)
+                    shutil.rmtree(self.containers.cdir(c), ignore_errors=True)
+                    self.containers.forget(c)
+                    break
+                # Killed here, removed by this call (not by --rm's auto-remove).
+                c.host_config["AutoRemove"] = False
+                self.supervisor.signal(c, signal.SIGKILL)
+            # _finish records the exit under the lock: wait for it outside, then look again.
+            await run.finished.wait()
         log.info("container removed name=%s id=%s", c.name, c.short_id)
         self.events.publish(ContainerDestroyed(c))
         self._resolve_waiters(c, ("not-running", "next-exit", "removed"), c.state.exit_code)

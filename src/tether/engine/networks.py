@@ -55,6 +55,7 @@ class Networks:
         events: EventBus,
         containers_of: Callable[[Network], dict[str, Any]],
         cluster: ClusterStore | None = None,
+        in_use: Callable[[Network], bool] | None = None,
     ) -> None:
         self.store = store
         self.ipam = ipam
@@ -66,6 +67,9 @@ class Networks:
         self.by_id: dict[str, Network] = {}
         # Endpoints per network (the container side knows them): inspect, rm and prune.
         self.containers_of = containers_of
+        # Whether any container holds an endpoint on a network (rm and prune): also one
+        # that is still starting, whose endpoints exist before its process runs.
+        self.in_use = in_use or (lambda net: bool(containers_of(net)))
         # The cluster store (global networks), or None: a single host.
         self.cluster = cluster
 
@@ -301,7 +305,7 @@ class Networks:
     async def _remove(self, net: Network) -> None:
         if net.predefined:
             raise Forbidden(f"{net.name} is a pre-defined network and cannot be removed")
-        if self.containers_of(net):
+        if self.in_use(net):
             raise Forbidden(
                 f"error while removing network: network {net.name} id {net.id} has active endpoints"
             )
@@ -326,7 +330,7 @@ class Networks:
         deleted: list[str] = []
         async with self.lock:
             for net in list(self.by_id.values()):
-                if net.predefined or self.containers_of(net):
+                if net.predefined or self.in_use(net):
                     continue
                 if "label" in filters and not flt.label_match(filters["label"], net.labels):
                     continue
