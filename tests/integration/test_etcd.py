@@ -337,6 +337,32 @@ def test_member_cut_off_from_its_peers_is_left_behind(cluster: Cluster) -> None:
     cluster.arun(main, timeout=60)
 
 
+def test_create_through_a_member_that_hangs_mid_request(cluster: Cluster) -> None:
+    """A compare-and-set create sent to a member that then hangs: the client cannot know
+    whether it was applied, reads back, creates through another member, and the hung
+    member's late copy, applied when it resumes, fails its compare: one allocation, ours."""
+
+    async def main() -> None:
+        async with EtcdClient(cluster.endpoints_from(0), prefix="hang/", attempt_timeout=0.5) as c:
+            await c.put("warm", "1")
+            await asyncio.to_thread(cluster.pause_member, 0)
+            t0 = time.monotonic()
+            assert await c.create("ip/10.0.0.5", "endpoint-1")
+            assert time.monotonic() - t0 < 4
+            kv = await c.get("ip/10.0.0.5")
+            assert kv is not None and kv.value == b"endpoint-1" and kv.version == 1
+            await asyncio.to_thread(cluster.resume_member, 0)
+            await asyncio.to_thread(cluster.wait_healthy)
+            await asyncio.sleep(0.3)  # the resumed member handles what it had queued
+            after = await c.get("ip/10.0.0.5")
+            assert after == kv  # the late copy changed nothing
+            # Someone else's allocation is reported as such.
+            assert not await c.create("ip/10.0.0.5", "endpoint-2")
+            await c.delete_prefix("")
+
+    cluster.arun(main, timeout=60)
+
+
 def test_all_members_down_fails_promptly_naming_the_store(cluster: Cluster) -> None:
     """With every member killed, each call fails within 3 s with StoreUnavailable naming the
     store; a watch and a keepalive wait, and catch up when the store returns."""

@@ -662,9 +662,32 @@ class EtcdClient:
         return TxnResult(bool(data.get("succeeded")), _revision(data), results)
 
     async def create(self, key: str, value: bytes | str, *, lease: int = 0) -> bool:
-        """Write key only if it does not exist (compare-and-set allocation)."""
-        r = await self.txn([Compare.absent(key)], [Op.put(key, value, lease)])
-        return r.succeeded
+        """Write key only if it does not exist (compare-and-set allocation): True if this
+        call created it.
+
+        When a member fails after the request was sent, the outcome is read back rather
+        than guessed: the key holding exactly `value` (on `lease`) means it was created,
+        another value means someone else has it, and no key means the create is sent again
+        (a late copy of the first one can then only fail its compare).  So give values no
+        other writer would (the owner's id): a failover then neither loses an allocation
+        nor reports a false conflict."""
+        want = _bytes(value)
+        for _ in range(3):
+            try:
+                r = await self.txn([Compare.absent(key)], [Op.put(key, want, lease)])
+            except StoreUnavailable as exc:
+                if not exc.outcome_unknown:
+                    raise
+                kv = await self.get(key)
+                if kv is None:
+                    continue
+                return kv.value == want and kv.lease == lease
+            return r.succeeded
+        raise StoreUnavailable(
+            f"cluster store {self.store} unreachable: creating {self.prefix}{key} kept failing "
+            "(the request may have been applied)",
+            outcome_unknown=True,
+        )
 
     async def replace(
         self, key: str, value: bytes | str, mod_revision: int, *, lease: int = 0
