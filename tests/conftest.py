@@ -7,6 +7,7 @@ in the controlling process, after every test (and every xdist worker) is done.
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from cluster import ETCD_MARKER, live_etcd_processes
 from nshost import NamespaceHost, namespace_host
 
 
@@ -35,6 +37,8 @@ def _snapshot() -> dict[str, set[str]]:
         "nft tables": lines("nft list tables 2>/dev/null"),
         "mounts": mounts,
         "processes": _live_tether_processes(),
+        "etcd processes": {f"{pid} {cmd}" for pid, cmd in live_etcd_processes().items()},
+        "etcd data dirs": set(glob.glob(f"/dev/shm/{ETCD_MARKER}*")),
     }
 
 
@@ -99,7 +103,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
     elif reporter is not None:
         reporter.write_line(
-            "leak check: no netns, links, nft tables, mounts or processes left behind"
+            "leak check: no netns, links, nft tables, mounts, processes or etcd members left behind"
         )
 
 
