@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import signal
+import sqlite3
 import threading
 import time
 
 import pytest
 
-from nshost import NamespaceHost
+from nshost import NamespaceHost, sh
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +35,6 @@ def test_containers_outlive_the_daemon_and_are_adopted(bhost: NamespaceHost) -> 
     client_ns = h.api.get("/containers/client/json")["NetworkSettings"]["SandboxKey"]
     h.kill()  # kill -9: no goodbye
     # Still serving with no daemon at all.
-    from nshost import sh
-
     r = sh(f"nsenter --net={client_ns} timeout 3 busybox wget -qO- http://{ip}/", check=False)
     assert "hello-" in r.stdout, r
     time.sleep(1.5)  # `short` exits while nobody watches
@@ -145,3 +147,48 @@ def audit(h: NamespaceHost) -> None:
             assert h.cli("exec", "probe", "ping", "-c1", "-W2", ip).returncode == 0, (
                 f"{name} at {ip}"
             )
+
+
+def test_a_container_whose_shim_died_is_adopted_in_full(bhost: NamespaceHost) -> None:
+    """Its shim killed while tetherd was down: the container runs on, and the restarted
+    daemon adopts it as any other (its names, its DNS, its published ports), and remembers
+    that it has no shim."""
+    h = bhost
+    h.ok("network", "create", "--subnet", "10.52.0.0/24", "n")
+    h.ok("run", "-d", "--name", "web", "--network", "n", "-p", "8085:80", "busybox", *WEB)
+    h.ok("run", "-d", "--name", "client", "--network", "n", "busybox", "sleep", "600")
+    ip = h.ip_of("web", "n")
+    pid = h.api.get("/containers/web/json")["State"]["Pid"]
+    with open(f"/proc/{pid}/stat") as f:
+        shim = int(f.read().rsplit(")", 1)[1].split()[1])
+    h.kill()
+    os.kill(shim, signal.SIGKILL)
+    h.start()
+    info = h.api.get("/containers/web/json")
+    assert info["State"]["Running"] and info["State"]["Pid"] == pid
+    # Its name answers (SERVFAIL or NXDOMAIN before), and its own lookups are answered.
+    assert ip in h.ok("exec", "client", "nslookup", "web")
+    assert h.ip_of("client", "n") in h.ok("exec", "web", "nslookup", "client")
+    # Its published port: by kernel NAT on IPv4, relayed on IPv6, held against others.
+    hello = f"hello-{info['Id'][:12]}"
+    for url in ("http://127.0.0.1:8085/", "http://[::1]:8085/"):
+        r = h.sh(f"timeout 3 busybox wget -qO- {url}", check=False)
+        assert r.stdout.startswith(hello), (url, r.stderr)
+    r = h.cli("run", "-d", "--name", "thief", "-p", "8085:80", "busybox", "sleep", "600")
+    assert r.returncode != 0 and "port is already allocated" in r.stderr, r.stderr
+    # The store says there is no shim: a later restart does not look for one by its old pid.
+    db = sqlite3.connect(f"file:{os.path.join(h.root, 'tether.db')}?mode=ro", uri=True)
+    try:
+        (doc,) = db.execute("SELECT data FROM objects WHERE kind='container' AND name='web'")
+    finally:
+        db.close()
+    assert json.loads(doc[0])["state"]["shim_pid"] == 0
+    h.restart()
+    assert h.api.get("/containers/web/json")["State"]["Running"]
+    assert ip in h.ok("exec", "client", "nslookup", "web")
+    # It is fully managed: stop reports the SIGKILL its pid 1 gets (sleep ignores TERM).
+    h.ok("stop", "-t", "1", "web")
+    assert h.api.get("/containers/web/json")["State"]["ExitCode"] == 137
+    # Gone, or a zombie for init to reap (its parent, since the shim died).
+    state = sh(f"cat /proc/{pid}/stat", check=False).stdout.rsplit(")", 1)[-1].split()[:1]
+    assert state in ([], ["Z"]), state

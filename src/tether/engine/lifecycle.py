@@ -362,8 +362,10 @@ class Lifecycle:
             run = self.supervisor.run_of(c) or Run()
             status = self.supervisor.exit_status(c, run)
             if status is False:
-                # The shim is gone but the container runs on: wait for the container itself.
+                # The shim is gone but the container runs on: wait for the container itself,
+                # and remember there is no shim (its old pid may be anyone's after a restart).
                 c.state.shim_pid = 0
+                self.containers.save(c)
                 self.supervisor.watch(c, c.state.pid)
                 return
             if isinstance(status, int) and not isinstance(status, bool):
@@ -584,15 +586,13 @@ class Lifecycle:
             shim_pid = shims.pop(c.id, 0)
             if c.state.running:
                 if c.state.shim_pid and c.state.shim_pid == shim_pid:
-                    self.supervisor.watch(c)
-                    await self.endpoints.repair(c)
-                    if self.publisher is not None:
-                        self.publisher.restore(c)
-                        await self.publisher.wire_proxies(c)
-                    log.info(
-                        "container adopted name=%s id=%s pid=%d", c.name, c.short_id, c.state.pid
-                    )
-                    self.events.publish(ContainerStarted(c, adopted=True))
+                    await self._adopt(c, "adopted")
+                    continue
+                if not shim_pid and self.supervisor.runs_on(c):
+                    # Its shim died (while tetherd was away, or before): the container runs
+                    # on without one, and is watched by its own pid from now on.
+                    c.state.shim_pid = 0
+                    await self._adopt(c, "adopted without its tether-shim")
                     continue
                 self.supervisor.runs[c.id] = Run()
                 await self._finish(c.id)
@@ -604,20 +604,8 @@ class Lifecycle:
             child = first_child(shim_pid) if shim_pid else 0
             if child and (c.endpoints or c.sandbox_key or is_host(c.network_mode)):
                 c.state = running_state(child, shim_pid)
-                self.supervisor.watch(c)
-                await self.endpoints.repair(c)
-                if self.publisher is not None:
-                    # The crash came before the ports were recorded with the container.
-                    self.publisher.unpublish(c)
-                    await self._publish(c)
-                self.containers.save(c)
-                log.info(
-                    "container start completed after restart name=%s id=%s pid=%d",
-                    c.name,
-                    c.short_id,
-                    child,
-                )
-                self.events.publish(ContainerStarted(c, adopted=True))
+                # The crash came before the ports were recorded with the container.
+                await self._adopt(c, "start completed after restart", republish=True)
                 continue
             if shim_pid:
                 kill_shim_tree(shim_pid)
@@ -629,6 +617,24 @@ class Lifecycle:
             kill_shim_tree(pid)
         if self.publisher is not None:
             self.publisher.restored()  # the port relay lets go of ports no one has now
+
+    async def _adopt(self, c: Container, how: str, republish: bool = False) -> None:
+        """Take a container that runs on into this daemon's care, as a start leaves one:
+        watched (its shim, or its own pid without one), its endpoints repaired, its published
+        ports held and wired (`republish`: allocated again), its state saved, and then
+        ContainerStarted, which gives it its names and DNS sockets again."""
+        self.supervisor.watch(c, None if c.state.shim_pid else c.state.pid)
+        await self.endpoints.repair(c)
+        if self.publisher is not None:
+            if republish:
+                self.publisher.unpublish(c)
+                await self._publish(c)
+            else:
+                self.publisher.restore(c)
+                await self.publisher.wire_proxies(c)
+        self.containers.save(c)
+        log.info("container %s name=%s id=%s pid=%d", how, c.name, c.short_id, c.state.pid)
+        self.events.publish(ContainerStarted(c, adopted=True))
 
     def reap_orphans(self) -> int:
         """Zombies re-parented to tetherd that no container's exit path waits for."""

@@ -137,6 +137,12 @@ class Supervisor:
             return 128 + signal.SIGKILL
         return None
 
+    def runs_on(self, c: Container) -> bool:
+        """Whether the container's own pid 1 is still alive (told from a later process with
+        the same pid by its start time)."""
+        pid, start = c.state.pid, c.state.pid_start
+        return bool(pid and start and proc_start_time(pid) == start and alive(pid))
+
     def forget(self, c: Container) -> Run:
         """Stop holding the container's pidfds (it ended); returns its Run for waiters."""
         run = self.runs.pop(c.id, None) or Run()
