@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -19,8 +21,9 @@ from collections.abc import Iterator
 import pytest
 
 from nshost import NamespaceHost, busybox_tar, namespace_host
-from tether.firewall.relayctl import relay_pids
-from tether.runtime import cgroups
+from tether.engine.supervisor import proc_start_time
+from tether.firewall.relayctl import RelayClient, relay_pids
+from tether.runtime import cgroups, shim
 
 pytestmark = pytest.mark.integration
 
@@ -250,6 +253,104 @@ def test_privileged_containers_open_any_device(dhost: NamespaceHost) -> None:
     )
     for arg, err in out.items():
         if arg.startswith("open:") and "node-b7" in arg:
-            assert err in (0, ENXIO), (arg, err)  # loop0 may have no backing file: the driver says so
+            assert err in (0, ENXIO), (
+                arg,
+                err,
+            )  # loop0 may have no backing file: the driver says so
         else:
             assert err == 0, (arg, err)
+
+
+# -- S5: exec's way in, the relay's socket, a user's bridge ---------------------------------
+
+
+def test_exec_enters_only_the_process_it_was_meant_for() -> None:
+    shim_path = shim.ensure_built()
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        start = proc_start_time(sleeper.pid)
+
+        def shim_exec(pid_start: int, *prefix: str) -> subprocess.CompletedProcess[str]:
+            argv = [shim_path, "exec", "--pid", str(sleeper.pid), "--pid-start", str(pid_start)]
+            return subprocess.run(
+                [*prefix, *argv, "--", "true"], capture_output=True, text=True, timeout=30
+            )
+
+        assert shim_exec(start).returncode == 0
+        # Another start time: the pid now names someone else's process; nothing is entered.
+        r = shim_exec(start + 1)
+        assert r.returncode == 126 and "has ended" in r.stderr, r
+        assert "not running" in r.stderr
+        # A pid namespace that cannot be joined (from a child pid namespace, the process's is
+        # an ancestor: EINVAL) is an error, not a reason to run the command where the shim is.
+        r = shim_exec(start, "unshare", "--pid", "--fork")
+        assert r.returncode == 126 and "join pid namespace: Invalid argument" in r.stderr, r
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_the_relay_answers_root_only(bhost: NamespaceHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    h = bhost
+    h.ok("run", "-d", "--name", "web6", "-p", "[::1]:8082:80", "busybox", "sleep", "300")
+    sock = os.path.join(h.exec_root, "relay.sock")
+    assert stat.S_IMODE(os.lstat(sock).st_mode) == 0o600
+    # Whatever way another user finds to the socket (here: its mode opened up, and the
+    # test's private directory made traversable), the relay hangs up on them.
+    os.chmod(h.dir, 0o755)
+    os.chmod(sock, 0o666)
+    ask = (
+        "import json, socket\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
+        f"s.connect({sock!r})\n"
+        "s.settimeout(5)\n"
+        "try:\n"
+        "    s.send(json.dumps({'op': 'list', 'offset': 0}).encode())\n"
+        "    print(repr(s.recv(65536)))\n"
+        "except OSError as e:\n"
+        "    print('refused', e)\n"
+    )
+    r = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable],
+        input=ask,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r
+    assert "8082" not in r.stdout, r
+    assert r.stdout.split()[0] in ("b''", "refused"), r  # hung up on, or not even connected
+    # tetherd itself still talks to it.
+    assert RelayClient(h.exec_root).held()
+    # The socket is 0600 from the moment it exists: bind happens under umask 077, whatever
+    # tetherd's own umask (the mode is seen as the chmod after the bind would find it).
+    seen: list[int] = []
+    real_chmod = os.chmod
+
+    def chmod(path: str, mode: int) -> None:
+        seen.append(stat.S_IMODE(os.lstat(path).st_mode))
+        real_chmod(path, mode)
+
+    d = tempfile.mkdtemp(prefix="tether-relay-", dir=h.dir)
+    client = RelayClient(d)
+    old = os.umask(0)
+    monkeypatch.setattr(os, "chmod", chmod)
+    try:
+        client.ensure()
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+        client.quit()
+    assert seen and seen[0] & 0o077 == 0, [oct(m) for m in seen]
+
+
+def test_a_users_bridge_gets_its_route_localnet_back(bhost: NamespaceHost) -> None:
+    h = bhost
+    h.sh("ip link add usrbr0 type bridge")
+    knob = "/proc/sys/net/ipv4/conf/usrbr0/route_localnet"
+    assert h.sh(f"cat {knob}").stdout.strip() == "0"
+    h.ok("network", "create", "-o", "com.docker.network.bridge.name=usrbr0", "usrnet")
+    assert h.sh(f"cat {knob}").stdout.strip() == "1"  # for ports published on 127.0.0.1
+    h.ok("network", "rm", "usrnet")
+    assert h.sh(f"cat {knob}").stdout.strip() == "0"
+    assert "usrbr0" in h.links()  # the user's bridge stays, as in Docker

@@ -21,7 +21,7 @@ from tether.drivers.base import Capabilities, FirewallFacts, NetworkDriver, Sand
 from tether.errors import Forbidden, InvalidParameter, SystemFailure
 from tether.kernel.rtdump import LinkInfo
 from tether.kernel.rtnl import Rtnl
-from tether.kernel.sysctl import set_sysctl
+from tether.kernel.sysctl import get_sysctl, set_sysctl
 from tether.model import Endpoint, Network
 from tether.options import OPT_MTU, parse_go_bool, parse_mtu
 
@@ -53,6 +53,8 @@ class BridgeState:
     mtu: int = 0
     icc: bool = True
     masquerade: bool = True
+    # A user's bridge: its route_localnet before tether set it, put back by `network rm`.
+    route_localnet_was: str | None = None
 
     @classmethod
     def of(cls, net: Network) -> BridgeState:
@@ -123,7 +125,14 @@ class BridgeDriver(NetworkDriver):
                 f"cannot create network {net.id} ({st.bridge_name}): "
                 f"bridge {st.bridge_name} belongs to another tether network"
             )
-        net.driver_state["bridge_external"] = not link.alias.startswith(ALIAS_PREFIX)
+        external = not link.alias.startswith(ALIAS_PREFIX)
+        net.driver_state["bridge_external"] = external
+        if external:
+            # ensure() turns route_localnet on (published 127.0.0.1 ports); the bridge is
+            # the user's, so what it had goes back when the network does.
+            net.driver_state["route_localnet_was"] = get_sysctl(
+                f"net/ipv4/conf/{st.bridge_name}/route_localnet"
+            )
 
     async def create(self, net: Network) -> None:
         st = BridgeState.of(net)
@@ -189,6 +198,8 @@ class BridgeDriver(NetworkDriver):
         if st.bridge_external:
             for cidr in gateway_cidrs(net):
                 await self.rtnl.del_address(link.index, cidr)
+            if st.route_localnet_was is not None:
+                set_sysctl(f"net/ipv4/conf/{st.bridge_name}/route_localnet", st.route_localnet_was)
             return
         await self.rtnl.set_link(link.index, state="down")
         await self.rtnl.set_link(link.index, ifname=TOMBSTONE_PREFIX + net.id[:12])

@@ -144,6 +144,7 @@ class Execs:
             ex.cmd,
             security,
             cgroup=cgroups.existing(c.id),
+            pid_start=c.state.pid_start,
         )
         loop = asyncio.get_running_loop()
         to_close: list[int] = [env_fd]

@@ -40,6 +40,7 @@ import resource
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 from typing import Any
@@ -338,6 +339,18 @@ class Relay:
         try:
             conn, _ = self.control.accept()
         except OSError:
+            return
+        # Only root (tetherd) gives orders: whoever else reaches the socket (its mode is
+        # 0600, but a file's mode is not the only way to a socket) is hung up on.
+        try:
+            _pid, uid, _gid = struct.unpack(
+                "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            )
+        except OSError:
+            uid = -1
+        if uid not in (0, os.geteuid()):
+            log(f"control connection from uid {uid} refused")
+            conn.close()
             return
         conn.setblocking(False)
         self.clients[conn.fileno()] = conn

@@ -123,7 +123,13 @@ class RelayClient:
             pass
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
-            listener.bind(self.path)
+            # Made 0600 by bind itself: a chmod afterwards leaves a moment in which anyone
+            # whose umask let them could connect (the relay checks who connects, too).
+            umask = os.umask(0o077)
+            try:
+                listener.bind(self.path)
+            finally:
+                os.umask(umask)
             os.chmod(self.path, 0o600)
             listener.listen(8)
             null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)

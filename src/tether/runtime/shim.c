@@ -11,8 +11,10 @@
  *                   --rootfs DIR [--overlay LOWER:UPPER:WORK | --root-tmpfs]
  *                   [--ro-bind SRC:DST]... [--symlink TARGET:DST]... [--cow-bind SRC:DST:SCRATCH]...
  *                   [--bind SRC:DST]... [--hide PATH]... [--mask PATH]... [--readonly PATH]...
- *                   [--sys-rw] [CONFINEMENT] [--cwd DIR] [--env-fd FD] -- CMD [ARG...]
- *   tether-shim exec --pid PID [CONFINEMENT] [--cwd DIR] [--env-fd FD] [--tty] -- CMD [ARG...]
+ *                   [--sys-rw] [--cgroup DIR [--all-devices]] [CONFINEMENT] [--cwd DIR]
+ *                   [--env-fd FD] -- CMD [ARG...]
+ *   tether-shim exec --pid PID [--pid-start TICKS] [--cgroup DIR] [CONFINEMENT] [--cwd DIR]
+ *                    [--env-fd FD] [--tty] -- CMD [ARG...]
  *
  *   CONFINEMENT: [--caps HEXMASK] [--no-new-privs] [--seccomp BPF_FILE [--seccomp-flags N]]
  *
@@ -108,6 +110,7 @@ struct opts {
     int all_devices;    /* --privileged: no device filter */
     char **envs; /* NULL-terminated, from --env-fd */
     pid_t pid;
+    unsigned long long pid_start; /* exec: the start time of pid (field 22 of its stat) */
     int tty;
     char **argv;
     /* confinement */
@@ -889,22 +892,45 @@ static int cmd_exec(struct opts *o) {
     static const int flags[] = {CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWNS};
     int fds[5];
     char path[64];
+    /* The container's pid 1 is named by its pid, which the kernel hands to another process
+     * once it has ended.  A descriptor of /proc/PID stays with the process it was opened for
+     * (lookups under it fail once that one is gone, whoever gets the number next), so the
+     * start time read through it tells whether it is still the container's (--pid-start:
+     * field 22 of its stat, as tetherd recorded it), and the namespaces and root are then
+     * opened through the same descriptor. */
+    snprintf(path, sizeof path, "/proc/%d", (int)o->pid);
+    int proc = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (proc < 0) fail(126, "container process %d: %s", (int)o->pid, strerror(errno));
+    if (o->pid_start) {
+        char stat[1024];
+        unsigned long long start = 0;
+        int fd = openat(proc, "stat", O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, stat, sizeof stat - 1) : -1;
+        if (fd >= 0) close(fd);
+        char *p = n > 0 ? (stat[n] = 0, strrchr(stat, ')')) : NULL;
+        for (int field = 2; p && field < 22; field++) p = strchr(p + 1, ' ');
+        if (p) start = strtoull(p + 1, NULL, 10);
+        if (start != o->pid_start)
+            fail(126, "container process %d has ended (the pid now belongs to another process): the container is not running", (int)o->pid);
+    }
     for (int i = 0; i < 5; i++) {
-        snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)o->pid, kinds[i]);
-        fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+        snprintf(path, sizeof path, "ns/%s", kinds[i]);
+        fds[i] = openat(proc, path, O_RDONLY | O_CLOEXEC);
         if (fds[i] < 0) fail(126, "container process %d: %s", (int)o->pid, strerror(errno));
     }
-    snprintf(path, sizeof path, "/proc/%d/root", (int)o->pid);
-    int root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int root = openat(proc, "root", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root < 0) fail(126, "container root: %s", strerror(errno));
+    close(proc);
     /* Into the container's cgroup, so that its device filter applies to the exec too. */
     if (o->cgroup) {
         const char *bad = join_cgroup(o->cgroup);
         if (bad) fail(126, "%s", bad);
     }
     for (int i = 0; i < 5; i++) {
-        /* The network namespace of a --network host container is the daemon's own. */
-        if (setns(fds[i], flags[i]) != 0 && errno != EINVAL)
+        /* The network namespace of a --network host container is the daemon's own, which may
+         * refuse a join with EINVAL; nothing excuses a failed join of any other namespace, or
+         * the exec would run in the host's. */
+        if (setns(fds[i], flags[i]) != 0 && !(errno == EINVAL && flags[i] == CLONE_NEWNET))
             fail(126, "join %s namespace: %s", kinds[i], strerror(errno));
         close(fds[i]);
     }
@@ -985,6 +1011,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--cwd") == 0) o.cwd = v;
         else if (strcmp(a, "--cgroup") == 0) o.cgroup = v;
         else if (strcmp(a, "--pid") == 0) o.pid = (pid_t)atoi(v);
+        else if (strcmp(a, "--pid-start") == 0) o.pid_start = strtoull(v, NULL, 10);
         else if (strcmp(a, "--env-fd") == 0) env_fd = atoi(v);
         else if (strcmp(a, "--caps") == 0) { o.caps = strtoull(v, NULL, 16); o.have_caps = 1; }
         else if (strcmp(a, "--seccomp") == 0) o.seccomp_path = v;

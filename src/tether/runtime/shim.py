@@ -230,12 +230,17 @@ def exec_command(
     argv: list[str],
     security: Security | None = None,
     cgroup: str | None = None,
+    pid_start: int = 0,
 ) -> tuple[list[str], int]:
     """tether-shim exec's argv and the descriptor holding `env` (see env_fd): the caller adds
     spawn_env_action(fd) to the spawn's file actions and closes fd afterwards.  `cgroup`: the
-    container's, which the exec joins (its device rules apply to the exec too)."""
+    container's, which the exec joins (its device rules apply to the exec too).  `pid_start`:
+    the start time of `pid` as recorded when the container started; the shim refuses to enter
+    a process whose start time differs (the container ended and its pid was reused)."""
     fd = env_fd(env)
     out = [shim, "exec", "--pid", str(pid), "--cwd", cwd or "/", "--env-fd", str(fd)]
+    if pid_start:
+        out += ["--pid-start", str(pid_start)]
     if cgroup:
         out += ["--cgroup", cgroup]
     if security is not None:
