@@ -72,7 +72,11 @@ class ClusterStore:
         self.opts = opts
         self.local = local  # the node's own SQLite: its lease id survives restarts
         self.events = events
-        tls = TLSFiles(ca=opts.cacert or None, cert=opts.cert, key=opts.key) if opts.cert else None
+        tls = (
+            TLSFiles(cafile=opts.cacert or None, certfile=opts.cert, keyfile=opts.key)
+            if opts.cert
+            else None
+        )
         self.client = EtcdClient(opts.store, prefix=opts.prefix + "/", tls=tls)
         self.store_name = self.client.store
         self.node = NodeInfo(
@@ -234,7 +238,7 @@ class ClusterStore:
         for kv in listing.kvs:
             kind, first, second = keys.split(kv.key)
             try:
-                data = json.loads(kv.value) if kv.value and kind != "claims" else None
+                data: Any = json.loads(kv.value) if kv.value and kind != "claims" else None
             except ValueError:
                 log.warning("cluster store: key %s holds no JSON; ignored", kv.key)
                 continue
@@ -302,7 +306,9 @@ class ClusterStore:
             kind, first, second = keys.split(ev.key)
             put = ev.type == "put"
             try:
-                data = json.loads(ev.kv.value) if put and ev.kv.value and kind != "claims" else None
+                data: Any = (
+                    json.loads(ev.kv.value) if put and ev.kv.value and kind != "claims" else None
+                )
             except ValueError:
                 continue
             if kind == "nodes":

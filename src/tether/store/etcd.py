@@ -263,10 +263,18 @@ class Compare:
     target: CompareTarget
     op: CompareOp
     operand: int | bytes
+    # The condition holds for every key under `key` (etcd >= 3.3 range compares); an empty
+    # range compares as one absent key, so `version = 0` over a prefix means "no key".
+    prefix: bool = False
 
     @classmethod
     def version(cls, key: str, op: CompareOp, n: int) -> Compare:
         return cls(key, "version", op, n)
+
+    @classmethod
+    def prefix_absent(cls, prefix: str) -> Compare:
+        """No key exists under `prefix`."""
+        return cls(prefix, "version", "=", 0, prefix=True)
 
     @classmethod
     def create_revision(cls, key: str, op: CompareOp, n: int) -> Compare:
@@ -713,6 +721,8 @@ class EtcdClient:
             "result": _RESULTS[c.op],
             "target": _TARGETS[c.target],
         }
+        if c.prefix:
+            d["range_end"] = self._range_end(c.key)
         if c.target == "value":
             d["value"] = _b64(c.operand if isinstance(c.operand, bytes) else b"")
         else:
