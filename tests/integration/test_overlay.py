@@ -9,14 +9,13 @@ nodes by address and by name, isolation, the FDB and neighbour entries tether pr
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from cluster import Cluster
-from nshost import NamespaceHost, sh
+from nshost import NamespaceHost
 
 pytestmark = pytest.mark.integration
 
@@ -31,12 +30,12 @@ class Nodes:
         self.cluster = cluster
         self.hosts = hosts
 
-    def keys(self) -> list[str]:
+    def etcd_keys(self) -> list[str]:
         return self.cluster.keys(PREFIX + "/")
 
     def state_keys(self) -> list[str]:
         """Keys that are not node registrations (those live on leases)."""
-        return [k for k in self.keys() if not k.startswith(f"{PREFIX}/nodes/")]
+        return [k for k in self.etcd_keys() if not k.startswith(f"{PREFIX}/nodes/")]
 
 
 def start_node(cluster: Cluster, i: int, extra: list[str] | None = None) -> NamespaceHost:
@@ -98,7 +97,7 @@ def reach(h: NamespaceHost, client: str, target: str) -> bool:
 def test_overlay_across_three_nodes(host: NamespaceHost) -> None:
     del host  # (a plain namespace-host fixture keeps the suite's per-test layout)
     with three_nodes() as c:
-        a, b, d = c.hosts
+        a, b, _ = c.hosts
         nodes = a.ok("node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.Address}}")
         assert sorted(nodes.split("\n")[:-1]) == [
             "node1 Ready 10.99.0.11",
@@ -188,5 +187,5 @@ def test_concurrent_runs_on_three_nodes_never_share_an_address(host: NamespaceHo
             for n in range(20):
                 addrs.append(h.ip_of(f"c{k}-{n}", "busy"))
         assert len(addrs) == 60 and len(set(addrs)) == 60
-        keys = [k for k in c.keys() if "/ipam/" in k]
+        keys = [k for k in c.etcd_keys() if "/ipam/" in k]
         assert len(keys) == 60 + 1  # the endpoints and the gateway
