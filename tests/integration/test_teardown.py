@@ -9,6 +9,7 @@ container given that address (same address, same MAC) cannot bring its own port 
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -98,3 +99,35 @@ def test_restart_on_macvlan_always_succeeds(bhost: NamespaceHost) -> None:
     mac = h.api.get("/containers/web/json")["NetworkSettings"]["Networks"]["lan-net"]["MacAddress"]
     assert lan_arp(lan, ip) == mac
     assert ip in h.ok("exec", "probe", "nslookup", "web")
+
+
+def test_a_connect_that_fails_half_way_is_taken_back(bhost: NamespaceHost) -> None:
+    h = bhost
+    h.ok("network", "create", "--subnet", "10.65.0.0/24", "one")
+    h.ok("network", "create", "--subnet", "10.66.0.0/24", "two")
+    h.ok("run", "-d", "--name", "cc", "--network", "one", "busybox", "sleep", "600")
+    cid = h.api.get("/containers/cc/json")["Id"]
+    # The container's /etc/hosts cannot be rewritten (the endpoint is made first, the files
+    # after it): a directory where the file was.
+    hosts = os.path.join(h.root, "containers", cid, "hosts")
+    os.rename(hosts, hosts + ".away")
+    os.mkdir(hosts)
+    try:
+        r = h.cli("network", "connect", "two", "cc")
+    finally:
+        os.rmdir(hosts)
+        os.rename(hosts + ".away", hosts)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    # Nothing of the half-made endpoint is left: not in inspect, not in the kernel, not in
+    # the store; the network can go.
+    nets = h.api.get("/containers/cc/json")["NetworkSettings"]["Networks"]
+    assert list(nets) == ["one"]
+    assert h.in_sandbox("cc", "ip -o link show eth1", check=False).returncode != 0
+    two = h.inspect_network("two")["Id"]
+    assert [a for a in h.allocations() if a[0] == two and a[2] != "gateway"] == []
+    assert len(h.veths()) == 1
+    h.ok("network", "rm", "two")
+    # ...and a connect that works still does.
+    h.ok("network", "create", "--subnet", "10.67.0.0/24", "three")
+    h.ok("network", "connect", "three", "cc")
+    assert "10.67.0.2" in h.ok("exec", "cc", "cat", "/etc/hosts")

@@ -536,10 +536,20 @@ class Lifecycle:
                 c.networks[net.name] = cfg
                 self.containers.save(c)
                 return
-            ep = await self.endpoints.connect(c, net, cfg)
-            self._write_files(c)
-            await self._retarget_ports(c)
-            self.containers.save(c)
+            async with Undo() as undo:
+                ep = await self.endpoints.connect(c, net, cfg)
+
+                async def unconnect() -> None:
+                    await self.endpoints.disconnect(c, net.name)
+                    await self._retarget_ports(c)
+                    self._write_files(c)
+
+                # The files and the ports follow the endpoint; if they cannot, the endpoint
+                # goes too: a connect is all or nothing, as a start is.
+                undo.push(unconnect, "connected endpoint")
+                self._write_files(c)
+                await self._retarget_ports(c)
+                self.containers.save(c)
         log.info(
             "container connected name=%s network=%s address=%s",
             c.name,
@@ -565,12 +575,14 @@ class Lifecycle:
             if name not in c.networks:
                 raise Forbidden(f"container {c.id} is not connected to network {name}")
             ep = await self.endpoints.disconnect(c, name)
+            log.info("container disconnected name=%s network=%s", c.name, name)
+            # Published as soon as the endpoint is gone, so its name goes with it even if
+            # the files below cannot be rewritten.
+            self.events.publish(EndpointLeft(c, net, ep))
             if c.state.running and c.sandbox_key:
                 self._write_files(c)
                 await self._retarget_ports(c)
                 self.containers.save(c)
-        log.info("container disconnected name=%s network=%s", c.name, name)
-        self.events.publish(EndpointLeft(c, net, ep))
 
     # -- restore after a daemon restart ------------------------------------------------------
 
