@@ -8,20 +8,26 @@ sysctl left on a user's bridge, and the shim's leaks and limits.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from nshost import NamespaceHost, busybox_tar, namespace_host
-from tether.engine.supervisor import proc_start_time
+from tether.engine.execs import Exec, Execs
+from tether.engine.supervisor import Supervisor, first_child, proc_start_time
 from tether.firewall.relayctl import RelayClient, relay_pids
 from tether.runtime import cgroups, shim
 
@@ -354,3 +360,157 @@ def test_a_users_bridge_gets_its_route_localnet_back(bhost: NamespaceHost) -> No
     h.ok("network", "rm", "usrnet")
     assert h.sh(f"cat {knob}").stdout.strip() == "0"
     assert "usrbr0" in h.links()  # the user's bridge stays, as in Docker
+
+
+# -- B7, B11: nothing tetherd starts is left running unwatched or unreaped ------------------
+
+
+def process_state(pid: int) -> str:
+    """'' once the process is gone (reaped), else its state letter (Z: a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return ""
+    return data[data.rindex(b")") + 2 :].split()[0].decode()
+
+
+async def until(check: Callable[[], bool], seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return check()
+
+
+def hanging_spec(d: str) -> shim.RunSpec:
+    """A container whose start never completes: its network namespace "file" is a FIFO,
+    whose open blocks until a writer comes (none does)."""
+    fifo = os.path.join(d, "netns")
+    os.mkfifo(fifo)
+    os.makedirs(os.path.join(d, "rootfs"))
+    return shim.RunSpec(
+        log=os.path.join(d, "log"),
+        exit_file=os.path.join(d, "exit"),
+        netns=fifo,
+        hostname=None,
+        rootfs=os.path.join(d, "rootfs"),
+        overlay=None,
+        binds=[],
+        cwd="/",
+        env=[],
+        argv=["true"],
+        security=shim.Security(all_devices=True),
+    )
+
+
+@pytest.mark.parametrize("how", ["cancelled", "timed out"])
+def test_a_start_cut_short_leaves_no_shim(
+    how: str, tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shim_path = shim.ensure_built()
+    spec = hanging_spec(str(tmp_path))
+    monkeypatch.setattr(shim, "START_TIMEOUT", 1.0)
+
+    async def main() -> tuple[int, int]:
+        task = asyncio.create_task(shim.start(shim_path, spec))
+        marker = spec.exit_file.encode()
+        found: list[int] = []
+
+        def spawned() -> bool:
+            found[:] = [p for p in pids_of_child_processes() if marker in cmdline(p)]
+            return bool(found) and first_child(found[0]) != 0
+
+        assert await until(spawned)
+        shim_pid = found[0]
+        child = first_child(shim_pid)  # the container's pid 1, blocked in open()
+        if how == "cancelled":
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:
+            with pytest.raises(shim.StartError, match="did not answer in 1 s"):
+                await task
+        # Killed, and reaped by the loop (no zombie left for tetherd): both processes.
+        assert await until(lambda: process_state(shim_pid) == "" and process_state(child) in "Z")
+        return shim_pid, child
+
+    try:
+        shim_pid, child = asyncio.run(main())
+    finally:  # should the fix fail: nothing of this test may outlive it
+        for pid in os.listdir("/proc"):
+            if pid.isdigit() and spec.exit_file.encode() in cmdline(int(pid)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+    assert process_state(shim_pid) == ""
+    assert process_state(child) in ("", "Z")  # a zombie of init's, which reaps it
+
+
+def pids_of_child_processes() -> list[int]:
+    with open(f"/proc/self/task/{os.getpid()}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+class OneContainer:
+    """The engine's container registry reduced to one running container (Execs' view)."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        pid = int(info["State"]["Pid"])
+        self.c = SimpleNamespace(
+            id=info["Id"],
+            host_config={},
+            config={},
+            state=SimpleNamespace(running=True, pid=pid, pid_start=proc_start_time(pid)),
+        )
+        self.confiner = SimpleNamespace(shim_security=lambda hc, privileged: shim.Security())
+
+    def find(self, term: str) -> SimpleNamespace:
+        return self.c
+
+
+def test_an_exec_cancelled_mid_run_is_reaped(bhost: NamespaceHost, tmp_path: Any) -> None:
+    h = bhost
+    h.ok("run", "-d", "--name", "execd", "busybox", "sleep", "300")
+    registry = OneContainer(h.api.get("/containers/execd/json"))
+
+    async def main() -> Exec:
+        supervisor = Supervisor(str(tmp_path), lambda cid: asyncio.sleep(0))
+        execs = Execs(registry, supervisor)  # type: ignore[arg-type]
+        ex = Exec(
+            id="e1",
+            container_id=registry.c.id,
+            cmd=["sleep", "1.5"],
+            env=[],
+            workdir="/",
+            tty=False,
+            attach_stdin=False,
+            attach_stdout=True,
+            attach_stderr=True,
+        )
+
+        async def write(data: bytes) -> None:
+            return None
+
+        task = asyncio.create_task(execs.run(ex, write, None))
+        assert await until(lambda: ex.pid != 0)
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert process_state(ex.pid) not in ("", "Z")  # it runs on, as Docker's would
+        # When it ends it is reaped (it stayed a zombie of tetherd's before) and recorded.
+        assert await until(lambda: process_state(ex.pid) == "", 10)
+        return ex
+
+    ex = asyncio.run(main())
+    assert ex.exit_code == 0 and not ex.running
+

@@ -244,12 +244,19 @@ class Execs:
         pidfd = os.pidfd_open(pid)
         exited = asyncio.Event()
         loop.add_reader(pidfd, exited.set)
+
+        def ended(status: int) -> None:
+            code = os.waitstatus_to_exitcode(status)
+            ex.exit_code = 128 - code if code < 0 else code
+            ex.running = False
+            ex.done.set()
+
+        reaped = False
         try:
             await exited.wait()
-            _, status = os.waitpid(pid, 0)
-            ex.exit_code = os.waitstatus_to_exitcode(status)
-            if ex.exit_code < 0:
-                ex.exit_code = 128 - ex.exit_code
+            _, status = os.waitpid(pid, 0)  # it has ended: this does not wait
+            reaped = True
+            ended(status)
             if ex.tty:
                 # Output still buffered in the pty: drain what is there, then stop.
                 await asyncio.sleep(0.01)
@@ -274,12 +281,15 @@ class Execs:
                 except OSError:
                     pass
             queue.put_nowait(None)
-            await sender
             if receiver is not None:
                 receiver.cancel()
-            ex.running = False
             ex.pty_master = None
-            ex.done.set()
+            if not reaped:
+                # Cancelled mid-run (tetherd stopping, the session's task cancelled): the
+                # command runs on, as Docker's does without its client, and is reaped when
+                # it ends instead of staying a zombie of tetherd.
+                shim.reap_later(pid, ended)
+            await sender
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tether.cbuild import build
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shim.c")
+START_TIMEOUT = 30.0  # seconds for a container's command to be executing
 
 
 def ensure_built() -> str:
@@ -153,20 +156,25 @@ async def start(shim: str, spec: RunSpec) -> tuple[int, int]:
     r = w = null = -1
     try:
         r, w = os.pipe()
-        os.set_inheritable(w, True)
-        null = os.open(os.devnull, os.O_RDWR)
-        shim_pid = os.posix_spawn(
-            shim,
-            run_argv(shim, spec, w, env),
-            {},
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, null, 0),
-                (os.POSIX_SPAWN_DUP2, null, 1),
-                (os.POSIX_SPAWN_DUP2, null, 2),
-                spawn_env_action(env),
-            ],
-            setsid=True,
-        )
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            shim_pid = os.posix_spawn(
+                shim,
+                run_argv(shim, spec, w, env),
+                {},
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, null, 0),
+                    (os.POSIX_SPAWN_DUP2, null, 1),
+                    (os.POSIX_SPAWN_DUP2, null, 2),
+                    # The sync pipe, like the environment, is inherited by this spawn only
+                    # (dup2 onto itself), never by another process started meanwhile.
+                    (os.POSIX_SPAWN_DUP2, w, w),
+                    spawn_env_action(env),
+                ],
+                setsid=True,
+            )
+        except OSError as exc:  # E2BIG: a command line the kernel will not take, say
+            raise StartError(f"exec tether-shim: {exc.strerror}") from None
     except BaseException:
         if r >= 0:
             os.close(r)
@@ -176,18 +184,60 @@ async def start(shim: str, spec: RunSpec) -> tuple[int, int]:
             if fd >= 0:
                 os.close(fd)
     try:
-        line = await _read_line(r)
-    finally:
-        os.close(r)
-    if line.startswith("ok "):
-        return shim_pid, int(line.split()[1])
+        try:
+            line = await _read_line(r)
+        finally:
+            os.close(r)
+        if line.startswith("ok "):
+            return shim_pid, int(line.split()[1])
+        raise StartError(
+            line[4:] if line.startswith("err ") else line or "tether-shim exited without a word"
+        )
+    except BaseException:
+        # Failed, timed out or cancelled: the shim (and the container's pid 1, in its
+        # process group) must not live on unwatched, and is reaped without blocking the loop.
+        abandon(shim_pid)
+        raise
+
+
+def abandon(shim_pid: int) -> None:
+    """SIGKILL a shim that was not started through (it and its process group: the container's
+    pid 1 until it execs) and reap it once it has ended, from the event loop."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(shim_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    reap_later(shim_pid)
+
+
+def reap_later(pid: int, on_exit: Callable[[int], None] | None = None) -> None:
+    """Reap our child `pid` now if it has ended, else when its pidfd says it has (never a
+    blocking waitpid on the event loop); `on_exit` gets its wait status."""
+
+    def reap() -> bool:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return True
+        if done and on_exit is not None:
+            on_exit(status)
+        return bool(done)
+
+    if reap():
+        return
     try:
-        os.waitpid(shim_pid, 0)
-    except ChildProcessError:
-        pass
-    raise StartError(
-        line[4:] if line.startswith("err ") else line or "tether-shim exited without a word"
-    )
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+
+    def ended() -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        reap()
+
+    loop.add_reader(fd, ended)
 
 
 class StartError(Exception):
@@ -215,7 +265,9 @@ async def _read_line(fd: int) -> str:
 
     loop.add_reader(fd, readable)
     try:
-        await asyncio.wait_for(done, 30)
+        await asyncio.wait_for(done, START_TIMEOUT)
+    except TimeoutError:
+        raise StartError(f"tether-shim did not answer in {START_TIMEOUT:g} s") from None
     finally:
         loop.remove_reader(fd)
     return buf.decode(errors="replace").strip()
