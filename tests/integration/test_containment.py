@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from nshost import NamespaceHost, busybox_tar, namespace_host
+from tether.client import ApiError
 from tether.engine.execs import Exec, Execs
 from tether.engine.supervisor import Supervisor, first_child, proc_start_time
 from tether.firewall.relayctl import RelayClient, relay_pids
@@ -514,3 +515,42 @@ def test_an_exec_cancelled_mid_run_is_reaped(bhost: NamespaceHost, tmp_path: Any
     ex = asyncio.run(main())
     assert ex.exit_code == 0 and not ex.running
 
+
+# -- B9: as many masked and read-only paths as a user gives ----------------------------------
+
+
+def test_hundreds_of_masked_and_read_only_paths(bhost: NamespaceHost) -> None:
+    h = bhost
+    # The shim held at most 256 of each: the start failed with a 500 ("tether-shim exited
+    # without a word").  The last of 300 is applied like the first.
+    masked = [f"/nonexistent/m{i}" for i in range(299)] + ["/www"]
+    readonly = [f"/nonexistent/r{i}" for i in range(299)] + ["/tmp"]
+    body = {
+        "Image": "busybox",
+        "Cmd": ["sh", "-c", "ls -A /www; touch /tmp/x"],
+        "HostConfig": {"MaskedPaths": masked, "ReadonlyPaths": readonly},
+    }
+    cid = h.api.post("/containers/create", body, {"name": "manypaths"})["Id"]
+    h.api.post(f"/containers/{cid}/start")
+    assert h.api.post(f"/containers/{cid}/wait")["StatusCode"] == 1
+    out = h.ok("logs", "manypaths") + h.cli("logs", "manypaths").stderr
+    assert "index.html" not in out and "Read-only file system" in out, out
+    # More than tether-shim's command line can carry: refused at create, nothing stored.
+    huge = [f"/nonexistent/{'x' * 40}/{i}" for i in range(20000)]
+    before = h.api.get("/containers/json", {"all": 1})
+    with pytest.raises(ApiError) as refused:
+        h.api.post(
+            "/containers/create",
+            {"Image": "busybox", "HostConfig": {"MaskedPaths": huge}},
+            {"name": "toomany"},
+        )
+    assert refused.value.status == 400
+    assert "more than tether-shim can take" in refused.value.message
+    assert h.api.get("/containers/json", {"all": 1}) == before
+    too_long = "/" + "x" * 5000
+    with pytest.raises(ApiError) as refused:
+        h.api.post(
+            "/containers/create",
+            {"Image": "busybox", "HostConfig": {"ReadonlyPaths": [too_long]}},
+        )
+    assert refused.value.status == 400 and "longer than 4095 bytes" in refused.value.message

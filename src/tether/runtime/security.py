@@ -622,6 +622,7 @@ def host_config_fields(hc: dict[str, Any], host: Host) -> dict[str, Any]:
     security_opt = _opt_str_list(hc.get("SecurityOpt"), "SecurityOpt")
     masked = _opt_path_list(hc.get("MaskedPaths"), "MaskedPaths")
     readonly = _opt_path_list(hc.get("ReadonlyPaths"), "ReadonlyPaths")
+    _check_paths_fit(masked or [], readonly or [])
     check_caps(cap_add or [], cap_drop or [], host.available_caps)
     opts = parse_security_opts(security_opt or [])
     fields: dict[str, Any] = {
@@ -659,6 +660,31 @@ def _opt_path_list(value: Any, name: str) -> list[str] | None:
         if not p.startswith("/") or "\n" in p:
             raise InvalidParameter(f"invalid {name}: {_go_quote(p)} is not an absolute path")
     return paths
+
+
+# Both lists travel on tether-shim's command line (one `--mask P`/`--readonly P` each), which
+# the kernel takes up to ARG_MAX (2 MiB here, pointers included); half of it is theirs.
+PATHS_BUDGET = 1 << 20
+PATH_MAX = 4096
+
+
+def _check_paths_fit(masked: list[str], readonly: list[str]) -> None:
+    """Docker sets no limit; tether's is far past any real use, and refusing at create beats a
+    container whose start fails."""
+    for name, paths in (("MaskedPaths", masked), ("ReadonlyPaths", readonly)):
+        for p in paths:
+            if len(p.encode()) >= PATH_MAX:
+                raise InvalidParameter(
+                    f"invalid {name}: {_go_quote(p[:32] + '...')} is longer than "
+                    f"{PATH_MAX - 1} bytes"
+                )
+    # Per path: its bytes and NUL, the option's, and two argv pointers.
+    size = sum(len(p.encode()) + 1 + len("--readonly") + 1 + 16 for p in [*masked, *readonly])
+    if size > PATHS_BUDGET:
+        raise InvalidParameter(
+            f"invalid MaskedPaths and ReadonlyPaths: {len(masked) + len(readonly)} paths "
+            f"({size} bytes of arguments) are more than tether-shim can take (1 MiB)"
+        )
 
 
 def seccomp_filter(

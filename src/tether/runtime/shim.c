@@ -76,8 +76,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_LIST 256
-
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442
 #endif
@@ -96,9 +94,9 @@ struct mount_attr_arg { /* struct mount_attr of <linux/mount.h>, which old heade
 
 extern char **environ;
 
-struct list {
-    const char *items[MAX_LIST];
-    int n;
+struct list { /* grows as needed: Docker sets no limit on MaskedPaths and the like */
+    const char **items;
+    int n, cap;
 };
 
 struct opts {
@@ -707,8 +705,9 @@ static void container_child(struct opts *o, int out_w, int err_w) {
     snprintf(path, sizeof path, "%s/sys", root);
     do_mount("sysfs", path, "sysfs", (o->sys_rw ? 0 : MS_RDONLY) | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 
-    int bind_fds[MAX_LIST];
-    const char *bind_dst[MAX_LIST];
+    int *bind_fds = calloc((size_t)o->binds.n + 1, sizeof *bind_fds);
+    const char **bind_dst = calloc((size_t)o->binds.n + 1, sizeof *bind_dst);
+    if (!bind_fds || !bind_dst) fail(126, "bind: out of memory");
     for (int i = 0; i < o->binds.n; i++) {
         char buf[8192], *p[2];
         split(o->binds.items[i], "--bind", p, 2, buf, sizeof buf);
@@ -964,7 +963,13 @@ static int cmd_exec(struct opts *o) {
 }
 
 static int push(struct list *l, const char *item) {
-    if (l->n >= MAX_LIST) return -1;
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 16;
+        const char **bigger = realloc(l->items, (size_t)cap * sizeof *bigger);
+        if (!bigger) return -1;
+        l->items = bigger;
+        l->cap = cap;
+    }
     l->items[l->n++] = item;
     return 0;
 }
@@ -1028,7 +1033,7 @@ int main(int argc, char **argv) {
             return 2;
         }
         if (full) {
-            fprintf(stderr, "tether-shim: too many %s\n", a);
+            fprintf(stderr, "tether-shim: %s: out of memory\n", a);
             return 2;
         }
     }
