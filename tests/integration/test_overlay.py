@@ -67,7 +67,9 @@ def three_nodes(n: int = 3) -> Iterator[Nodes]:
     try:
         for i in range(n):
             hosts.append(start_node(cluster, i))
-        yield Nodes(cluster, hosts)
+        nodes = Nodes(cluster, hosts)
+        yield nodes
+        assert_nothing_left_in_etcd(nodes)
     except BaseException:
         for h in hosts:
             import sys
@@ -78,6 +80,21 @@ def three_nodes(n: int = 3) -> Iterator[Nodes]:
         for h in hosts:
             h.cleanup()
         cluster.cleanup()
+
+
+def assert_nothing_left_in_etcd(c: Nodes) -> None:
+    """The suite's leak check for the cluster store: with every container and network gone,
+    no key is left but the nodes' own registrations (which live on their leases)."""
+    for h in c.hosts:
+        if h.proc is None:
+            h.start()
+        for ctr in h.api.get("/containers/json", {"all": 1}):
+            h.api.delete(f"/containers/{ctr['Id']}", {"force": 1})
+    for h in c.hosts:
+        for net in h.api.get("/networks"):
+            if net["Scope"] == "global":
+                h.cli("network", "rm", net["Id"])
+    wait_for("the store emptied", lambda: c.state_keys() == [], 10)
 
 
 def wait_for(what: str, fn, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -189,3 +206,152 @@ def test_concurrent_runs_on_three_nodes_never_share_an_address(host: NamespaceHo
         assert len(addrs) == 60 and len(set(addrs)) == 60
         keys = [k for k in c.etcd_keys() if "/ipam/" in k]
         assert len(keys) == 60 + 1  # the endpoints and the gateway
+
+
+def ping(h: NamespaceHost, client: str, target: str) -> bool:
+    return h.cli("exec", client, "ping", "-c1", "-W1", target).returncode == 0
+
+
+def fdb_has(h: NamespaceHost, net_id: str, vtep: str) -> bool:
+    return f"dst {vtep} self permanent" in h.sh(f"bridge fdb show dev vx-{net_id[:12]}").stdout
+
+
+def resolves(h: NamespaceHost, client: str, name: str) -> bool:
+    return h.cli("exec", client, "nslookup", name).returncode == 0
+
+
+def test_node_faults_restart_within_and_after_the_ttl_and_death(host: NamespaceHost) -> None:
+    """kill -9 within the TTL: nothing is withdrawn and traffic flows meanwhile; after the
+    TTL: the others withdraw the node's endpoints and put them back when it returns; a node
+    that stays dead vanishes from everyone's FDB and DNS and its addresses are freed."""
+    del host
+    with three_nodes() as c:
+        a, b, d = c.hosts
+        a.ok("network", "create", "-d", "overlay", "ov")
+        for h in c.hosts:
+            wait_for("the network", lambda h=h: "ov" in h.ok("network", "ls"))
+        a.ok("run", "-d", "--name", "w1", "--network", "ov", "busybox", *WEB)
+        b.ok("run", "-d", "--name", "w2", "--network", "ov", "busybox", *WEB)
+        d.ok("run", "-d", "--name", "w3", "--network", "ov", "busybox", *WEB)
+        net_id = a.inspect_network("ov")["Id"]
+        ip2 = b.ip_of("w2", "ov")
+        wait_for("w2 known on node 1", lambda: resolves(a, "w1", "w2"))
+
+        # 1. kill -9 and back within the TTL (4 s): nothing withdrawn, traffic flows.
+        b.kill()
+        assert ping(a, "w1", ip2)
+        assert fdb_has(a, net_id, "10.99.0.12")
+        b.start()
+        assert fdb_has(a, net_id, "10.99.0.12") and resolves(a, "w1", "w2")
+        assert reach(a, "w1", "w2") and reach(b, "w2", "w1")
+
+        # 2. kill -9 for longer than the TTL: withdrawn everywhere, then back on return.
+        b.kill()
+        wait_for(
+            "node 2 down",
+            lambda: "node2 Down" in a.ok("node", "ls", "--format", "{{.Hostname}} {{.Status}}"),
+            10,
+        )
+        wait_for("node 2's entries withdrawn", lambda: not fdb_has(a, net_id, "10.99.0.12"), 10)
+        assert not resolves(a, "w1", "w2")
+        assert ping(d, "w3", a.ip_of("w1", "ov"))  # the rest of the cluster is unaffected
+        started = time.monotonic()
+        b.start()
+        wait_for("node 2's entries back", lambda: fdb_has(a, net_id, "10.99.0.12"), 10)
+        wait_for("w2's name back", lambda: resolves(a, "w1", "w2"), 5)
+        assert time.monotonic() - started < 15
+        assert reach(a, "w1", "w2")
+
+        # 3. a node that stays dead: its endpoints and addresses vanish within the TTL.
+        d.kill()
+        wait_for("node 3's entries withdrawn", lambda: not fdb_has(a, net_id, "10.99.0.13"), 10)
+        assert not resolves(a, "w1", "w3")
+        assert not [k for k in c.etcd_keys() if "/endpoints/" in k and "w3" in k]
+        left = [k for k in c.etcd_keys() if f"/ipam/{net_id}/" in k]
+        assert len(left) == 3  # gateway, w1, w2: w3's address is free again
+        d.start()  # (cleanup needs its daemon)
+
+
+def test_the_store_fails_and_comes_back(host: NamespaceHost) -> None:
+    """One etcd member down of three: everything works.  All down: local work goes on,
+    global operations fail at once naming the store, overlay traffic keeps flowing; when
+    etcd returns the nodes catch up without a restart."""
+    del host
+    with three_nodes() as c:
+        a, b, _ = c.hosts
+        a.ok("network", "create", "-d", "overlay", "ov")
+        wait_for("the network on node 2", lambda: "ov" in b.ok("network", "ls"))
+        a.ok("run", "-d", "--name", "w1", "--network", "ov", "busybox", *WEB)
+        c.cluster.kill_member(2)  # (0-based)
+        b.ok("run", "-d", "--name", "w2", "--network", "ov", "busybox", *WEB)
+        wait_for("w2 by name on node 1", lambda: reach(a, "w1", "w2"), 10)
+
+        for i in (0, 1):
+            c.cluster.kill_member(i)
+        started = time.monotonic()
+        r = a.cli("network", "create", "-d", "overlay", "ov2")
+        assert r.returncode != 0 and time.monotonic() - started < 8
+        assert "cluster store" in r.stderr and "10.99.0.11:2379" in r.stderr
+        assert r.stderr.count("\n") == 1
+        a.ok("network", "create", "--subnet", "10.90.0.0/24", "local-net")  # local: fine
+        a.ok("run", "-d", "--name", "l1", "--network", "local-net", "busybox", "sleep", "600")
+        assert reach(a, "w1", b.ip_of("w2", "ov"))  # the kernel keeps the overlay going
+
+        for i in (0, 1, 2):
+            c.cluster.start_member(i)
+        c.cluster.wait_healthy()
+        wait_for(
+            "global operations again",
+            lambda: a.cli("network", "create", "-d", "overlay", "ov2").returncode == 0,
+            20,
+        )
+        wait_for("ov2 on node 2", lambda: "ov2" in b.ok("network", "ls"), 10)
+        b.ok("run", "-d", "--name", "w3", "--network", "ov2", "busybox", *WEB)
+        a.ok("run", "-d", "--name", "w4", "--network", "ov2", "busybox", "sleep", "600")
+        wait_for("w3 by name from node 1", lambda: reach(a, "w4", "w3"), 10)
+
+
+def test_isolation_between_overlays_and_from_bridges(host: NamespaceHost) -> None:
+    del host
+    with three_nodes(2) as c:
+        a, b = c.hosts
+        a.ok("network", "create", "-d", "overlay", "red")
+        a.ok("network", "create", "-d", "overlay", "blue")
+        for h in c.hosts:
+            wait_for("both overlays", lambda h=h: "blue" in h.ok("network", "ls"))
+        a.ok("network", "create", "--subnet", "10.91.0.0/24", "plain")
+        a.ok("run", "-d", "--name", "r1", "--network", "red", "busybox", *WEB)
+        b.ok("run", "-d", "--name", "r2", "--network", "red", "busybox", *WEB)
+        b.ok("run", "-d", "--name", "b2", "--network", "blue", "busybox", *WEB)
+        a.ok("run", "-d", "--name", "p1", "--network", "plain", "busybox", *WEB)
+        assert reach(a, "r1", b.ip_of("r2", "red"))
+        assert not reach(a, "r1", b.ip_of("b2", "blue"))  # another overlay
+        assert not reach(a, "p1", a.ip_of("r1", "red"))  # a bridge network on the same node
+        assert not reach(a, "r1", a.ip_of("p1", "plain"))
+        # Overlay subnets are not routed on the nodes.
+        assert "10.0." not in a.sh("ip route").stdout
+
+
+def test_a_node_back_with_another_advertise_address_moves_its_vtep(host: NamespaceHost) -> None:
+    del host
+    with three_nodes(2) as c:
+        a, b = c.hosts
+        a.ok("network", "create", "-d", "overlay", "ov")
+        wait_for("the network on node 2", lambda: "ov" in b.ok("network", "ls"))
+        a.ok("run", "-d", "--name", "w1", "--network", "ov", "busybox", *WEB)
+        b.ok("run", "-d", "--name", "w2", "--network", "ov", "busybox", *WEB)
+        net_id = a.inspect_network("ov")["Id"]
+        wait_for("w2 reachable", lambda: reach(a, "w1", "w2"), 10)
+        b.stop()
+        b.sh("ip addr add 10.99.0.22/24 dev eth0")
+        args = b.extra_args
+        b.extra_args = [x if x != "10.99.0.12" else "10.99.0.22" for x in args]
+        b.start()
+        wait_for(
+            "node 1 sends w2's frames to the new address",
+            lambda: fdb_has(a, net_id, "10.99.0.22"),
+            10,
+        )
+        assert not fdb_has(a, net_id, "10.99.0.12")
+        assert "10.99.0.22" in a.ok("node", "ls")
+        assert reach(a, "w1", "w2") and reach(b, "w2", "w1")

@@ -503,6 +503,13 @@ class ClusterStore:
         for addr in (ep.ipv4, ep.ipv6):
             held.discard(addr)
 
+    async def update_endpoint(self, net: Network, ep: RemoteEndpoint) -> None:
+        """Rewrite one of this node's endpoint records (its VTEP changed)."""
+        await self.client.put(
+            keys.endpoint(net.id, ep.id), _json(asdict(ep)), lease=self.lease_id()
+        )
+        self.endpoints.setdefault(net.id, {})[ep.id] = ep
+
     async def republish(self, net: Network, ep: RemoteEndpoint) -> bool:
         """Write one of this node's endpoints again under the current lease (after the old
         lease expired); False if another node took one of its addresses meanwhile."""

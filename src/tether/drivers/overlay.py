@@ -96,6 +96,8 @@ class OverlayDriver(NetworkDriver):
         # What this node programmed per network: {ip: Remote}; rebuilt from the kernel at
         # start (reconcile), so a restart never reprograms what is already right.
         self.programmed: dict[str, dict[str, Remote]] = {}
+        # What the store says each network's remote endpoints are (the last `program`).
+        self.wanted: dict[str, list[Remote]] = {}
         self._lock = asyncio.Lock()
 
     def mtu(self, net: Network) -> int:
@@ -152,6 +154,12 @@ class OverlayDriver(NetworkDriver):
         else:
             index = br.index
         vx = await self.rtnl.link(vxlan_name(net))
+        if vx is not None and await self.rtnl.vxlan_params(vx.name) != (self.vtep, st.vni):
+            # This node's advertise address (or the VNI) changed: the device is remade, and
+            # the follower programs its entries again (what it held went with it).
+            log.info("overlay device %s remade for vtep=%s vni=%d", vx.name, self.vtep, st.vni)
+            await self.rtnl.delete(vx.index)
+            vx = None
         if vx is None:
             vx_index = await self.rtnl.add_vxlan(
                 vxlan_name(net), st.vni, self.vtep, self.port, index, mtu
@@ -159,6 +167,9 @@ class OverlayDriver(NetworkDriver):
             await self.rtnl.no_ipv6_link_local(vx_index)
             await self.rtnl.up(vx_index)
             self.programmed[net.id] = {}
+            # A remade device (a restart, a new advertise address) gets what the store says
+            # at once, not at the store's next change for this network.
+            await self._apply(net, vx_index, self.wanted.get(net.id, []))
             changed = True
         elif not vx.up:
             await self.rtnl.up(vx.index)
@@ -175,6 +186,7 @@ class OverlayDriver(NetworkDriver):
                 if index is not None:
                     await self.rtnl.delete_in_thread(index)
             self.programmed.pop(net.id, None)
+            self.wanted.pop(net.id, None)
 
     def firewall(self, net: Network) -> FirewallFacts:
         # The bridge carries no address and no route: its verdicts keep its containers from
@@ -195,29 +207,34 @@ class OverlayDriver(NetworkDriver):
         """Make the VXLAN device's FDB and neighbour table hold exactly `remotes` (the
         network's endpoints on other nodes).  Returns the number of entries changed."""
         async with self._lock:
+            self.wanted[net.id] = list(remotes)
             index = await self.rtnl.index(vxlan_name(net))
             if index is None:
                 return 0
-            have = self.programmed.setdefault(net.id, {})
-            want = {r.ip: r for r in remotes}
-            changes = 0
-            for ip, old in list(have.items()):
-                new = want.get(ip)
-                if new == old:
-                    continue
-                await self.rtnl.neigh_del(index, ip)
-                if new is None or new.mac != old.mac:
-                    await self.rtnl.fdb_del(index, old.mac, old.vtep)
-                del have[ip]
-                changes += 1
-            for ip, r in want.items():
-                if ip in have:
-                    continue
-                await self.rtnl.fdb_replace(index, r.mac, r.vtep)
-                await self.rtnl.neigh_replace(index, r.ip, r.mac)
-                have[ip] = r
-                changes += 1
-            return changes
+            return await self._apply(net, index, remotes)
+
+    async def _apply(self, net: Network, index: int, remotes: list[Remote]) -> int:
+        """The diff between what the device holds and `remotes`, applied (lock held)."""
+        have = self.programmed.setdefault(net.id, {})
+        want = {r.ip: r for r in remotes}
+        changes = 0
+        for ip, old in list(have.items()):
+            new = want.get(ip)
+            if new == old:
+                continue
+            await self.rtnl.neigh_del(index, ip)
+            if new is None or new.mac != old.mac:
+                await self.rtnl.fdb_del(index, old.mac, old.vtep)
+            del have[ip]
+            changes += 1
+        for ip, r in want.items():
+            if ip in have:
+                continue
+            await self.rtnl.fdb_replace(index, r.mac, r.vtep)
+            await self.rtnl.neigh_replace(index, r.ip, r.mac)
+            have[ip] = r
+            changes += 1
+        return changes
 
     async def relearn(self, net: Network) -> None:
         """Read back what the kernel holds (after a daemon restart), so `program` only

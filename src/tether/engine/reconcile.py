@@ -91,7 +91,15 @@ async def reconcile_cluster(
                 changes += 1
     for ep_id, (c, ep) in mine.items():
         net = networks.by_id[ep.network_id]
-        if ep_id in cluster.endpoints.get(net.id, {}):
+        held = cluster.endpoints.get(net.id, {}).get(ep_id)
+        if held is not None and held.vtep == cluster.node.addr:
+            continue
+        if held is not None:
+            # This node came back with another --cluster-advertise: every node must send
+            # the endpoint's frames to the new address.
+            await cluster.update_endpoint(net, eps.remote_of(c, ep))
+            log.info("cluster endpoint moved to vtep=%s container=%s", cluster.node.addr, c.name)
+            changes += 1
             continue
         if await cluster.republish(net, eps.remote_of(c, ep)):
             log.info("cluster endpoint written again container=%s network=%s", c.name, net.name)

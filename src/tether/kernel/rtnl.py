@@ -166,6 +166,19 @@ class Rtnl:
         assert idx is not None
         return idx
 
+    async def vxlan_params(self, name: str) -> tuple[str, int] | None:
+        """(local address, VNI) of a VXLAN device, or None when there is none."""
+        try:
+            msgs = await self.ipr.link("get", ifname=name)
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT):
+                return None
+            raise
+        data = msgs[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+        if data is None:
+            return None
+        return str(data.get("IFLA_VXLAN_LOCAL") or ""), int(data.get("IFLA_VXLAN_ID") or 0)
+
     async def fdb_replace(self, index: int, mac: str, dst: str) -> None:
         """Frames for `mac` leave device `index` (a VXLAN) towards the VTEP `dst`."""
         await self.ipr.fdb(
