@@ -234,6 +234,8 @@ class Publisher:
                         f"({endpoint_id}): Bind for {_show(ip, port)} failed: port is already allocated"
                     )
                 continue
+            # What this attempt took: on failure it gives back exactly that (the bindings of
+            # earlier specs stay, their sockets are on their way to the relay).
             bound: list[PortBinding] = []
             try:
                 for ip in spec.ips:
@@ -248,9 +250,20 @@ class Publisher:
                             continue  # no IPv6 on this host: the 0.0.0.0 half is enough
                         raise
                     b = PortBinding(spec.proto, ip, port, spec.container_port, target)
-                    self.store.reserve_port(spec.proto, ip, port, c.id)
+                    if not self.store.reserve_port(spec.proto, ip, port, c.id):
+                        # Allocated meanwhile (the store's key is the last word).
+                        sock.close()
+                        raise _Allocated(ip)
                     self._bound[_key(b)] = sock
                     bound.append(b)
+            except _Allocated as taken:
+                self.release(c.id, bound)
+                if not fixed:
+                    continue
+                raise PublishError(
+                    f"driver failed programming external connectivity on endpoint {c.name} "
+                    f"({endpoint_id}): Bind for {_show(taken.ip, port)} failed: port is already allocated"
+                ) from None
             except OSError as exc:
                 self.release(c.id, bound)
                 last_error = exc
@@ -263,6 +276,9 @@ class Publisher:
                     f"({endpoint_id}): Error starting userland proxy: listen {spec.proto}{fam} "
                     f"{_show(ip, port)}: bind: {os.strerror(exc.errno or 0).lower()}"
                 ) from None
+            except BaseException:
+                self.release(c.id, bound)
+                raise
             if random_port:
                 self.next_port[spec.proto] = port + 1
             return bound
@@ -287,7 +303,8 @@ class Publisher:
                 log.warning("retargeting ports of %s: %s", c.name, exc)
 
     def release(self, owner: str, bindings: list[PortBinding]) -> None:
-        """Give back ports (store rows, reservations, relaying); NAT elements go separately."""
+        """Give back these ports (their store rows, reservations, relaying), and only these:
+        the owner may hold others; NAT elements go separately."""
         gone = []
         for b in bindings:
             key = _key(b)
@@ -303,7 +320,8 @@ class Publisher:
             except RelayError as exc:  # a relay that died holds nothing any more
                 log.warning("releasing ports in the relay: %s", exc)
         with self.store.transaction():
-            self.store.release_ports(owner)
+            for b in bindings:
+                self.store.release_port(b.proto, b.host_ip, b.host_port, owner)
         self._maybe_idle()
 
     def _maybe_idle(self) -> None:
@@ -331,6 +349,8 @@ class Publisher:
         self.firewall.remove_ports([_rule(b) for b in c.ports if b.family == 4 and b.target_ip])
         self.release(c.id, c.ports)
         c.ports = []
+        with self.store.transaction():  # and any row a crash left without a binding
+            self.store.release_ports(c.id)
 
     def retarget(self, c: Container, target: str) -> None:
         """The gateway endpoint changed: point the bindings at the container's new address."""
@@ -421,6 +441,14 @@ class Publisher:
 
     def rules(self, containers: list[Container]) -> list[PortRule]:
         return [_rule(b) for c in containers for b in c.ports if b.family == 4 and b.target_ip]
+
+
+class _Allocated(Exception):
+    """reserve_port found the row taken: the host address `ip` of this port is allocated."""
+
+    def __init__(self, ip: str) -> None:
+        super().__init__(ip)
+        self.ip = ip
 
 
 def _key(b: PortBinding) -> Key:

@@ -178,6 +178,13 @@ class Store:
     def release_ports(self, owner: str) -> None:
         self.db.execute("DELETE FROM ports WHERE owner=?", (owner,))
 
+    def release_port(self, proto: str, host_ip: str, port: int, owner: str) -> None:
+        """One allocation, if `owner` holds it."""
+        self.db.execute(
+            "DELETE FROM ports WHERE proto=? AND host_ip=? AND port=? AND owner=?",
+            (proto, host_ip, port, owner),
+        )
+
     def ports_on(self, proto: str, port: int) -> list[tuple[str, str]]:
         """(host address, owner) of every allocation of one protocol and port number."""
         rows = self.db.execute(
