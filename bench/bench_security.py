@@ -63,7 +63,7 @@ def shim_only(n: int) -> dict[str, object]:
     import signal
     import subprocess
 
-    from tether.runtime import busybox, confine, shim
+    from tether.runtime import busybox, cgroups, confine, shim
 
     d = tempfile.mkdtemp(prefix="tether-bench-shim-")
     try:
@@ -82,7 +82,7 @@ def shim_only(n: int) -> dict[str, object]:
         kinds = {
             "default (confined)": conf.shim_security(conf.check({})),
             "--privileged": conf.shim_security(conf.check({"Privileged": True})),
-            "no confinement at all": shim.Security(),
+            "no confinement at all": shim.Security(all_devices=True),
         }
 
         async def start(i: int, sec: shim.Security) -> float:
@@ -101,6 +101,7 @@ def shim_only(n: int) -> dict[str, object]:
                 env=["PATH=/bin"],
                 argv=["sleep", "100"],
                 security=sec,
+                cgroup=cgroups.path_for(f"bench-{os.getpid()}-{i}"),
             )
             t = time.perf_counter()
             shim_pid, pid = await shim.start(path, spec)
