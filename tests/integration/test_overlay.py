@@ -355,3 +355,64 @@ def test_a_node_back_with_another_advertise_address_moves_its_vtep(host: Namespa
         assert not fdb_has(a, net_id, "10.99.0.12")
         assert "10.99.0.22" in a.ok("node", "ls")
         assert reach(a, "w1", "w2") and reach(b, "w2", "w1")
+
+
+def test_compose_services_of_one_project_on_two_nodes_share_an_overlay(
+    host: NamespaceHost, tmp_path: object
+) -> None:
+    del host
+    import pathlib
+
+    base = pathlib.Path(str(tmp_path))
+    web = base / "web" / "compose.yaml"
+    web.parent.mkdir()
+    web.write_text(
+        "name: shop\n"
+        "services:\n"
+        "  web:\n"
+        "    image: busybox\n"
+        '    command: ["sh", "-c", "echo hello-web > /www/index.html && exec httpd -f -p 80 -h /www"]\n'
+        "    networks: [app]\n"
+        "networks:\n"
+        "  app:\n"
+        "    driver: overlay\n"
+        "    attachable: true\n"
+    )
+    client = base / "client" / "compose.yaml"
+    client.parent.mkdir()
+    client.write_text(
+        "name: shop\n"
+        "services:\n"
+        "  client:\n"
+        "    image: busybox\n"
+        '    command: ["sleep", "600"]\n'
+        "    networks: [app]\n"
+        "networks:\n"
+        "  app:\n"
+        "    driver: overlay\n"
+        "    attachable: true\n"
+    )
+    with three_nodes(2) as c:
+        a, b = c.hosts
+        a.ok("compose", "-f", str(web), "up", "-d")
+        assert "overlay global" in a.ok(
+            "network", "ls", "--filter", "name=shop_app", "--format", "{{.Driver}} {{.Scope}}"
+        )
+        wait_for("the project's network on node 2", lambda: "shop_app" in b.ok("network", "ls"))
+        b.ok("compose", "-f", str(client), "up", "-d")
+        got = b.ok(
+            "compose",
+            "-f",
+            str(client),
+            "exec",
+            "-T",
+            "client",
+            "timeout",
+            "3",
+            "wget",
+            "-qO-",
+            "http://web/",
+        )
+        assert got.startswith("hello-web")
+        b.ok("compose", "-f", str(client), "down")
+        a.ok("compose", "-f", str(web), "down")

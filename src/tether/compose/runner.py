@@ -414,6 +414,11 @@ class Runner:
             try:
                 self.api.call("DELETE", f"/networks/{n['Id']}")
             except ApiError as exc:
+                if "has active endpoints" in exc.message:
+                    # Containers outside this `down` still use it (the project's services on
+                    # another cluster node, say): docker compose warns and goes on.
+                    self.progress("Network", n["Name"], "Resource is still in use")
+                    continue
                 self.err.write(f"Error response from daemon: {exc.message}\n")
                 status = 1
                 continue
