@@ -71,7 +71,7 @@ def resolve_advertise(text: str, iface_addr: dict[str, str]) -> tuple[str, int]:
                 f"invalid --cluster-advertise {text!r}: {host} is neither an IP address nor "
                 "an interface with an IPv4 address"
             ) from None
-        return iface_addr[host], port
+        ip = ipaddress.ip_address(iface_addr[host])
     if ip.is_unspecified or ip.is_loopback or ip.is_multicast:
         raise InvalidParameter(
             f"invalid --cluster-advertise {text!r}: other nodes cannot reach {ip}"
