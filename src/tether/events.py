@@ -13,7 +13,7 @@ is logged and does not stop the others, nor the operation that published.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -98,10 +98,22 @@ class ClusterNetwork:
 
 @dataclass(frozen=True)
 class ClusterEndpoints:
-    """The endpoints other nodes have on one global network, as they are now."""
+    """One global network's endpoints changed in the cluster store.
+
+    `endpoints` is the store's whole current set for the network (every node's, this one's
+    included: subscribers skip `node`'s own, which they know from the local containers);
+    `changed` names the endpoint ids this change touched (None: any may have), so that a
+    subscriber's work per change does not grow with the network's size.  Read-only.
+    """
 
     network_id: str
-    endpoints: dict[str, RemoteEndpoint]
+    endpoints: Mapping[str, RemoteEndpoint]
+    node: str
+    changed: frozenset[str] | None = None
+
+    def others(self) -> dict[str, RemoteEndpoint]:
+        """The network's endpoints on other nodes."""
+        return {k: ep for k, ep in self.endpoints.items() if ep.node != self.node}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ class Follower:
         self.networks = networks
         self.overlay = overlay
         self._queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
-        self._latest: dict[str, dict[str, RemoteEndpoint]] = {}
+        # The latest change per network still waiting: its endpoints are read (the store's
+        # live set) when the worker gets to it, so a burst costs one pass.
+        self._latest: dict[str, ClusterEndpoints] = {}
         self._task: asyncio.Task[None] | None = None
         # When the store last changed a network's endpoints, for the convergence log line.
         self._since: dict[str, float] = {}
@@ -51,7 +53,7 @@ class Follower:
         if ev.network_id not in self._latest:
             self._queue.put_nowait(("endpoints", ev.network_id))
             self._since[ev.network_id] = time.perf_counter()
-        self._latest[ev.network_id] = ev.endpoints
+        self._latest[ev.network_id] = ev
 
     async def _run(self) -> None:
         while True:
@@ -69,7 +71,8 @@ class Follower:
                         await self._program(item.network.id, {})
                 else:
                     assert isinstance(item, str)
-                    await self._program(item, self._latest.pop(item, {}))
+                    latest = self._latest.pop(item, None)
+                    await self._program(item, latest.others() if latest else {})
             except asyncio.CancelledError:
                 raise
             except Exception:

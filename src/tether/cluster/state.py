@@ -300,7 +300,7 @@ class ClusterStore:
             await watch.cancel()
 
     def _apply(self, batch: list[Event]) -> None:
-        touched: set[str] = set()
+        touched: dict[str, set[str]] = {}
         for ev in batch:
             self.revision = max(self.revision, ev.revision)
             kind, first, second = keys.split(ev.key)
@@ -335,7 +335,7 @@ class ClusterStore:
                     eps[second] = RemoteEndpoint(**data)
                 else:
                     eps.pop(second, None)
-                touched.add(first)
+                touched.setdefault(first, set()).add(second)
             elif kind == "ipam":
                 held = self.addresses.setdefault(first, set())
                 if put:
@@ -347,16 +347,12 @@ class ClusterStore:
                     self.claims[f"{first}/{second}"] = ev.kv.value.decode()
                 else:
                     self.claims.pop(f"{first}/{second}", None)
-        for net_id in touched:
-            self._publish_endpoints(net_id)
+        for net_id, ids in touched.items():
+            self._publish_endpoints(net_id, frozenset(ids))
 
-    def _publish_endpoints(self, net_id: str) -> None:
-        others = {
-            ep_id: ep
-            for ep_id, ep in self.endpoints.get(net_id, {}).items()
-            if ep.node != self.node.name
-        }
-        self.events.publish(ClusterEndpoints(net_id, others))
+    def _publish_endpoints(self, net_id: str, changed: frozenset[str] | None = None) -> None:
+        current = self.endpoints.get(net_id, {})
+        self.events.publish(ClusterEndpoints(net_id, current, self.node.name, changed))
 
     def _node_down(self, name: str) -> None:
         node = self.nodes[name]

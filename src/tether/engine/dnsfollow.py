@@ -133,14 +133,18 @@ class DnsFollower:
         return out
 
     def on_remote(self, ev: ClusterEndpoints) -> None:
-        """Another node's endpoints on a global network changed: swap in their entries."""
+        """Another node's endpoints on a global network changed: swap in their entries
+        (only those of the endpoints the change touched, when it says which)."""
         net = self.containers.network_of(ev.network_id)
-        old = self.remote.get(ev.network_id, {})
-        if net is None:
-            new: dict[str, Member] = {}
-        else:
-            new = {
-                ep_id: Member(
+        held = self.remote.setdefault(ev.network_id, {})
+        ids = ev.changed if ev.changed is not None else set(held) | set(ev.endpoints)
+        removed: list[Member] = []
+        added: list[Member] = []
+        for ep_id in ids:
+            ep = ev.endpoints.get(ep_id)
+            new = None
+            if net is not None and ep is not None and ep.node != ev.node:
+                new = Member(
                     network=net.name,
                     name=ep.name,
                     short_id=ep.short_id,
@@ -149,13 +153,16 @@ class DnsFollower:
                     ipv4=ep.ipv4,
                     ipv6=ep.ipv6,
                 )
-                for ep_id, ep in ev.endpoints.items()
-            }
-        removed = [m for k, m in old.items() if new.get(k) != m]
-        added = [m for k, m in new.items() if old.get(k) != m]
-        if new:
-            self.remote[ev.network_id] = new
-        else:
+            old = held.get(ep_id)
+            if old == new:
+                continue
+            if old is not None:
+                removed.append(old)
+                del held[ep_id]
+            if new is not None:
+                added.append(new)
+                held[ep_id] = new
+        if not held:
             self.remote.pop(ev.network_id, None)
         if removed or added:
             self.generation += 1
