@@ -423,3 +423,22 @@ def test_network_drivers_are_checked_against_the_daemons_registry(tmp_path: Path
     check_networks(load(tmp_path, text), HostView(drivers={"bridge", "overlay"}))
     text = "services:\n  a:\n    image: busybox\nnetworks:\n  default:\n    driver: macvlan\n"
     check_networks(load(tmp_path, text), HostView())
+
+
+def test_driver_options_are_checked_as_the_daemon_checks_them(tmp_path: Path) -> None:
+    net = "services:\n  s:\n    image: b\n    networks: [n]\nnetworks:\n  n:\n"
+    checks.check_all(
+        load(tmp_path, net + "    driver_opts: {com.docker.network.bridge.enable_icc: 'false'}\n"),
+        HostView(),
+    )
+    assert error_of(
+        tmp_path, net + "    driver_opts: {com.docker.network.bridge.icc: 'false'}\n"
+    ) == (
+        "network myapp_n: the bridge driver has no option 'com.docker.network.bridge.icc' (its "
+        "options: com.docker.network.bridge.enable_icc, com.docker.network.bridge.enable_ip_"
+        "masquerade, com.docker.network.bridge.host_binding_ipv4, com.docker.network.bridge."
+        "name, com.docker.network.driver.mtu)"
+    )
+    assert error_of(
+        tmp_path, net + "    driver: macvlan\n    driver_opts: {parent: eth0, vlan: '20'}\n"
+    ).startswith("network myapp_n: the macvlan driver has no option 'vlan'")

@@ -18,6 +18,7 @@ from tether.ipam.config import consolidate
 from tether.ipam.pools import DEFAULT_POOLS
 from tether.kernel.rtnl import Rtnl
 from tether.model import Network, Pool
+from tether.options import OPT_MTU
 
 # validate() is pure: the drivers never touch their netlink handle before create().
 NO_KERNEL = cast(Rtnl, None)
@@ -265,6 +266,64 @@ BAD: list[tuple[dict[str, Any], type[TetherError], str]] = [
         "invalid bridge name",
     ),
     ({"Name": ""}, InvalidParameter, "network name can't be empty"),
+    # Options a driver does not act on: refused by name, never stored unused.
+    (
+        {"Name": "x", "Options": {"com.docker.network.bridge.enable_icc_typo": "false"}},
+        InvalidParameter,
+        "the bridge driver has no option 'com.docker.network.bridge.enable_icc_typo' (its "
+        "options: com.docker.network.bridge.enable_icc, com.docker.network.bridge.enable_ip_"
+        "masquerade, com.docker.network.bridge.host_binding_ipv4, com.docker.network.bridge."
+        "name, com.docker.network.driver.mtu)",
+    ),
+    (
+        {"Name": "x", "Options": {"parent": "eth0"}},
+        InvalidParameter,
+        "the bridge driver has no option 'parent'",
+    ),
+    (
+        {"Name": "x", "Options": {"com.docker.network.bridge.inhibit_ipv4": "true"}},
+        InvalidParameter,
+        "the bridge driver's option com.docker.network.bridge.inhibit_ipv4 is not supported "
+        "by tether yet",
+    ),
+    (
+        {"Name": "x", "Options": {"com.docker.network.bridge.default_bridge": "true"}},
+        InvalidParameter,
+        "the bridge driver has no option 'com.docker.network.bridge.default_bridge'",
+    ),
+    (
+        {"Name": "x", "Driver": "macvlan", "Options": {"parent": "eth0", "mode": "bridge"}},
+        InvalidParameter,
+        "the macvlan driver has no option 'mode' (its options: com.docker.network.driver.mtu, "
+        "macvlan_mode, parent)",
+    ),
+    (
+        {"Name": "x", "Options": {"com.docker.network.bridge.host_binding_ipv4": "localhost"}},
+        InvalidParameter,
+        "failed to parse com.docker.network.bridge.host_binding_ipv4 value: localhost (nil ip)",
+    ),
+    # The reconcilers' own link names are not a bridge name a user may choose.
+    (
+        {"Name": "x", "Options": {"com.docker.network.bridge.name": "tm-flap"}},
+        InvalidParameter,
+        "invalid bridge name: tm-flap: names starting with tb-, tz-, tm-, tv, ov-, vx- are "
+        "tether's own",
+    ),
+    (
+        {"Name": "x", "Options": {"com.docker.network.bridge.name": "tvbr"}},
+        InvalidParameter,
+        "invalid bridge name: tvbr",
+    ),
+    (
+        {"Name": "x", "Options": {"com.docker.network.bridge.name": "tz-0123456789a"}},
+        InvalidParameter,
+        "invalid bridge name: tz-0123456789a",
+    ),
+    (
+        {"Name": "x", "EnableIPv4": False, "EnableIPv6": True},
+        InvalidParameter,
+        "tether does not support IPv6-only networks yet: EnableIPv4 cannot be false",
+    ),
 ]
 
 
@@ -315,3 +374,49 @@ def test_cli_consolidation_messages() -> None:
         },
         {"Subnet": "fd00::/64", "Gateway": "fd00::9"},
     ]
+
+
+def test_option_tables_match_the_drivers() -> None:
+    """catalog's option table (compose reads it) is the drivers' own, and the reserved link
+    prefixes cover every prefix a driver's reconcile or sweep owns."""
+    from tether.drivers import bridge, catalog, macvlan, overlay, veth
+    from tether.drivers.base import TETHER_LINK_PREFIXES
+
+    assert catalog.DRIVER_OPTIONS["bridge"] == {
+        bridge.OPT_BRIDGE_NAME,
+        bridge.OPT_ICC,
+        bridge.OPT_MASQ,
+        bridge.OPT_HOST_BINDING,
+        bridge.OPT_MTU,
+    }
+    assert catalog.DRIVER_OPTIONS["macvlan"] == {macvlan.OPT_PARENT, macvlan.OPT_MODE, OPT_MTU}
+    assert catalog.BRIDGE_DEFAULT == bridge.OPT_DEFAULT_BRIDGE
+    owned = {
+        bridge.BRIDGE_PREFIX,
+        bridge.TOMBSTONE_PREFIX,
+        macvlan.PRIVATE_PREFIX,
+        veth.HOST_PREFIX,
+        overlay.BRIDGE_PREFIX,
+        overlay.VXLAN_PREFIX,
+    }
+    assert owned == set(TETHER_LINK_PREFIXES)
+
+
+def test_accepted_options_are_kept_and_the_predefined_bridge_keeps_its_own() -> None:
+    opts = {
+        "com.docker.network.bridge.name": "br-ok",
+        "com.docker.network.bridge.enable_icc": "false",
+        "com.docker.network.bridge.enable_ip_masquerade": "true",
+        "com.docker.network.bridge.host_binding_ipv4": "127.0.0.1",
+        "com.docker.network.driver.mtu": "1400",
+    }
+    net = resolve({"Name": "x", "Options": opts}).network
+    assert net.options == opts
+    assert BridgeDriver(NO_KERNEL).default_host_ip(net) == "127.0.0.1"
+    default = predefined("bridge")
+    assert default.options and "com.docker.network.bridge.default_bridge" in default.options
+    assert BridgeDriver(NO_KERNEL).default_host_ip(default) == ""
+    mv = resolve(
+        {"Name": "m", "Driver": "macvlan", "Options": {"parent": "eth0", "macvlan_mode": "vepa"}}
+    ).network
+    assert mv.driver_state["mode"] == "vepa"

@@ -12,7 +12,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from tether.compose.model import ComposeError, Project, Service
-from tether.drivers.catalog import LOCAL_DRIVERS, SINGLETONS, refusal
+from tether.drivers.catalog import LOCAL_DRIVERS, SINGLETONS, option_refusal, refusal
 from tether.errors import TetherError
 from tether.ipam import config as ipamconfig
 from tether.netmodes import DEFAULT_DRIVER, own_endpoints
@@ -164,6 +164,10 @@ def check_networks(project: Project, host: HostView) -> None:
             )
         if driver not in host.drivers:
             raise ComposeError(f"network {net.name}: {refusal(driver)}")
+        for key in net.driver_opts:
+            refused = option_refusal(driver, key)
+            if refused:
+                raise ComposeError(f"network {net.name}: {refused}")
         if net.ipam_driver not in ("", "default"):
             raise ComposeError(f'network {net.name}: plugin "{net.ipam_driver}" not found')
         cfgs = net.ipam_config

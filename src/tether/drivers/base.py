@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from tether.kernel.rtnl import Rtnl
 
 
+# Link names the drivers' reconcilers and sweeps own (bridge tb-/tz-, macvlan tm-, veth tv,
+# overlay ov-/vx-): never accepted as a name the user chooses.
+TETHER_LINK_PREFIXES = ("tb-", "tz-", "tm-", "tv", "ov-", "vx-")
+
+
 @dataclass(frozen=True)
 class Capabilities:
     # Where the network's state lives: "local" (this host's store) or "global" (the cluster
@@ -111,6 +116,11 @@ class NetworkDriver(ABC):
 
     def firewall(self, net: Network) -> FirewallFacts | None:
         return None
+
+    def default_host_ip(self, net: Network) -> str:
+        """The host address `-p PORT:PORT` (no address) binds to for containers published
+        through this network; "" is Docker's default, 0.0.0.0 and ::."""
+        return ""
 
     # -- endpoints -----------------------------------------------------------------------
 

@@ -17,13 +17,21 @@ import re
 from dataclasses import asdict, dataclass
 
 from tether.drivers import veth
-from tether.drivers.base import Capabilities, FirewallFacts, NetworkDriver, Sandbox
+from tether.drivers.base import (
+    TETHER_LINK_PREFIXES,
+    Capabilities,
+    FirewallFacts,
+    NetworkDriver,
+    Sandbox,
+)
+from tether.drivers.catalog import option_refusal
 from tether.errors import Forbidden, InvalidParameter, SystemFailure
 from tether.kernel.rtdump import LinkInfo
 from tether.kernel.rtnl import Rtnl
 from tether.kernel.sysctl import get_sysctl, set_sysctl
 from tether.model import Endpoint, Network
 from tether.options import OPT_MTU, parse_go_bool, parse_mtu
+from tether.textcheck import ip_version
 
 log = logging.getLogger("tether.bridge")
 
@@ -93,9 +101,25 @@ class BridgeDriver(NetworkDriver):
 
     def validate(self, net: Network, others: list[Network]) -> None:
         options = net.options or {}
-        bridge_name = options.get(OPT_BRIDGE_NAME, "") or f"{BRIDGE_PREFIX}{net.id[:12]}"
+        for key in options:
+            refused = option_refusal(NAME, key, predefined=net.predefined)
+            if refused:
+                raise InvalidParameter(refused)
+        given = options.get(OPT_BRIDGE_NAME, "")
+        bridge_name = given or f"{BRIDGE_PREFIX}{net.id[:12]}"
         if not IFNAME_RE.fullmatch(bridge_name) or bridge_name in (".", ".."):
             raise InvalidParameter(f"invalid bridge name: {bridge_name}")
+        if given.startswith(TETHER_LINK_PREFIXES):
+            # The reconcilers own these names: a user's bridge called tm-x would be deleted
+            # as a stray macvlan parent and rebuilt as this network's bridge, every 5 s.
+            raise InvalidParameter(
+                f"invalid bridge name: {given}: names starting with "
+                f"{', '.join(TETHER_LINK_PREFIXES)} are tether's own"
+            )
+        if OPT_HOST_BINDING in options and ip_version(options[OPT_HOST_BINDING]) == 0:
+            raise InvalidParameter(
+                f"failed to parse {OPT_HOST_BINDING} value: {options[OPT_HOST_BINDING]} (nil ip)"
+            )
         mtu = parse_mtu(options[OPT_MTU]) if OPT_MTU in options else 0
         icc = parse_go_bool(OPT_ICC, options[OPT_ICC]) if OPT_ICC in options else True
         masq = parse_go_bool(OPT_MASQ, options[OPT_MASQ]) if OPT_MASQ in options else True
@@ -221,6 +245,11 @@ class BridgeDriver(NetworkDriver):
         while self.reaping:
             await asyncio.gather(*list(self.reaping), return_exceptions=True)
 
+    def default_host_ip(self, net: Network) -> str:
+        """Docker's host_binding_ipv4: where -p without an address binds on this network."""
+        ip = (net.options or {}).get(OPT_HOST_BINDING, "")
+        return "" if ip in ("", "0.0.0.0") else ip
+
     def firewall(self, net: Network) -> FirewallFacts:
         st = BridgeState.of(net)
         return FirewallFacts(
@@ -269,10 +298,11 @@ class BridgeDriver(NetworkDriver):
         for link in bridges:
             if link.index in reaping:
                 continue
-            ours = link.alias.startswith(ALIAS_PREFIX) or link.name.startswith(
-                (BRIDGE_PREFIX, TOMBSTONE_PREFIX)
-            )
-            if not ours:
+            # Ours by alias only, never by name: a bridge someone else called tb-x is not
+            # ours.  Safe after a crash: the alias is set right after the bridge is made,
+            # whose network is in the store by then (so a crash in between leaves a wanted
+            # bridge, which ensure() gives its alias), and a tombstone keeps its alias.
+            if not link.alias.startswith(ALIAS_PREFIX):
                 continue
             net = wanted.get(link.name)
             if net is None or (

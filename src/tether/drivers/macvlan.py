@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pyroute2.netlink.exceptions import NetlinkError
 
 from tether.drivers.base import Capabilities, NetworkDriver, Sandbox
+from tether.drivers.catalog import option_refusal
 from tether.errors import Forbidden, InvalidParameter, SystemFailure
 from tether.kernel.rtdump import LinkInfo
 from tether.kernel.rtnl import Rtnl
@@ -76,6 +77,10 @@ class MacvlanDriver(NetworkDriver):
 
     def validate(self, net: Network, others: list[Network]) -> None:
         options = net.options or {}
+        for key in options:
+            refused = option_refusal(NAME, key)
+            if refused:
+                raise InvalidParameter(refused)
         mode = options.get(OPT_MODE, "") or "bridge"
         if mode not in MODES:
             raise InvalidParameter(
@@ -273,7 +278,10 @@ class MacvlanDriver(NetworkDriver):
         }
         present = {link.name: link for link in host_links}
         for link in host_links:
-            ours = link.name.startswith(PRIVATE_PREFIX) or link.alias.startswith(ALIAS_PREFIX)
+            # Ours by alias only: a bridge called tm-x that another driver (or the user)
+            # made is not a private parent.  Safe after a crash: the alias is set right
+            # after the bridge is made, and its network is in the store by then (wanted).
+            ours = link.alias.startswith(ALIAS_PREFIX)
             if ours and link.name not in wanted:
                 log.info("removing stray macvlan parent name=%s", link.name)
                 await self.rtnl.delete_in_thread(link.index)

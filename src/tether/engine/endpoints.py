@@ -390,6 +390,13 @@ class Endpoints:
             return "", ""
         return gw.ipv4.split("/")[0], gw.id
 
+    def default_host_ip(self, c: Container) -> str:
+        """Where `-p` without a host address binds, as the network that publishes the
+        container's ports says (Docker's host_binding_ipv4); "" for 0.0.0.0 and ::."""
+        gw = gateway_endpoint(c, self.network_of)
+        net = self.network_of(gw.network_id) if gw is not None else None
+        return self.driver(net).default_host_ip(net) if net is not None else ""
+
     def embedded_dns(self, c: Container) -> bool:
         return any(
             user_defined(net) and self.driver(net).caps.embedded_dns

@@ -220,8 +220,9 @@ class Lifecycle:
         target, ep_id = self.endpoints.port_target(c)
         if not target:
             return
+        default_ip = self.endpoints.default_host_ip(c)
         async with self.lock:
-            c.ports = self.publisher.publish(c, target, ep_id)
+            c.ports = self.publisher.publish(c, target, ep_id, default_ip)
         await self.publisher.wire_proxies(c)
 
     async def _retarget_ports(self, c: Container) -> None:

@@ -230,6 +230,10 @@ def _refuse_what_cannot_be_honoured(req: NetworkCreate, driver: NetworkDriver) -
         raise Forbidden(
             f"the {driver.name} driver cannot encrypt traffic: -o encrypted is for overlay networks"
         )
+    if req.EnableIPv4 is False:
+        raise InvalidParameter(
+            "tether does not support IPv6-only networks yet: EnableIPv4 cannot be false"
+        )
     if req.ConfigOnly or (req.ConfigFrom is not None and req.ConfigFrom.Network):
         raise Forbidden(
             "--config-only and --config-from networks are swarm configuration templates, "

@@ -70,8 +70,11 @@ def _show(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
-def specs_for(c: Container) -> list[Spec]:
-    """HostConfig.PortBindings (+ -P for the exposed ports without one), expanded."""
+def specs_for(c: Container, default_ip: str = "") -> list[Spec]:
+    """HostConfig.PortBindings (+ -P for the exposed ports without one), expanded.
+
+    `default_ip`: where a binding without a host address goes, from the network the ports
+    are published through (the bridge's host_binding_ipv4); "" is 0.0.0.0 and :: both."""
     hc = c.host_config
     bindings: dict[str, list[dict[str, str]]] = {
         k: list(v or []) for k, v in (hc.get("PortBindings") or {}).items()
@@ -83,7 +86,7 @@ def specs_for(c: Container) -> list[Spec]:
     for key in sorted(bindings, key=lambda k: (int(k.split("/")[0]), k)):
         port, _, proto = key.partition("/")
         for b in bindings[key]:
-            ip = str(b.get("HostIp") or "").strip("[]")
+            ip = str(b.get("HostIp") or "").strip("[]") or default_ip
             # No host address means both families, on one host port (docker port shows both).
             ips = [WILDCARD[4], WILDCARD[6]] if not ip else [ip]
             out.append(
@@ -180,11 +183,14 @@ class Publisher:
         for i in range(span):
             yield lo + (start - lo + i) % span
 
-    def publish(self, c: Container, target: str, endpoint_id: str) -> list[PortBinding]:
-        """Allocate, reserve and wire every binding of `c`; all or nothing."""
+    def publish(
+        self, c: Container, target: str, endpoint_id: str, default_ip: str = ""
+    ) -> list[PortBinding]:
+        """Allocate, reserve and wire every binding of `c`; all or nothing.  `default_ip`:
+        see specs_for."""
         done: list[PortBinding] = []
         try:
-            for spec in specs_for(c):
+            for spec in specs_for(c, default_ip):
                 done += self._publish_spec(c, spec, target, endpoint_id)
             self._hand_over(done)
         except RelayError as exc:

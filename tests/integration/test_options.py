@@ -1,0 +1,111 @@
+"""No option accepted and then ignored: every network -o option is acted on or refused by
+name, the bridge's host_binding_ipv4 is honoured as Docker honours it, and the drivers'
+reconcilers touch only links that carry their own alias."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from nshost import NamespaceHost, sh
+
+pytestmark = pytest.mark.integration
+
+WEB = ["sh", "-c", "echo hello-$(hostname) > /www/index.html && exec httpd -f -p 80 -h /www"]
+
+
+def state(h: NamespaceHost) -> tuple[str, list[str], list[str]]:
+    nets = h.ok("network", "ls", "--format", "{{.Name}} {{.Driver}}")
+    return nets, sorted(h.links()), h.netns_files()
+
+
+def test_unknown_and_unsupported_network_options_are_refused(host: NamespaceHost) -> None:
+    h = host
+    h.sh("ip link add lan0 type veth peer name lan0p")
+    before = state(h)
+    cases = [
+        (["-o", "com.docker.network.bridge.enable_icc_typo=false", "x1"],
+         "the bridge driver has no option 'com.docker.network.bridge.enable_icc_typo'"),
+        (["-o", "parent=lan0", "x2"], "the bridge driver has no option 'parent'"),
+        (["-o", "com.docker.network.bridge.gateway_mode_ipv4=routed", "x3"],
+         "option com.docker.network.bridge.gateway_mode_ipv4 is not supported by tether yet"),
+        (["-d", "macvlan", "-o", "parent=lan0", "-o", "com.docker.network.bridge.name=b",
+          "x4"], "the macvlan driver has no option 'com.docker.network.bridge.name'"),
+        (["-o", "com.docker.network.bridge.name=tm-flap", "x5"],
+         "invalid bridge name: tm-flap: names starting with tb-, tz-, tm-, tv, ov-, vx- are "
+         "tether's own"),
+        (["-o", "com.docker.network.bridge.name=tb-mine", "x6"], "invalid bridge name: tb-mine"),
+        (["-o", "com.docker.network.bridge.host_binding_ipv4=nope", "x7"],
+         "failed to parse com.docker.network.bridge.host_binding_ipv4 value: nope (nil ip)"),
+    ]  # fmt: skip
+    for args, message in cases:
+        r = h.cli("network", "create", *args)
+        assert r.returncode != 0, args
+        assert message in r.stderr, (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    # EnableIPv4: false (API only): refused rather than a network that has IPv4 anyway.
+    r = h.api.open("POST", "/networks/create", body={"Name": "v6only", "EnableIPv4": False})
+    assert r.status == 400, r.status
+    assert b"tether does not support IPv6-only networks yet" in r.read()
+    r.close()
+    assert state(h) == before
+
+
+def test_host_binding_ipv4_is_the_default_host_address_of_p(bhost: NamespaceHost) -> None:
+    h = bhost
+    lan = h.add_lan()  # another machine, routed to this host's 10.250.0.1
+    h.ok("network", "create", "-o", "com.docker.network.bridge.host_binding_ipv4=127.0.0.1",
+         "local")  # fmt: skip
+    h.ok("network", "create", "open")
+    h.ok("run", "-d", "--name", "quiet", "--network", "local", "-p", "8091:80", "busybox", *WEB)
+    h.ok("run", "-d", "--name", "loud", "--network", "open", "-p", "8092:80", "busybox", *WEB)
+    # Docker's `docker port`: the network's default host address, IPv4 only.
+    assert h.ok("port", "quiet") == "80/tcp -> 127.0.0.1:8091\n"
+    assert "80/tcp -> [::]:8092" in h.ok("port", "loud")
+    # An explicit address still wins.
+    h.ok("run", "-d", "--name", "wide", "--network", "local", "-p", "0.0.0.0:8093:80",
+         "busybox", *WEB)  # fmt: skip
+    assert h.ok("port", "wide") == "80/tcp -> 0.0.0.0:8093\n"
+
+    def get(where: str, url: str) -> str:
+        r = sh(f"ip netns exec {where} timeout 2 busybox wget -qO- {url}", check=False)
+        return r.stdout if r.returncode == 0 else ""
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not get(h.netns, "http://127.0.0.1:8091/"):
+        time.sleep(0.1)
+    assert get(h.netns, "http://127.0.0.1:8091/").startswith("hello-")
+    assert get(lan, "http://10.250.0.1:8092/").startswith("hello-")  # the LAN reaches 0.0.0.0
+    assert get(lan, "http://10.250.0.1:8093/").startswith("hello-")
+    assert get(lan, "http://10.250.0.1:8091/") == ""  # ...but not what the network keeps local
+    assert get(h.netns, "http://[::1]:8091/") == ""
+
+
+def test_reconcilers_leave_bridges_without_their_alias_alone(host: NamespaceHost) -> None:
+    h = host
+    # Bridges someone else made with names like tether's: not tether's to delete.
+    for name in ("tb-mine", "tm-mine", "tz-mine"):
+        h.sh(f"ip link add {name} type bridge")
+    # Strays of tether's own (a crash left them): they carry the alias, and go.
+    h.sh("ip link add tz-0123456789ab type bridge")
+    h.sh("ip link set tz-0123456789ab alias tether:net:" + "0123456789ab" * 5 + "0123")
+    h.sh("ip link add tm-0123456789ab type bridge")
+    h.sh("ip link set tm-0123456789ab alias tether:macvlan:" + "0123456789ab" * 5 + "0123")
+    h.restart()  # reconcile runs at every start
+    links = h.links()
+    assert {"tb-mine", "tm-mine", "tz-mine"} <= set(links)
+    assert "tz-0123456789ab" not in links and "tm-0123456789ab" not in links
+    # And the networks' own bridges (alias set) are still repaired and removed as ever.
+    h.ok("network", "create", "-d", "macvlan", "--internal", "priv")
+    h.ok("network", "create", "br")
+    net = h.inspect_network("priv")["Id"]
+    assert f"tm-{net[:12]}" in h.links()
+    h.sh(f"ip link del tm-{net[:12]}")
+    h.restart()
+    assert f"tm-{net[:12]}" in h.links()
+    h.ok("network", "rm", "priv", "br")
+    assert not [n for n in h.links() if n.endswith(net[:12])]
+    for name in ("tb-mine", "tm-mine", "tz-mine"):
+        h.sh(f"ip link del {name}")
+
