@@ -4,6 +4,7 @@ reconcilers touch only links that carry their own alias."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -109,3 +110,78 @@ def test_reconcilers_leave_bridges_without_their_alias_alone(host: NamespaceHost
     for name in ("tb-mine", "tm-mine", "tz-mine"):
         h.sh(f"ip link del {name}")
 
+
+def test_host_gateway_is_the_default_bridges_gateway(bhost: NamespaceHost) -> None:
+    h = bhost
+    # The default bridge's gateway: the host's address on tether0.
+    (gw,) = [a["local"] for a in h.links()["tether0"]["addr_info"] if a["family"] == "inet"]
+    h.ok("network", "create", "app")
+    for net in ("bridge", "app"):
+        name = f"hg-{net}"
+        h.ok("run", "-d", "--name", name, "--network", net, "--add-host",
+             "host.docker.internal:host-gateway", "busybox", "sleep", "600")  # fmt: skip
+        hosts = h.ok("exec", name, "cat", "/etc/hosts")
+        assert f"{gw}\thost.docker.internal\n" in hosts, hosts
+        assert "host-gateway" not in hosts
+        # It is the host: the container reaches it by that name.
+        assert h.cli("exec", name, "ping", "-c1", "-W2", "host.docker.internal").returncode == 0
+
+
+def test_settings_tether_cannot_enforce_are_refused_by_name(bhost: NamespaceHost) -> None:
+    h = bhost
+    before = h.kernel_snapshot()
+    cases = [
+        (["-u", "nobody"], "tether does not support User yet: containers run as root"),
+        (["--user", "0:100"], "tether does not support User yet"),
+        (["--read-only"], "tether does not support ReadonlyRootfs yet"),
+        (["--pids-limit", "100"], "tether does not support PidsLimit yet"),
+        (["-m", "512m"], "tether does not support Memory yet: containers have no memory limit"),
+    ]
+    for args, message in cases:
+        for command in (["run", "-d"], ["create"]):
+            r = h.cli(*command, *args, "busybox", "sleep", "600")
+            assert r.returncode == 125, (args, r.returncode, r.stderr)
+            assert f"Error response from daemon: {message}" in r.stderr, (args, r.stderr)
+            assert "Traceback" not in r.stderr
+    r = h.cli("run", "-d", "-m", "lots", "busybox", "true")
+    assert (
+        r.returncode != 0
+        and 'invalid argument "lots" for "-m, --memory" flag: invalid size: \'lots\'' in r.stderr
+    )
+    resp = h.api.open("POST", "/containers/create", body={"Image": "busybox", "User": "nobody"})
+    assert resp.status == 400 and b"tether does not support User yet" in resp.read()
+    resp.close()
+    assert h.api.get("/containers/json", {"all": 1}) == []
+    assert h.kernel_snapshot() == before
+    # What runs as Docker's defaults would is accepted.
+    h.ok("run", "-d", "--name", "dflt", "-u", "root", "--pids-limit", "-1", "-m", "0",
+         "busybox", "sleep", "600")  # fmt: skip
+    h.ok("run", "-d", "--name", "zero", "-u", "0:0", "busybox", "sleep", "600")
+    assert h.ok("exec", "-u", "root", "dflt", "id", "-u") == "0\n"
+    r = h.cli("exec", "-u", "nobody", "dflt", "id")
+    assert r.returncode != 0 and (
+        "tether does not support User yet: exec runs commands as root" in r.stderr
+    ), r.stderr
+
+
+def test_compose_refuses_the_same_settings_before_creating_anything(bhost: NamespaceHost) -> None:
+    h = bhost
+    cases = [
+        ("user: nobody", "services.web.user: tether does not support User yet"),
+        ("read_only: true", "services.web.read_only: tether does not support ReadonlyRootfs"),
+        ("pids_limit: 50", "services.web.pids_limit: tether does not support PidsLimit yet"),
+        ("mem_limit: 256m", "services.web.mem_limit: tether does not support Memory yet"),
+    ]
+    for i, (line, message) in enumerate(cases):
+        d = os.path.join(h.dir, f"proj{i}")
+        os.makedirs(d)
+        with open(os.path.join(d, "compose.yaml"), "w") as f:
+            f.write(
+                "services:\n  web:\n    image: busybox\n    command: sleep 600\n"
+                f"    networks: [back]\n    {line}\nnetworks:\n  back: {{}}\n"
+            )
+        r = h.cli("compose", "-f", os.path.join(d, "compose.yaml"), "up", "-d")
+        assert r.returncode != 0 and message in r.stderr, (line, r.stderr)
+        assert "is not supported by tether yet and is ignored" not in r.stderr
+    assert h.api.get("/containers/json", {"all": 1}) == []
+    assert sorted(n["Name"] for n in h.api.get("/networks")) == ["bridge", "host", "none"]

@@ -441,3 +441,27 @@ def test_stored_records_that_no_longer_parse_are_skipped(caplog: pytest.LogCaptu
     assert len(skipped) == 3 and "b" * 64 in skipped[0] and "c" * 64 in skipped[1]
     with pytest.raises(msgspec.ValidationError):
         records.network({"id": "n", "name": "n", "driver": "bridge", "created": "", "pools": "x"})
+
+
+def test_settings_tether_cannot_enforce_are_refused_unless_default() -> None:
+    from tether import unsupported
+
+    hc = {"Image": "b", "HostConfig": {}}
+    assert refused({"Image": "b", "User": "nobody"}) == unsupported.USER
+    assert refused({"Image": "b", "User": "1000:1000"}) == unsupported.USER
+    assert refused({"Image": "b", "User": "root:wheel"}) == unsupported.USER
+    assert refused({**hc, "HostConfig": {"ReadonlyRootfs": True}}) == unsupported.READONLY_ROOTFS
+    assert refused({**hc, "HostConfig": {"PidsLimit": 10}}) == unsupported.PIDS_LIMIT
+    assert refused({**hc, "HostConfig": {"Memory": 1 << 20}}) == unsupported.MEMORY
+    assert refused({"Cmd": ["id"], "User": "nobody"}, ExecCreate) == unsupported.EXEC_USER
+    # Docker's defaults (what docker's own CLI sends) pass.
+    for body in (
+        {"Image": "b", "User": ""},
+        {"Image": "b", "User": "root"},
+        {"Image": "b", "User": "0:0"},
+        {**hc, "HostConfig": {"ReadonlyRootfs": False, "PidsLimit": 0, "Memory": 0}},
+        {**hc, "HostConfig": {"PidsLimit": -1}},
+        {**hc, "HostConfig": {"PidsLimit": None}},
+    ):
+        decode(json.dumps(body).encode(), ContainerCreate)
+    decode(b'{"Cmd": ["id"], "User": "root"}', ExecCreate)

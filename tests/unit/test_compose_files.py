@@ -425,6 +425,30 @@ def test_network_drivers_are_checked_against_the_daemons_registry(tmp_path: Path
     check_networks(load(tmp_path, text), HostView())
 
 
+def test_settings_tether_cannot_enforce_are_refused_in_the_daemons_words(tmp_path: Path) -> None:
+    from tether import unsupported
+
+    svc = "services:\n  web:\n    image: busybox\n"
+    assert (
+        error_of(tmp_path, svc + "    user: nobody\n") == f"services.web.user: {unsupported.USER}"
+    )
+    assert error_of(tmp_path, svc + "    read_only: true\n") == (
+        f"services.web.read_only: {unsupported.READONLY_ROOTFS}"
+    )
+    assert error_of(tmp_path, svc + "    pids_limit: 100\n") == (
+        f"services.web.pids_limit: {unsupported.PIDS_LIMIT}"
+    )
+    assert error_of(tmp_path, svc + "    mem_limit: 1g\n") == (
+        f"services.web.mem_limit: {unsupported.MEMORY}"
+    )
+    assert error_of(tmp_path, svc + "    mem_limit: lots\n") == (
+        "services.web.mem_limit: invalid size: 'lots'"
+    )
+    # Docker's defaults are fine, and not warned about as ignored.
+    p = load(tmp_path, svc + "    user: root\n    read_only: false\n    pids_limit: -1\n")
+    assert p.warnings == []
+
+
 def test_driver_options_are_checked_as_the_daemon_checks_them(tmp_path: Path) -> None:
     net = "services:\n  s:\n    image: b\n    networks: [n]\nnetworks:\n  n:\n"
     checks.check_all(

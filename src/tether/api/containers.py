@@ -34,6 +34,7 @@ from tether.textcheck import (
     is_ip,
     shown,
 )
+from tether.unsupported import container_refusal
 
 SIGNALS = {s.name: int(s.value) for s in signal.Signals}
 # Signal numbers Linux has (SIGRTMAX is 64).
@@ -354,6 +355,9 @@ class ContainerCreate(Model):
             raise InvalidParameter("conflicting options: hostname and the network mode")
         if self.NetworkingConfig is not None:
             self.NetworkingConfig.validate()
+        refused = container_refusal(self.User, hc.ReadonlyRootfs, hc.PidsLimit, hc.Memory)
+        if refused:
+            raise InvalidParameter(refused)
 
 
 # The fields of Docker's Config (the request's top level but HostConfig and NetworkingConfig).

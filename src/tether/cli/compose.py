@@ -211,6 +211,8 @@ def run_exec(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]
         "interactive": not o["detach"] and sys.stdin.isatty(),
         "tty": tty,
         "workdir": o["workdir"],
+        "user": o["user"],
+        "privileged": o["privileged"],
     }
     return container.run_exec(ctx, opts, [found[0].id, *cmd])
 
@@ -338,6 +340,7 @@ SUB: dict[str, Command] = {
             Flag("privileged", kind="bool", help="Give extended privileges to the process"),
             Flag("interactive", "i", kind="bool", default=True, hidden=True),
             Flag("tty", "t", kind="bool", default=True, hidden=True),
+            Flag("user", "u", help="Run the command as this user"),
             Flag("workdir", "w", help="Path to workdir directory for this command"),
         ],
         min_args=2,

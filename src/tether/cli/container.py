@@ -128,6 +128,17 @@ def _container_body(o: dict[str, Any], args: list[str]) -> tuple[dict[str, Any],
         body["StopSignal"] = o["stop_signal"]
     if o["stop_timeout"] is not None:
         body["StopTimeout"] = o["stop_timeout"]
+    # Sent on as given: the daemon refuses what it cannot enforce yet, in its own words.
+    if o["user"]:
+        body["User"] = o["user"]
+    if o["read_only"]:
+        body["HostConfig"]["ReadonlyRootfs"] = True
+    if o["pids_limit"] is not None:
+        body["HostConfig"]["PidsLimit"] = o["pids_limit"]
+    if o["memory"]:
+        from tether.unsupported import ram_in_bytes
+
+        body["HostConfig"]["Memory"] = ram_in_bytes(o["memory"])
     endpoints = body["NetworkingConfig"]["EndpointsConfig"]
     for i, net in enumerate(networks):
         ep: dict[str, Any] = {}
@@ -491,6 +502,7 @@ def run_exec(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         "Env": _parse_env(o["env"]),
         "WorkingDir": o["workdir"] or "",
         "Privileged": bool(o.get("privileged")),
+        "User": o.get("user") or "",
     }
     try:
         ex = ctx.call("POST", f"/containers/{_q(args[0])}/exec", body=body)
@@ -603,6 +615,13 @@ def run_port(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     return 0
 
 
+def _check_memory(value: str) -> str:
+    from tether.unsupported import ram_in_bytes
+
+    ram_in_bytes(value)  # docker's "invalid size: 'x'"
+    return value
+
+
 RUN_FLAGS = [
     Flag(
         "add-host",
@@ -653,6 +672,7 @@ RUN_FLAGS = [
         check=tc.check_label_arg,
     ),
     Flag("mac-address", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
+    Flag("memory", "m", help="Memory limit", check=_check_memory),
     Flag("name", help="Assign a name to the container"),
     Flag("network", kind="list", metavar="network", help="Connect a container to a network"),
     Flag("net", kind="list", hidden=True),
@@ -664,6 +684,7 @@ RUN_FLAGS = [
         check=tc.check_alias,
     ),
     Flag("net-alias", kind="list", hidden=True, check=tc.check_alias),
+    Flag("pids-limit", kind="int", help="Tune container pids limit (set -1 for unlimited)"),
     Flag("privileged", kind="bool", help="Give extended privileges to this container"),
     Flag(
         "publish",
@@ -673,11 +694,13 @@ RUN_FLAGS = [
         help="Publish a container's port(s) to the host",
     ),
     Flag("publish-all", "P", kind="bool", help="Publish all exposed ports to random ports"),
+    Flag("read-only", kind="bool", help="Mount the container's root filesystem as read only"),
     Flag("rm", kind="bool", help="Automatically remove the container when it exits"),
     Flag("security-opt", kind="list", metavar="list", help="Security Options"),
     Flag("stop-signal", help="Signal to stop the container"),
     Flag("stop-timeout", kind="int", help="Timeout (in seconds) to stop a container"),
     Flag("tty", "t", kind="bool", help="Allocate a pseudo-TTY"),
+    Flag("user", "u", help="Username or UID (format: <name|uid>[:<group|gid>])"),
     Flag("workdir", "w", help="Working directory inside the container"),
 ]
 
@@ -862,7 +885,7 @@ EXEC = Command(
         Flag("interactive", "i", kind="bool", help="Keep STDIN open even if not attached"),
         Flag("privileged", kind="bool", help="Give extended privileges to the command"),
         Flag("tty", "t", kind="bool", help="Allocate a pseudo-TTY"),
-        Flag("user", "u", help="Username or UID (tether runs as root)"),
+        Flag("user", "u", help="Username or UID (format: <name|uid>[:<group|gid>])"),
         Flag("workdir", "w", help="Working directory inside the container"),
     ],
     min_args=2,

@@ -396,6 +396,7 @@ def _service(
         )
     except secopts.SecurityOptError as exc:
         raise ComposeError(f"{where}.security_opt: {exc}") from None
+    _refuse_unenforced(raw, where)
     if svc.network_mode and raw.get("networks") is not None:
         raise ComposeError(
             f"service {name} declares mutually exclusive `network_mode` and `networks`"
@@ -410,6 +411,29 @@ def _service(
         target = svc.network_mode.partition(":")[2]
         svc.depends_on.setdefault(target, Dependency())
     return svc
+
+
+def _refuse_unenforced(raw: dict[str, Any], where: str) -> None:
+    """user, read_only, pids_limit, mem_limit: refused unless they ask for the default, in the
+    daemon's words (tether.unsupported), before anything is created."""
+    from tether import unsupported as u
+
+    pids = raw.get("pids_limit")
+    memory = raw.get("mem_limit")
+    if isinstance(memory, str):
+        try:
+            memory = u.ram_in_bytes(memory)
+        except ValueError as exc:
+            raise ComposeError(f"{where}.mem_limit: {exc}") from None
+    refused = u.container_refusal(
+        scalar_text(raw["user"]) if raw.get("user") is not None else None,
+        go_bool(raw.get("read_only") or False, f"{where}.read_only"),
+        as_int(pids, f"{where}.pids_limit") if pids is not None else None,
+        as_int(memory, f"{where}.mem_limit") if memory is not None else None,
+    )
+    if refused:
+        key = {u.USER: "user", u.READONLY_ROOTFS: "read_only", u.PIDS_LIMIT: "pids_limit"}
+        raise ComposeError(f"{where}.{key.get(refused, 'mem_limit')}: {refused}")
 
 
 def _network(project: str, key: str, raw: Any) -> NetworkDef:

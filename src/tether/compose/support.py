@@ -38,6 +38,11 @@ SERVICE = {
     "cap_add",
     "cap_drop",
     "security_opt",
+    # Refused unless they ask for the default (compose/model.py, tether.unsupported).
+    "user",
+    "read_only",
+    "pids_limit",
+    "mem_limit",
 }
 DEPLOY = {"replicas"}
 ATTACHMENT = {"aliases", "ipv4_address", "ipv6_address", "priority"}

@@ -50,7 +50,7 @@ from tether.events import (
     SandboxRemoving,
 )
 from tether.model import Container, Endpoint, EndpointConfig, Network
-from tether.netmodes import is_container, is_host, is_none, own_endpoints
+from tether.netmodes import DEFAULT_NETWORK, is_container, is_host, is_none, own_endpoints
 from tether.runtime import cgroups, files, shim
 from tether.runtime.images import ImageStore, host_view
 from tether.store import statedir
@@ -62,6 +62,9 @@ if TYPE_CHECKING:
     from tether.firewall.publish import Publisher
 
 log = logging.getLogger("tether.lifecycle")
+
+# --add-host NAME:host-gateway: Docker's name for the host as containers reach it.
+HOST_GATEWAY = "host-gateway"
 
 
 class Lifecycle:
@@ -242,7 +245,7 @@ class Lifecycle:
         except OSError:
             host_resolv = ""
         hc = c.host_config
-        extra = [(h.split(":", 1)[0], h.split(":", 1)[1]) for h in hc.get("ExtraHosts") or []]
+        extra = self._extra_hosts(hc.get("ExtraHosts") or [])
         if is_host(mode):
             try:
                 with open("/etc/hosts") as f:
@@ -270,6 +273,25 @@ class Lifecycle:
         _write_in_place(p["hosts"], hosts_text)
         _write_in_place(p["resolv"], resolv_text)
         _write_in_place(p["hostname"], files.hostname_file(host_name))
+
+    def _extra_hosts(self, entries: list[str]) -> list[tuple[str, str]]:
+        """--add-host NAME:IP pairs, with Docker's NAME:host-gateway resolved to the host's
+        address on the default bridge (its gateway, IPv4 then IPv6), as dockerd does when
+        no --host-gateway-ip is set."""
+        out: list[tuple[str, str]] = []
+        for entry in entries:
+            name, _, ip = entry.partition(":")
+            if ip != HOST_GATEWAY:
+                out.append((name, ip))
+                continue
+            bridge = next(
+                (n for n in self.networks.by_id.values() if n.name == DEFAULT_NETWORK), None
+            )
+            gateways = [p.gateway for p in bridge.pools if p.gateway] if bridge else []
+            if not gateways:
+                raise InvalidParameter("unable to derive the IP value for host-gateway")
+            out += [(name, gw) for gw in sorted(gateways, key=lambda g: ":" in g)]
+        return out
 
     def _run_spec(self, c: Container, rootfs: str | None) -> shim.RunSpec:
         p = self.containers.paths(c)
