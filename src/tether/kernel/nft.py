@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import fcntl
 import os
+import socket
 import subprocess
 import threading
 
@@ -41,9 +41,7 @@ class Nft:
         lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
         lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
         lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
-        before = _open_fds()
-        ctx = lib.nft_ctx_new(0)
-        _cloexec_since(before)
+        ctx = new_ctx(lib)
         lib.nft_ctx_buffer_output(ctx)
         lib.nft_ctx_buffer_error(ctx)
         self._lib, self._ctx = lib, ctx
@@ -72,34 +70,82 @@ class Nft:
         return out
 
 
-def _open_fds() -> dict[int, tuple[int, int]]:
-    """Open descriptors and what each refers to (the listing's own is closed when fstat runs)."""
-    out: dict[int, tuple[int, int]] = {}
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            st = os.fstat(int(name))
-        except OSError:
-            continue
-        out[int(name)] = (st.st_dev, st.st_ino)
-    return out
+# NETLINK_NETFILTER (linux/netlink.h): the protocol of libnftables' socket to the kernel.
+_NETLINK_NETFILTER = 12
+# One context is made at a time, so no other context's socket shows among the new numbers.
+_CTX_LOCK = threading.Lock()
 
 
-def _cloexec_since(before: dict[int, tuple[int, int]]) -> None:
-    """Mark close-on-exec what libnftables just opened: its netlink socket to the kernel's
-    nftables (NETLINK_NETFILTER), which libmnl opens without SOCK_CLOEXEC and which would
-    otherwise pass through every posix_spawn (tether-shim, the port relay) into containers,
-    letting one with NET_ADMIN read and rewrite the host's `inet tether` table.  The library
-    has no API for its descriptor, so it is found by comparing /proc/self/fd (by what each
-    number refers to: the new socket may take the number the listing itself used); marking a
-    descriptor another thread opened meanwhile is harmless."""
-    for fd, ident in _open_fds().items():
-        if before.get(fd) == ident:
-            continue
+def new_ctx(lib: ctypes.CDLL) -> int:
+    """nft_ctx_new, with the netlink socket it opens made close-on-exec.
+
+    libmnl opens that socket (NETLINK_NETFILTER) without SOCK_CLOEXEC; left so, it would pass
+    through every posix_spawn (tether-shim, the port relay) into containers, letting one with
+    NET_ADMIN read and rewrite the host's `inet tether` table.  The library has no API for
+    its descriptor.  The kernel gives a new descriptor the lowest free number, so what
+    nft_ctx_new opened lies between the lowest free number before the call and the lowest
+    free one after it: only those few numbers are looked at, not all of /proc/self/fd (this
+    runs at every container start, for the sandbox's DNS redirect, and tetherd holds ~4
+    descriptors per running container: a walk of them all made the 1,000th start ~45 ms
+    slower than the first).  Should the socket not be among them (another thread closed a
+    lower descriptor meanwhile), every inheritable descriptor from 3 up is marked: tetherd
+    keeps none on purpose, so marking one another thread opened is harmless.
+    """
+    with _CTX_LOCK:
+        low = _lowest_free_fd()
+        ctx: int = lib.nft_ctx_new(0)
+        high = _lowest_free_fd()
+        found = False
+        for fd in range(low, high):
+            found = _cloexec_if_inheritable(fd) or found
+        if not found:
+            for name in os.listdir("/proc/self/fd"):
+                _cloexec_if_inheritable(int(name))
+    return ctx
+
+
+def _lowest_free_fd() -> int:
+    fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    os.close(fd)
+    return fd
+
+
+def _cloexec_if_inheritable(fd: int) -> bool:
+    """Mark `fd` close-on-exec if it is inheritable (0-2 only if it is a netfilter socket);
+    True if it was an inheritable netfilter netlink socket."""
+    try:
+        if not os.get_inheritable(fd):
+            return False
+    except OSError:  # closed meanwhile
+        return False
+    netfilter = _is_netfilter_socket(fd)
+    if fd > 2 or netfilter:
         try:
-            flags = fcntl.fcntl(fd, fcntl.F_GETFD)
-            fcntl.fcntl(fd, fcntl.F_SETFD, flags | fcntl.FD_CLOEXEC)
+            os.set_inheritable(fd, False)
         except OSError:
             pass
+    return netfilter
+
+
+def _is_netfilter_socket(fd: int) -> bool:
+    try:
+        dup = os.dup(fd)
+    except OSError:  # closed meanwhile
+        return False
+    try:
+        s = socket.socket(fileno=dup)
+    except OSError:  # not a socket
+        os.close(dup)
+        return False
+    try:
+        return (
+            s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN) == socket.AF_NETLINK
+            and s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL) == _NETLINK_NETFILTER
+        )
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def run_in_netns(path: str, text: str) -> None:
@@ -131,9 +177,7 @@ def run_in_netns(path: str, text: str) -> None:
     lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
     lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
     with netns.entered(path):
-        before = _open_fds()
-        ctx = lib.nft_ctx_new(0)
-        _cloexec_since(before)
+        ctx = new_ctx(lib)
         try:
             lib.nft_ctx_buffer_error(ctx)
             rc = lib.nft_run_cmd_from_buffer(ctx, text.encode())
