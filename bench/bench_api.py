@@ -14,27 +14,13 @@ the dict the old handlers read, against the typed decode with its checks).
 
 from __future__ import annotations
 
-import compileall
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
-import sysconfig
-import tempfile
 import time
 
-from common import REPO, save, stats, timed
-
-from nshost import NamespaceHost
-
-LAUNCHER = """#!{python} -S
-import sys
-sys.path[0:0] = {paths!r}
-from tether.cli.main import main
-sys.exit(main())
-"""
+from common import Tree, save, stats, timed
 
 # What `tether run -d --name X --network pf busybox sleep 3600` sends (cli/container.py).
 BODY = {
@@ -60,55 +46,6 @@ BODY = {
     "NetworkingConfig": {"EndpointsConfig": {"pf": {}}},
     "Cmd": ["sleep", "3600"],
 }
-
-
-class Tree:
-    def __init__(self, commit: str) -> None:
-        self.commit = commit
-        self.dir = tempfile.mkdtemp(prefix=f"tether-bench-{commit[:7]}-")
-        archive = subprocess.run(
-            ["git", "-C", REPO, "archive", commit], check=True, capture_output=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", self.dir], input=archive, check=True)
-        self.src = os.path.join(self.dir, "src")
-        compileall.compile_dir(self.src, quiet=1)
-        self.cli = os.path.join(self.dir, "tether")
-        with open(self.cli, "w") as f:
-            f.write(
-                LAUNCHER.format(
-                    python=sys.executable, paths=[self.src, sysconfig.get_paths()["purelib"]]
-                )
-            )
-        os.chmod(self.cli, 0o755)
-        old = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = self.src  # the daemon's interpreter imports this tree
-        try:
-            self.host = NamespaceHost()
-            self.host.start()
-        finally:
-            if old is None:
-                del os.environ["PYTHONPATH"]
-            else:
-                os.environ["PYTHONPATH"] = old
-        self.run(["image", "import", "--change", 'CMD ["sh"]', _busybox(), "busybox"])
-        self.run(["network", "create", "--subnet", "10.212.0.0/16", "pf"])
-
-    def run(self, args: list[str]) -> None:
-        r = subprocess.run(
-            [self.cli, "-H", f"unix://{self.host.socket}", *args], capture_output=True, text=True
-        )
-        if r.returncode != 0:
-            raise RuntimeError(f"{self.commit} tether {' '.join(args)}: {r.stderr}")
-
-    def close(self) -> None:
-        self.host.cleanup()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _busybox() -> str:
-    from nshost import busybox_tar
-
-    return busybox_tar()
 
 
 def decode_cost(tree: Tree, n: int = 20000) -> dict[str, float]:
@@ -140,6 +77,8 @@ def main() -> None:
     runs: dict[str, list[float]] = {"before": [], "after": []}
     creates: dict[str, list[float]] = {"before": [], "after": []}
     try:
+        for t in trees.values():
+            t.run(["network", "create", "--subnet", "10.212.0.0/16", "pf"])
         for i in range(n):
             order = ["before", "after"] if i % 2 == 0 else ["after", "before"]
             for key in order:

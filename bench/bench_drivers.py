@@ -15,7 +15,7 @@ import os
 import statistics
 import sys
 
-from common import host, launcher, rss_kib, run_quiet, save, stats, timed
+from common import host, launcher, loadavg, rss_kib, run_quiet, save, stats, timed
 
 from nshost import make_netns, sh
 
@@ -25,6 +25,8 @@ def main() -> None:
     scale = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
     tether = launcher()
     results: dict[str, object] = {"rounds": n, "scale": scale}
+    load: dict[str, list[float]] = {"start": loadavg()}
+    results["load average (1, 5, 15 min)"] = load
     h = host()
     lan = make_netns("tl")
     h.lan_peers.append(lan)
@@ -55,6 +57,7 @@ def main() -> None:
                 run, rm = one(net, f"d{i}-{net}")
                 runs[net].append(run)
                 rms[net].append(rm)
+        load["after macvlan vs bridge"] = loadavg()
         results["run_ms"] = {
             "run -d (bridge)": stats(runs["br-net"]),
             "run -d (macvlan)": stats(runs["mv-net"]),
@@ -70,6 +73,7 @@ def main() -> None:
             argv = [*cli, "run", "-d", "--name", f"s{i}", "--network", "br-net", "busybox"]
             lat.append(timed(lambda argv=argv: run_quiet([*argv, "sleep", "36000"])))
         rss_after = rss_kib(daemon_pid)
+        load["after the scale run"] = loadavg()
         first50, last50 = statistics.median(lat[:50]), statistics.median(lat[-50:])
         first10, last10 = statistics.median(lat[:10]), statistics.median(lat[-10:])
         deciles = [
@@ -86,6 +90,7 @@ def main() -> None:
             "tetherd RSS before (MiB)": round(rss_before / 1024, 1),
             "tetherd RSS with containers (MiB)": round(rss_after / 1024, 1),
             "tetherd RSS per container (KiB)": round((rss_after - rss_before) / scale, 1),
+            "run latency, every start in order (ms)": [round(x, 1) for x in lat],
         }
         for i in range(scale):
             run_quiet([*cli, "rm", "-f", f"s{i}"])
@@ -97,6 +102,10 @@ def main() -> None:
             "run latency last 10 / first 10": round(last10 / first10, 3),
         }
     finally:
+        keep = os.environ.get("TETHER_BENCH_KEEP_LOG")
+        if keep:  # the daemon's debug log (per-request timings) for a look afterwards
+            with open(keep, "w") as f:
+                f.write(h.log())
         h.cleanup()
     print(save("drivers", results))
     import json
