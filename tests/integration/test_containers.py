@@ -443,7 +443,8 @@ def test_images_import_list_remove(bhost: NamespaceHost) -> None:
     assert {line.split()[0] for line in out.splitlines()[1:]} == {"busybox", "host"}
     run(h, "--name", "user", "busybox", "sleep", "600")
     r = h.cli("image", "rm", "busybox")
-    assert r.returncode == 1 and "container is using its referenced image" in r.stderr
+    assert r.returncode == 1 and "(must force) - container " in r.stderr
+    assert "is using its referenced image" in r.stderr
     h.ok("rm", "-f", "user")
     assert "Deleted: sha256:" in h.ok("image", "rm", "busybox")
     assert "busybox" not in h.ok("images")

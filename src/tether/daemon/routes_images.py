@@ -19,7 +19,7 @@ def register(router: Router, daemon: Daemon) -> None:
     images = daemon.images
 
     async def list_(req: Request) -> Response:
-        return json_response([i.to_list_api() for i in images.all()])
+        return json_response([images.list_view(i) for i in images.all()])
 
     async def create(req: Request) -> Response:
         spec = ImageImport.from_query(req.query)
@@ -30,17 +30,19 @@ def register(router: Router, daemon: Daemon) -> None:
             with os.fdopen(fd, "wb") as f:
                 async for chunk in req.body_chunks():
                     f.write(chunk)
-            img = images.import_tar(tmp, req.arg("repo"), req.arg("tag"), spec.changes)
+            img = await images.import_tar(
+                tmp, req.arg("repo"), req.arg("tag"), apply_changes(spec.changes), ""
+            )
         finally:
             os.unlink(tmp)
         return Response(200, wire.dumps({"status": img.id}).encode() + b"\n")
 
     async def inspect(req: Request) -> Response:
-        return json_response(images.find(req.params["name"]).to_inspect_api())
+        return json_response(images.inspect_view(images.find(req.params["name"])))
 
     async def remove(req: Request) -> Response:
-        in_use = {c.image_id for c in daemon.containers.by_id.values()}
-        return json_response(images.remove(req.params["name"], in_use, req.flag("force")))
+        using = [(c.id, c.image_id, c.state.running) for c in daemon.containers.by_id.values()]
+        return json_response(images.remove(req.params["name"], using, req.flag("force")))
 
     router.add("GET", "/images/json", list_)
     router.add("POST", "/images/create", create, stream_body=True)

@@ -8,7 +8,7 @@
  * interfaces, the files to bind in) and execs this for the rest.
  *
  *   tether-shim run --sync FD --log PATH --exit PATH [--netns PATH] [--hostname NAME]
- *                   --rootfs DIR [--overlay LOWER:UPPER:WORK | --root-tmpfs]
+ *                   --rootfs DIR [--overlay LOWER[:LOWER...]:UPPER:WORK | --root-tmpfs]
  *                   [--ro-bind SRC:DST]... [--symlink TARGET:DST]... [--cow-bind SRC:DST:SCRATCH]...
  *                   [--bind SRC:DST]... [--hide PATH]... [--mask PATH]... [--readonly PATH]...
  *                   [--sys-rw] [--cgroup DIR [--all-devices]] [CONFINEMENT] [--cwd DIR]
@@ -170,6 +170,50 @@ static void do_mount(const char *src, const char *dst, const char *type, unsigne
                      const char *data) {
     if (mount(src, dst, type, flags, data) != 0)
         fail(126, "mount %s on %s: %s", type ? type : src, dst, strerror(errno));
+}
+
+/* --overlay LOWER[:LOWER...]:UPPER:WORK: an image's layers, top first, under the container's
+ * copy-on-write upper directory.  mount(2) takes its options in one page, which a few dozen
+ * layers' paths fill; past that the layers go in one at a time through the new mount API
+ * (fsconfig "lowerdir+", Linux 6.8), which has no length limit (overlayfs's own is 500). */
+static void mount_overlay(const char *spec, const char *root) {
+    size_t n = strlen(spec);
+    char *buf = malloc(n + 1);
+    if (!buf) fail(126, "overlay: out of memory");
+    memcpy(buf, spec, n + 1);
+    char *work = strrchr(buf, ':');
+    if (!work) fail(126, "bad --overlay %s", spec);
+    *work++ = 0;
+    char *upper = strrchr(buf, ':');
+    if (!upper) fail(126, "bad --overlay %s", spec);
+    *upper++ = 0;
+    if (!*buf || !*upper || !*work) fail(126, "bad --overlay %s", spec);
+    size_t need = n + 40;
+    if (need <= 4096) {
+        char data[4096];
+        snprintf(data, sizeof data, "lowerdir=%s,upperdir=%s,workdir=%s", buf, upper, work);
+        do_mount("overlay", root, "overlay", 0, data);
+        free(buf);
+        return;
+    }
+    int fs = fsopen("overlay", FSOPEN_CLOEXEC);
+    if (fs < 0) fail(126, "fsopen overlay: %s", strerror(errno));
+    for (char *l = buf, *next; l; l = next) {
+        next = strchr(l, ':');
+        if (next) *next++ = 0;
+        if (fsconfig(fs, FSCONFIG_SET_STRING, "lowerdir+", l, 0) != 0)
+            fail(126, "overlay layer %s: %s", l, strerror(errno));
+    }
+    if (fsconfig(fs, FSCONFIG_SET_STRING, "upperdir", upper, 0) != 0 ||
+        fsconfig(fs, FSCONFIG_SET_STRING, "workdir", work, 0) != 0 ||
+        fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) != 0)
+        fail(126, "mount overlay on %s: %s", root, strerror(errno));
+    int mnt = fsmount(fs, FSMOUNT_CLOEXEC, 0);
+    if (mnt < 0 || move_mount(mnt, "", AT_FDCWD, root, MOVE_MOUNT_F_EMPTY_PATH) != 0)
+        fail(126, "mount overlay on %s: %s", root, strerror(errno));
+    close(mnt);
+    close(fs);
+    free(buf);
 }
 
 /* "A:B[:C]" -> parts (in buf); paths tetherd passes never contain a colon. */
@@ -682,11 +726,7 @@ static void container_child(struct opts *o, int out_w, int err_w) {
     char path[4096];
     const char *root = o->rootfs;
     if (o->overlay) {
-        char lower[4096], upper[4096], work[4096], data[12400];
-        if (sscanf(o->overlay, "%4095[^:]:%4095[^:]:%4095s", lower, upper, work) != 3)
-            fail(126, "bad --overlay %s", o->overlay);
-        snprintf(data, sizeof data, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
-        do_mount("overlay", root, "overlay", 0, data);
+        mount_overlay(o->overlay, root);
     } else if (o->root_tmpfs) {
         do_mount("tmpfs", root, "tmpfs", 0, "mode=755");
         setup_host_view(o, root);
