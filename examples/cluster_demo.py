@@ -21,12 +21,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
 from types import FrameType
 
-from onebox import NETNS_DIR, PY, Node, OneBox, SetupError
+from onebox import NETNS_DIR, PY, RUN_PREFIX, Node, OneBox, SetupError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -40,7 +41,13 @@ BOLD, DIM, GREEN, RED, RESET = (
 
 
 def say(text: str = "") -> None:
-    print(text, flush=True)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # The reader (`| head`) is gone: go on quietly, so the teardown still runs to its end.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def section(title: str) -> None:
@@ -318,7 +325,8 @@ def main() -> int:
     left_up = False
     rc = 1
     try:
-        say(f"{DIM}building the cluster (run directory: {RUN_DIR_HINT}{box.token}-...){RESET}")
+        run_dir = os.path.join(tempfile.gettempdir(), f"{RUN_PREFIX}{box.token}-...")
+        say(f"{DIM}building the cluster (run directory: {run_dir}){RESET}")
         box.start()
         ok = scenario(box, started, args.keep)
         rc = 0 if ok else 1
@@ -328,9 +336,8 @@ def main() -> int:
         rc = 130
     except (SetupError, DemoFailed, subprocess.TimeoutExpired) as exc:
         say(f"\n{RED}failed: {exc}{RESET}")
-        if box.dir:
-            say(f"{DIM}(tetherd and etcd logs: {box.dir}/node*/ are removed with the rest; "
-                f"--keep keeps a cluster that got to the end){RESET}")  # fmt: skip
+    except Exception as exc:  # anything else: still one line, and still the teardown
+        say(f"\n{RED}failed: {type(exc).__name__}: {exc}{RESET}")
     finally:
         if left_up:
             say(f"\n{BOLD}The cluster is still up.{RESET} Each node's tetherd:")
@@ -351,8 +358,6 @@ def main() -> int:
     say(f"{DIM}the demo took {time.monotonic() - started:.1f} s{RESET}")
     return rc
 
-
-RUN_DIR_HINT = "/tmp/tether-cluster-demo-"
 
 if __name__ == "__main__":
     sys.exit(main())
