@@ -1,8 +1,9 @@
 """Shared fixtures, and the suite-wide check that nothing leaked.
 
 The leak check compares the machine before and after the whole run: network namespaces,
-links and nftables tables in the root namespace, mounts, and tether processes.  It runs once,
-in the controlling process, after every test (and every xdist worker) is done.
+links and nftables tables in the root namespace, mounts, tether processes and containers'
+cgroups.  It runs once, in the controlling process, after every test (and every xdist worker)
+is done.
 """
 
 from __future__ import annotations
@@ -39,7 +40,19 @@ def _snapshot() -> dict[str, set[str]]:
         "processes": _live_tether_processes(),
         "etcd processes": {f"{pid} {cmd}" for pid, cmd in live_etcd_processes().items()},
         "etcd data dirs": set(glob.glob(f"/dev/shm/{ETCD_MARKER}*")),
+        "cgroups": _container_cgroups(),
     }
+
+
+def _container_cgroups() -> set[str]:
+    """Containers' cgroups (runtime/cgroups.py): each goes with its container."""
+    from tether.runtime import cgroups
+
+    root = cgroups.cgroup2_mount()
+    parent = os.path.join(root, cgroups.PARENT) if root else ""
+    if not parent or not os.path.isdir(parent):
+        return set()
+    return {e for e in os.listdir(parent) if os.path.isdir(os.path.join(parent, e))}
 
 
 def _live_tether_processes() -> set[str]:
@@ -103,7 +116,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
     elif reporter is not None:
         reporter.write_line(
-            "leak check: no netns, links, nft tables, mounts, processes or etcd members left behind"
+            "leak check: no netns, links, nft tables, mounts, processes, cgroups or etcd members "
+            "left behind"
         )
 
 

@@ -245,6 +245,20 @@ class NamespaceHost:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(victim, signal.SIGKILL)
 
+    def _remove_leftover_cgroups(self) -> None:
+        """The cgroups of this host's containers whose shims were killed (the shim removes
+        its container's when it ends; a killed one cannot)."""
+        from tether.runtime import cgroups
+
+        cdir = os.path.join(self.root, "containers")
+        ids = os.listdir(cdir) if os.path.isdir(cdir) else []
+        deadline = time.monotonic() + 5
+        for cid in ids:
+            while cgroups.existing(cid) and time.monotonic() < deadline:
+                cgroups.remove(cid)  # busy until the killed processes are gone
+                if cgroups.existing(cid):
+                    time.sleep(0.02)
+
     def add_lan(self, host_ip: str = "10.250.0.1", peer_ip: str = "10.250.0.2") -> str:
         """Another machine on this host's LAN: a namespace joined by a veth, default route
         via this host.  Returns its netns name (deleted at cleanup)."""
@@ -269,6 +283,7 @@ class NamespaceHost:
                         self.api.delete(f"/containers/{c['Id']}", {"force": 1})
             self.stop()
         self._kill_leftover_shims()
+        self._remove_leftover_cgroups()
         netns_dir = os.path.join(self.exec_root, "netns")
         if os.path.isdir(netns_dir):
             for f in os.listdir(netns_dir):
