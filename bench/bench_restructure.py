@@ -256,8 +256,9 @@ def main() -> None:
         for t in trees.values():
             t.close()
         sh(f"rm -rf {tmp}", check=False)
-    # A scale run keeps its own file: it is usually made with few (or no) rounds.
-    print(save("restructure-scale" if scale else "restructure", results))
+    # One file per pair of commits (a scale run keeps its own: it is usually made alone).
+    name = f"restructure-{trees['before'].sha}-{trees['after'].sha}" + ("-scale" if scale else "")
+    print(save(name, results))
     print(json.dumps(results["ratios (after / before)"], indent=2))
     if "scale" in results:
         scale_view = {
