@@ -592,8 +592,17 @@ static void device_program(struct prog *p) {
     insn(p, BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
 }
 
+/* The container has ended: its cgroup goes once the last of its processes has (the kernel
+ * takes a moment to let go of a pid namespace's processes; tetherd tries again later). */
+static void remove_cgroup(const char *dir) {
+    for (int i = 0; i < 100; i++) {
+        if (rmdir(dir) == 0 || errno != EBUSY) return;
+        usleep(10000);
+    }
+}
+
 /* Make the container's cgroup (a leftover of an earlier run of the same container, empty by
- * now, is made again: it may hold an older program) and attach the device filter to it. */
+ * now or soon, is made again: it may hold an older program) and attach the device filter. */
 static const char *make_cgroup(struct opts *o) {
     static char msg[8192];
     char parent[4096];
@@ -603,12 +612,10 @@ static const char *make_cgroup(struct opts *o) {
         *slash = 0;
         mkdir(parent, 0755);
     }
-    if (rmdir(o->cgroup) != 0 && errno != ENOENT) {
-        snprintf(msg, sizeof msg, "cgroup %s: %s", o->cgroup, strerror(errno));
-        return msg;
-    }
+    remove_cgroup(o->cgroup); /* an earlier run's: empty, or about to be */
     if (mkdir(o->cgroup, 0755) != 0) {
-        snprintf(msg, sizeof msg, "cgroup %s: %s", o->cgroup, strerror(errno));
+        snprintf(msg, sizeof msg, "cgroup %s: %s", o->cgroup,
+                 errno == EEXIST ? "still holds processes of an earlier run" : strerror(errno));
         return msg;
     }
     if (o->all_devices) return NULL;
@@ -660,15 +667,6 @@ static const char *join_cgroup(const char *dir) {
     }
     close(fd);
     return NULL;
-}
-
-/* The container has ended: its cgroup goes once the last of its processes has (the kernel
- * takes a moment to let go of a pid namespace's processes; tetherd tries again later). */
-static void remove_cgroup(const char *dir) {
-    for (int i = 0; i < 100; i++) {
-        if (rmdir(dir) == 0 || errno != EBUSY) return;
-        usleep(10000);
-    }
 }
 
 #ifndef SYS_close_range
