@@ -355,7 +355,7 @@ def test_image_import_requests() -> None:
     ok = ImageImport.from_query({"fromSrc": ["-"], "repo": ["busybox"], "tag": ["1.36"]})
     assert ok.repo == "busybox"
     for q, msg in (
-        ({"fromSrc": ["http://x"]}, "only imports are supported"),
+        ({"fromSrc": ["http://x"]}, "importing from a URL is not supported"),
         ({"fromSrc": ["-"], "repo": ["BusyBox"]}, "must be lowercase"),
         ({"fromSrc": ["-"], "repo": ["a b"]}, "invalid reference format"),
         ({"fromSrc": ["-"], "repo": ["a"], "tag": ["bad tag"]}, "invalid tag format"),

@@ -1,4 +1,5 @@
-"""Requests of /images: import (POST /images/create?fromSrc=-), as query parameters.
+"""Requests of /images: import (POST /images/create?fromSrc=-) and pull (?fromImage=), as
+query parameters.
 
 The repository and tag become names users type and the `--change` instructions become the
 image's Config (Cmd, Env, Labels, ExposedPorts...), which every container of the image
@@ -14,6 +15,8 @@ from tether.api import ports
 from tether.api.containers import parse_signal
 from tether.api.networks import check_labels
 from tether.errors import InvalidParameter
+from tether.images import oci, reference
+from tether.images.reference import Reference
 from tether.textcheck import check_env, go_quote, has_control, shown
 
 # distribution/reference's grammar: [domain[:port]/]path-component(/path-component)*
@@ -45,7 +48,8 @@ class ImageImport:
     def validate(self) -> None:
         if self.from_src != "-":
             raise InvalidParameter(
-                "only imports are supported (fromSrc=-): tether has no registry to pull from"
+                "importing from a URL is not supported: send the tarball as the request body "
+                "(fromSrc=-)"
             )
         repo, tag = self.repo, self.tag
         if repo and not tag:
@@ -91,3 +95,32 @@ class ImageImport:
 
 def _strings(value: object) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
+
+
+@dataclass
+class ImagePull:
+    """POST /images/create?fromImage=NAME[&tag=TAG|DIGEST][&platform=OS/ARCH]: dockerd's
+    reading (a `tag` that is a digest pins the digest; no tag at all is every tag)."""
+
+    ref: Reference
+    all_tags: bool
+    platform: dict[str, str] | None
+
+    @classmethod
+    def from_query(cls, query: dict[str, list[str]]) -> ImagePull:
+        def last(name: str) -> str:
+            vals = query.get(name)
+            return vals[-1] if vals else ""
+
+        image, tag, platform = last("fromImage"), last("tag"), last("platform")
+        try:
+            ref = reference.parse(image)
+            if tag:
+                if reference.is_digest(tag):
+                    ref = Reference(ref.domain, ref.path, "", tag)
+                else:
+                    ref = Reference(ref.domain, ref.path, reference.check_tag(tag), "")
+        except reference.ReferenceError as exc:
+            raise InvalidParameter(str(exc)) from None
+        plat = oci.parse_platform(platform) if platform else None
+        return cls(ref, not ref.tag and not ref.digest, plat)

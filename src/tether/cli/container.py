@@ -164,17 +164,38 @@ def _container_body(o: dict[str, Any], args: list[str]) -> tuple[dict[str, Any],
 
 def _create(ctx: Context, o: dict[str, Any], args: list[str], command: str) -> str:
     body, image = _container_body(o, args)
-    try:
-        resp = ctx.call(
+    policy = o.get("pull") or "missing"
+    if policy not in ("always", "missing", "never"):
+        raise CliError(
+            f"tether: invalid pull option: '{policy}': must be one of \"always\", \"missing\" "
+            f"or \"never\"\nSee 'tether {command} --help'.",
+            125,
+        )
+    if policy == "always":
+        _pull_image(ctx, o, image, command)
+
+    def create() -> Any:
+        return ctx.call(
             "POST",
             "/containers/create",
             query={"name": o["name"]} if o["name"] else None,
             body=body,
         )
-    except ApiError as exc:
-        if exc.status == 404 and exc.message.startswith("No such image"):
-            ref = image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest"
+
+    try:
+        try:
+            resp = create()
+        except ApiError as exc:
+            if exc.status != 404 or not exc.message.startswith("No such image"):
+                raise
+            ref = image if ":" in image.rsplit("/", 1)[-1] or "@" in image else f"{image}:latest"
             sys.stderr.write(f"Unable to find image '{ref}' locally\n")
+            if policy != "missing":
+                raise
+            # As docker: the daemon pulls it (progress on stderr), then the create again.
+            _pull_image(ctx, o, image, command)
+            resp = create()
+    except ApiError as exc:
         raise CliError(
             f"tether: Error response from daemon: {exc.message}\nRun 'tether {command} --help' for more information",
             125,
@@ -182,6 +203,19 @@ def _create(ctx: Context, o: dict[str, Any], args: list[str], command: str) -> s
     for w in resp.get("Warnings") or []:
         sys.stderr.write(f"WARNING: {w}\n")
     return str(resp["Id"])
+
+
+def _pull_image(ctx: Context, o: dict[str, Any], image: str, command: str) -> None:
+    from tether.cli.image import pull
+
+    try:
+        pull(ctx, image, o.get("platform") or "", bool(o.get("quiet")), out=sys.stderr)
+    except CliError as exc:
+        text = exc.message.removeprefix("Error response from daemon: ")
+        raise CliError(
+            f"tether: Error response from daemon: {text}\nRun 'tether {command} --help' for more information",
+            125,
+        ) from None
 
 
 def _start_error(exc: ApiError, command: str) -> CliError:
@@ -693,7 +727,14 @@ RUN_FLAGS = [
         metavar="list",
         help="Publish a container's port(s) to the host",
     ),
+    Flag("platform", help="Set platform if server is multi-platform capable"),
     Flag("publish-all", "P", kind="bool", help="Publish all exposed ports to random ports"),
+    Flag(
+        "pull",
+        default="missing",
+        help='Pull image before running ("always", "missing", "never")',
+    ),
+    Flag("quiet", "q", kind="bool", help="Suppress the pull output"),
     Flag("read-only", kind="bool", help="Mount the container's root filesystem as read only"),
     Flag("rm", kind="bool", help="Automatically remove the container when it exits"),
     Flag("security-opt", kind="list", metavar="list", help="Security Options"),

@@ -46,6 +46,7 @@ from tether.firewall.policy import Underlay
 from tether.firewall.publish import Publisher, ports_list, ports_view
 from tether.firewall.relayctl import RelayClient
 from tether.firewall.render import NetRule, PortRule
+from tether.images.registry import Registries, RegistryOptions
 from tether.ipam.manager import Ipam
 from tether.ipam.pools import DEFAULT_POOLS, PoolSpec, with_ipv6_default
 from tether.kernel import libc, netns
@@ -81,6 +82,8 @@ class Options:
     resolv_conf: str = "/etc/resolv.conf"
     # Multi-host (--cluster-store ...): None is the single-host engine, SQLite only.
     cluster: ClusterOptions | None = None
+    # Registries: --registry-mirror, --insecure-registry, the CA directory (images/registry.py).
+    registry: RegistryOptions = field(default_factory=RegistryOptions)
 
 
 class StartupError(Exception):
@@ -102,6 +105,7 @@ class Daemon:
         self.ipam: Ipam
         self.networks: Networks
         self.images: ImageStore
+        self.registries: Registries
         self.containers: Containers
         self.execs: Execs
         self.events: EventBus
@@ -205,6 +209,7 @@ class Daemon:
         self.ipam.load(list(self.networks.by_id.values()))
         self.images = ImageStore(self.store, self.root)
         self.images.load()
+        self.registries = Registries(self.opts.registry)
         self.containers = Containers(
             self.store,
             self.images,
@@ -401,6 +406,7 @@ class Daemon:
             await self.cluster.stop()
         if self.server is not None:
             await self.server.close()
+        await self.registries.close()
         for driver in self.drivers.all():
             await driver.drain()
         try:
@@ -439,6 +445,7 @@ class Daemon:
             "OSType": "linux",
             "KernelVersion": os.uname().release,
             "Plugins": {"Network": self.drivers.names()},
+            "RegistryConfig": self.registries.info(),
             # Docker's classic (pre-23.0) cluster fields, which these flags come from.
             "ClusterStore": self.opts.cluster.store if self.opts.cluster else "",
             "ClusterAdvertise": self.opts.cluster.advertise if self.opts.cluster else "",

@@ -28,6 +28,28 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default="/etc/resolv.conf",
         help="resolv.conf whose nameservers containers use upstream (default /etc/resolv.conf)",
     )
+    r = p.add_argument_group("registries")
+    r.add_argument(
+        "--registry-mirror",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a mirror of docker.io to pull from first (repeatable)",
+    )
+    r.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]|CIDR",
+        help="a registry reached without TLS verification, or over plain HTTP (repeatable; "
+        "127.0.0.0/8 always is)",
+    )
+    r.add_argument(
+        "--registry-certs-dir",
+        default="/etc/tether/certs.d",
+        metavar="DIR",
+        help="CA certificates per registry: DIR/HOST:PORT/*.crt (default /etc/tether/certs.d)",
+    )
     g = p.add_argument_group("cluster (multi-host: global networks, the overlay driver)")
     g.add_argument(
         "--cluster-store",
@@ -72,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = None
     try:
         pools = [parse_pool_flag(p) for p in args.default_address_pool] or list(DEFAULT_POOLS)
+        registry = _registry_options(args)
         if args.cluster_store:
             cluster = _cluster_options(args)
         elif args.cluster_advertise or args.cluster_store_opt:
@@ -91,7 +114,18 @@ def main(argv: list[str] | None = None) -> int:
             default_pools=pools,
             resolv_conf=args.resolv_conf,
             cluster=cluster,
+            registry=registry,
         )
+    )
+
+
+def _registry_options(args: argparse.Namespace) -> Any:
+    from tether.images.registry import RegistryOptions, check_insecure, check_mirror
+
+    return RegistryOptions(
+        mirrors=[check_mirror(m) for m in args.registry_mirror],
+        insecure=[check_insecure(i) for i in args.insecure_registry],
+        certs_dir=args.registry_certs_dir,
     )
 
 

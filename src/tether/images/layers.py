@@ -395,14 +395,6 @@ def _tarinfo(
     return info
 
 
-def gzip_file(src: BinaryIO, dst: BinaryIO, level: int = 6) -> None:
-    """A deterministic gzip stream (no name, no time): same input, same blob digest."""
-    import gzip
-
-    with gzip.GzipFile(filename="", mode="wb", fileobj=dst, compresslevel=level, mtime=0) as z:
-        shutil.copyfileobj(src, z, 1 << 20)
-
-
 def decompressed_chunks(f: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
     """A layer blob's archive bytes (gzip or zstd undone; plain as it is)."""
     head = f.read(4)

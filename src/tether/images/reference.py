@@ -132,9 +132,11 @@ def parse(text: str) -> Reference:
             last = name.rsplit("/", 1)[-1]
             if ":" in last:
                 name = name[: len(name) - len(last) + last.index(":")]
-            raise ReferenceError(
-                f"invalid reference format: repository name ({name}) must be lowercase"
-            )
+            _, remainder = _split_domain(name)
+            if remainder.lower() != remainder:
+                raise ReferenceError(
+                    f"invalid reference format: repository name ({remainder}) must be lowercase"
+                )
         raise ReferenceError("invalid reference format")
     name, tag, digest = found.group(1), found.group(2) or "", found.group(3) or ""
     if len(name) > NAME_TOTAL_LENGTH_MAX:
@@ -147,10 +149,6 @@ def parse(text: str) -> Reference:
             raise ReferenceError("invalid checksum digest length")
         raise ReferenceError("unsupported digest algorithm")
     domain, path = _split_domain(name)
-    if domain == DEFAULT_DOMAIN and path != path.lower():
-        raise ReferenceError(
-            f"invalid reference format: repository name ({name}) must be lowercase"
-        )
     return Reference(domain, path, tag, digest)
 
 
