@@ -242,6 +242,7 @@ class RemoteEndpoint:
     ipv4: str = ""  # address without prefix length
     ipv6: str = ""
     mac: str = ""
+    service: str = ""  # the service id, for a task's container (its VIP balances over it)
 
     @property
     def short_id(self) -> str:

@@ -34,8 +34,10 @@ class Nodes:
         return self.cluster.keys(PREFIX + "/")
 
     def state_keys(self) -> list[str]:
-        """Keys that are not node registrations (those live on leases)."""
-        return [k for k in self.etcd_keys() if not k.startswith(f"{PREFIX}/nodes/")]
+        """Keys that are not node registrations or the scheduler's lead (those live on
+        the nodes' leases)."""
+        lease_bound = (f"{PREFIX}/nodes/", f"{PREFIX}/leader")
+        return [k for k in self.etcd_keys() if not k.startswith(lease_bound)]
 
 
 def start_node(cluster: Cluster, i: int, extra: list[str] | None = None) -> NamespaceHost:
@@ -88,13 +90,29 @@ def assert_nothing_left_in_etcd(c: Nodes) -> None:
     for h in c.hosts:
         if h.proc is None:
             h.start()
+    for svc in c.hosts[0].api.get("/services"):
+        c.hosts[0].api.delete(f"/services/{svc['ID']}")
+    wait_for("no task container", lambda: all(not tasks_of(h) for h in c.hosts), 30)
+    for h in c.hosts:
         for ctr in h.api.get("/containers/json", {"all": 1}):
             h.api.delete(f"/containers/{ctr['Id']}", {"force": 1})
     for h in c.hosts:
         for net in h.api.get("/networks"):
             if net["Scope"] == "global":
                 h.cli("network", "rm", net["Id"])
-    wait_for("the store emptied", lambda: c.state_keys() == [], 10)
+    try:
+        wait_for("the store emptied", lambda: c.state_keys() == [], 10)
+    except AssertionError:
+        raise AssertionError(f"keys left in etcd: {c.state_keys()}") from None
+
+
+def tasks_of(h: NamespaceHost) -> list[str]:
+    """Names of the service task containers on a node (swarm's labels)."""
+    return [
+        str(ctr["Names"][0])
+        for ctr in h.api.get("/containers/json", {"all": 1})
+        if "com.docker.swarm.task.id" in (ctr.get("Labels") or {})
+    ]
 
 
 def wait_for(what: str, fn, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -199,11 +217,18 @@ def test_concurrent_runs_on_three_nodes_never_share_an_address(host: NamespaceHo
         for t in threads:
             t.join(300)
         assert not errors, errors[:3]
-        addrs = []
+        addrs, macs = [], []
         for k, h in enumerate(c.hosts):
             for n in range(20):
                 addrs.append(h.ip_of(f"c{k}-{n}", "busy"))
+                ep = h.api.get(f"/containers/c{k}-{n}/json")["NetworkSettings"]["Networks"]["busy"]
+                macs.append(ep["MacAddress"])
         assert len(addrs) == 60 and len(set(addrs)) == 60
+        # One L2 across the nodes: a MAC is the address's (02:42 + the IPv4), also when a
+        # node lost a race for its first address and took the next one.
+        assert len(set(macs)) == 60
+        for ip, mac in zip(addrs, macs, strict=True):
+            assert mac == "02:42:" + ":".join(f"{int(b):02x}" for b in ip.split(".")), (ip, mac)
         keys = [k for k in c.etcd_keys() if "/ipam/" in k]
         assert len(keys) == 60 + 1  # the endpoints and the gateway
 

@@ -36,9 +36,10 @@ from typing import Any
 from tether import __version__
 from tether.cluster import keys
 from tether.cluster.config import ClusterOptions
+from tether.cluster.services import LEADER, Services
 from tether.errors import ClaimTaken, Conflict, Forbidden, NotFound, SubnetTaken
 from tether.events import ClusterEndpoints, ClusterNetwork, ClusterNode, EventBus
-from tether.ipam.addresses import mac_from_ipv4
+from tether.ipam.addresses import mac_from_ipv4, random_mac
 from tether.model import Network, NodeInfo, RemoteEndpoint
 from tether.store.etcd import (
     Compare,
@@ -58,6 +59,8 @@ from tether.timefmt import now_iso
 
 log = logging.getLogger("tether.cluster")
 
+# Keys of services/ tasks/ tstatus/ leader: the services' caches follow them.
+SERVICE_KINDS = frozenset({"services", "tasks", "tstatus", LEADER})
 RELIST_EVERY = 60.0  # seconds: the safety net under the watch
 RETRY_EVERY = 1.0  # seconds between attempts to reach the store when it is down
 ALLOC_ATTEMPTS = 64  # addresses tried before giving up on a busy network
@@ -102,6 +105,8 @@ class ClusterStore:
         # Called (in the follower's task) after every (re)registration under a new lease:
         # the engine writes its local endpoints again.
         self.on_new_lease: list[Callable[[], Any]] = []
+        # Services and their tasks (and the scheduler, on the leading node).
+        self.services = Services(self)
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -235,10 +240,17 @@ class ClusterStore:
         endpoints: dict[str, dict[str, RemoteEndpoint]] = {}
         addresses: dict[str, set[str]] = {}
         claims: dict[str, str] = {}
+        self.services.by_id.clear()
+        self.services.tasks.clear()
+        self.services.leader = ""
         for kv in listing.kvs:
             kind, first, second = keys.split(kv.key)
             try:
-                data: Any = json.loads(kv.value) if kv.value and kind != "claims" else None
+                data: Any = (
+                    json.loads(kv.value)
+                    if kv.value and kind not in ("claims", "snames", LEADER)
+                    else None
+                )
             except ValueError:
                 log.warning("cluster store: key %s holds no JSON; ignored", kv.key)
                 continue
@@ -252,7 +264,10 @@ class ClusterStore:
                 addresses.setdefault(first, set()).add(second)
             elif kind == "claims":
                 claims[f"{first}/{second}"] = kv.value.decode()
+            elif kind in SERVICE_KINDS:
+                self.services.apply(kind, first, data if kind != LEADER else kv.value.decode())
         self.revision = listing.revision
+        self.services.relisted()
         self.claims = claims
         # Networks first (endpoints need their network), removals last.
         for net_id, net in networks.items():
@@ -307,7 +322,9 @@ class ClusterStore:
             put = ev.type == "put"
             try:
                 data: Any = (
-                    json.loads(ev.kv.value) if put and ev.kv.value and kind != "claims" else None
+                    json.loads(ev.kv.value)
+                    if put and ev.kv.value and kind not in ("claims", "snames", LEADER)
+                    else None
                 )
             except ValueError:
                 continue
@@ -347,6 +364,9 @@ class ClusterStore:
                     self.claims[f"{first}/{second}"] = ev.kv.value.decode()
                 else:
                     self.claims.pop(f"{first}/{second}", None)
+            elif kind in SERVICE_KINDS:
+                value = ev.kv.value.decode() if put else None
+                self.services.apply(kind, first, data if kind != LEADER else value)
         for net_id, ids in touched.items():
             self._publish_endpoints(net_id, frozenset(ids))
 
@@ -444,6 +464,11 @@ class ClusterStore:
         handed, retried past addresses another node took meanwhile."""
         lease = self.lease_id()
         taken = set(self.addresses.get(net.id, set()))
+        # The MAC follows the address actually claimed (a retry moves the address: a MAC
+        # kept from the first try would be another endpoint's, two ports with one MAC on
+        # the overlay's L2); a user's --mac-address stays.
+        user_mac = ep.mac
+        v6_only_mac = random_mac()
         for _ in range(ALLOC_ATTEMPTS):
             v4 = requested4 or (candidates4(taken) if candidates4 else None) or ""
             v6 = requested6 or (candidates6(taken) if candidates6 else None) or ""
@@ -453,8 +478,7 @@ class ClusterStore:
                     f"{net.name} ({net.id})"
                 )
             ep.ipv4, ep.ipv6 = v4, v6
-            if v4 and not ep.mac:
-                ep.mac = mac_from_ipv4(v4)
+            ep.mac = user_mac or (mac_from_ipv4(v4) if v4 else v6_only_mac)
             compares = [Compare.version(keys.network(net.id), ">", 0)]
             ops = [Op.put(keys.endpoint(net.id, ep.id), _json(asdict(ep)), lease)]
             for addr in (v4, v6):
@@ -477,6 +501,32 @@ class ClusterStore:
             listing = await self.client.get_prefix(keys.ipam_prefix(net.id), keys_only=True)
             taken.update(kv.key.rsplit("/", 1)[-1] for kv in listing.kvs)
         raise Forbidden(f"could not allocate an address on {net.name}: too much contention")
+
+    async def claim_vip(
+        self, net: Network, owner: str, candidates: Callable[[set[str]], str | None]
+    ) -> str:
+        """A service's virtual IP on `net`: the lowest free address, claimed (permanent,
+        not on a lease: a service outlives any node)."""
+        self.require()
+        taken = set(self.addresses.get(net.id, set()))
+        for _ in range(ALLOC_ATTEMPTS):
+            addr = candidates(taken)
+            if not addr:
+                raise Forbidden(f"no available addresses on {net.name} for a virtual IP")
+            result = await self.client.txn(
+                [
+                    Compare.version(keys.network(net.id), ">", 0),
+                    Compare.absent(keys.address(net.id, addr)),
+                ],
+                [Op.put(keys.address(net.id, addr), _json({"Owner": owner, "Node": ""}))],
+            )
+            if result.succeeded:
+                self.addresses.setdefault(net.id, set()).add(addr)
+                return addr
+            if await self.client.get(keys.network(net.id)) is None:
+                raise NotFound(f"network {net.name} not found")
+            taken.add(addr)
+        raise Forbidden(f"could not allocate a virtual IP on {net.name}: too much contention")
 
     async def release_endpoint(self, net_id: str, ep: RemoteEndpoint) -> None:
         """Give back an endpoint's addresses and withdraw it from every node."""

@@ -20,6 +20,7 @@ from tether.daemon import (
     routes_containers,
     routes_images,
     routes_networks,
+    routes_services,
     routes_system,
 )
 from tether.daemon.http import HttpServer, Router
@@ -60,8 +61,10 @@ from tether.store import statedir
 from tether.store.sqlite import Store
 
 if TYPE_CHECKING:
+    from tether.cluster.agent import Agent
     from tether.cluster.config import ClusterOptions
     from tether.cluster.follower import Follower
+    from tether.cluster.lb import Balancer
     from tether.cluster.state import ClusterStore
 
 log = logging.getLogger("tether.daemon")
@@ -122,6 +125,8 @@ class Daemon:
         self.cluster: ClusterStore | None = None
         self.overlay: OverlayDriver | None = None
         self.follower: Follower | None = None
+        self.agent: Agent | None = None
+        self.balancer: Balancer | None = None
         self._last_underlay: Underlay | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -264,7 +269,23 @@ class Daemon:
             self.follower = Follower(self.events, self.networks, self.overlay)
             self.follower.start()
             self.cluster.on_new_lease.append(self.reconcile_cluster)
+            from tether.cluster.agent import Agent
+            from tether.cluster.lb import Balancer
+
+            services = self.cluster.services
+            self.agent = Agent(
+                services,
+                self.containers,
+                self.lifecycle,
+                self.events,
+                lambda: {n.name: n.id for n in self.networks.by_id.values()},
+            )
+            self.balancer = Balancer(self.cluster, services, self.containers, self.events)
+            services.listeners.append(self._service_names)
             await self.cluster.start()
+            services.start()
+            self.agent.start()
+            self.balancer.start()
         async with self.lock:
             await reconcile_networks(self.networks)
             self.firewall.sync()
@@ -282,6 +303,7 @@ class Daemon:
         routes_containers.register(router, self)
         routes_images.register(router, self)
         routes_cluster.register(router, self.cluster)
+        routes_services.register(router, self.cluster, self.networks)
         self.server = HttpServer(router)
         try:
             os.unlink(self.socket_path)
@@ -353,6 +375,18 @@ class Daemon:
         facts = (self.drivers.of(n.driver).firewall(n) for n in self.networks.by_id.values())
         return [f for f in facts if f is not None]
 
+    def _service_names(self) -> None:
+        """Services' VIPs as names in the embedded DNS (`web` -> its VIP on each network)."""
+        if self.cluster is None:
+            return
+        entries = []
+        for svc in self.cluster.services.by_id.values():
+            for vip in svc.vips:
+                net = self.networks.by_id.get(vip["NetworkID"])
+                if net is not None:
+                    entries.append((net.name, svc.name, vip["Addr"].split("/")[0]))
+        self.dns_follower.set_vips(entries)
+
     def _vteps_changed(self) -> None:
         underlay = self._underlay()
         if underlay != self._last_underlay:
@@ -400,6 +434,11 @@ class Daemon:
         log.info("tetherd stopping pid=%d", os.getpid())
         for task in self._tasks:
             task.cancel()
+        for part in (self.agent, self.balancer):
+            if part is not None:
+                await part.stop()
+        if self.cluster is not None:
+            await self.cluster.services.stop()
         if self.follower is not None:
             await self.follower.stop()
         if self.cluster is not None:

@@ -110,7 +110,5 @@ class Zone:
 
 def _fqdns(m: Member) -> set[str]:
     """Every name a member answers to on its network, lower case, with the trailing dot."""
-    labels = {m.name, m.short_id, *m.aliases}
-    if m.hostname:
-        labels.add(m.hostname)
+    labels = {m.name, m.short_id, m.hostname, *m.aliases} - {""}
     return {fqdn.lower() for label in labels for fqdn in (f"{label}.", f"{label}.{m.network}.")}

@@ -48,6 +48,7 @@ class DnsFollower:
         # Containers on other nodes (global networks), as the cluster store has them.
         events.subscribe(ClusterEndpoints, self.on_remote)
         self.remote: dict[str, dict[str, Member]] = {}  # network id -> endpoint id -> entry
+        self.vips: dict[tuple[str, str], Member] = {}  # (network, service) -> its VIP's entry
 
     def view(self, c: Container) -> View | None:
         """The sandbox's view, or None when it has no embedded DNS (default bridge, host, none)."""
@@ -164,6 +165,22 @@ class DnsFollower:
                 held[ep_id] = new
         if not held:
             self.remote.pop(ev.network_id, None)
+        if removed or added:
+            self.generation += 1
+            self.server.set_zone(self.server.zone.apply(removed, added, self.generation))
+
+    def set_vips(self, entries: list[tuple[str, str, str]]) -> None:
+        """Services' virtual IPs as names: (network name, service name, VIP) each; the
+        swarm names `web` (the VIP) and `web.<network>`."""
+        new = {
+            (net, name): Member(
+                network=net, name=name, short_id="", hostname="", aliases=(), ipv4=vip
+            )
+            for net, name, vip in entries
+        }
+        removed = [m for k, m in self.vips.items() if new.get(k) != m]
+        added = [m for k, m in new.items() if self.vips.get(k) != m]
+        self.vips = new
         if removed or added:
             self.generation += 1
             self.server.set_zone(self.server.zone.apply(removed, added, self.generation))

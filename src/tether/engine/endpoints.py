@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING
 from tether.drivers.base import NetworkDriver, Sandbox
 from tether.drivers.registry import DriverRegistry
 from tether.engine.sandbox import Sandboxes, gateway_endpoint
-from tether.engine.specs import random_mac
 from tether.errors import Forbidden, NotFound, TetherError
-from tether.ipam.addresses import SubnetPool, mac_from_ipv4
+from tether.ipam.addresses import SubnetPool, mac_from_ipv4, random_mac
 from tether.ipam.manager import Ipam
 from tether.kernel.rtnl import Rtnl
 from tether.model import Container, Endpoint, EndpointConfig, Network, Pool, RemoteEndpoint
@@ -34,6 +33,11 @@ log = logging.getLogger("tether.endpoints")
 
 # (network name, what the user asked for, the network) for each endpoint to make.
 Plan = list[tuple[str, EndpointConfig, Network]]
+
+
+def service_of(c: Container) -> str:
+    """The service a task's container belongs to (swarm's label), or ""."""
+    return str((c.config.get("Labels") or {}).get("com.docker.swarm.service.id") or "")
 
 
 def user_defined(net: Network | None) -> bool:
@@ -183,16 +187,17 @@ class Endpoints:
             hostname="" if hostname == c.short_id else hostname,
             aliases=list(cfg.aliases),
             mac=cfg.mac,
+            service=service_of(c),
         )
         v4 = net.pools_of(4)
         v6 = net.pools_of(6) if net.enable_ipv6 else []
         remote = await self.cluster.claim_endpoint(
             net,
             remote,
-            _lowest_free(v4[0]) if v4 else None,
+            lowest_free(v4[0]) if v4 else None,
             cfg.ipv4,
             cfg.ipv6,
-            _lowest_free(v6[0]) if v6 else None,
+            lowest_free(v6[0]) if v6 else None,
         )
         routes = self.driver(net).caps.default_route
         ep = Endpoint(id=ep_id, network_id=net.id, ifname=ifname, host_ifname="", mac=remote.mac)
@@ -237,6 +242,7 @@ class Endpoints:
             ipv4=ep.ipv4.split("/")[0] if ep.ipv4 else "",
             ipv6=ep.ipv6.split("/")[0] if ep.ipv6 else "",
             mac=ep.mac,
+            service=service_of(c),
         )
 
     def forget(self, taken: list[tuple[str, str]]) -> None:
@@ -405,7 +411,7 @@ class Endpoints:
         )
 
 
-def _lowest_free(pool: Pool) -> Callable[[set[str]], str | None]:
+def lowest_free(pool: Pool) -> Callable[[set[str]], str | None]:
     """For a global network's pool: the lowest address not in `taken` (Docker's order: the
     first of the ip-range, never the network or broadcast address)."""
     import ipaddress

@@ -7,7 +7,6 @@ network the container starts on.  Nothing here touches the kernel or the store.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -169,7 +168,3 @@ def endpoint_config(ep: EndpointSettings, mac: str) -> EndpointConfig:
     )
 
 
-def random_mac() -> str:
-    b = bytearray(os.urandom(6))
-    b[0] = (b[0] & 0xFE) | 0x02
-    return ":".join(f"{x:02x}" for x in b)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass, field
 
 from tether.errors import Conflict, Forbidden, InvalidParameter
@@ -102,6 +103,13 @@ def default_gateway(subnet: Subnet, ip_range: Subnet | None) -> IPAddress:
     if base is subnet or first == int(subnet.network_address):
         first += 1
     return ipaddress.ip_address(first)
+
+
+def random_mac() -> str:
+    """A locally administered unicast MAC (an endpoint without an IPv4 address)."""
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFE) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
 
 
 def mac_from_ipv4(ip: str) -> str:

@@ -1,0 +1,418 @@
+"""Services: desired state in etcd, one leader that schedules, and the records in Docker's shapes.
+
+Keys (under the cluster's prefix, beside cluster/keys.py's):
+
+    services/<id>          the service (Docker's Service object: Spec, Version, Endpoint)
+    snames/<name>          its id (a transaction claims the name)
+    tasks/<id>             a task as the leader decided it: service, slot, node, desired state
+    tstatus/<id>           the task as its node's agent sees it (state, container), on the
+                           node's lease: a dead node's statuses vanish with it
+    leader                 the name of the node that schedules, on that node's lease
+
+A service's virtual IPs are addresses of its networks claimed like endpoints' (ipam keys,
+owner "vip:<service id>"), permanent until the service goes.  The leader runs the pure
+scheduler (cluster/scheduler.py) on every change and writes the tasks; each node's agent
+(cluster/agent.py) makes the containers of its tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import string
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tether.cluster import keys
+from tether.cluster.scheduler import ServiceView, TaskView, plan
+from tether.errors import Conflict, InvalidParameter, NotFound
+from tether.store.etcd import Compare, Op, StoreError
+from tether.timefmt import now_iso
+
+if TYPE_CHECKING:
+    from tether.cluster.state import ClusterStore
+
+log = logging.getLogger("tether.services")
+
+SERVICES = "services/"
+SNAMES = "snames/"
+TASKS = "tasks/"
+TSTATUS = "tstatus/"
+LEADER = "leader"
+SCHEDULE_DEBOUNCE = 0.02  # seconds: changes that arrive together are scheduled together
+_ID = string.ascii_lowercase + string.digits
+
+
+def new_service_id() -> str:
+    return "".join(secrets.choice(_ID) for _ in range(25))
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass
+class Service:
+    """Docker's Service object, as stored (the API returns it as is)."""
+
+    id: str
+    spec: dict[str, Any]  # Docker's ServiceSpec
+    version: int = 1
+    created: str = ""
+    updated: str = ""
+    # Endpoint: the spec's EndpointSpec, and the VIPs per network: [{NetworkID, Addr}]
+    vips: list[dict[str, str]] = field(default_factory=list)
+    ports: list[dict[str, Any]] = field(default_factory=list)
+    # Bumped when the task template changes: tasks of older versions are replaced.
+    task_version: int = 0
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.get("Name") or "")
+
+    @property
+    def mode(self) -> str:
+        return "global" if "Global" in (self.spec.get("Mode") or {}) else "replicated"
+
+    @property
+    def replicas(self) -> int:
+        mode = self.spec.get("Mode") or {}
+        return int((mode.get("Replicated") or {}).get("Replicas", 1) or 0)
+
+    @property
+    def endpoint_mode(self) -> str:
+        return str((self.spec.get("EndpointSpec") or {}).get("Mode") or "vip")
+
+    @property
+    def networks(self) -> list[dict[str, Any]]:
+        """[{Target, Aliases}] (TaskTemplate.Networks, or the deprecated Spec.Networks)."""
+        tmpl = self.spec.get("TaskTemplate") or {}
+        return list(tmpl.get("Networks") or self.spec.get("Networks") or [])
+
+    @property
+    def constraints(self) -> tuple[str, ...]:
+        tmpl = self.spec.get("TaskTemplate") or {}
+        return tuple((tmpl.get("Placement") or {}).get("Constraints") or [])
+
+    def view(self) -> ServiceView:
+        return ServiceView(
+            self.id, self.name, self.mode, self.replicas, self.constraints, self.task_version
+        )
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "ID": self.id,
+            "Version": {"Index": self.version},
+            "CreatedAt": self.created,
+            "UpdatedAt": self.updated,
+            "Spec": self.spec,
+            "Endpoint": {
+                "Spec": self.spec.get("EndpointSpec") or {"Mode": "vip"},
+                "Ports": self.ports,
+                "VirtualIPs": self.vips,
+            },
+            "TaskVersion": self.task_version,
+        }
+
+    @classmethod
+    def from_doc(cls, d: dict[str, Any]) -> Service:
+        ep = d.get("Endpoint") or {}
+        return cls(
+            id=d["ID"],
+            spec=d.get("Spec") or {},
+            version=int((d.get("Version") or {}).get("Index") or 1),
+            created=str(d.get("CreatedAt") or ""),
+            updated=str(d.get("UpdatedAt") or ""),
+            vips=list(ep.get("VirtualIPs") or []),
+            ports=list(ep.get("Ports") or []),
+            task_version=int(d.get("TaskVersion") or 0),
+        )
+
+
+@dataclass
+class Task:
+    """One task: what the leader decided (tasks/<id>) and what its node reports (tstatus)."""
+
+    id: str
+    service: str
+    slot: int
+    node: str
+    desired: str = "running"
+    version: int = 0
+    created: str = ""
+    orphaned: bool = False
+    # From tstatus/<id> (absent: the node has not reported, or its lease expired).
+    state: str = ""
+    container: str = ""
+    exit_code: int = 0
+    error: str = ""
+    updated: str = ""
+
+    def decided(self) -> dict[str, Any]:
+        return {
+            "ID": self.id,
+            "ServiceID": self.service,
+            "Slot": self.slot,
+            "NodeID": self.node,
+            "DesiredState": self.desired,
+            "TaskVersion": self.version,
+            "CreatedAt": self.created,
+            "Orphaned": self.orphaned,
+        }
+
+    @classmethod
+    def from_decided(cls, d: dict[str, Any]) -> Task:
+        return cls(
+            id=d["ID"],
+            service=d["ServiceID"],
+            slot=int(d.get("Slot") or 0),
+            node=str(d.get("NodeID") or ""),
+            desired=str(d.get("DesiredState") or "running"),
+            version=int(d.get("TaskVersion") or 0),
+            created=str(d.get("CreatedAt") or ""),
+            orphaned=bool(d.get("Orphaned")),
+        )
+
+
+class Services:
+    """The services and tasks of the cluster: caches fed by the cluster store's watch,
+    operations as transactions, and, on the node that holds the lease on `leader`, the
+    scheduler loop."""
+
+    def __init__(self, cluster: ClusterStore) -> None:
+        self.cluster = cluster
+        self.by_id: dict[str, Service] = {}
+        self.tasks: dict[str, Task] = {}
+        self.leader = ""
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        # Called (synchronously) when services or tasks change: the agent, the balancer,
+        # the DNS follow these.
+        self.listeners: list[Any] = []
+
+    # -- the watch's side --------------------------------------------------------------
+
+    def apply(self, kind: str, key: str, data: Any) -> None:
+        """One put (data) or delete (None) of a services/tasks/tstatus/leader key."""
+        if kind == "services":
+            if data is None:
+                self.by_id.pop(key, None)
+            else:
+                self.by_id[key] = Service.from_doc(data)
+        elif kind == "tasks":
+            if data is None:
+                self.tasks.pop(key, None)
+            else:
+                old = self.tasks.get(key)
+                t = Task.from_decided(data)
+                if old is not None:  # keep what the node reported
+                    t.state, t.container, t.exit_code = old.state, old.container, old.exit_code
+                    t.error, t.updated = old.error, old.updated
+                self.tasks[key] = t
+        elif kind == "tstatus":
+            reported = self.tasks.get(key)
+            if reported is not None:
+                if data is None:
+                    reported.state = ""
+                else:
+                    reported.state = str(data.get("State") or "")
+                    reported.container = str(data.get("ContainerID") or "")
+                    reported.exit_code = int(data.get("ExitCode") or 0)
+                    reported.error = str(data.get("Err") or "")
+                    reported.updated = str(data.get("Timestamp") or "")
+        elif kind == "leader":
+            self.leader = str(data or "")
+        self._kick.set()
+        for fn in self.listeners:
+            try:
+                fn()
+            except Exception:
+                log.exception("services listener failed")
+
+    def relisted(self) -> None:
+        self._kick.set()
+        for fn in self.listeners:
+            fn()
+
+    def find(self, term: str) -> Service:
+        svc = self.by_id.get(term)
+        if svc is not None:
+            return svc
+        named = [s for s in self.by_id.values() if s.name == term]
+        if named:
+            return named[0]
+        prefixed = [s for s in self.by_id.values() if s.id.startswith(term)]
+        if len(prefixed) == 1:
+            return prefixed[0]
+        raise NotFound(f"service {term} not found")
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def create(self, svc: Service) -> Service:
+        c = self.cluster
+        c.require()
+        now = now_iso()
+        svc.created = svc.updated = now
+        result = await c.client.txn(
+            [Compare.absent(SNAMES + svc.name)],
+            [
+                Op.put(SNAMES + svc.name, svc.id),
+                Op.put(SERVICES + svc.id, _json(svc.to_doc())),
+            ],
+        )
+        if not result.succeeded:
+            raise Conflict(
+                f"rpc error: code = AlreadyExists desc = name conflicts with an existing object: "
+                f"service {svc.name} already exists"
+            )
+        self.by_id[svc.id] = svc
+        return svc
+
+    async def update(self, svc: Service, version: int) -> Service:
+        """Write a new spec if nobody changed the service since `version` (Docker's
+        optimistic `?version=`)."""
+        c = self.cluster
+        c.require()
+        key = SERVICES + svc.id
+        current = await c.client.get(key)
+        if current is None:
+            raise NotFound(f"service {svc.id} not found")
+        doc = json.loads(current.value)
+        if int((doc.get("Version") or {}).get("Index") or 0) != version:
+            raise InvalidParameter("rpc error: code = Unknown desc = update out of sequence")
+        svc.version = version + 1
+        svc.updated = now_iso()
+        ok = await c.client.replace(key, _json(svc.to_doc()), current.mod_revision)
+        if not ok:
+            raise InvalidParameter("rpc error: code = Unknown desc = update out of sequence")
+        self.by_id[svc.id] = svc
+        return svc
+
+    async def remove(self, svc: Service) -> None:
+        c = self.cluster
+        c.require()
+        ops = [Op.delete(SERVICES + svc.id), Op.delete(SNAMES + svc.name)]
+        for vip in svc.vips:
+            ops.append(Op.delete(keys.address(vip["NetworkID"], vip["Addr"].split("/")[0])))
+        await c.client.txn([], ops)
+        self.by_id.pop(svc.id, None)
+
+    async def report(self, task_id: str, state: str, **fields: Any) -> None:
+        """A node's agent: the state of one of its tasks, on the node's lease."""
+        c = self.cluster
+        doc = {"State": state, "Timestamp": now_iso(), **fields}
+        await c.client.put(TSTATUS + task_id, _json(doc), lease=c.lease_id())
+
+    # -- the leader ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader == self.cluster.node.name
+
+    async def _run(self) -> None:
+        """Campaign for the lead whenever nobody holds it; schedule while holding it."""
+        while True:
+            await self._kick.wait()
+            await asyncio.sleep(SCHEDULE_DEBOUNCE)
+            self._kick.clear()
+            try:
+                if not self.cluster.connected.is_set():
+                    continue
+                if not self.leader:
+                    await self._campaign()
+                if self.is_leader:
+                    await self._schedule()
+            except asyncio.CancelledError:
+                raise
+            except StoreError as exc:
+                log.warning("scheduling deferred: %s", exc.message)
+                await asyncio.sleep(0.5)
+                self._kick.set()
+            except Exception:
+                log.exception("scheduling failed")
+                await asyncio.sleep(0.5)
+                self._kick.set()
+
+    async def _campaign(self) -> None:
+        c = self.cluster
+        won = await c.client.create(LEADER, c.node.name, lease=c.lease_id())
+        if won:
+            self.leader = c.node.name
+            log.info("this node leads the scheduling now node=%s", c.node.name)
+
+    async def _schedule(self) -> None:
+        c = self.cluster
+        ready = [n.name for n in c.nodes.values() if n.status == "ready"]
+        views = [s.view() for s in self.by_id.values()]
+        tasks = [
+            TaskView(
+                id=t.id,
+                service=t.service,
+                slot=t.slot,
+                node=t.node,
+                desired=t.desired,
+                state="orphaned" if t.orphaned else (t.state or "assigned"),
+                version=t.version,
+                created=_epoch(t.created),
+            )
+            for t in self.tasks.values()
+        ]
+        p = plan(views, tasks, ready, time.time())
+        if p.empty():
+            return
+        ops: list[Op] = []
+        now = now_iso()
+        for tid in p.orphan:
+            t = self.tasks[tid]
+            t.desired, t.orphaned = "shutdown", True
+            ops.append(Op.put(TASKS + tid, _json(t.decided())))
+        for tid in p.shutdown:
+            t = self.tasks[tid]
+            t.desired = "shutdown"
+            ops.append(Op.put(TASKS + tid, _json(t.decided())))
+        for tid in p.remove:
+            ops.append(Op.delete(TASKS + tid))
+            ops.append(Op.delete(TSTATUS + tid))
+        for tv in p.create:
+            t = Task(tv.id, tv.service, tv.slot, tv.node, version=tv.version, created=now)
+            self.tasks[t.id] = t
+            ops.append(Op.put(TASKS + t.id, _json(t.decided())))
+        # Only while we still lead (the lease on `leader` is ours): a deposed leader's
+        # writes never land.
+        guard = [Compare.value(LEADER, "=", c.node.name)]
+        for i in range(0, len(ops), 100):  # etcd's default limit: 128 operations a txn
+            result = await c.client.txn(guard, ops[i : i + 100])
+            if not result.succeeded:
+                self.leader = ""
+                log.info("lost the lead while scheduling")
+                return
+        log.info(
+            "scheduled create=%d shutdown=%d orphaned=%d removed=%d",
+            len(p.create),
+            len(p.shutdown),
+            len(p.orphan),
+            len(p.remove),
+        )
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return 0.0
