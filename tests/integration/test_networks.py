@@ -304,12 +304,18 @@ def test_reconciler_rebuilds_missing_and_removes_strays(host: NamespaceHost) -> 
     bridge = f"tb-{net_id[:12]}"
     host.stop()
     host.sh(f"ip link del {bridge}")
-    host.sh("ip link add tb-0123456789ab type bridge")  # tether-named, wanted by nobody
+    # A bridge tether made for a network that is gone (its alias says whose it was): removed.
+    host.sh("ip link add tb-0123456789ab type bridge")
+    host.sh(f"ip link set tb-0123456789ab alias tether:net:{'0' * 64}")
+    # A tether-looking name without tether's alias is someone else's: it stays.
+    host.sh("ip link add tb-00000000000a type bridge")
     host.sh("ip link add keepme type bridge")  # not ours: must stay
     host.start()
     links = host.links()
     assert bridge in links and bridge_addrs(host, bridge) == {"10.61.0.1/24"}
     assert "tb-0123456789ab" not in links and "keepme" in links
+    assert "tb-00000000000a" in links
+    host.sh("ip link del tb-00000000000a")
     # While running: a bridge deleted by hand comes back within seconds.
     host.sh(f"ip link del {bridge}")
     host.sh(
