@@ -22,6 +22,7 @@ from tether.daemon import (
     routes_networks,
     routes_services,
     routes_system,
+    routes_topology,
 )
 from tether.daemon.http import HttpServer, Router
 from tether.dns.server import DnsServer
@@ -303,7 +304,8 @@ class Daemon:
         routes_containers.register(router, self)
         routes_images.register(router, self)
         routes_cluster.register(router, self.cluster)
-        routes_services.register(router, self.cluster, self.networks)
+        routes_services.register(router, self.cluster, self.networks, self.nodeapi)
+        routes_topology.register(router, self)
         self.server = HttpServer(router)
         try:
             os.unlink(self.socket_path)
