@@ -304,7 +304,7 @@ class Daemon:
         routes_containers.register(router, self)
         routes_images.register(router, self)
         routes_cluster.register(router, self.cluster)
-        routes_services.register(router, self.cluster, self.networks, self.nodeapi)
+        routes_services.register(router, self.cluster, self.networks)
         routes_topology.register(router, self)
         self.server = HttpServer(router)
         try:
