@@ -271,7 +271,7 @@ BAD = {
         "dependency cycle detected: a -> b -> a",
     ),
     "image not imported": (
-        "services:\n  web:\n    image: nginx\nnetworks:\n  extra: {}\n",
+        "services:\n  web:\n    image: nginx\n    pull_policy: never\nnetworks:\n  extra: {}\n",
         "No such image: nginx:latest",
     ),
 }

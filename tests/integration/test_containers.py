@@ -243,7 +243,7 @@ def test_bad_runs_leave_nothing_half_made(bhost: NamespaceHost) -> None:
         assert h.api.get(f"/containers/bad{i}/json")["State"]["Status"] == "created"
     checks = [
         (
-            ["run", "busybox-nosuch"],
+            ["run", "--pull", "never", "busybox-nosuch"],
             "tether: Error response from daemon: No such image: busybox-nosuch:latest",
             125,
         ),

@@ -56,6 +56,9 @@ def run_up(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]) 
         r.project.services[name].replicas = int(count)
     if o["detach"] and o["abort_on_container_exit"]:
         raise CliError("--abort-on-container-exit and --detach are incompatible")
+    if o["build"] and o["no_build"]:
+        raise CliError("--build and --no-build are incompatible")
+    r.build_policy = "always" if o["build"] else "never" if o["no_build"] else ""
     started = r.up(
         args,
         force_recreate=o["force_recreate"],
@@ -66,6 +69,23 @@ def run_up(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]) 
     if o["detach"]:
         return 0
     return r.attach(started, o["abort_on_container_exit"], _timeout(o))
+
+
+def run_build(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]) -> int:
+    from tether.cli.build import build_args
+    from tether.compose import images
+
+    return images.build_all(
+        _runner(ctx, g), args, build_args(o["build_arg"]), o["no_cache"], o["pull"], o["quiet"]
+    )
+
+
+def run_pull(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]) -> int:
+    from tether.compose import images
+
+    return images.pull_all(
+        _runner(ctx, g), args, o["quiet"], o["ignore_pull_failures"], o["ignore_buildable"]
+    )
 
 
 def run_down(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]) -> int:
@@ -252,6 +272,7 @@ SUB: dict[str, Command] = {
                 kind="bool",
                 help="Stops all containers if any container was stopped",
             ),
+            Flag("build", kind="bool", help="Build images before starting containers"),
             Flag(
                 "detach", "d", kind="bool", help="Detached mode: Run containers in the background"
             ),
@@ -260,6 +281,7 @@ SUB: dict[str, Command] = {
                 kind="bool",
                 help="Recreate containers even if their configuration hasn't changed",
             ),
+            Flag("no-build", kind="bool", help="Don't build an image, even if it's policy"),
             Flag(
                 "no-recreate", kind="bool", help="If containers already exist, don't recreate them"
             ),
@@ -373,6 +395,38 @@ SUB: dict[str, Command] = {
         handler=run_stop,
     ),
     "start": Command("compose start", "[SERVICE...]", "Start services", [], handler=run_start),
+    "build": Command(
+        "compose build",
+        "[OPTIONS] [SERVICE...]",
+        "Build or rebuild services",
+        [
+            Flag(
+                "build-arg",
+                kind="list",
+                metavar="stringArray",
+                help="Set build-time variables for services",
+            ),
+            Flag("no-cache", kind="bool", help="Do not use cache when building the image"),
+            Flag("pull", kind="bool", help="Always attempt to pull a newer version of the image"),
+            Flag("quiet", "q", kind="bool", help="Don't print anything to STDOUT"),
+        ],
+        handler=run_build,
+    ),
+    "pull": Command(
+        "compose pull",
+        "[OPTIONS] [SERVICE...]",
+        "Pull service images",
+        [
+            Flag("ignore-buildable", kind="bool", help="Ignore images that can be built"),
+            Flag(
+                "ignore-pull-failures",
+                kind="bool",
+                help="Pull what it can and ignores images with pull failures",
+            ),
+            Flag("quiet", "q", kind="bool", help="Pull without printing progress information"),
+        ],
+        handler=run_pull,
+    ),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
+from tether.cli.build import BUILD
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
 from tether.cli.output import print_inspected, render_table_template
@@ -83,7 +84,7 @@ def _reference(text: str) -> Any:
 
 
 def pull(
-    ctx: Context,
+    ctx: Any,
     name: str,
     platform: str = "",
     quiet: bool = False,
@@ -761,4 +762,5 @@ COMMANDS = {
     "save": SAVE,
     "load": LOAD,
     "prune": PRUNE,
+    "build": BUILD,
 }

@@ -14,6 +14,7 @@ from tether import __version__
 GROUPS: dict[str, tuple[str, str]] = {
     "network": ("tether.cli.network", "Manage networks"),
     "image": ("tether.cli.image", "Manage images"),
+    "builder": ("tether.cli.build", "Manage builds"),
     "container": ("tether.cli.container", "Manage containers"),
     "node": ("tether.cli.node", "Manage the nodes of a cluster"),
 }
@@ -47,6 +48,7 @@ TOP: dict[str, tuple[str, str, str]] = {
     "images": ("tether.cli.image", "LS", "List images"),
     "pull": ("tether.cli.image", "PULL", "Download an image from a registry"),
     "push": ("tether.cli.image", "PUSH", "Upload an image to a registry"),
+    "build": ("tether.cli.build", "BUILD", "Build an image from a Dockerfile"),
     "login": ("tether.cli.image", "LOGIN", "Authenticate to a registry"),
     "logout": ("tether.cli.image", "LOGOUT", "Log out from a registry"),
     "tag": ("tether.cli.image", "TAG", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),

@@ -53,11 +53,6 @@ def container_name(project: str, svc: Service, number: int) -> str:
 def check_services(project: Project) -> None:
     for name, svc in project.services.items():
         if not svc.image:
-            if svc.has_build:
-                raise ComposeError(
-                    f'service "{name}" has a build section, which tether does not support '
-                    "yet: give it an image (tether image import)"
-                )
             raise ComposeError(
                 f'service "{name}" has neither an image nor a build context specified: '
                 "invalid compose project"

@@ -82,6 +82,11 @@ class Service:
     replicas: int = 1
     replicas_set: bool = False
     has_build: bool = False
+    # The build section (compose/images.py: BuildSpec), pull_policy, and whether `image` was
+    # written (a build-only service's image is named <project>-<service>).
+    build: Any = None
+    pull_policy: str = ""
+    image_given: bool = True
 
 
 @dataclass
@@ -485,6 +490,10 @@ def build(
         str(k): _service(str(k), v or {}, env, read_file, warnings.append)
         for k, v in (document.get("services") or {}).items()
     }
+    from tether.compose import images
+
+    for k, v in (document.get("services") or {}).items():
+        images.attach(services[str(k)], v or {}, name, working_dir, dict(env))
     networks = {
         str(k): _network(name, str(k), v) for k, v in (document.get("networks") or {}).items()
     }

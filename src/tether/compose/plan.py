@@ -31,6 +31,9 @@ def service_hash(svc: Service, image_id: str) -> str:
     doc = dataclasses.asdict(svc)
     for k in ("replicas", "replicas_set", "has_build", "security"):
         doc.pop(k)
+    # How the image is made is not the container's configuration (the image id is).
+    for k in ("build", "pull_policy", "image_given"):
+        doc.pop(k, None)
     for k in ("privileged", "cap_add", "cap_drop", "security_opt"):
         if not doc[k]:
             doc.pop(k)  # absent as before these keys were supported: the hash stays

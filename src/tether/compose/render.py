@@ -35,7 +35,14 @@ def _service(svc: Service) -> dict[str, Any]:
         out["extra_hosts"] = svc.extra_hosts
     if svc.hostname:
         out["hostname"] = svc.hostname
-    out["image"] = svc.image
+    if svc.build is not None:
+        from tether.compose import images
+
+        out["build"] = images.render(svc)
+    if svc.image_given:
+        out["image"] = svc.image
+    if svc.pull_policy:
+        out["pull_policy"] = svc.pull_policy
     if svc.labels:
         out["labels"] = svc.labels
     if svc.mac_address:

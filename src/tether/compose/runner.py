@@ -58,6 +58,8 @@ class Runner:
         self.api = api
         self.project = project
         self.err = err or sys.stderr
+        # `up --build` ("always") / `up --no-build` ("never"); "" builds a missing image.
+        self.build_policy = ""
         self._out_lock = threading.Lock()
 
     # -- what exists ---------------------------------------------------------------------
@@ -131,22 +133,6 @@ class Runner:
                     )
         return view
 
-    def image_ids(self, services: Iterable[Service]) -> dict[str, str]:
-        ids: dict[str, str] = {}
-        for svc in services:
-            if svc.image in ids:
-                continue
-            try:
-                ids[svc.image] = str(self.api.call("GET", f"/images/{quote(svc.image)}/json")["Id"])
-            except ApiError as exc:
-                if exc.status != 404:
-                    raise
-                raise ComposeError(
-                    f'service "{svc.name}": Error response from daemon: {exc.message} '
-                    f"(import it first: tether image import TARBALL {svc.image})"
-                ) from None
-        return ids
-
     # -- up ------------------------------------------------------------------------------
 
     def selected(self, names: list[str]) -> list[str]:
@@ -182,7 +168,11 @@ class Runner:
         listed = self.api.call("GET", "/containers/json", query={"all": 1})
         host = self.host_view(listed)
         checks.check_all(project, host)
-        images = self.image_ids(project.services[n] for n in wanted)
+        from tether.compose import images as compose_images
+
+        images = compose_images.ensure(
+            self, [project.services[n] for n in wanted], self.build_policy
+        )
         levels = [[s for s in level if s in wanted] for level in project.order]
 
         existing = self.containers(listed=listed)

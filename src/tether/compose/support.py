@@ -11,6 +11,8 @@ from typing import Any
 TOP = {"version", "name", "services", "networks"}
 SERVICE = {
     "image",
+    "build",
+    "pull_policy",
     "command",
     "entrypoint",
     "environment",
@@ -45,6 +47,17 @@ SERVICE = {
     "mem_limit",
 }
 DEPLOY = {"replicas"}
+BUILD = {
+    "context",
+    "dockerfile",
+    "dockerfile_inline",
+    "args",
+    "target",
+    "network",
+    "labels",
+    "no_cache",
+    "pull",
+}
 ATTACHMENT = {"aliases", "ipv4_address", "ipv6_address", "priority"}
 PORT = {"target", "published", "protocol", "host_ip", "mode"}
 DEPENDENCY = {"condition", "required", "restart"}
@@ -82,6 +95,7 @@ def unsupported(document: dict[str, Any]) -> list[str]:
         if not isinstance(svc, dict):
             continue
         out += _extra(svc.get("deploy"), DEPLOY, f"{at}.deploy")
+        out += _extra(svc.get("build"), BUILD, f"{at}.build")
         nets = svc.get("networks")
         if isinstance(nets, dict):
             for key, cfg in nets.items():

@@ -88,7 +88,7 @@ def register(router: Router, daemon: Daemon) -> None:
         for k in filters:
             if k not in known:
                 raise InvalidParameter(f"invalid filter '{k}'")
-        found = images.all()
+        found = images.all(intermediate=req.flag("all"))
         if "dangling" in filters:
             want = filters["dangling"][-1].lower()
             if want not in ("true", "false", "1", "0"):
@@ -343,6 +343,10 @@ def register(router: Router, daemon: Daemon) -> None:
     router.add("GET", "/images/{name*}/get", save)
     router.add("DELETE", "/images/{name*}", remove)
     router.add("POST", "/auth", auth)
+
+    from tether.daemon import routes_build
+
+    routes_build.register(router, daemon)
 
 
 def _ref_match(patterns: list[str], repo_tag: str) -> bool:

@@ -87,6 +87,8 @@ class Image:
     os: str = "linux"
     variant: str = ""
     last_tag_time: float = 0.0
+    # A build step's image, made for a RUN container only (listed by `images -a` alone).
+    intermediate: bool = False
 
     @property
     def short_id(self) -> str:
@@ -245,8 +247,9 @@ class ImageStore:
             return img
         raise NotFound(f"No such image: {not_found_name(text)}")
 
-    def all(self) -> list[Image]:
-        return sorted(self.by_id.values(), key=lambda i: -i.created)
+    def all(self, intermediate: bool = False) -> list[Image]:
+        found = [i for i in self.by_id.values() if intermediate or not i.intermediate]
+        return sorted(found, key=lambda i: -i.created)
 
     def layer_blob(self, diff_id: str) -> BlobRef | None:
         """The blob a layer's archive can be read back from (compressed ones first)."""
@@ -297,6 +300,8 @@ class ImageStore:
             raise SystemFailure(f"layer {missing[0]} is not in the layer store")
         image_id = self.content.put(config)
         img = self.by_id.get(image_id)
+        if img is not None and img.intermediate and tags:
+            img.intermediate = False
         if img is None:
             plat = parsed.platform
             img = Image(
