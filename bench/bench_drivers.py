@@ -12,12 +12,19 @@
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import sys
 
 from common import host, launcher, loadavg, rss_kib, run_quiet, save, stats, timed
 
 from nshost import make_netns, sh
+
+
+def start_times(log: str) -> list[float]:
+    """The daemon's time for each `POST /containers/{id}/start`, in order (debug log)."""
+    rx = r"api POST /containers/[^/ ]+/start -> \d+ in ([0-9.]+) ms"
+    return [float(x) for x in re.findall(rx, log)]
 
 
 def main() -> None:
@@ -68,6 +75,7 @@ def main() -> None:
         with open(os.path.join(h.root, "tetherd.lock")) as f:
             daemon_pid = int(f.read().split()[0])
         rss_before = rss_kib(daemon_pid)
+        skip = len(start_times(h.log()))
         lat = []
         for i in range(scale):
             argv = [*cli, "run", "-d", "--name", f"s{i}", "--network", "br-net", "busybox"]
@@ -80,6 +88,13 @@ def main() -> None:
             round(statistics.median(lat[k : k + scale // 10]), 2)
             for k in range(0, scale, scale // 10)
         ]
+        # The daemon's own time for each start (its debug log): without the CLI's process
+        # start, which other work on the machine moves the most.
+        starts = start_times(h.log())[skip:]
+        daemon_deciles = [
+            round(statistics.median(starts[k : k + scale // 10]), 2)
+            for k in range(0, len(starts), scale // 10)
+        ]
         results["scale"] = {
             "containers": scale,
             "run latency first 50 (median ms)": round(first50, 2),
@@ -87,6 +102,10 @@ def main() -> None:
             "run latency first 10 (median ms)": round(first10, 2),
             "run latency last 10 (median ms)": round(last10, 2),
             "run latency median per tenth (ms)": deciles,
+            "daemon's start request, median per tenth (ms)": daemon_deciles,
+            "daemon's start request, last 50 / first 50": round(
+                statistics.median(starts[-50:]) / statistics.median(starts[:50]), 3
+            ),
             "tetherd RSS before (MiB)": round(rss_before / 1024, 1),
             "tetherd RSS with containers (MiB)": round(rss_after / 1024, 1),
             "tetherd RSS per container (KiB)": round((rss_after - rss_before) / scale, 1),

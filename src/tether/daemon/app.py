@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from tether.cluster.follower import Follower
     from tether.cluster.lb import Balancer
     from tether.cluster.state import ClusterStore
+    from tether.metrics import Metrics
 
 log = logging.getLogger("tether.daemon")
 
@@ -88,6 +89,8 @@ class Options:
     cluster: ClusterOptions | None = None
     # Registries: --registry-mirror, --insecure-registry, the CA directory (images/registry.py).
     registry: RegistryOptions = field(default_factory=RegistryOptions)
+    # --metrics-addr HOST:PORT: Prometheus metrics (tether/metrics.py); "" serves none.
+    metrics_addr: str = ""
 
 
 class StartupError(Exception):
@@ -130,6 +133,7 @@ class Daemon:
         self.balancer: Balancer | None = None
         self._last_underlay: Underlay | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self.metrics: Metrics | None = None
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -313,6 +317,18 @@ class Daemon:
             pass
         await self.server.start_unix(self.socket_path)
         os.chmod(self.socket_path, 0o660)
+        if self.opts.metrics_addr:
+            # Imported only when asked for: prometheus_client stays out of a plain start.
+            from tether.metrics import Metrics
+
+            self.metrics = Metrics(self)
+            self.server.observe = self.metrics.observe
+            try:
+                await self.metrics.start(self.opts.metrics_addr)
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot serve metrics on {self.opts.metrics_addr}: {exc.strerror}"
+                ) from None
         self._tasks.append(asyncio.create_task(self._reconcile_loop()))
         log.info(
             "tetherd ready version=%s pid=%d root=%s socket=%s networks=%d",
@@ -447,6 +463,8 @@ class Daemon:
             await self.cluster.stop()
         if self.server is not None:
             await self.server.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         await self.registries.close()
         for driver in self.drivers.all():
             await driver.drain()

@@ -124,14 +124,20 @@ Handler = Callable[[Request], Awaitable[Response | None]]
 class Router:
     def __init__(self) -> None:
         self.routes: list[tuple[str, re.Pattern[str], Handler, bool]] = []
+        self.templates: dict[Handler, str] = {}  # handler -> its pattern (metrics' label)
 
     def add(self, method: str, pattern: str, handler: Handler, stream_body: bool = False) -> None:
         """`stream_body`: the handler reads the body itself (Request.body_chunks), so it may
         be larger than MAX_BODY (an image tarball goes to disk, not to memory)."""
         # {name} matches one path segment; {name*} may span several (image names have slashes).
+        self.templates.setdefault(handler, pattern)
         regex = re.sub(r"\{(\w+)\*\}", r"(?P<\1>.+)", pattern)
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
         self.routes.append((method, re.compile(regex), handler, stream_body))
+
+    def template(self, handler: Handler | None) -> str:
+        """The pattern a handler was added with ("other" for none: no label per raw path)."""
+        return self.templates.get(handler, "other") if handler is not None else "other"
 
     def match(self, method: str, path: str) -> tuple[Handler | None, dict[str, str], bool, bool]:
         """(handler, path parameters, whether the path is known at all, stream_body)."""
@@ -199,9 +205,15 @@ class HttpServer:
         self.router = router
         self.server: asyncio.base_events.Server | None = None
         self.connections: set[asyncio.Task[None]] = set()
+        # Called once per request with (method, route pattern, status, seconds): metrics.
+        self.observe: Callable[[str, str, int, float], None] | None = None
 
     async def start_unix(self, path: str) -> None:
         self.server = await asyncio.start_unix_server(self._serve, path=path, limit=MAX_HEADER)
+
+    async def start_tcp(self, host: str, port: int) -> None:
+        """Serve on a TCP address (the metrics endpoint, the ui page), not the API socket."""
+        self.server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEADER)
 
     async def close(self) -> None:
         if self.server is not None:
@@ -285,6 +297,11 @@ class HttpServer:
                     {"message": f"internal server error (request id {rid}; see the daemon log)"},
                     500,
                 )
+        if self.observe is not None:
+            status = resp.status if resp is not None else 200
+            self.observe(
+                method, self.router.template(handler), status, time.perf_counter() - started
+            )
         if resp is None:  # the handler streamed or hijacked
             return False
         extra = [("Content-Type", resp.content_type), ("Content-Length", str(len(resp.body)))]

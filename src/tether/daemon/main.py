@@ -79,6 +79,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         metavar="PORT",
         help="UDP port of the overlay's VXLAN traffic (default 4789)",
     )
+    p.add_argument(
+        "--metrics-addr",
+        default="",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (unauthenticated, as "
+        "Docker's: prefer 127.0.0.1)",
+    )
     p.add_argument("--version", "-v", action="version", version=f"tetherd {__version__}")
     return p.parse_args(argv)
 
@@ -106,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     except TetherError as exc:
         print(f"tetherd: {exc.message}", file=sys.stderr)
         return 2
+    if args.metrics_addr:
+        from tether.metrics import parse_addr
+
+        try:
+            parse_addr(args.metrics_addr)
+        except ValueError as exc:
+            print(f"tetherd: {exc}", file=sys.stderr)
+            return 2
     return run(
         Options(
             root=args.root,
@@ -115,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             resolv_conf=args.resolv_conf,
             cluster=cluster,
             registry=registry,
+            metrics_addr=args.metrics_addr,
         )
     )
 

@@ -150,7 +150,18 @@ class DnsServer:
         self._seq = itertools.count()
         self.running = False
         self.thread: threading.Thread | None = None
-        self.stats = {"queries": 0, "cache_hits": 0, "forwarded": 0, "servfail": 0}
+        # Plain integers, counted by the DNS thread (metrics.py reads them on scrape): cache
+        # hits and `local` are answers of the embedded zone; `upstream` and `nxdomain` are
+        # upstreams' answers; `servfail` is no upstream answering (or one saying SERVFAIL).
+        self.stats = {
+            "queries": 0,
+            "cache_hits": 0,
+            "local": 0,
+            "forwarded": 0,
+            "upstream": 0,
+            "nxdomain": 0,
+            "servfail": 0,
+        }
         self.fast = fast.load()
 
     # -- control plane (any thread) --------------------------------------------------------
@@ -365,6 +376,7 @@ class DnsServer:
     def _query(self, sb: Sandbox, zone: Zone, data: bytes, addr: Any, conn: TcpConn | None) -> None:
         d = ans.decide(data, zone, sb.view, over_tcp=conn is not None)
         if d.kind == "answer":
+            self.stats["local"] += 1
             if conn is None:
                 if d.cache is not None and len(data) > 12:
                     if sb.table is not None:
@@ -545,7 +557,13 @@ class DnsServer:
                     target=self._tcp_upstream, args=(found, up.server), daemon=True
                 ).start()
                 continue
+            self._count_upstream(reply)
             self._deliver(found, reply)
+
+    def _count_upstream(self, reply: bytes) -> None:
+        rcode = reply[3] & 0xF if len(reply) > 3 else 0
+        key = "nxdomain" if rcode == 3 else "servfail" if rcode == 2 else "upstream"
+        self.stats[key] += 1
 
     def _tcp_upstream(self, p: Pending, server: str) -> None:
         """A blocking TCP query to the upstream, in its own short-lived thread."""
@@ -573,6 +591,7 @@ class DnsServer:
         if result is None:
             self._send_next(p)
         else:
+            self._count_upstream(result)
             self._deliver(p, result)
 
     def _expire(self) -> None:

@@ -131,6 +131,10 @@ def render(state: FirewallState, stale_chains: set[str] | None = None) -> str:
 
     # Sets and maps.
     elements: list[str] = []
+    decls, elems, counting = network_counters(nets, stale_chains or set())
+    out.append(decls)
+    elements.append(elems)
+    rules.extend(counting)
     if nets:
         elements.append(
             f"add element {TABLE} bridges {{ {', '.join(_q(n.iface) for n in nets)} }}\n"
@@ -250,3 +254,35 @@ def _nft(d: Decision, p: Policy) -> list[tuple[str, str]]:
         rules.append((chain, d.verdict))
         return rules
     raise AssertionError(f"no nftables form for {d.scope}")
+
+
+def network_counters(nets: list[NetRule], stale_chains: set[str]) -> tuple[str, str, list[str]]:
+    """Packet and byte counts per network for metrics.py: (declarations, elements, rules).
+
+    Named counters `tx_<key>` (forwarded from the network's bridge) and `rx_<key>` (to it),
+    picked per packet by one map lookup at the top of `forward`, before any verdict, so
+    what the user chain drops is counted too.  Counter objects outlive a re-render (it
+    flushes rules and maps, not counters); those of networks gone are deleted (add, then
+    delete: one that was never made is not an error).
+    """
+    out = []
+    for name in ("net_tx", "net_rx"):
+        out.append(f"add map {TABLE} {name} {{ type ifname : counter; }}\n")
+        out.append(f"flush map {TABLE} {name}\n")
+    keys = {n.key for n in nets}
+    for key in sorted(keys):
+        out.append(f"add counter {TABLE} tx_{key}\nadd counter {TABLE} rx_{key}\n")
+    stale = {c[4:-4] for c in stale_chains if c.startswith("net_") and c.endswith("_out")}
+    for key in sorted(stale - keys):
+        for d in ("tx", "rx"):
+            out.append(f"add counter {TABLE} {d}_{key}\ndelete counter {TABLE} {d}_{key}\n")
+    elements = ""
+    if nets:
+        for d, name in (("tx", "net_tx"), ("rx", "net_rx")):
+            pairs = ", ".join(f'{_q(n.iface)} : "{d}_{n.key}"' for n in nets)
+            elements += f"add element {TABLE} {name} {{ {pairs} }}\n"
+    rules = [
+        f"add rule {TABLE} forward counter name iifname map @net_tx\n",
+        f"add rule {TABLE} forward counter name oifname map @net_rx\n",
+    ]
+    return "".join(out), elements, rules
