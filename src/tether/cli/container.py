@@ -486,7 +486,8 @@ def run_inspect(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     for name in args:
         for t in order:
             try:
-                found.append(ctx.call("GET", kinds[t].format(_q(name))))
+                q = {"verbose": "1"} if o["verbose"] and t != "image" else None
+                found.append(ctx.call("GET", kinds[t].format(_q(name)), query=q))
                 break
             except ApiError as exc:
                 if exc.status != 404:
@@ -886,6 +887,7 @@ INSPECT = Command(
         Flag("format", "f", help="Format output using a custom template"),
         Flag("size", "s", kind="bool", help="Display total file sizes if the type is container"),
         Flag("type", help="Return JSON for specified type"),
+        Flag("verbose", kind="bool", help="Add what tether made in the kernel (tether's own)"),
     ],
     min_args=1,
     handler=run_inspect,

@@ -68,6 +68,16 @@ TOP: dict[str, tuple[str, str, str]] = {
         "COMPOSE",
         "Define and run multi-container applications",
     ),
+    "explain": (
+        "tether.cli.explain",
+        "EXPLAIN",
+        "Explain whether one container can reach another, and why",
+    ),
+    "doctor": (
+        "tether.cli.doctor",
+        "DOCTOR",
+        "Compare what tether wants with what the kernel holds (--repair fixes it)",
+    ),
 }
 
 USAGE = """

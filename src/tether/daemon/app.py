@@ -22,6 +22,7 @@ from tether.daemon import (
     routes_networks,
     routes_services,
     routes_system,
+    routes_tether,
     routes_topology,
 )
 from tether.daemon.http import HttpServer, Router
@@ -310,6 +311,7 @@ class Daemon:
         routes_cluster.register(router, self.cluster)
         routes_services.register(router, self.cluster, self.networks)
         routes_topology.register(router, self)
+        routes_tether.register(router, self)
         self.server = HttpServer(router)
         try:
             os.unlink(self.socket_path)

@@ -54,7 +54,12 @@ def register(router: Router, daemon: Daemon) -> None:
 
     async def inspect(req: Request) -> Response:
         c = containers.find(req.params["id"])
-        return json_response(containers.inspect(c, ports_of(c), execs.ids_of(c.id)))
+        data = containers.inspect(c, ports_of(c), execs.ids_of(c.id))
+        if req.flag("verbose"):  # what tether made in the kernel for it (tether's addition)
+            from tether.explain.kernelview import container_view
+
+            data["Kernel"] = container_view(daemon, c)
+        return json_response(data)
 
     async def start(req: Request) -> Response:
         try:

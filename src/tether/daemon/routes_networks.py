@@ -19,7 +19,16 @@ def register(router: Router, daemon: Daemon) -> None:
         return json_response(nets.query(flt.parse(req.arg("filters"))))
 
     async def inspect(req: Request) -> Response:
-        return json_response(nets.inspect(nets.find(req.params["id"])))
+        net = nets.find(req.params["id"])
+        data = nets.inspect(net)
+        if req.flag("verbose"):  # what tether made in the kernel for it (tether's addition)
+            from tether.explain.kernelview import network_view
+
+            data["Kernel"] = network_view(daemon, net)
+        if daemon.encryption is not None and net.driver_state.get("encrypted"):
+            # This node's view: key epochs, and what its data path sealed, opened, dropped.
+            data["Encryption"] = daemon.encryption.status(net)
+        return json_response(data)
 
     async def create(req: Request) -> Response:
         net = await nets.create(req.decode(NetworkCreate, NetworkCreate()))
