@@ -98,16 +98,14 @@ def target(ctx: Context, name: str, iface: str) -> tuple[str, str, str]:
         else:
             raise CliError(f"tether: container {cname} has no network interface to capture on")
         return info["NetworkSettings"]["SandboxKey"], chosen, f"container {cname}"
-    try:
-        net = ctx.call("GET", f"/networks/{quote(name)}")
-    except ApiError as exc:
-        if exc.status == 404:
-            raise CliError(
-                f"Error response from daemon: No such container or network: {name}"
-            ) from None
-        raise api_error(exc) from None
-    entry = next((n for n in topo["Networks"] if n["Id"] == net["Id"]), None)
-    devices = (entry or {}).get("Devices") or []
+    # Docker's network lookup (exact name, full id, unique id prefix) over the topology.
+    nets = topo["Networks"]
+    found = [n for n in nets if n["Name"] == name] or [n for n in nets if n["Id"] == name]
+    found = found or [n for n in nets if n["Id"].startswith(name)]
+    if len(found) != 1:
+        raise CliError(f"Error response from daemon: No such container or network: {name}")
+    net = found[0]
+    devices = net["Devices"]
     if iface:
         dev = next((d for d in devices if iface in (d["Name"], d["Kind"])), None)
         if dev is None:
@@ -139,7 +137,11 @@ def run(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     if os.geteuid() != 0:
         raise CliError("tether: capture needs root (it enters a network namespace)")
     netns, iface, what = target(ctx, args[0], o["interface"] or "")
-    cmd = ["nsenter", f"--net={netns}", "--", tcpdump, "-i", iface, "-n", "-Z", "root"]
+    # --immediate-mode: packets are handed over as they come, not a ring block at a time,
+    # so a capture ended by time or Ctrl-C has every packet it saw.  -Z root: the file is
+    # written as the caller, wherever the caller may write.
+    cmd = ["nsenter", f"--net={netns}", "--", tcpdump, "-i", iface, "-n", "--immediate-mode"]
+    cmd += ["-Z", "root"]
     out = o["write"] or ""
     if out:
         # -U: every packet reaches the file at once, so a capture cut short keeps them all.

@@ -78,6 +78,14 @@ TOP: dict[str, tuple[str, str, str]] = {
         "DOCTOR",
         "Compare what tether wants with what the kernel holds (--repair fixes it)",
     ),
+    "debug": (
+        "tether.cli.debug",
+        "DEBUG",
+        "Run a shell with the host's tools in a container's network namespace",
+    ),
+    "capture": ("tether.cli.capture", "CAPTURE", "Capture packets of a container or a network"),
+    "topology": ("tether.cli.topology", "TOPOLOGY", "Draw the networks and their containers"),
+    "ui": ("tether.cli.ui", "UI", "Serve a live picture of the networks on 127.0.0.1"),
 }
 
 USAGE = """
