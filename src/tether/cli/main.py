@@ -17,6 +17,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "builder": ("tether.cli.build", "Manage builds"),
     "container": ("tether.cli.container", "Manage containers"),
     "node": ("tether.cli.node", "Manage the nodes of a cluster"),
+    "service": ("tether.cli.service", "Manage services of a cluster"),
 }
 # top-level command -> (module, attribute, summary)
 TOP: dict[str, tuple[str, str, str]] = {

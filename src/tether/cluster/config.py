@@ -7,6 +7,7 @@
     --cluster-store-opt discovery.ttl=10s
     --node-name NAME            (default: the host name)
     --data-path-port PORT       (VXLAN's UDP port, default 4789: swarm's flag name)
+    --cluster-node-port PORT    (the node listener's TCP port, default 7946: cluster/nodeapi.py)
 
 Without --cluster-store tether is the single-host engine: SQLite only, no overlay driver.
 """
@@ -23,6 +24,7 @@ from tether.errors import InvalidParameter
 DEFAULT_PREFIX = "/tether"
 DEFAULT_TTL = 10
 DEFAULT_VXLAN_PORT = 4789
+DEFAULT_NODE_PORT = 7946  # swarm's gossip port: other nodes read task logs there
 # Docker's global-scope default pool: 10.0.0.0/8 cut into /24s.
 GLOBAL_POOL = "10.0.0.0/8"
 GLOBAL_POOL_SIZE = 24
@@ -39,6 +41,7 @@ class ClusterOptions:
     prefix: str = DEFAULT_PREFIX
     ttl: int = DEFAULT_TTL
     vxlan_port: int = DEFAULT_VXLAN_PORT
+    node_port: int = DEFAULT_NODE_PORT  # 0: no node listener
     cacert: str = ""
     cert: str = ""
     key: str = ""
@@ -86,6 +89,7 @@ def build(
     store_opts: list[str],
     vxlan_port: int,
     iface_addr: dict[str, str],
+    node_port: int = DEFAULT_NODE_PORT,
 ) -> ClusterOptions:
     if not advertise:
         raise InvalidParameter("--cluster-store needs --cluster-advertise IP|IFACE[:PORT]")
@@ -108,6 +112,8 @@ def build(
         raise InvalidParameter(f"invalid node name {name!r}")
     if not 0 < vxlan_port < 65536:
         raise InvalidParameter(f"invalid --data-path-port {vxlan_port}")
+    if not 0 <= node_port < 65536:
+        raise InvalidParameter(f"invalid --cluster-node-port {node_port}")
     prefix = opts.get("kv.path", DEFAULT_PREFIX)
     if not prefix.startswith("/") or prefix.rstrip("/") == "":
         raise InvalidParameter(f"invalid kv.path {prefix!r}: an absolute key prefix like /tether")
@@ -122,6 +128,7 @@ def build(
         prefix=prefix.rstrip("/"),
         ttl=ttl,
         vxlan_port=vxlan_port,
+        node_port=node_port,
         cacert=tls[0],
         cert=tls[1],
         key=tls[2],

@@ -7,6 +7,8 @@ Keys (under the cluster's prefix, beside cluster/keys.py's):
     tasks/<id>             a task as the leader decided it: service, slot, node, desired state
     tstatus/<id>           the task as its node's agent sees it (state, container), on the
                            node's lease: a dead node's statuses vanish with it
+    ustatus/<id>           the service's rolling update (swarm's UpdateStatus), written by
+                           the leader only
     leader                 the name of the node that schedules, on that node's lease
 
 A service's virtual IPs are addresses of its networks claimed like endpoints' (ipam keys,
@@ -28,7 +30,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tether.cluster import keys
-from tether.cluster.scheduler import ServiceView, TaskView, plan
+from tether.cluster.scheduler import (
+    ServiceView,
+    TaskView,
+    UpdateConfig,
+    UpdateStatus,
+    plan,
+)
 from tether.errors import Conflict, InvalidParameter, NotFound
 from tether.store.etcd import Compare, Op, StoreError
 from tether.timefmt import now_iso
@@ -42,6 +50,7 @@ SERVICES = "services/"
 SNAMES = "snames/"
 TASKS = "tasks/"
 TSTATUS = "tstatus/"
+USTATUS = "ustatus/"
 LEADER = "leader"
 SCHEDULE_DEBOUNCE = 0.02  # seconds: changes that arrive together are scheduled together
 _ID = string.ascii_lowercase + string.digits
@@ -98,9 +107,31 @@ class Service:
         tmpl = self.spec.get("TaskTemplate") or {}
         return tuple((tmpl.get("Placement") or {}).get("Constraints") or [])
 
-    def view(self) -> ServiceView:
+    @property
+    def update_config(self) -> UpdateConfig:
+        """The spec's UpdateConfig (nanoseconds in the API), swarmkit's defaults for what
+        it leaves out."""
+        u = self.spec.get("UpdateConfig") or {}
+        d = UpdateConfig()
+        return UpdateConfig(
+            parallelism=int(u.get("Parallelism", d.parallelism) or 0),
+            delay=int(u.get("Delay") or 0) / 1e9,
+            order=str(u.get("Order") or d.order),
+            failure_action=str(u.get("FailureAction") or d.failure_action),
+            monitor=int(u["Monitor"]) / 1e9 if u.get("Monitor") else d.monitor,
+            max_failure_ratio=float(u.get("MaxFailureRatio") or 0.0),
+        )
+
+    def view(self, status: UpdateStatus | None = None) -> ServiceView:
         return ServiceView(
-            self.id, self.name, self.mode, self.replicas, self.constraints, self.task_version
+            self.id,
+            self.name,
+            self.mode,
+            self.replicas,
+            self.constraints,
+            self.task_version,
+            self.update_config,
+            status,
         )
 
     def to_doc(self) -> dict[str, Any]:
@@ -151,6 +182,7 @@ class Task:
     exit_code: int = 0
     error: str = ""
     updated: str = ""
+    started: str = ""  # when it was first reported running (this node's cache only)
 
     def decided(self) -> dict[str, Any]:
         return {
@@ -188,8 +220,11 @@ class Services:
         self.by_id: dict[str, Service] = {}
         self.tasks: dict[str, Task] = {}
         self.leader = ""
+        # service id -> its rolling update, as the leader last wrote it (ustatus/).
+        self.update_status: dict[str, UpdateStatus] = {}
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.TimerHandle | None = None
         # Called (synchronously) when services or tasks change: the agent, the balancer,
         # the DNS follow these.
         self.listeners: list[Any] = []
@@ -211,7 +246,7 @@ class Services:
                 t = Task.from_decided(data)
                 if old is not None:  # keep what the node reported
                     t.state, t.container, t.exit_code = old.state, old.container, old.exit_code
-                    t.error, t.updated = old.error, old.updated
+                    t.error, t.updated, t.started = old.error, old.updated, old.started
                 self.tasks[key] = t
         elif kind == "tstatus":
             reported = self.tasks.get(key)
@@ -224,6 +259,13 @@ class Services:
                     reported.exit_code = int(data.get("ExitCode") or 0)
                     reported.error = str(data.get("Err") or "")
                     reported.updated = str(data.get("Timestamp") or "")
+                    if reported.state == "running" and not reported.started:
+                        reported.started = reported.updated
+        elif kind == "ustatus":
+            if data is None:
+                self.update_status.pop(key, None)
+            else:
+                self.update_status[key] = status_from_doc(data)
         elif kind == "leader":
             self.leader = str(data or "")
         self._kick.set()
@@ -295,11 +337,16 @@ class Services:
     async def remove(self, svc: Service) -> None:
         c = self.cluster
         c.require()
-        ops = [Op.delete(SERVICES + svc.id), Op.delete(SNAMES + svc.name)]
+        ops = [
+            Op.delete(SERVICES + svc.id),
+            Op.delete(SNAMES + svc.name),
+            Op.delete(USTATUS + svc.id),
+        ]
         for vip in svc.vips:
             ops.append(Op.delete(keys.address(vip["NetworkID"], vip["Addr"].split("/")[0])))
         await c.client.txn([], ops)
         self.by_id.pop(svc.id, None)
+        self.update_status.pop(svc.id, None)
 
     async def report(self, task_id: str, state: str, **fields: Any) -> None:
         """A node's agent: the state of one of its tasks, on the node's lease."""
@@ -313,6 +360,9 @@ class Services:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -357,7 +407,7 @@ class Services:
     async def _schedule(self) -> None:
         c = self.cluster
         ready = [n.name for n in c.nodes.values() if n.status == "ready"]
-        views = [s.view() for s in self.by_id.values()]
+        views = [s.view(self.update_status.get(s.id)) for s in self.by_id.values()]
         tasks = [
             TaskView(
                 id=t.id,
@@ -368,10 +418,13 @@ class Services:
                 state="orphaned" if t.orphaned else (t.state or "assigned"),
                 version=t.version,
                 created=_epoch(t.created),
+                started=_epoch(t.started) if t.started else 0.0,
+                since=_epoch(t.updated) if t.updated else 0.0,
             )
             for t in self.tasks.values()
         ]
         p = plan(views, tasks, ready, time.time())
+        self._wake_at(p.wake)
         if p.empty():
             return
         ops: list[Op] = []
@@ -391,6 +444,9 @@ class Services:
             t = Task(tv.id, tv.service, tv.slot, tv.node, version=tv.version, created=now)
             self.tasks[t.id] = t
             ops.append(Op.put(TASKS + t.id, _json(t.decided())))
+        for sid, st in p.status.items():
+            self.update_status[sid] = st
+            ops.append(Op.put(USTATUS + sid, _json(status_doc(st))))
         # Only while we still lead (the lease on `leader` is ours): a deposed leader's
         # writes never land.
         guard = [Compare.value(LEADER, "=", c.node.name)]
@@ -401,12 +457,51 @@ class Services:
                 log.info("lost the lead while scheduling")
                 return
         log.info(
-            "scheduled create=%d shutdown=%d orphaned=%d removed=%d",
+            "scheduled create=%d shutdown=%d orphaned=%d removed=%d updates=%s",
             len(p.create),
             len(p.shutdown),
             len(p.orphan),
             len(p.remove),
+            ",".join(f"{sid[:10]}:{st.state}" for sid, st in p.status.items()) or "-",
         )
+
+    def _wake_at(self, when: float) -> None:
+        """Schedule again at `when` (a rolling update's delay or monitor period ending with
+        nothing else happening meanwhile)."""
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
+        if when > 0:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, when - time.time()) + 0.01
+            self._wake = loop.call_later(delay, self._kick.set)
+
+
+def status_doc(st: UpdateStatus) -> dict[str, Any]:
+    """swarm's UpdateStatus as the API shows it (and as ustatus/ keeps it)."""
+    doc: dict[str, Any] = {"State": st.state, "Message": st.message, "Version": st.version}
+    if st.started:
+        doc["StartedAt"] = iso_of(st.started)
+    if st.completed:
+        doc["CompletedAt"] = iso_of(st.completed)
+    return doc
+
+
+def status_from_doc(d: dict[str, Any]) -> UpdateStatus:
+    return UpdateStatus(
+        state=str(d.get("State") or ""),
+        version=int(d.get("Version") or 0),
+        started=_epoch(str(d.get("StartedAt") or "")) if d.get("StartedAt") else 0.0,
+        completed=_epoch(str(d.get("CompletedAt") or "")) if d.get("CompletedAt") else 0.0,
+        message=str(d.get("Message") or ""),
+    )
+
+
+def iso_of(epoch: float) -> str:
+    """An epoch time in Docker's RFC 3339 form (UTC, nanoseconds)."""
+    secs = int(epoch)
+    micros = int((epoch - secs) * 1e6)  # down: a task created after it compares later
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{micros:06d}000Z"
 
 
 def _epoch(iso: str) -> float:

@@ -10,12 +10,14 @@ from typing import Any
 from tether.cluster.scheduler import parse_constraint
 from tether.errors import InvalidParameter
 
-NAME_RE = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
+# swarm's: letters and digits, inner runs of - and _ (stacks name services STACK_SVC).
+NAME_RE = re.compile(r"[a-zA-Z0-9](?:[-_]*[a-zA-Z0-9]+)*")
 PUBLISH_MODES = ("ingress", "host")
 PROTOCOLS = ("tcp", "udp", "sctp")
 # Keys of a ServiceSpec's parts that tether acts on; any other key with a value is refused.
-# (UpdateConfig and RollbackConfig are accepted: the docker CLI always sends its defaults;
-# tether replaces the tasks of a changed service all at once, see docs/services.md.)
+# UpdateConfig is honoured (cluster/scheduler.py: rolling updates).  RollbackConfig is
+# accepted and inert: the docker CLI always sends it, and tether never rolls back (a
+# FailureAction of rollback is refused, and so is `service rollback`).
 CONTAINER_SPEC = {
     "Image",
     "Command",
@@ -49,6 +51,11 @@ SPEC = {
 }
 
 
+UPDATE_CONFIG = {"Parallelism", "Delay", "FailureAction", "Monitor", "MaxFailureRatio", "Order"}
+ORDERS = ("stop-first", "start-first")
+FAILURE_ACTIONS = ("pause", "continue")
+
+
 def _empty(value: Any) -> bool:
     return value in (None, "", 0, False, [], {}) or (
         isinstance(value, dict) and all(_empty(v) for v in value.values())
@@ -67,7 +74,7 @@ def check(spec: dict[str, Any]) -> dict[str, Any]:
         raise InvalidParameter("invalid service spec: not a JSON object")
     _refuse_unknown(spec, SPEC, "Spec")
     name = str(spec.get("Name") or "")
-    if not name or not NAME_RE.fullmatch(name):
+    if not name or len(name) > 63 or not NAME_RE.fullmatch(name):
         raise InvalidParameter(
             f"rpc error: code = InvalidArgument desc = name must be valid as a DNS name "
             f"component: {name!r}"
@@ -148,6 +155,12 @@ def check(spec: dict[str, Any]) -> dict[str, Any]:
                 "PublishMode": publish_mode,
             }
         )
+    update = spec.get("UpdateConfig")
+    if update is not None:
+        spec = {**spec, "UpdateConfig": check_update_config(update, "UpdateConfig")}
+    rollback = spec.get("RollbackConfig")
+    if rollback is not None and not isinstance(rollback, dict):
+        raise InvalidParameter("RollbackConfig must be an object")
     networks = list(tmpl.get("Networks") or spec.get("Networks") or [])
     for n in networks:
         if not isinstance(n, dict) or not n.get("Target"):
@@ -161,4 +174,45 @@ def check(spec: dict[str, Any]) -> dict[str, Any]:
     out["Mode"] = mode
     out["EndpointSpec"] = {"Mode": ep_mode, "Ports": ports}
     out.setdefault("Labels", {})
+    return out
+
+
+def _nonneg_int(value: Any, where: str) -> int:
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidParameter(f"{where}: invalid value {value!r} (a non-negative integer)")
+    return value
+
+
+def check_update_config(u: Any, where: str) -> dict[str, Any]:
+    """swarm's UpdateConfig, checked: what the scheduler honours, the rest refused."""
+    if not isinstance(u, dict):
+        raise InvalidParameter(f"{where} must be an object")
+    _refuse_unknown(u, UPDATE_CONFIG, where)
+    out: dict[str, Any] = {
+        "Parallelism": _nonneg_int(u.get("Parallelism"), f"{where}.Parallelism"),
+        "Delay": _nonneg_int(u.get("Delay"), f"{where}.Delay"),
+    }
+    action = u.get("FailureAction") or "pause"
+    if action == "rollback":
+        raise InvalidParameter(
+            f"{where}.FailureAction rollback is not supported by tether: it does not roll "
+            "services back (use pause or continue)"
+        )
+    if action not in FAILURE_ACTIONS:
+        raise InvalidParameter(f"{where}.FailureAction: invalid value {action!r}")
+    out["FailureAction"] = action
+    if u.get("Monitor") is not None:
+        out["Monitor"] = _nonneg_int(u.get("Monitor"), f"{where}.Monitor")
+    ratio = u.get("MaxFailureRatio") or 0
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 <= ratio <= 1:
+        raise InvalidParameter(f"{where}.MaxFailureRatio: invalid value {ratio!r} (0 to 1)")
+    out["MaxFailureRatio"] = ratio
+    order = u.get("Order") or "stop-first"
+    if order not in ORDERS:
+        raise InvalidParameter(
+            f"{where}.Order: invalid value {order!r} (stop-first or start-first)"
+        )
+    out["Order"] = order
     return out

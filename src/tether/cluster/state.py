@@ -60,7 +60,7 @@ from tether.timefmt import now_iso
 log = logging.getLogger("tether.cluster")
 
 # Keys of services/ tasks/ tstatus/ leader: the services' caches follow them.
-SERVICE_KINDS = frozenset({"services", "tasks", "tstatus", LEADER})
+SERVICE_KINDS = frozenset({"services", "tasks", "tstatus", "ustatus", LEADER})
 RELIST_EVERY = 60.0  # seconds: the safety net under the watch
 RETRY_EVERY = 1.0  # seconds between attempts to reach the store when it is down
 ALLOC_ATTEMPTS = 64  # addresses tried before giving up on a busy network

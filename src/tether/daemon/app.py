@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from tether.cluster.config import ClusterOptions
     from tether.cluster.follower import Follower
     from tether.cluster.lb import Balancer
+    from tether.cluster.nodeapi import NodeApi
     from tether.cluster.state import ClusterStore
     from tether.metrics import Metrics
 
@@ -132,6 +133,7 @@ class Daemon:
         self.follower: Follower | None = None
         self.agent: Agent | None = None
         self.balancer: Balancer | None = None
+        self.nodeapi: NodeApi | None = None
         self._last_underlay: Underlay | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.metrics: Metrics | None = None
@@ -288,10 +290,16 @@ class Daemon:
             )
             self.balancer = Balancer(self.cluster, services, self.containers, self.events)
             services.listeners.append(self._service_names)
+            from tether.cluster.nodeapi import NodeApi
+
+            self.nodeapi = NodeApi(
+                self.cluster, self.containers, self.lifecycle, self.cluster.opts.node_port
+            )
             await self.cluster.start()
             services.start()
             self.agent.start()
             self.balancer.start()
+            await self.nodeapi.start()
         async with self.lock:
             await reconcile_networks(self.networks)
             self.firewall.sync()
@@ -309,7 +317,7 @@ class Daemon:
         routes_containers.register(router, self)
         routes_images.register(router, self)
         routes_cluster.register(router, self.cluster)
-        routes_services.register(router, self.cluster, self.networks)
+        routes_services.register(router, self.cluster, self.networks, self.nodeapi)
         routes_topology.register(router, self)
         routes_tether.register(router, self)
         self.server = HttpServer(router)
@@ -419,7 +427,9 @@ class Daemon:
             return None
         vteps = {n.addr for n in self.cluster.nodes.values() if ":" not in n.addr}
         vteps.add(self.cluster.node.addr)
-        return Underlay(self.cluster.opts.vxlan_port, tuple(sorted(vteps)))
+        return Underlay(
+            self.cluster.opts.vxlan_port, tuple(sorted(vteps)), self.cluster.opts.node_port
+        )
 
     def _port_rules(self) -> list[PortRule]:
         return self.publisher.rules(list(self.containers.by_id.values()))
@@ -454,7 +464,7 @@ class Daemon:
         log.info("tetherd stopping pid=%d", os.getpid())
         for task in self._tasks:
             task.cancel()
-        for part in (self.agent, self.balancer):
+        for part in (self.agent, self.balancer, self.nodeapi):
             if part is not None:
                 await part.stop()
         if self.cluster is not None:

@@ -79,6 +79,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         metavar="PORT",
         help="UDP port of the overlay's VXLAN traffic (default 4789)",
     )
+    g.add_argument(
+        "--cluster-node-port",
+        type=int,
+        default=7946,
+        metavar="PORT",
+        help="TCP port on the advertise address where other nodes read this node's task "
+        "logs (default 7946; 0: off)",
+    )
     p.add_argument(
         "--metrics-addr",
         default="",
@@ -166,6 +174,7 @@ def _cluster_options(args: argparse.Namespace) -> Any:
         args.cluster_store_opt,
         args.data_path_port,
         by_iface,
+        args.cluster_node_port,
     )
 
 

@@ -2,23 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import msgspec
 
+from tether.api import query
 from tether.api.decode import check_depth
 from tether.cluster.agent import task_name
-from tether.cluster.services import Service, Task, new_service_id
+from tether.cluster.services import Service, Services, Task, new_service_id, status_doc
 from tether.cluster.servicespec import check
-from tether.daemon.http import Request, Response, Router, json_response
+from tether.daemon.http import (
+    Request,
+    Response,
+    Router,
+    end_stream,
+    json_response,
+    start_stream,
+    write_chunk,
+)
 from tether.daemon.routes_cluster import NO_CLUSTER, NotClustered
 from tether.engine import filters as flt
 from tether.engine.endpoints import lowest_free
 from tether.errors import InvalidParameter, NotFound
+from tether.runtime import logs as logfile
 
 if TYPE_CHECKING:
+    from tether.cluster.nodeapi import NodeApi
     from tether.cluster.state import ClusterStore
     from tether.engine.networks import Networks
+
+log = logging.getLogger("tether.services")
+MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
+FOLLOW_POLL = 0.25  # seconds: how often `logs -f` looks for tasks started since
 
 NOT_SWARM = "This node is not part of a swarm"
 
@@ -57,10 +77,49 @@ def task_view(t: Task, svc: Service | None) -> dict[str, Any]:
             "ContainerStatus": {"ContainerID": t.container, "ExitCode": t.exit_code},
         },
         "DesiredState": t.desired,
+        # The version of the service's task template it was made from (TaskVersion).
+        "SpecVersion": {"Index": t.version},
     }
 
 
-def register(router: Router, cluster: ClusterStore | None, networks: Networks) -> None:
+def service_doc(svc: Service, services: Services, status: bool = False) -> dict[str, Any]:
+    """Docker's Service object: the stored one, its UpdateStatus, and (?status=true) the
+    ServiceStatus counts `service ls` shows as REPLICAS."""
+    doc = svc.to_doc()  # (with tether's TaskVersion: tasks' SpecVersion compares to it)
+    st = services.update_status.get(svc.id)
+    if st is not None and st.state:
+        doc["UpdateStatus"] = {k: v for k, v in status_doc(st).items() if k != "Version"}
+    if status:
+        mine = [t for t in services.tasks.values() if t.service == svc.id]
+        running = sum(1 for t in mine if t.desired == "running" and t.state == "running")
+        if svc.mode == "global":
+            desired = sum(1 for t in mine if t.desired == "running")
+        else:
+            desired = svc.replicas
+        doc["ServiceStatus"] = {
+            "RunningTasks": running,
+            "DesiredTasks": desired,
+            "CompletedTasks": 0,
+        }
+    return doc
+
+
+def details(t: Task) -> bytes:
+    """Docker's `details=1` attributes of a task's log line (sorted, values escaped)."""
+    attrs = {
+        "com.docker.swarm.node.id": t.node,
+        "com.docker.swarm.service.id": t.service,
+        "com.docker.swarm.task.id": t.id,
+    }
+    return ",".join(f"{k}={quote(v, safe='')}" for k, v in sorted(attrs.items())).encode()
+
+
+def register(
+    router: Router,
+    cluster: ClusterStore | None,
+    networks: Networks,
+    nodeapi: NodeApi | None = None,
+) -> None:
     def need() -> ClusterStore:
         if cluster is None:
             raise NotClustered(f"{NOT_SWARM}: {NO_CLUSTER}")
@@ -82,7 +141,13 @@ def register(router: Router, cluster: ClusterStore | None, networks: Networks) -
     async def create(req: Request) -> Response:
         c = need()
         c.require()
-        spec = check(json_body(req))
+        body = json_body(req)
+        if isinstance(body, dict) and not body.get("Name"):
+            # swarm names an unnamed service as docker names containers (adjective_name)
+            from tether.engine import names
+
+            body["Name"] = names.generate({s.name for s in c.services.by_id.values()})
+        spec = check(body)
         nets = resolve_networks(spec)
         svc = Service(id=new_service_id(), spec=spec)
         if svc.endpoint_mode == "vip":
@@ -120,12 +185,12 @@ def register(router: Router, cluster: ClusterStore | None, networks: Networks) -
                 continue
             if "mode" in filters and svc.mode not in filters["mode"]:
                 continue
-            out.append(svc.to_doc())
+            out.append(service_doc(svc, c.services, req.flag("status")))
         return json_response(out)
 
     async def inspect(req: Request) -> Response:
         c = need()
-        return json_response(c.services.find(req.params["id"]).to_doc())
+        return json_response(service_doc(c.services.find(req.params["id"]), c.services))
 
     async def update(req: Request) -> Response:
         c = need()
@@ -187,12 +252,145 @@ def register(router: Router, cluster: ClusterStore | None, networks: Networks) -
         out.sort(key=lambda v: (v["Slot"], v["NodeID"], v["CreatedAt"]))
         return json_response(out)
 
+    def find_task(c: ClusterStore, term: str) -> Task:
+        """A task by id or unique id prefix (swarm's lookup)."""
+        t = c.services.tasks.get(term)
+        if t is None and term:
+            found = [x for x in c.services.tasks.values() if x.id.startswith(term)]
+            t = found[0] if len(found) == 1 else None
+        if t is None:
+            raise NotFound(f"task {term} not found")
+        return t
+
     async def inspect_task(req: Request) -> Response:
         c = need()
-        t = c.services.tasks.get(req.params["id"])
-        if t is None:
-            raise NotFound(f"task {req.params['id']} not found")
+        t = find_task(c, req.params["id"])
         return json_response(task_view(t, c.services.by_id.get(t.service)))
+
+    async def task_stream(
+        t: Task, follow: bool, tail: int | None, since: float
+    ) -> AsyncIterator[list[logfile.Frame]]:
+        """One task's log lines, from this node's container or through its node's
+        listener (cluster/nodeapi.py)."""
+        assert cluster is not None and nodeapi is not None
+        if t.node == cluster.node.name:
+            ctr = nodeapi.local_container(t.id)
+            if ctr is not None:
+                async for frames in nodeapi.local_frames(ctr, follow, tail, since):
+                    yield frames
+            return
+        async for frames in nodeapi.remote_frames(t.node, t.id, follow, tail, since):
+            yield frames
+
+    async def stream_logs(req: Request, pick: Any) -> None:
+        """Docker's multiplexed log stream of the tasks `pick()` returns (called again
+        while following, so tasks started meanwhile join in)."""
+        want = {1: req.flag("stdout"), 2: req.flag("stderr")}
+        if not want[1] and not want[2]:
+            want = {1: True, 2: True}
+        follow = req.flag("follow")
+        stamps = req.flag("timestamps")
+        with_details = req.flag("details")
+        tail = query.tail(req.arg("tail"))
+        since = query.timestamp("since", req.arg("since"))
+        queue: asyncio.Queue[tuple[Task, list[logfile.Frame]] | None] = asyncio.Queue(64)
+        pumps: dict[str, asyncio.Task[None]] = {}
+
+        def line(t: Task, f: logfile.Frame) -> bytes:
+            data = f.data
+            if with_details:
+                data = details(t) + b" " + data
+            if stamps:
+                data = logfile.rfc3339_nano(f.time_ns).encode() + b" " + data
+            return logfile.docker_frame(f.stream, data)
+
+        async def pump(t: Task) -> None:
+            try:
+                async for frames in task_stream(t, follow, tail, since):
+                    await queue.put((t, frames))
+            except Exception as exc:  # one node's trouble must not end the others' logs
+                msg = getattr(exc, "args", [str(exc)])[0]
+                log.warning("logs of task %s unavailable: %s", t.id, msg)
+                err = f"error from node {t.node}: {msg}\n".encode()
+                await queue.put((t, [logfile.Frame(2, 0, err)]))
+            finally:
+                await queue.put(None)
+
+        def start_new() -> None:
+            for t in pick():
+                if t.id not in pumps:
+                    pumps[t.id] = asyncio.get_running_loop().create_task(pump(t))
+
+        start_new()
+        await start_stream(req, MULTIPLEXED)
+        done = 0
+        try:
+            if not follow:
+                # Everything there is, each task's lines in order, the tasks merged by time.
+                got: list[tuple[int, int, bytes]] = []
+                while done < len(pumps):
+                    item = await queue.get()
+                    if item is None:
+                        done += 1
+                        continue
+                    t, frames = item
+                    got.extend(
+                        (f.time_ns, len(got), line(t, f)) for f in frames if want.get(f.stream)
+                    )
+                got.sort()
+                for i in range(0, len(got), 256):
+                    await write_chunk(req, b"".join(g[2] for g in got[i : i + 256]))
+            else:
+                while True:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), FOLLOW_POLL)
+                    except TimeoutError:
+                        start_new()
+                        continue
+                    if item is None:
+                        done += 1
+                        continue
+                    t, frames = item
+                    out = b"".join(line(t, f) for f in frames if want.get(f.stream))
+                    await write_chunk(req, out)
+            await end_stream(req)
+        finally:
+            for p in pumps.values():
+                p.cancel()
+            for p in pumps.values():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await p
+        return None
+
+    def need_logs() -> ClusterStore:
+        c = need()
+        if nodeapi is None:
+            raise NotClustered(f"{NOT_SWARM}: {NO_CLUSTER}")
+        return c
+
+    async def service_logs(req: Request) -> Response | None:
+        c = need_logs()
+        svc = c.services.find(req.params["id"])
+
+        def pick() -> list[Task]:
+            up = {n.name for n in c.nodes.values() if n.status == "ready"} | {c.node.name}
+            return sorted(
+                (
+                    t
+                    for t in c.services.tasks.values()
+                    if t.service == svc.id and t.container and t.node in up
+                ),
+                key=lambda t: (t.slot, t.node, t.created),
+            )
+
+        await stream_logs(req, pick)
+        return None
+
+    async def task_logs(req: Request) -> Response | None:
+        c = need_logs()
+        t = find_task(c, req.params["id"])
+        await stream_logs(req, lambda: [t])
+        return None
 
     router.add("POST", "/services/create", create)
     router.add("GET", "/services", list_services)
@@ -201,3 +399,5 @@ def register(router: Router, cluster: ClusterStore | None, networks: Networks) -
     router.add("DELETE", "/services/{id}", remove)
     router.add("GET", "/tasks", list_tasks)
     router.add("GET", "/tasks/{id}", inspect_task)
+    router.add("GET", "/services/{id}/logs", service_logs)
+    router.add("GET", "/tasks/{id}/logs", task_logs)

@@ -26,7 +26,7 @@ Scope = Literal[
     "from-outside",  # into a network from anything not on it
     "host",  # from a container to the host's own addresses
     "loopback",  # to 127.0.0.0/8 or ::1 from anything but the host's lo
-    "underlay",  # VXLAN packets from anything but the cluster's nodes
+    "underlay",  # VXLAN packets (and the node listener's TCP) from anything but the nodes
 ]
 
 
@@ -53,10 +53,12 @@ class Net:
 
 @dataclass(frozen=True)
 class Underlay:
-    """A cluster node's underlay: VXLAN's UDP port and the addresses of every node."""
+    """A cluster node's underlay: VXLAN's UDP port and the addresses of every node, and the
+    TCP port where other nodes read task logs (cluster/nodeapi.py; 0: no listener)."""
 
     port: int
     vteps: tuple[str, ...]
+    node_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,12 @@ def decide(networks: list[Net], underlay: Underlay | None = None) -> Policy:
                 "underlay",
                 "drop",
                 f"VXLAN (UDP {underlay.port}) is accepted only from the cluster's nodes: "
-                "nobody else can inject frames into an overlay network",
+                "nobody else can inject frames into an overlay network"
+                + (
+                    f"; the node listener (TCP {underlay.node_port}, task logs) likewise"
+                    if underlay.node_port
+                    else ""
+                ),
             )
         )
     add(

@@ -222,7 +222,12 @@ def _nft(d: Decision, p: Policy) -> list[tuple[str, str]]:
         port = p.underlay.port if p.underlay is not None else 0
         # Raw prerouting: before anything else, so a forged packet never reaches the VXLAN
         # device (Calico does the same for its VTEPs).
-        return [("guard", f"udp dport {port} ip saddr != @vteps drop")]
+        rules = [("guard", f"udp dport {port} ip saddr != @vteps drop")]
+        if p.underlay is not None and p.underlay.node_port:
+            # The node listener (task logs for `service logs`): nodes only, before it is
+            # accepted by anything; the listener checks the address again (and TLS).
+            rules.append(("input", f"tcp dport {p.underlay.node_port} ip saddr != @vteps drop"))
+        return rules
     if d.scope == "host" and not d.network:
         # Traffic from an internal network's bridge to the host goes to its own chain.
         return [("input", "iifname vmap @hostbound")]

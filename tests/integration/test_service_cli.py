@@ -1,0 +1,325 @@
+"""`tether service ...` on three nodes, as a user types it: create, ls, ps, inspect, logs
+from tasks on other nodes, scale, update (rolling), rm, and the errors docker gives."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import socket
+import time
+from collections import Counter
+
+import pytest
+from test_overlay import three_nodes, wait_for
+
+from cluster import run_in_netns
+from nshost import NamespaceHost
+
+pytestmark = pytest.mark.integration
+
+# A task that says which container it is on stdout (for logs) and serves its name (HTTP).
+WEB = [
+    "sh",
+    "-c",
+    "echo started-$(hostname); echo hello-$(hostname) > /www/index.html; "
+    "exec httpd -f -p 80 -h /www",
+]
+
+
+def ls_row(h: NamespaceHost, name: str) -> list[str]:
+    out = h.ok("service", "ls", "--filter", f"name={name}")
+    rows = [re.split(r"\s{3,}", line.strip()) for line in out.splitlines()[1:]]
+    return next((r for r in rows if r[1] == name), [])
+
+
+def replicas(h: NamespaceHost, name: str) -> str:
+    row = ls_row(h, name)
+    return row[3] if len(row) > 3 else ""
+
+
+def ps_rows(h: NamespaceHost, *args: str) -> list[list[str]]:
+    out = h.ok("service", "ps", *args)
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "ID", "NAME", "IMAGE", "NODE", "DESIRED", "STATE", "CURRENT", "STATE", "ERROR", "PORTS",
+    ]  # fmt: skip
+    return [re.split(r"\s{3,}", line.rstrip()) for line in lines[1:]]
+
+
+def test_create_ls_ps_inspect_logs_scale_rm(host: NamespaceHost) -> None:
+    del host
+    with three_nodes() as c:
+        a, b, _ = c.hosts
+        a.ok("network", "create", "-d", "overlay", "--attachable", "app")
+        for h in c.hosts:
+            wait_for("the network", lambda h=h: "app" in h.ok("network", "ls"))
+        out = a.ok(
+            "service", "create", "-d", "--name", "web", "--replicas", "3",
+            "--network", "app", "--label", "tier=front", "busybox", *WEB,
+        )  # fmt: skip
+        sid = out.strip()
+        assert re.fullmatch(r"[a-z0-9]{25}", sid), out
+        wait_for("3/3 in service ls", lambda: replicas(a, "web") == "3/3", 30)
+        row = ls_row(b, "web")  # any node answers the same
+        assert row == [sid[:12], "web", "replicated", "3/3", "busybox"], row
+        # ps: three running tasks, one per node, docker's columns.
+        rows = ps_rows(a, "web")
+        assert sorted(r[1] for r in rows) == ["web.1", "web.2", "web.3"]
+        assert sorted(r[3] for r in rows) == ["node1", "node2", "node3"]
+        assert all(r[2] == "busybox" and r[4] == "Running" for r in rows)
+        assert all(
+            re.fullmatch(r"Running (less than a second|\d+ seconds?) ago", r[5]) for r in rows
+        )
+        ids = a.ok("service", "ps", "-q", "web").split()
+        assert len(ids) == 3 and all(len(i) == 12 for i in ids)
+        full = a.ok("service", "ps", "--no-trunc", "--format", "{{.ID}} {{.Node}}", "web")
+        assert all(len(line.split()[0]) == 25 for line in full.splitlines())
+        on2 = a.ok("service", "ps", "-f", "node=node2", "--format", "{{.Name}}", "web").split()
+        assert len(on2) == 1
+        # inspect: Docker's JSON and --pretty.
+        doc = json.loads(a.ok("service", "inspect", "web"))[0]
+        assert doc["ID"] == sid and doc["Spec"]["Labels"] == {"tier": "front"}
+        assert doc["Spec"]["UpdateConfig"]["Parallelism"] == 1
+        pretty = a.ok("service", "inspect", "--pretty", "web")
+        assert re.search(r"^Name:\s+web$", pretty, re.M)
+        assert re.search(r"^Service Mode:\s+Replicated$", pretty, re.M)
+        assert re.search(r"^ Replicas:\s+3$", pretty, re.M)
+        assert re.search(r"^Networks: app $", pretty, re.M)
+        # Real HTTP answers from the three tasks, through the VIP, from a node-1 client.
+        a.ok("run", "-d", "--name", "cli", "--network", "app", "busybox", "sleep", "600")
+        seen: Counter[str] = Counter()
+        for _ in range(30):
+            r = a.cli("exec", "cli", "timeout", "3", "wget", "-qO-", "http://web/")
+            assert r.returncode == 0, r.stderr
+            seen[r.stdout.strip()] += 1
+        assert len(seen) == 3, seen
+        hostnames = {s.removeprefix("hello-") for s in seen}
+        # logs on node 1 show the lines of the tasks on nodes 2 and 3 too, docker's prefix.
+        by_task = {line.split()[0]: line.split()[1] for line in full.splitlines()}
+        logs = a.ok("service", "logs", "web")
+        lines = logs.splitlines()
+        assert len(lines) == 3, logs
+        for line in lines:
+            m = re.fullmatch(r"web\.([123])\.([a-z0-9]{12})@(node[123])    \| started-(\w+)", line)
+            assert m, line
+            assert m[4] in hostnames
+            tid = next(t for t in by_task if t.startswith(m[2]))
+            assert by_task[tid] == m[3]
+        assert {re.search(r"@(node\d)", x)[1] for x in lines} == {"node1", "node2", "node3"}  # type: ignore[index]
+        plain = b.ok("service", "logs", "--no-task-ids", "-t", "web")
+        assert all(
+            re.fullmatch(r"\S+Z web\.[123]@node[123]    \| started-\w+", x)
+            for x in plain.splitlines()
+        ), plain
+        raw = b.ok("service", "logs", "--raw", "web")
+        assert sorted(raw.split()) == sorted(f"started-{h}" for h in hostnames)
+        # A task's logs by its id.
+        one = b.ok("service", "logs", ids[0])
+        assert one.count("started-") == 1
+
+        # scale up and down: docker's words; history rows in ps.
+        assert a.ok("service", "scale", "-d", "web=5") == "web scaled to 5\n"
+        wait_for("5/5", lambda: replicas(a, "web") == "5/5", 30)
+        assert a.ok("service", "scale", "-d", "web=1") == "web scaled to 1\n"
+        wait_for("1/1", lambda: replicas(a, "web") == "1/1", 30)
+        wait_for(
+            "only one task container left",
+            lambda: sum(len(tasks(h)) for h in c.hosts) == 1,
+            30,
+        )
+        rows = ps_rows(a, "web", "-f", "desired-state=running")
+        assert [r[1] for r in rows] == ["web.1"]
+
+        # Errors, as docker words them; nothing changes.
+        r = a.cli("service", "rm", "nope", "web2")
+        assert r.returncode == 1
+        assert r.stderr == "Error: No such service: nope\nError: No such service: web2\n"
+        r = a.cli("service", "ps", "nope")
+        assert r.returncode == 1 and r.stderr == "no such service: nope\n"
+        r = a.cli("service", "inspect", "nope")
+        assert r.returncode == 1 and "Error: no such service: nope" in r.stderr
+        r = a.cli("service", "logs", "nope")
+        assert r.returncode == 1 and r.stderr == "no such task or service: nope\n"
+        r = a.cli("service", "scale", "web")
+        assert r.returncode == 1 and r.stderr.startswith("Invalid scale specifier 'web'.")
+        r = a.cli(
+            "service", "create", "--name", "m", "--mount", "type=bind,src=/,dst=/x", "busybox"
+        )
+        assert r.returncode == 125
+        assert (
+            r.stderr
+            == "--mount: tether's services do not support mounts (tether has no volumes yet)\n"
+        )
+        r = a.cli(
+            "service", "create", "--name", "g", "--mode", "global", "--replicas", "2", "busybox"
+        )
+        assert r.returncode == 125
+        assert "replicas can only be used with replicated or replicated-job mode" in r.stderr
+        r = a.cli("service", "create", "--name", "p", "-p", "a:80", "busybox")
+        assert (
+            r.returncode == 125 and 'invalid argument "a:80" for "-p, --publish" flag' in r.stderr
+        )
+        r = a.cli(
+            "service", "create", "--name", "u", "--update-failure-action", "rollback", "busybox"
+        )
+        assert r.returncode == 1 and "rollback is not supported by tether" in r.stderr
+        assert [s for s in a.ok("service", "ls", "-q").split()] == [sid]
+
+        # Global mode: one task per node; `scale` refuses it in docker's words.
+        a.ok(
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "mon",
+            "--mode",
+            "global",
+            "busybox",
+            "sleep",
+            "600",
+        )
+        wait_for("global 3/3", lambda: ls_row(a, "mon")[2:4] == ["global", "3/3"], 30)
+        assert sorted(x.split()[0] for x in ps_rows(a, "mon")[0:3] for x in [x[3]]) == [
+            "node1", "node2", "node3",
+        ]  # fmt: skip
+        r = a.cli("service", "scale", "mon=2")
+        assert r.returncode == 1
+        assert r.stderr == "scale can only be used with replicated or replicated-job mode\n"
+
+        assert a.ok("service", "rm", "web", "mon") == "web\nmon\n"
+        wait_for("no task containers", lambda: all(not tasks(h) for h in c.hosts), 30)
+        assert a.ok("service", "ls", "-q") == ""
+        a.ok("rm", "-f", "cli")
+
+
+def tasks(h: NamespaceHost) -> list[str]:
+    return [
+        str(ctr["Names"][0])
+        for ctr in h.api.get("/containers/json", {"all": 1})
+        if "com.docker.swarm.task.id" in (ctr.get("Labels") or {})
+    ]
+
+
+def update_state(h: NamespaceHost, name: str) -> dict[str, str]:
+    doc = h.api.get(f"/services/{name}")
+    return doc.get("UpdateStatus") or {}
+
+
+def test_rolling_update_one_task_at_a_time_then_paused_on_failure(host: NamespaceHost) -> None:
+    del host
+    with three_nodes() as c:
+        a, b, _ = c.hosts
+        a.ok("network", "create", "-d", "overlay", "app")
+        for h in c.hosts:
+            wait_for("the network", lambda h=h: "app" in h.ok("network", "ls"))
+        a.ok(
+            "service", "create", "-d", "--name", "web", "--replicas", "3", "--network", "app",
+            "--update-monitor", "1s", "--env", "V=1", "busybox", *WEB,
+        )  # fmt: skip
+        wait_for("3/3", lambda: replicas(a, "web") == "3/3", 30)
+        # Without -d: docker's progress lines, then "verify: Service converged".
+        out = a.ok("service", "update", "--env-add", "V=2", "web", timeout=120)
+        assert out.startswith("web\n"), out
+        assert "overall progress: 3 out of 3 tasks\n" in out
+        assert "verify: Waiting 1 seconds to verify that tasks are stable...\n" in out
+        assert out.endswith("verify: Service converged\n"), out
+        st = update_state(b, "web")
+        assert st["State"] == "completed" and st["Message"] == "update completed"
+        pretty = a.ok("service", "inspect", "--pretty", "web")
+        assert re.search(r"^ State:\s+completed$", pretty, re.M), pretty
+        assert re.search(r"^ Message:\s+update completed$", pretty, re.M)
+        assert re.search(r"^ Monitoring Period: 1s$", pretty, re.M)
+        # Every task now runs V=2; the old ones are history rows (` \_ web.1`).
+        rows = ps_rows(a, "web")
+        assert len([r for r in rows if r[4] == "Running"]) == 3
+        assert len([r for r in rows if r[1].startswith("\\_ web.")]) == 3
+        for h in c.hosts:
+            for name in tasks(h):
+                env = h.api.get(f"/containers/{name.lstrip('/')}/json")["Config"]["Env"]
+                assert "V=2" in env
+
+        # One at a time (parallelism 1, stop-first): sampled while it rolls, never more than
+        # one slot without its running task; with a 2 s delay between tasks.
+        a.ok("service", "update", "-d", "--update-delay", "2s", "--env-add", "V=3", "web")
+        wait_for("updating", lambda: update_state(a, "web").get("State") == "updating", 10)
+        least, started = 3, time.monotonic()
+        versions_seen = set()
+        while update_state(a, "web").get("State") == "updating" and time.monotonic() - started < 60:
+            running = [
+                t for t in a.api.get("/tasks", {"filters": '{"service":["web"]}'})
+                if t["DesiredState"] == "running" and t["Status"]["State"] == "running"
+            ]  # fmt: skip
+            least = min(least, len(running))
+            versions_seen.add(tuple(sorted(t["SpecVersion"]["Index"] for t in running)))
+            time.sleep(0.1)
+        assert update_state(a, "web")["State"] == "completed"
+        assert least == 2, least  # stop-first: one slot at a time down, never two
+        assert time.monotonic() - started > 4  # two delays of 2 s between three tasks
+        # Mixed versions were seen: one task after another moved to the new version.
+        assert len({sum(1 for x in v if x == max(v)) for v in versions_seen if len(v) == 3}) >= 2
+
+        # A new version whose tasks fail: the update pauses with swarm's message.
+        r = a.cli("service", "update", "--args", "sh -c 'exit 3'", "web", timeout=60)
+        assert r.returncode == 1
+        assert r.stderr.startswith(
+            "service update paused: update paused due to failure or early termination of task "
+        ), r.stderr
+        st = update_state(b, "web")
+        assert st["State"] == "paused"
+        # Paused: the two other tasks still run the previous version and answer.
+        running = [
+            t for t in a.api.get("/tasks", {"filters": '{"service":["web"]}'})
+            if t["DesiredState"] == "running" and t["Status"]["State"] == "running"
+        ]  # fmt: skip
+        assert len(running) >= 2
+        rows = ps_rows(a, "web")
+        assert any('"task: non-zero exit (3)"' in r for r in rows), rows
+        # A fixed spec resumes: completed, all running.
+        a.ok("service", "update", "-d", "--args", shlex.join(WEB), "--env-add", "V=4", "web")
+        wait_for("completed", lambda: update_state(a, "web").get("State") == "completed", 60)
+        wait_for("3/3", lambda: replicas(a, "web") == "3/3", 10)
+        a.ok("service", "rm", "web")
+
+
+def test_the_node_listener_serves_task_logs_to_nodes_only(host: NamespaceHost) -> None:
+    """The node-to-node listener on 10.99.0.1x:7946: a node gets a task's log lines; the
+    underlay's own address (no node) is dropped by the firewall, and no other path exists."""
+    del host
+    with three_nodes() as c:
+        a, b, _ = c.hosts
+        a.ok("network", "create", "-d", "overlay", "app")
+        for h in c.hosts:
+            wait_for("the network", lambda h=h: "app" in h.ok("network", "ls"))
+        a.ok(
+            "service", "create", "-d", "--name", "web", "--replicas", "1",
+            "--constraint", "node.hostname==node1", "--network", "app", "busybox", *WEB,
+        )  # fmt: skip
+        wait_for("1/1", lambda: replicas(a, "web") == "1/1", 30)
+        tid = a.ok("service", "ps", "--no-trunc", "-q", "web").strip()
+        assert (
+            "tcp dport 7946 ip saddr != @vteps drop"
+            in a.sh("nft list chain inet tether input").stdout
+        )
+
+        def ask(path: str) -> bytes:
+            s = socket.create_connection(("10.99.0.11", 7946), timeout=2)
+            try:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+                return data
+            finally:
+                s.close()
+
+        # From node 2 (a registered node): the log, in tether-shim's frames.
+        got = run_in_netns(b.netns, lambda: ask(f"/tasks/{tid}/logs"))
+        assert got.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"started-" in got
+        assert run_in_netns(b.netns, lambda: ask("/containers/json")).startswith(b"HTTP/1.1 404")
+        assert run_in_netns(b.netns, lambda: ask("/tasks/nope/logs")).startswith(b"HTTP/1.1 404")
+        # From the underlay's own address (not a node): dropped before the listener.
+        with pytest.raises(OSError):
+            c.cluster.in_underlay(lambda: ask(f"/tasks/{tid}/logs"))
+        a.ok("service", "rm", "web")
