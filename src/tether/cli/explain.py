@@ -43,6 +43,10 @@ def render(resp: dict[str, Any]) -> str:
 
 
 def run_explain(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    if len(args) > 3:
+        from tether.cli.flags import UsageError
+
+        raise UsageError('"tether explain" requires at most 3 arguments.', EXPLAIN, True)
     body = {
         "From": args[0],
         "To": args[1],
@@ -73,7 +77,6 @@ EXPLAIN = Command(
         Flag("probe", kind="bool", help="Also send one real packet from FROM's namespace"),
         Flag("format", "f", help='Output format: "json" (the API\'s answer as it is)'),
     ],
-    min_args=2,
-    max_args=3,
+    min_args=2,  # and at most 3: checked in run_explain, so that too few says "at least"
     handler=run_explain,
 )

@@ -83,6 +83,7 @@ class Route:
     reply_decisions: list[Decision] = field(default_factory=list)
     via: str = ""  # "10.0.0.1:8080" when through a published port
     binding: PortBinding | None = None
+    blocked: str = ""  # why no rule matters: the packets have no way at all
 
 
 def _ip(text: str) -> str:
@@ -440,88 +441,219 @@ class Explainer:
             b_att = [att for att in b_att if att.ip == b.ip] or b_att
         shared = [(s, t) for s in a_att for t in b_att if s.net.id == t.net.id]
         fw_shared = [(s, t) for s, t in shared if s.net.id[:12] in self.keys]
-        direct: Route | None = None
-        direct_ok = False
-        if fw_shared:
-            a_keys = self._keys(a_att)
-            b_keys = tuple(t.net.id[:12] for _s, t in fw_shared)
-            decisions = path(self.policy, Where("container", a_keys), Where("container", b_keys))
-            chosen = next(
-                (d for d in reversed(decisions) if d.network), decisions[-1] if decisions else None
-            )
-            s, t = next(
-                (
-                    (s, t)
-                    for s, t in fw_shared
-                    if chosen is not None and s.net.id[:12] == chosen.network
-                ),
-                fw_shared[0],
-            )
-            proto = port[1] if port else "icmp"
-            dport = port[0] if port else None
-            direct = Route(
-                s,
-                t.ip,
-                dport,
-                decisions,
-                forward=Packet(
-                    4, s.ip, t.ip, proto, dport, None, self._iface(s.net), self._iface(t.net)
-                ),
-                reply=Packet(
-                    4,
-                    t.ip,
-                    s.ip,
-                    proto,
-                    None,
-                    dport,
-                    self._iface(t.net),
-                    self._iface(s.net),
-                    ct_state="established",
-                ),
-                reply_decisions=path(
-                    self.policy, Where("container", b_keys), Where("container", a_keys)
-                ),
-            )
-            direct_ok = self._verdict(direct)[0]
-        elif shared:
+        if shared and not fw_shared:
             return self._macvlan(x, a, b, shared[0], port)
-        published: Route | None = None
-        if not direct_ok and port is not None and b.kind == "container":
+        proto = port[1] if port else "icmp"
+        dport = port[0] if port else None
+        # Every way A's packets may take to B, in the order a person would try them: over a
+        # shared network, to B's other addresses through the host, to a published port.
+        candidates: list[tuple[str, Route]] = []
+        if fw_shared:
+            candidates.append(("shared", self._shared_route(a_att, fw_shared, proto, dport)))
+        if b.kind == "container":
+            on_shared = {t.net.id for _s, t in fw_shared}
+            for t in b_att:
+                if t.net.id in on_shared or t.net.id[:12] not in self.keys or not t.ip:
+                    continue
+                cross = self._cross_route(a, b, a_att, t, proto, dport)
+                if cross is not None:
+                    candidates.append(("cross", cross))
+        if port is not None and b.kind == "container":
             published = self._published_route(x, a, b, a_att, port)
-        if published is not None and port is not None and self._verdict(published)[0]:
-            route = published
-            why_not = (
-                self._no_direct_text(a, b, a_att, b_att, direct)
-                + f"; {b.name} publishes {port[0]}/{port[1]} on {_binding_text(published.binding)}"
-            )
-            x.add(
-                "path",
-                True,
-                f"{a.name} -> {published.via}",
-                f"{why_not}: {a.name} reaches it through the host at {published.via}",
-            )
-        elif direct is not None:
-            route = direct
-            self._path_text(x, a, b, direct)
-        else:
+            if published is not None:
+                candidates.append(("published", published))
+        kind, route = next(
+            ((k, r) for k, r in candidates if self._verdict(r)[0]),
+            candidates[0] if candidates else ("", None),
+        )
+        first = candidates[0][1] if candidates else None
+        if route is None:
+            reason = self._no_direct_text(a, b, a_att, b_att, None)
+            if b.kind == "container" and a_att and not self._gateway_net(a):
+                reason += f"; {a.name} has no default route (its networks are --internal)"
             x.add(
                 "path",
                 False,
                 f"{a.name} -> {b.name}",
-                self._no_direct_text(a, b, a_att, b_att, None),
+                reason,
                 f"tether network connect {b_att[0].net.name} {a.name}"
                 if b_att
                 else "connect both containers to one network (tether network connect NET CTR)",
             )
-            if port is not None and b.kind == "container" and published is None:
+            if port is not None and b.kind == "container":
                 self._unpublished_note(x, b, port)
-            x.target = b_att[0].ip if b_att else ""
-            return None
+            x.target = _where(b_att[0].ip, dport) if b_att else ""
+            return Route(a_att[0] if a_att else None, b_att[0].ip, dport, []) if b_att else None
+        ok_route = self._verdict(route)[0]
+        if kind == "shared":
+            self._path_text(x, a, b, route)
+        elif kind == "published" and port is not None:
+            why_not = (
+                self._no_direct_text(a, b, a_att, b_att, first if fw_shared else None)
+                + f"; {b.name} publishes {port[0]}/{port[1]} on {_binding_text(route.binding)}"
+            )
+            x.add(
+                "path",
+                True,
+                f"{a.name} -> {route.via}",
+                f"{why_not}: {a.name} reaches it through the host at {route.via}",
+            )
+        else:
+            src = route.src
+            assert src is not None
+            t_net = next((t.net for t in b_att if t.ip == route.dst_ip), None)
+            through = (
+                f"{a.name}'s packets for {route.dst_ip} go through the host, from "
+                f"{self._iface(src.net)} to {self._iface(t_net) if t_net else '?'}"
+            )
+            before = (
+                self._no_direct_text(a, b, a_att, b_att, first if fw_shared else None)
+                if fw_shared
+                else self._no_direct_text(a, b, a_att, b_att, None).split(":")[0]
+            )
+            if ok_route:
+                x.add(
+                    "path",
+                    True,
+                    f"{a.name} -> {b.name}",
+                    f"{before}: {through}, where a rule of yours lets them through",
+                )
+            else:
+                x.add(
+                    "path",
+                    False,
+                    f"{a.name} -> {b.name}",
+                    self._no_direct_text(a, b, a_att, b_att, None) + f" ({through})",
+                    f"tether network connect {t_net.name if t_net else b_att[0].net.name} {a.name}",
+                )
+                if port is not None:
+                    self._unpublished_note(x, b, port)
         x.target = route.via or _where(route.dst_ip, route.dst_port)
         ok = self._policy(x, a, b, route)
         if port is not None:
             ok = self._port(x, b, route, port) and ok
         x.reachable = ok
+        return route
+
+    def _shared_route(
+        self,
+        a_att: list[Attachment],
+        fw_shared: list[tuple[Attachment, Attachment]],
+        proto: str,
+        dport: int | None,
+    ) -> Route:
+        """Over a network both are on: the model picks the network whose decision allows."""
+        a_keys = self._keys(a_att)
+        b_keys = tuple(t.net.id[:12] for _s, t in fw_shared)
+        decisions = path(self.policy, Where("container", a_keys), Where("container", b_keys))
+        chosen = next(
+            (d for d in reversed(decisions) if d.network), decisions[-1] if decisions else None
+        )
+        s, t = next(
+            (
+                (s, t)
+                for s, t in fw_shared
+                if chosen is not None and s.net.id[:12] == chosen.network
+            ),
+            fw_shared[0],
+        )
+        return Route(
+            s,
+            t.ip,
+            dport,
+            decisions,
+            forward=Packet(
+                4, s.ip, t.ip, proto, dport, None, self._iface(s.net), self._iface(t.net)
+            ),
+            reply=Packet(
+                4,
+                t.ip,
+                s.ip,
+                proto,
+                None,
+                dport,
+                self._iface(t.net),
+                self._iface(s.net),
+                ct_state="established",
+            ),
+            reply_decisions=path(
+                self.policy, Where("container", b_keys), Where("container", a_keys)
+            ),
+        )
+
+    def _gateway_net(self, p: Party) -> str:
+        """The id of the network p's default route goes through ("": none)."""
+        from tether.engine.sandbox import gateway_endpoint
+
+        c = p.netc or p.container
+        if c is None:
+            return ""
+        gw = gateway_endpoint(c, self.d.networks.by_id.get)
+        return gw.network_id if gw is not None else ""
+
+    def _cross_route(
+        self,
+        a: Party,
+        b: Party,
+        a_att: list[Attachment],
+        t: Attachment,
+        proto: str,
+        dport: int | None,
+    ) -> Route | None:
+        """To B's address `t` on a network A is not on: A's packets leave by A's default
+        route, through the host, where isolation drops them (unless the user's chain
+        accepts); B's answers go back by B's own route to A."""
+        gw_a = self._gateway_net(a)
+        s = next((s for s in a_att if s.net.id == gw_a), None)
+        if s is None or not s.ip:
+            return None
+        import ipaddress as ipa
+
+        every_b = self.attachments(b)
+        back = next(
+            (
+                u
+                for u in every_b
+                if any(ipa.ip_address(s.ip) in p.network for p in u.net.pools if p.version == 4)
+            ),
+            None,
+        )
+        if back is None:
+            gw_b = self._gateway_net(b)
+            back = next((u for u in every_b if u.net.id == gw_b), None)
+        a_keys = (s.net.id[:12], *(k for k in self._keys(a_att) if k != s.net.id[:12]))
+        b_keys = tuple(u.net.id[:12] for u in every_b if u.net.id[:12] in self.keys)
+        if back is not None:
+            b_keys = (back.net.id[:12], *(k for k in b_keys if k != back.net.id[:12]))
+        route = Route(
+            s,
+            t.ip,
+            dport,
+            path(self.policy, Where("container", a_keys), Where("container", (t.net.id[:12],))),
+            forward=Packet(
+                4, s.ip, t.ip, proto, dport, None, self._iface(s.net), self._iface(t.net)
+            ),
+        )
+        if back is not None:
+            route.reply = Packet(
+                4,
+                t.ip,
+                s.ip,
+                proto,
+                None,
+                dport,
+                self._iface(back.net),
+                self._iface(s.net),
+                ct_state="established",
+            )
+            route.reply_decisions = path(
+                self.policy, Where("container", b_keys), Where("container", a_keys)
+            )
+        else:
+            route.blocked = (
+                f"{b.name} has no route back to {s.ip}: its networks are --internal, so its "
+                "answers cannot leave it"
+            )
         return route
 
     def _no_direct_text(
@@ -1170,7 +1302,7 @@ class Explainer:
         """(forward allowed, the user chain's outcome, reply allowed, its user outcome)."""
         rs = self._rules()
         user = rs.evaluate("user", route.forward) if route.forward is not None else None
-        fwd = _judge(user, route.decisions)
+        fwd = _judge(user, route.decisions) and not route.blocked
         user_reply = rs.evaluate("user", route.reply) if route.reply is not None else None
         back = _judge(user_reply, route.reply_decisions) if route.reply is not None else True
         return fwd and back, user, back, user_reply
@@ -1257,7 +1389,41 @@ class Explainer:
             live_back_ok = live_back.verdict in ("accept", "continue")
             if live_back_ok != back and not (user_reply and user_reply.maybe):
                 self._disagree(x, f"the replies {b.name} -> {a.name}", back, live_back)
+        if route.binding is not None and not self._dnat_present(route.binding):
+            bd = route.binding
+            x.add(
+                "policy",
+                False,
+                "nft map inet tether pub4",
+                f"MISMATCH: {bd.host_port}/{bd.proto} is published, but the kernel's table has no "
+                f"DNAT for it (no element `{bd.proto} . {bd.host_port} : {bd.target_ip} . "
+                f"{bd.container_port}`): the table was changed behind tether's back",
+                "tether doctor --repair",
+            )
+            ok_all = False
+        if route.blocked:
+            x.add(
+                "policy",
+                False,
+                f"{b.name}'s routes",
+                route.blocked,
+                f"connect {b.name} to a network with a way out (tether network connect NET {b.name})",
+            )
         return ok_all
+
+    def _dnat_present(self, bd: PortBinding) -> bool:
+        from tether.explain.doctor import _json_elem, _norm_elem
+
+        rs = self._rules()
+        if not rs.chains:
+            return True  # the table could not be read: already said
+        value = f"{bd.target_ip} . {bd.container_port}"
+        if bd.host_ip in ("0.0.0.0", ""):
+            name, key = "pub4", f"{bd.proto} . {bd.host_port}"
+        else:
+            name, key = "pub4ip", f"{bd.host_ip} . {bd.proto} . {bd.host_port}"
+        have = {_norm_elem(_json_elem(e)) for e in rs.sets.get(name, [])}
+        return f"{key} : {value}" in have
 
     def _disagree(self, x: Explanation, what: str, model: bool, live: Outcome) -> None:
         rule = live.rule
