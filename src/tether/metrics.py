@@ -5,7 +5,7 @@ Nothing here costs anything between scrapes except the API's request counter and
 integer counts (dns/server.py: `stats`), which a custom collector reads as they are; packet
 and byte counts per network are nftables named counters in tether's table (firewall/
 render.py: `tx_<key>`, `rx_<key>`), listed on scrape; connections per published port are the
-conntrack entries DNATed to it, counted on scrape.  Like Docker's --metrics-addr, the
+established conntrack entries DNATed to it, counted on scrape.  Like Docker's --metrics-addr, the
 endpoint is unauthenticated: bind it to loopback unless the network in front is trusted.
 
     tether_api_requests_total{method, route, code}
@@ -13,7 +13,7 @@ endpoint is unauthenticated: bind it to loopback unless the network in front is 
     tether_dns_queries_total{answer}                          local | forwarded | nxdomain | servfail
     tether_network_packets_total{network, direction}          tx (from its containers) | rx
     tether_network_bytes_total{network, direction}
-    tether_published_port_connections{container, proto, host_ip, host_port}   open now
+    tether_published_port_connections{container, proto, host_ip, host_port}   established now
     tether_containers{state}
     tether_cluster_store_up, tether_cluster_nodes{status}     cluster nodes only
 """
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tether.metrics")
 
+TCP_ESTABLISHED = 3  # enum tcp_conntrack (linux/netfilter/nf_conntrack_tcp.h)
 STATES = ("created", "running", "exited", "removing", "dead")
 
 
@@ -134,7 +135,7 @@ class StateCollector(Collector):
         ]
         m = GaugeMetricFamily(
             "tether_published_port_connections",
-            "Connections open now through a published port (conntrack entries DNATed to it)",
+            "Established connections through a published port now (conntrack entries DNATed to it)",
             labels=["container", "proto", "host_ip", "host_port"],
         )
         if bindings:
@@ -179,6 +180,8 @@ def _dnat_targets() -> dict[tuple[str, int, str, int], int]:
             proto = protos.get(getattr(orig, "proto", 0))
             if proto is None or reply.saddr == orig.daddr:
                 continue  # not DNATed
+            if proto == "tcp" and getattr(e.protoinfo, "state", TCP_ESTABLISHED) != TCP_ESTABLISHED:
+                continue  # closing or closed (TIME_WAIT lingers for minutes)
             key = (proto, int(orig.dport or 0), str(reply.saddr), int(reply.sport or 0))
             out[key] = out.get(key, 0) + 1
     finally:
