@@ -19,11 +19,13 @@ from nshost import NamespaceHost
 pytestmark = pytest.mark.integration
 
 # A task that says which container it is on stdout (for logs) and serves its name (HTTP).
+# (sh stays PID 1 with a TERM trap: busybox's httpd as PID 1 ignores SIGTERM, and each task
+# stopped in a rolling update would wait out the 10 s grace period.)
 WEB = [
     "sh",
     "-c",
-    "echo started-$(hostname); echo hello-$(hostname) > /www/index.html; "
-    "exec httpd -f -p 80 -h /www",
+    "trap 'exit 0' TERM; echo started-$(hostname); echo hello-$(hostname) > /www/index.html; "
+    "httpd -f -p 80 -h /www & wait",
 ]
 
 

@@ -18,6 +18,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "container": ("tether.cli.container", "Manage containers"),
     "node": ("tether.cli.node", "Manage the nodes of a cluster"),
     "service": ("tether.cli.service", "Manage services of a cluster"),
+    "stack": ("tether.cli.stack", "Manage stacks of services"),
 }
 # top-level command -> (module, attribute, summary)
 TOP: dict[str, tuple[str, str, str]] = {
