@@ -6,7 +6,12 @@
    other (interleaved, so drift hits both alike).  Goal: macvlan / bridge within 1.1.
 2. scale: SCALE containers on one bridge network, one `run -d` after another; the median run
    latency of the last 50 over the first 50 (goal <= 1.05; Docker 20.10 here: 1.11 for the
-   last/first 10 at 200) and tetherd's memory per container.
+   last/first 10 at 200) and tetherd's memory per container.  The same from the daemon's
+   own timing of each start (its debug log).  And, because other work on the machine can
+   change its speed between the first and the last minutes: the last 50 starts alternate
+   with the first 50 of a fresh daemon (same machine, same minutes), whose ratio shows what
+   grows inside tetherd; what grows host-wide (the kernel's mount table, which every new
+   mount namespace copies, holds one netns file per container) slows both alike.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import sys
 
 from common import host, launcher, loadavg, rss_kib, run_quiet, save, stats, timed
 
-from nshost import make_netns, sh
+from nshost import NamespaceHost, make_netns, sh
 
 
 def start_times(log: str) -> list[float]:
@@ -35,6 +40,7 @@ def main() -> None:
     load: dict[str, list[float]] = {"start": loadavg()}
     results["load average (1, 5, 15 min)"] = load
     h = host()
+    fresh: NamespaceHost | None = None
     lan = make_netns("tl")
     h.lan_peers.append(lan)
     try:
@@ -76,10 +82,26 @@ def main() -> None:
             daemon_pid = int(f.read().split()[0])
         rss_before = rss_kib(daemon_pid)
         skip = len(start_times(h.log()))
-        lat = []
+        lat: list[float] = []
+        fresh_lat: list[float] = []
         for i in range(scale):
-            argv = [*cli, "run", "-d", "--name", f"s{i}", "--network", "br-net", "busybox"]
-            lat.append(timed(lambda argv=argv: run_quiet([*argv, "sleep", "36000"])))
+            argv = [*cli, "run", "-d", "--name", f"s{i}", "--network", "br-net"]
+            argv += ["busybox", "sleep", "36000"]
+            if i < scale - 50:
+                lat.append(timed(lambda argv=argv: run_quiet(argv)))
+                continue
+            if fresh is None:
+                # The last 50 starts alternate with the first 50 of a fresh daemon, so that
+                # the two are compared under the same load from other work on the machine.
+                fresh = host()
+                fresh.import_busybox()
+                fresh.ok("network", "create", "--subnet", "10.214.0.0/16", "br-net")
+            fargv = [tether, "-H", f"unix://{fresh.socket}", "run", "-d", "--name", f"f{i}"]
+            fargv += ["--network", "br-net", "busybox", "sleep", "36000"]
+            pair = [(argv, lat), (fargv, fresh_lat)]
+            for cmd, xs in pair if i % 2 == 0 else pair[::-1]:
+                xs.append(timed(lambda cmd=cmd: run_quiet(cmd)))
+        assert fresh is not None, "SCALE must be at least 50"
         rss_after = rss_kib(daemon_pid)
         load["after the scale run"] = loadavg()
         first50, last50 = statistics.median(lat[:50]), statistics.median(lat[-50:])
@@ -106,6 +128,12 @@ def main() -> None:
             "daemon's start request, last 50 / first 50": round(
                 statistics.median(starts[-50:]) / statistics.median(starts[:50]), 3
             ),
+            "fresh daemon's first 50, interleaved with the last 50 (median ms)": round(
+                statistics.median(fresh_lat), 2
+            ),
+            "fresh daemon's start request, first 50 (median ms)": round(
+                statistics.median(start_times(fresh.log())), 2
+            ),
             "tetherd RSS before (MiB)": round(rss_before / 1024, 1),
             "tetherd RSS with containers (MiB)": round(rss_after / 1024, 1),
             "tetherd RSS per container (KiB)": round((rss_after - rss_before) / scale, 1),
@@ -119,12 +147,20 @@ def main() -> None:
             ),
             "run latency last 50 / first 50": round(last50 / first50, 3),
             "run latency last 10 / first 10": round(last10 / first10, 3),
+            "run latency last 50 / a fresh daemon's first 50, interleaved": round(
+                last50 / statistics.median(fresh_lat), 3
+            ),
+            "daemon's start request, last 50 / a fresh daemon's first 50": round(
+                statistics.median(starts[-50:]) / statistics.median(start_times(fresh.log())), 3
+            ),
         }
     finally:
         keep = os.environ.get("TETHER_BENCH_KEEP_LOG")
         if keep:  # the daemon's debug log (per-request timings) for a look afterwards
             with open(keep, "w") as f:
                 f.write(h.log())
+        if fresh is not None:
+            fresh.cleanup()
         h.cleanup()
     print(save("drivers", results))
     import json
