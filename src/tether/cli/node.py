@@ -24,6 +24,14 @@ LS_HEADERS = {
 }
 
 
+def manager_status(n: dict[str, Any]) -> str:
+    """docker node ls's MANAGER STATUS: Leader, Reachable, Unreachable."""
+    ms = n.get("ManagerStatus") or {}
+    if ms.get("Leader"):
+        return "Leader"
+    return str(ms.get("Reachability") or "").capitalize()
+
+
 def run_ls(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     try:
         nodes = ctx.call("GET", "/nodes")
@@ -35,7 +43,7 @@ def run_ls(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
             "Hostname": n["Description"]["Hostname"],
             "Status": n["Status"]["State"].capitalize(),
             "Availability": n["Spec"]["Availability"].capitalize(),
-            "ManagerStatus": "",
+            "ManagerStatus": manager_status(n),
             "EngineVersion": n["Description"]["Engine"]["EngineVersion"],
             "Address": n["Status"]["Addr"],
         }

@@ -43,9 +43,31 @@ def task_name(svc: Service, t: Task) -> str:
     return f"{svc.name}.{t.slot if t.slot else t.node}.{t.id}"
 
 
-def container_body(svc: Service, t: Task, networks: dict[str, str]) -> dict[str, Any]:
-    """The create request for a task's container.  `networks`: name -> id of the
-    service's networks (the first is the container's network mode, the rest connected)."""
+def attachments(
+    svc: Service, networks: dict[str, str], ingress: str | None
+) -> list[tuple[str, list[str]]]:
+    """(network name, aliases) of a task's endpoints: the service's networks (swarm's
+    aliases: tasks.<service>, the service's own name without a VIP), then the ingress network
+    when the service publishes a port through the routing mesh (no names there)."""
+    out: list[tuple[str, list[str]]] = []
+    for att in svc.networks:
+        target = str(att.get("Target") or "")
+        name = next((n for n, i in networks.items() if target in (n, i)), target)
+        aliases = [f"tasks.{svc.name}", *list(att.get("Aliases") or [])]
+        if svc.endpoint_mode == "dnsrr":
+            aliases.append(svc.name)  # no VIP: the name itself goes round the tasks
+        out.append((name, aliases))
+    if ingress and any(p.get("PublishMode") == "ingress" for p in svc.ports):
+        out.append((ingress, []))
+    return out
+
+
+def container_body(
+    svc: Service, t: Task, networks: dict[str, str], ingress: str | None = None
+) -> dict[str, Any]:
+    """The create request for a task's container.  `networks`: name -> id of the networks
+    known here; `ingress`: the ingress network's name, if there is one.  The first
+    attachment is the container's network mode; the agent connects the others."""
     tmpl = svc.spec.get("TaskTemplate") or {}
     cs = tmpl.get("ContainerSpec") or {}
     labels = dict(cs.get("Labels") or {})
@@ -61,26 +83,42 @@ def container_body(svc: Service, t: Task, networks: dict[str, str]) -> dict[str,
     for k, v in (svc.spec.get("Labels") or {}).items():
         if k.startswith("com.docker.stack."):
             labels[k] = v
-    endpoints: dict[str, Any] = {}
-    for att in svc.networks:
-        target = str(att.get("Target") or "")
-        name = next((n for n, i in networks.items() if target in (n, i)), target)
-        aliases = [f"tasks.{svc.name}", *list(att.get("Aliases") or [])]
-        if svc.endpoint_mode == "dnsrr":
-            aliases.append(svc.name)  # no VIP: the name itself goes round the tasks
-        endpoints[name] = {"Aliases": aliases}
-    first = next(iter(endpoints), "none")
+    atts = attachments(svc, networks, ingress)
+    first = atts[0][0] if atts else "none"
+    host_config: dict[str, Any] = {"NetworkMode": first}
+    # Host-mode ports: published on the node that runs the task only (a random host port
+    # when none is given, as swarm's).
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for p in svc.ports:
+        if p.get("PublishMode") == "host":
+            key = f"{p['TargetPort']}/{p['Protocol']}"
+            port = str(p["PublishedPort"]) if p.get("PublishedPort") else ""
+            bindings.setdefault(key, []).append({"HostIp": "", "HostPort": port})
+    if bindings:
+        host_config["PortBindings"] = bindings
+    dns = cs.get("DNSConfig") or {}
+    if dns.get("Nameservers"):
+        host_config["Dns"] = list(dns["Nameservers"])
+    if dns.get("Search"):
+        host_config["DnsSearch"] = list(dns["Search"])
+    if dns.get("Options"):
+        host_config["DnsOptions"] = list(dns["Options"])
     body: dict[str, Any] = {
         "Image": cs.get("Image") or "",
         "Env": list(cs.get("Env") or []),
         "Labels": labels,
         "Hostname": cs.get("Hostname") or "",
         "WorkingDir": cs.get("Dir") or "",
-        "HostConfig": {"NetworkMode": first},
+        "HostConfig": host_config,
         "NetworkingConfig": {
-            "EndpointsConfig": {first: endpoints[first]} if first in endpoints else {}
+            "EndpointsConfig": {first: {"Aliases": atts[0][1]}} if atts else {}
         },
     }
+    if bindings:
+        body["ExposedPorts"] = {key: {} for key in bindings}
+    if cs.get("StopGracePeriod"):
+        # Nanoseconds in the spec; whole seconds for a container (rounded up).
+        body["StopTimeout"] = -(-int(cs["StopGracePeriod"]) // 1_000_000_000)
     if cs.get("Command"):
         body["Entrypoint"] = list(cs["Command"])
     if cs.get("Args"):
@@ -96,12 +134,19 @@ class Agent:
         lifecycle: Lifecycle,
         events: EventBus,
         network_ids: Any,
+        ingress_name: Any = lambda: None,
+        withdraw: Any = None,
     ) -> None:
         self.services = services
         self.containers = containers
         self.lifecycle = lifecycle
         self.node = services.cluster.node.name
         self._network_ids = network_ids  # () -> {name: id} of the networks known here
+        self._ingress_name = ingress_name  # () -> the ingress network's name, or None
+        # async (container) -> None: takes a task out of its service (names, VIP, mesh)
+        # before it is stopped, so no new connection goes to a task on its way out.
+        self._withdraw = withdraw
+        self._leaving: dict[str, asyncio.Task[None]] = {}  # container id -> its removal
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         services.listeners.append(self._kick.set)
@@ -112,6 +157,8 @@ class Agent:
         self._kick.set()
 
     async def stop(self) -> None:
+        for leaving in list(self._leaving.values()):
+            leaving.cancel()  # the next start finds what is left and removes it
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -152,24 +199,42 @@ class Agent:
                 elif c.state.running and t.state != "running":
                     await self.services.report(tid, "running", ContainerID=c.id)
             elif c is not None:
-                await self._remove(c, t)
+                await self._leave(c, t)
         for tid, c in here.items():
             if tid not in mine:  # a task the leader no longer has (removed meanwhile)
-                await self._remove(c, None)
+                await self._leave(c, None)
+
+    async def _leave(self, c: Container, t: Task | None) -> None:
+        """Take a task out of its service now, and stop and remove its container in the
+        background: a stop waits out the task's grace period (10 s by default), and tasks
+        leaving together (a scale down, an update) must neither wait for each other nor hold
+        up the tasks that start."""
+        if c.id in self._leaving:
+            return
+        if c.state.running and self._withdraw is not None:
+            try:
+                await self._withdraw(c)
+            except TetherError as exc:
+                log.warning("task %s not withdrawn: %s", c.name, exc.message)
+        self._leaving[c.id] = background(self._remove(c, t), f"removing task {c.name}")
+
+        def done(_: object) -> None:
+            self._leaving.pop(c.id, None)
+            self._kick.set()
+
+        self._leaving[c.id].add_done_callback(done)
 
     async def _start(self, svc: Service, t: Task) -> None:
         name = task_name(svc, t)
-        body = container_body(svc, t, self._network_ids())
+        networks = self._network_ids()
+        ingress = self._ingress_name()
+        body = container_body(svc, t, networks, ingress)
         try:
             req = msgspec.convert(body, ContainerCreate)
             c = self.containers.create(req, name)
-            # The service's other networks: connected before the start (recorded only).
-            for att in svc.networks[1:]:
-                target = str(att.get("Target") or "")
-                aliases = [f"tasks.{svc.name}", *list(att.get("Aliases") or [])]
-                if svc.endpoint_mode == "dnsrr":
-                    aliases.append(svc.name)
-                await self.lifecycle.connect(target, c.id, EndpointSettings(Aliases=aliases))
+            # The other networks: connected before the start (recorded only).
+            for net_name, aliases in attachments(svc, networks, ingress)[1:]:
+                await self.lifecycle.connect(net_name, c.id, EndpointSettings(Aliases=aliases))
             await self.lifecycle.start(c.id)
         except TetherError as exc:
             log.warning("task %s not started: %s", name, exc.message)

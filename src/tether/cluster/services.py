@@ -56,6 +56,22 @@ SCHEDULE_DEBOUNCE = 0.02  # seconds: changes that arrive together are scheduled 
 _ID = string.ascii_lowercase + string.digits
 
 
+INGRESS_RANGE = (30000, 32767)  # swarm's dynamic published ports
+
+
+def port_claim(proto: str, port: int) -> str:
+    """The cluster-wide claim of a routing mesh port (claims/port/tcp/8080)."""
+    return f"port/{proto}/{port}"
+
+
+def ingress_claims(svc: Service) -> list[str]:
+    return [
+        port_claim(p["Protocol"], p["PublishedPort"])
+        for p in svc.ports
+        if p.get("PublishMode") == "ingress" and p.get("PublishedPort")
+    ]
+
+
 def new_service_id() -> str:
     return "".join(secrets.choice(_ID) for _ in range(25))
 
@@ -294,19 +310,60 @@ class Services:
 
     # -- operations ------------------------------------------------------------------------
 
+    def assign_ports(self, svc: Service) -> None:
+        """Ingress-mode ports without a published port get one from swarm's range
+        (30000-32767), the lowest the cluster has not claimed."""
+        claimed = self.cluster.claimed()
+        for p in svc.ports:
+            if p["PublishMode"] != "ingress" or p["PublishedPort"]:
+                continue
+            port = next(
+                (
+                    n
+                    for n in range(INGRESS_RANGE[0], INGRESS_RANGE[1] + 1)
+                    if port_claim(p["Protocol"], n) not in claimed
+                    and not any(
+                        q is not p and q["PublishedPort"] == n and q["Protocol"] == p["Protocol"]
+                        for q in svc.ports
+                    )
+                ),
+                0,
+            )
+            if not port:
+                raise InvalidParameter(
+                    "rpc error: code = ResourceExhausted desc = no dynamic ingress ports left"
+                )
+            p["PublishedPort"] = port
+
+    async def _port_in_use(self, svc: Service, claims: list[str]) -> None:
+        """After a transaction lost on a port claim: Docker's error naming the holder."""
+        for claim in claims:
+            kv = await self.cluster.client.get(keys.claim(claim))
+            if kv is None or kv.value.decode() == svc.id:
+                continue
+            holder = self.by_id.get(kv.value.decode())
+            name = holder.name if holder else kv.value.decode()
+            raise InvalidParameter(
+                f"rpc error: code = InvalidArgument desc = port '{claim.rsplit('/', 1)[-1]}' "
+                f"is already in use by service '{name}' ({kv.value.decode()}) as an ingress port"
+            )
+
     async def create(self, svc: Service) -> Service:
         c = self.cluster
         c.require()
         now = now_iso()
         svc.created = svc.updated = now
+        claims = ingress_claims(svc)
         result = await c.client.txn(
-            [Compare.absent(SNAMES + svc.name)],
+            [Compare.absent(SNAMES + svc.name), *(Compare.absent(keys.claim(x)) for x in claims)],
             [
                 Op.put(SNAMES + svc.name, svc.id),
                 Op.put(SERVICES + svc.id, _json(svc.to_doc())),
+                *(Op.put(keys.claim(x), svc.id) for x in claims),
             ],
         )
         if not result.succeeded:
+            await self._port_in_use(svc, claims)
             raise Conflict(
                 f"rpc error: code = AlreadyExists desc = name conflicts with an existing object: "
                 f"service {svc.name} already exists"
@@ -328,8 +385,24 @@ class Services:
             raise InvalidParameter("rpc error: code = Unknown desc = update out of sequence")
         svc.version = version + 1
         svc.updated = now_iso()
-        ok = await c.client.replace(key, _json(svc.to_doc()), current.mod_revision)
-        if not ok:
+        # Published ports that change: the new ones claimed, the old ones given back, with
+        # the service's document in one transaction.
+        old_claims = set(ingress_claims(Service.from_doc(doc)))
+        new_claims = set(ingress_claims(svc))
+        added = sorted(new_claims - old_claims)
+        result = await c.client.txn(
+            [
+                Compare.mod_revision(key, "=", current.mod_revision),
+                *(Compare.absent(keys.claim(x)) for x in added),
+            ],
+            [
+                Op.put(key, _json(svc.to_doc())),
+                *(Op.put(keys.claim(x), svc.id) for x in added),
+                *(Op.delete(keys.claim(x)) for x in sorted(old_claims - new_claims)),
+            ],
+        )
+        if not result.succeeded:
+            await self._port_in_use(svc, added)
             raise InvalidParameter("rpc error: code = Unknown desc = update out of sequence")
         self.by_id[svc.id] = svc
         return svc
@@ -341,6 +414,7 @@ class Services:
             Op.delete(SERVICES + svc.id),
             Op.delete(SNAMES + svc.name),
             Op.delete(USTATUS + svc.id),
+            *(Op.delete(keys.claim(x)) for x in ingress_claims(svc)),
         ]
         for vip in svc.vips:
             ops.append(Op.delete(keys.address(vip["NetworkID"], vip["Addr"].split("/")[0])))

@@ -287,8 +287,16 @@ class Daemon:
                 self.lifecycle,
                 self.events,
                 lambda: {n.name: n.id for n in self.networks.by_id.values()},
+                lambda: next((n.name for n in self.networks.by_id.values() if n.ingress), None),
+                self._withdraw_task,
             )
             self.balancer = Balancer(self.cluster, services, self.containers, self.events)
+            from tether.cluster.ingress import Mesh
+
+            assert self.overlay is not None
+            self.mesh = Mesh(
+                self.cluster, services, self.networks, self.overlay, self.firewall, self.events
+            )
             services.listeners.append(self._service_names)
             from tether.cluster.nodeapi import NodeApi
 
@@ -299,6 +307,7 @@ class Daemon:
             services.start()
             self.agent.start()
             self.balancer.start()
+            self.mesh.start()
             await self.nodeapi.start()
         async with self.lock:
             await reconcile_networks(self.networks)
@@ -377,7 +386,13 @@ class Daemon:
         dropped from the local cache."""
         if self.cluster is None or not self.cluster.connected.is_set():
             return 0
-        return await reconcile_cluster(self.cluster, self.containers, self.endpoints, self.networks)
+        keep = frozenset({self.mesh.endpoint_id}) if self.mesh is not None else frozenset()
+        changes = await reconcile_cluster(
+            self.cluster, self.containers, self.endpoints, self.networks, keep
+        )
+        if self.mesh is not None:
+            self.mesh.kick()  # the ingress bridge's address, after a network was remade
+        return changes
 
     async def _driver_reasons(self) -> dict[str, str]:
         """What this kernel says about drivers tether does not serve (one probe each)."""
@@ -402,6 +417,25 @@ class Daemon:
         """Each network's facts for the firewall, as its driver gives them."""
         facts = (self.drivers.of(n.driver).firewall(n) for n in self.networks.by_id.values())
         return [f for f in facts if f is not None]
+
+    async def _withdraw_task(self, c: Container) -> None:
+        """A task that is about to stop leaves its service first, as swarm's do: its
+        tasks.<service> names go, and its endpoints stop counting as the service's (the VIP's
+        and the routing mesh's backends) on every node, while it drains its connections."""
+        assert self.cluster is not None
+        for cfg in c.networks.values():
+            cfg.aliases = []
+        self.dns_follower.update(c)
+        for ep in c.endpoints.values():
+            net = self.networks.by_id.get(ep.network_id)
+            if net is None or net.scope != "global":
+                continue
+            remote = self.endpoints.remote_of(c, ep)
+            remote.service = ""
+            try:
+                await self.cluster.update_endpoint(net, remote)
+            except TetherError as exc:
+                log.warning("task %s not withdrawn from its service: %s", c.name, exc.message)
 
     def _service_names(self) -> None:
         """Services' VIPs as names in the embedded DNS (`web` -> its VIP on each network)."""

@@ -22,12 +22,19 @@ class NotClustered(TetherError):
     status = 503  # Docker's answer to /nodes on a daemon that is not a swarm manager
 
 
-def node_view(node: NodeInfo, self_name: str) -> dict[str, Any]:
+def node_view(node: NodeInfo, self_name: str, leader: str = "") -> dict[str, Any]:
+    # Every tether node can create services and take the lead (an election in etcd, not a
+    # raft quorum of managers): each is a manager, one of them the leader.
     return {
         "ID": node.name,
         "Self": node.name == self_name,
         "CreatedAt": node.started,
-        "Spec": {"Role": "worker", "Availability": "active", "Labels": {}},
+        "Spec": {"Role": "manager", "Availability": "active", "Labels": {}},
+        "ManagerStatus": {
+            "Leader": node.name == leader,
+            "Reachability": "reachable" if node.status == "ready" else "unreachable",
+            "Addr": f"{node.addr}:{node.port}",
+        },
         "Description": {
             "Hostname": node.name,
             "Engine": {"EngineVersion": node.version or __version__},
@@ -50,7 +57,10 @@ def register(router: Router, cluster: ClusterStore | None) -> None:
     async def list_nodes(req: Request) -> Response:
         c = need()
         return json_response(
-            [node_view(n, c.node.name) for n in sorted(c.nodes.values(), key=lambda n: n.name)]
+            [
+                node_view(n, c.node.name, c.services.leader)
+                for n in sorted(c.nodes.values(), key=lambda n: n.name)
+            ]
         )
 
     async def inspect_node(req: Request) -> Response:
@@ -59,7 +69,7 @@ def register(router: Router, cluster: ClusterStore | None) -> None:
         node = c.nodes.get(c.node.name if name == "self" else name)
         if node is None:
             raise NotFound(f"node {name} not found")
-        return json_response(node_view(node, c.node.name))
+        return json_response(node_view(node, c.node.name, c.services.leader))
 
     router.add("GET", "/nodes", list_nodes)
     router.add("GET", "/nodes/{id}", inspect_node)

@@ -14,6 +14,7 @@ import msgspec
 from tether.api import query
 from tether.api.decode import check_depth
 from tether.cluster.agent import task_name
+from tether.cluster.ingress import ensure_network
 from tether.cluster.services import Service, Services, Task, new_service_id, status_doc
 from tether.cluster.servicespec import check
 from tether.daemon.http import (
@@ -80,6 +81,30 @@ def task_view(t: Task, svc: Service | None) -> dict[str, Any]:
         # The version of the service's task template it was made from (TaskVersion).
         "SpecVersion": {"Index": t.version},
     }
+
+
+def ports_of(spec: dict[str, Any], old: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The service's Endpoint.Ports from its spec.  An ingress port without a published
+    port keeps the one swarm's range gave it before (an update leaves it where clients know
+    it); a new one gets one at create (Services.assign_ports).  A host-mode port without
+    one takes a random port on each node that runs a task, as swarm's."""
+    out: list[dict[str, Any]] = []
+    for p in spec["EndpointSpec"]["Ports"]:
+        p = dict(p)
+        if p["PublishMode"] == "ingress" and not p["PublishedPort"]:
+            same = (p["Protocol"], p["TargetPort"], "ingress")
+            prior = next(
+                (
+                    q["PublishedPort"]
+                    for q in old
+                    if (q["Protocol"], q["TargetPort"], q["PublishMode"]) == same
+                    and not any(x["PublishedPort"] == q["PublishedPort"] for x in out)
+                ),
+                0,
+            )
+            p["PublishedPort"] = prior
+        out.append(p)
+    return out
 
 
 def service_doc(svc: Service, services: Services, status: bool = False) -> dict[str, Any]:
@@ -156,12 +181,10 @@ def register(
                 if pools:
                     addr = await c.claim_vip(net, f"vip:{svc.id}", lowest_free(pools[0]))
                     svc.vips.append({"NetworkID": net.id, "Addr": f"{addr}/{pools[0].prefixlen}"})
-        svc.ports = [
-            {**p, "PublishedPort": p["PublishedPort"] or p["TargetPort"]}
-            if p["PublishMode"] == "host"
-            else p
-            for p in spec["EndpointSpec"]["Ports"]
-        ]
+        svc.ports = ports_of(spec, [])
+        if any(p["PublishMode"] == "ingress" for p in svc.ports):
+            await ensure_network(networks)  # the routing mesh's network, on first need
+        c.services.assign_ports(svc)
         try:
             await c.services.create(svc)
         except Exception:
@@ -211,9 +234,12 @@ def register(
             version=svc.version,
             created=svc.created,
             vips=svc.vips,
-            ports=svc.ports,
+            ports=ports_of(spec, svc.ports),
             task_version=svc.task_version,
         )
+        if any(p["PublishMode"] == "ingress" for p in new.ports):
+            await ensure_network(networks)
+        c.services.assign_ports(new)
         if spec["TaskTemplate"] != old_tmpl:
             new.task_version += 1  # new tasks replace the old ones
         if [v["NetworkID"] for v in svc.vips] != [
@@ -234,10 +260,15 @@ def register(
     async def list_tasks(req: Request) -> Response:
         c = need()
         filters = flt.parse(req.arg("filters"))
-        flt.check_keys(filters, {"id", "name", "service", "node", "desired-state", "label"})
+        flt.check_keys(
+            filters, {"id", "name", "service", "node", "desired-state", "label", "_up-to-date"}
+        )
         out = []
         for t in c.services.tasks.values():
             svc = c.services.by_id.get(t.service)
+            # docker's convergence progress asks for the tasks of the current spec only.
+            if "_up-to-date" in filters and (svc is None or t.version != svc.task_version):
+                continue
             if "service" in filters and not any(
                 v in (t.service, svc.name if svc else "") for v in filters["service"]
             ):

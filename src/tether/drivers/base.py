@@ -56,6 +56,9 @@ class Capabilities:
     subnets_per_family: int = 1
     # Can encrypt its traffic between hosts (-o encrypted).
     encryption: bool = False
+    # Can be the routing mesh's network (--ingress): services' published ports on every
+    # node reach their tasks over it.
+    ingress: bool = False
 
 
 @dataclass(frozen=True)

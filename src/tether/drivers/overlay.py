@@ -14,6 +14,10 @@ Endpoints are veth pairs into the bridge, as with the bridge driver.  They carry
 route: containers reach the outside through a local gateway bridge (`docker_gwbridge`),
 which the engine adds when nothing else gives them one.  MTU: the underlay's minus 50 (the
 VXLAN header) unless `-o com.docker.network.driver.mtu` says otherwise.
+
+The ingress network (`--ingress`, the routing mesh's) is an overlay whose bridge carries one
+address per node, claimed like an endpoint's (cluster/ingress.py): connections to services'
+published ports are DNATed on the node to a task and leave from that address.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from tether.drivers.base import Capabilities, FirewallFacts, NetworkDriver, Sand
 from tether.errors import ClaimTaken, Forbidden, InvalidParameter, SystemFailure
 from tether.kernel.rtdump import LinkInfo
 from tether.kernel.rtnl import Rtnl
+from tether.kernel.sysctl import set_sysctl
 from tether.model import Endpoint, Network
 from tether.options import OPT_MTU, parse_mtu
 
@@ -165,6 +170,10 @@ class OverlayDriver(NetworkDriver):
                 vxlan_name(net), st.vni, self.vtep, self.port, index, mtu
             )
             await self.rtnl.no_ipv6_link_local(vx_index)
+            # The bridge must not learn remote MACs from frames: a learned entry outlives
+            # the endpoint, and an address (so its MAC) that moves to this node would keep
+            # going to the VXLAN port until it ages out.  Remote MACs get static entries.
+            await self.rtnl.no_learning(vx_index)
             await self.rtnl.up(vx_index)
             self.programmed[net.id] = {}
             # A remade device (a restart, a new advertise address) gets what the store says
@@ -199,7 +208,44 @@ class OverlayDriver(NetworkDriver):
             subnets6=tuple(p.subnet for p in net.pools if p.version == 6),
             internal=net.internal,
             masquerade=False,
+            ingress=net.ingress,
         )
+
+    # -- the routing mesh's address on this node (ingress networks) -------------------------
+
+    async def set_host_address(self, net: Network, cidr: str, mac: str) -> bool:
+        """Give this node an address on the network, on its bridge (the routing mesh sends
+        published ports' connections to tasks from it).  The bridge takes the MAC every
+        node's FDB has for that address.  Returns whether anything changed."""
+        async with self._lock:
+            br = await self.rtnl.link(bridge_name(net))
+            if br is None:
+                return False
+            changed = False
+            if br.mac != mac:
+                await self.rtnl.set_link(br.index, address=mac)
+                changed = True
+            held = self.rtnl.addresses().get(br.index, set())
+            for old in held - {cidr}:
+                await self.rtnl.del_address(br.index, old)
+                changed = True
+            if cidr not in held:
+                await self.rtnl.add_address(br.index, cidr)
+                changed = True
+            # `curl 127.0.0.1:PORT` on the node: the DNAT sends loopback-sourced packets out
+            # through the bridge (masqueraded there), which the kernel refuses without this.
+            set_sysctl(f"net/ipv4/conf/{bridge_name(net)}/route_localnet", "1")
+            return changed
+
+    async def clear_host_address(self, net: Network) -> bool:
+        async with self._lock:
+            br = await self.rtnl.link(bridge_name(net))
+            if br is None:
+                return False
+            held = self.rtnl.addresses().get(br.index, set())
+            for old in held:
+                await self.rtnl.del_address(br.index, old)
+            return bool(held)
 
     # -- remote endpoints ------------------------------------------------------------------
 
@@ -225,12 +271,14 @@ class OverlayDriver(NetworkDriver):
             await self.rtnl.neigh_del(index, ip)
             if new is None or new.mac != old.mac:
                 await self.rtnl.fdb_del(index, old.mac, old.vtep)
+                await self.rtnl.bridge_fdb_del(index, old.mac)
             del have[ip]
             changes += 1
         for ip, r in want.items():
             if ip in have:
                 continue
             await self.rtnl.fdb_replace(index, r.mac, r.vtep)
+            await self.rtnl.bridge_fdb_replace(index, r.mac)
             await self.rtnl.neigh_replace(index, r.ip, r.mac)
             have[ip] = r
             changes += 1
@@ -242,6 +290,7 @@ class OverlayDriver(NetworkDriver):
         index = await self.rtnl.index(vxlan_name(net))
         if index is None:
             return
+        await self.rtnl.no_learning(index)  # a device made by an older tether learned
         macs = dict(await self.rtnl.fdb_entries(index))
         held: dict[str, Remote] = {}
         for ip, mac in await self.rtnl.neigh_entries(index):

@@ -25,10 +25,17 @@ from tether.events import (
     SandboxReady,
     SandboxRemoving,
 )
-from tether.model import Container
+from tether.model import Container, Network
 from tether.netmodes import GATEWAY_BRIDGE
 
 log = logging.getLogger("tether.dns")
+
+
+def has_names(net: Network | None, name: str) -> bool:
+    """Whether the embedded DNS serves names on this network: user-defined networks only,
+    and not the gateway bridge (it only carries an overlay container's way out) nor the
+    ingress network (it only carries the routing mesh's traffic; swarm gives it no DNS)."""
+    return user_defined(net) and name != GATEWAY_BRIDGE and net is not None and not net.ingress
 
 
 class DnsFollower:
@@ -56,7 +63,7 @@ class DnsFollower:
         external = False
         for name, ep in c.endpoints.items():
             net = self.containers.network_of(ep.network_id)
-            if user_defined(net) and name != GATEWAY_BRIDGE:
+            if has_names(net, name):
                 nets.append(name)
             external = external or (net is not None and not net.internal)
         if not nets:
@@ -116,8 +123,7 @@ class DnsFollower:
         out = []
         for name, ep in c.endpoints.items():
             net = self.containers.network_of(ep.network_id)
-            # The gateway bridge only carries an overlay container's way out: no names.
-            if not user_defined(net) or name == GATEWAY_BRIDGE:
+            if not has_names(net, name):
                 continue
             cfg = c.networks.get(name)
             out.append(
@@ -144,7 +150,8 @@ class DnsFollower:
         for ep_id in ids:
             ep = ev.endpoints.get(ep_id)
             new = None
-            if net is not None and ep is not None and ep.node != ev.node:
+            if has_names(net, net.name if net else "") and ep is not None and ep.node != ev.node:
+                assert net is not None
                 new = Member(
                     network=net.name,
                     name=ep.name,

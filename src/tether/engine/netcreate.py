@@ -86,6 +86,7 @@ def resolve(
         enable_ipv6=enable_ipv6,
         internal=internal,
         attachable=bool(req.Attachable),
+        ingress=bool(req.Ingress),
         ipam_driver=ipam_driver,
         ipam_options=dict(ipam.Options or {}),
         options=options,
@@ -215,10 +216,10 @@ def predefined(
 
 def _refuse_what_cannot_be_honoured(req: NetworkCreate, driver: NetworkDriver) -> None:
     """Flags Docker accepts for swarm or other drivers: refused by name, never stored."""
-    if req.Ingress:
+    if req.Ingress and not driver.caps.ingress:
         raise Forbidden(
-            "ingress networks belong to swarm's routing mesh, which tether does not have: "
-            "publish ports with -p instead"
+            f"the {driver.name} driver cannot carry the routing mesh: an ingress network is "
+            "an overlay network (-d overlay --ingress), on a node with --cluster-store"
         )
     scope = req.Scope or ""
     if scope not in ("", "local", driver.caps.scope):

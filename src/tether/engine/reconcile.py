@@ -65,7 +65,11 @@ async def reconcile_sandboxes(containers: Containers, eps: Endpoints) -> int:
 
 
 async def reconcile_cluster(
-    cluster: ClusterStore, containers: Containers, eps: Endpoints, networks: Networks
+    cluster: ClusterStore,
+    containers: Containers,
+    eps: Endpoints,
+    networks: Networks,
+    keep: frozenset[str] = frozenset(),
 ) -> int:
     """This node's endpoints in the cluster store match its running containers' endpoints on
     global networks, and the local cache of global networks matches the store.
@@ -75,6 +79,9 @@ async def reconcile_cluster(
     - an endpoint the store has for this node that no container has (a teardown while the
       store was unreachable, a crash between the two): withdrawn;
     - a global network cached here that the store no longer has: dropped.
+
+    `keep`: endpoints of this node that belong to no container (the routing mesh's address,
+    cluster/ingress.py, which looks after its own).
     """
     changes = 0
     mine: dict[str, tuple[Container, Endpoint]] = {}
@@ -85,7 +92,7 @@ async def reconcile_cluster(
                 mine[ep.id] = (c, ep)
     for net_id, known in list(cluster.endpoints.items()):
         for ep_id, remote in list(known.items()):
-            if remote.node == cluster.node.name and ep_id not in mine:
+            if remote.node == cluster.node.name and ep_id not in mine and ep_id not in keep:
                 log.info("withdrawing a stale cluster endpoint id=%s", ep_id[:12])
                 await cluster.release_endpoint(net_id, remote)
                 changes += 1

@@ -12,7 +12,16 @@ import logging
 from collections.abc import Callable
 
 from tether.firewall.policy import Underlay
-from tether.firewall.render import TABLE, FirewallState, NetRule, PortRule, port_elements, render
+from tether.firewall.render import (
+    TABLE,
+    FirewallState,
+    IngressPort,
+    NetRule,
+    PortRule,
+    ingress_changes,
+    port_elements,
+    render,
+)
 from tether.kernel.nft import Nft, NftError
 
 log = logging.getLogger("tether.firewall")
@@ -30,9 +39,16 @@ class Firewall:
         self.networks = networks
         self.ports = ports
         self.underlay = underlay
+        # The routing mesh's ports as last set (cluster/ingress.py keeps them current).
+        self.ingress: list[IngressPort] = []
 
     def state(self) -> FirewallState:
-        return FirewallState(networks=self.networks(), ports=self.ports(), underlay=self.underlay())
+        return FirewallState(
+            networks=self.networks(),
+            ports=self.ports(),
+            underlay=self.underlay(),
+            ingress=list(self.ingress),
+        )
 
     def existing_chains(self) -> set[str]:
         try:
@@ -81,3 +97,19 @@ class Firewall:
         except NftError:
             # An element already gone (table restored meanwhile): re-render from state.
             self.sync()
+
+    def set_ingress(self, ports: list[IngressPort]) -> bool:
+        """Make the routing mesh's ports `ports`: one transaction of the chains and map
+        elements that differ (a task starting or stopping rewrites one chain).  Returns
+        whether anything was applied."""
+        text = ingress_changes(self.ingress, ports)
+        self.ingress = list(ports)
+        if not text:
+            return False
+        try:
+            self.nft.run(text)
+        except NftError as exc:
+            # The table was restored or flushed meanwhile: render it whole from the state.
+            log.warning("routing mesh change re-rendered the table: %s", exc)
+            self.sync()
+        return True

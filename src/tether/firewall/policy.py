@@ -45,6 +45,10 @@ class Net:
     gateways4: tuple[str, ...] = ()
     gateways6: tuple[str, ...] = ()
     name: str = ""  # the network's name, for reasons (the key if not given)
+    # The routing mesh's network: the node has an address on it that services' published
+    # ports are DNATed from (cluster/ingress.py), which its containers must not use to
+    # reach the host.
+    ingress: bool = False
 
     @property
     def label(self) -> str:
@@ -195,6 +199,17 @@ def decide(networks: list[Net], underlay: Underlay | None = None) -> Policy:
                 fix="publish the port with -p HOST:CONTAINER",
             )
         )
+        if n.ingress:
+            add(
+                Decision(
+                    "host",
+                    "drop",
+                    f"{n.label} is the routing mesh's network: the node's address on it only "
+                    "sends services' published ports to their tasks; nothing from it reaches "
+                    "the host but replies",
+                    n.key,
+                )
+            )
     if underlay is not None:
         add(
             Decision(

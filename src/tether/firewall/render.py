@@ -45,12 +45,29 @@ class PortRule:
     target_port: int
 
 
+@dataclass(frozen=True)
+class IngressPort:
+    """One port of the routing mesh (a service's ingress-published port) on this node:
+    connections to it at any of the node's addresses go to one of `backends` (task address,
+    target port), chosen at random per connection."""
+
+    proto: str
+    port: int
+    backends: tuple[tuple[str, int], ...]
+
+    @property
+    def chain(self) -> str:
+        return f"ing_{self.proto}_{self.port}"
+
+
 @dataclass
 class FirewallState:
     networks: list[NetRule] = field(default_factory=list)
     ports: list[PortRule] = field(default_factory=list)
     # A cluster node: VXLAN's UDP port and the nodes' addresses (the only senders allowed).
     underlay: Underlay | None = None
+    # The routing mesh's ports (a cluster node with services that publish in ingress mode).
+    ingress: list[IngressPort] = field(default_factory=list)
 
 
 def _q(name: str) -> str:
@@ -83,9 +100,44 @@ def chain_names(state: FirewallState) -> set[str]:
     names = {"forward", "publish", "prerouting", "output", "postrouting", "guard", "input"}
     for n in state.networks:
         names |= {f"net_{n.key}_out", f"net_{n.key}_in"}
-        if n.internal:
+        if n.internal or n.ingress:
             names.add(f"net_{n.key}_host")
+    names |= {p.chain for p in state.ingress if p.backends}
     return names
+
+
+def ingress_rule(p: IngressPort) -> str:
+    """The DNAT of one mesh port: a task at random per new connection (conntrack keeps an
+    established one on its task when the set changes)."""
+    pairs = ", ".join(f"{i} : {ip} . {port}" for i, (ip, port) in enumerate(p.backends))
+    return (
+        f"add rule {TABLE} {p.chain} meta l4proto {p.proto} "
+        f"dnat ip to numgen random mod {len(p.backends)} map {{ {pairs} }}\n"
+    )
+
+
+def ingress_changes(have: list[IngressPort], want: list[IngressPort]) -> str:
+    """The transaction that turns the mesh's ports `have` into `want`: one chain and one map
+    element per port that changed, nothing for the others.  A port without a running task
+    has no element (the connection meets whatever else the host has on that port)."""
+    old = {(p.proto, p.port): p for p in have if p.backends}
+    new = {(p.proto, p.port): p for p in want if p.backends}
+    out: list[str] = []
+    for key, p in old.items():
+        if key not in new:
+            out.append(f"delete element {TABLE} ingress {{ {p.proto} . {p.port} }}\n")
+            out.append(f"delete chain {TABLE} {p.chain}\n")
+    for key, p in new.items():
+        if old.get(key) == p:
+            continue
+        if key not in old:
+            out.append(f"add chain {TABLE} {p.chain}\n")
+            out.append(ingress_rule(p))
+            out.append(f"add element {TABLE} ingress {{ {p.proto} . {p.port} : jump {p.chain} }}\n")
+        else:
+            out.append(f"flush chain {TABLE} {p.chain}\n")
+            out.append(ingress_rule(p))
+    return "".join(out)
 
 
 SETS = {
@@ -97,6 +149,7 @@ SETS = {
     "entering": "type ifname : verdict;",
     "hostbound": "type ifname : verdict;",
     "vteps": "type ipv4_addr;",
+    "ingress": "type inet_proto . inet_service : verdict;",
 }
 BASE_CHAINS = {
     "forward": "type filter hook forward priority filter; policy accept;",
@@ -148,13 +201,19 @@ def render(state: FirewallState, stale_chains: set[str] | None = None) -> str:
         elements.append(
             f"add element {TABLE} entering {{ {', '.join(f'{_q(n.iface)} : jump net_{n.key}_in' for n in nets)} }}\n"
         )
-        internal = [n for n in nets if n.internal]
+        internal = [n for n in nets if n.internal or n.ingress]
         if internal:
             elements.append(
                 f"add element {TABLE} hostbound {{ {', '.join(f'{_q(n.iface)} : jump net_{n.key}_host' for n in internal)} }}\n"
             )
     if state.ports:
         elements.append(port_elements(state.ports, "add"))
+    for ip in state.ingress:
+        if ip.backends:
+            rules.append(ingress_rule(ip))
+            elements.append(
+                f"add element {TABLE} ingress {{ {ip.proto} . {ip.port} : jump {ip.chain} }}\n"
+            )
 
     policy = decide(nets, state.underlay)
     if state.underlay is not None and state.underlay.vteps:
@@ -171,6 +230,10 @@ def render(state: FirewallState, stale_chains: set[str] | None = None) -> str:
         for s in n.subnets4:
             if n.masquerade and not n.internal:
                 rule("postrouting", f"ip saddr {s} oifname != {br} masquerade")
+            if n.ingress:
+                # The routing mesh: a connection DNATed to a task leaves from the node's
+                # address on the network, so the task's answer comes back through this node.
+                rule("postrouting", f"ct status dnat ip daddr {s} oifname {br} masquerade")
             # Hairpin: a container reaching a published port of its own network must see the
             # answer come back through the host, or the reply would skip the reverse NAT.
             rule("postrouting", f"ct status dnat ip saddr {s} oifname {br} masquerade")
@@ -204,7 +267,10 @@ def _nft(d: Decision, p: Policy) -> list[tuple[str, str]]:
             ("forward", "oifname vmap @entering"),
             ("publish", "dnat ip to ip daddr . meta l4proto . th dport map @pub4ip"),
             ("publish", "dnat ip to meta l4proto . th dport map @pub4"),
+            # The routing mesh's ports first, as Docker's DOCKER-INGRESS chain comes first.
+            ("prerouting", "fib daddr type local meta l4proto . th dport vmap @ingress"),
             ("prerouting", "fib daddr type local jump publish"),
+            ("output", "fib daddr type local meta l4proto . th dport vmap @ingress"),
             ("output", "fib daddr type local jump publish"),
         ]
     if d.scope == "loopback":

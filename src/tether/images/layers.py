@@ -293,19 +293,25 @@ class _HashingWriter:
 
 
 def walk_sorted(top: str) -> Iterator[tuple[str, str]]:
-    """(path, name in the archive) of every entry under top, parents first, sorted."""
-    stack = [("", top)]
+    """(path, name in the archive) of every entry under top: depth first, names sorted,
+    a directory before its contents (Go's filepath.Walk order)."""
+    stack: list[Iterator[tuple[str, str, bool]]] = [_entries(top, "")]
     while stack:
-        rel, path = stack.pop()
-        with os.scandir(path) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        subdirs = []
-        for e in entries:
-            name = f"{rel}{e.name}"
-            yield e.path, name
-            if e.is_dir(follow_symlinks=False):
-                subdirs.append((name + "/", e.path))
-        stack.extend(reversed(subdirs))
+        try:
+            path, name, is_dir = next(stack[-1])
+        except StopIteration:
+            stack.pop()
+            continue
+        yield path, name
+        if is_dir:
+            stack.append(_entries(path, name + "/"))
+
+
+def _entries(path: str, prefix: str) -> Iterator[tuple[str, str, bool]]:
+    with os.scandir(path) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        yield e.path, prefix + e.name, e.is_dir(follow_symlinks=False)
 
 
 def write_diff(

@@ -165,6 +165,7 @@ async def _fetch_layer(
     diff_id: str,
     progress: Progress,
     slots: asyncio.Semaphore,
+    repo_name: str,
 ) -> None:
     ident = desc.digest.removeprefix("sha256:")[:12]
     if slots.locked():
@@ -175,12 +176,19 @@ async def _fetch_layer(
             unpacker = Unpacker(tmp)
             writer = store.content.writer(desc.digest)
             done = 0
+            # A corrupted blob usually breaks the decompressor first: the download goes on
+            # (hashed) so that the error is the digest's, as docker reports it.
+            broken: LayerError | None = None
             try:
                 resp = await repo.blob(desc.digest)
                 try:
                     async for chunk in resp.content.iter_chunked(1 << 18):
                         writer.write(chunk)
-                        await unpacker.feed(chunk)
+                        if broken is None:
+                            try:
+                                await unpacker.feed(chunk)
+                            except LayerError as exc:
+                                broken = exc
                         done += len(chunk)
                         await progress.progress(ident, "Downloading", done, desc.size)
                 finally:
@@ -190,6 +198,9 @@ async def _fetch_layer(
                 blob = writer.commit(
                     f"filesystem layer verification failed for digest {desc.digest}"
                 )
+                if broken is not None:
+                    store.content.delete(blob)
+                    raise broken
                 await progress.update(ident, "Download complete")
                 await progress.progress(ident, "Extracting", done, desc.size, force=True)
                 got, size = await unpacker.finish()
@@ -202,6 +213,7 @@ async def _fetch_layer(
                         size,
                         unpacker.raw_size,
                         [BlobRef(blob, desc.media_type or oci.DOCKER_LAYER, desc.size)],
+                        [repo_name],
                     )
                 )
                 await progress.update(ident, "Pull complete")
@@ -244,9 +256,10 @@ async def pull(
     missing image with a 404 before its stream starts, as dockerd does)."""
     r = resolved or await resolve(registries, ref, platform, auth)
     tag_or_digest = ref.digest or ref.tag or "latest"
-    await progress.status(tag_or_digest, f"Pulling from {ref.familiar_name}")
+    # The repository as the registry names it (docker: "Pulling from library/busybox").
+    await progress.status(tag_or_digest, f"Pulling from {ref.path}")
     cfg = oci.parse_config(r.config)
-    before = store.lookup(ref.familiar()) if ref.tag else None
+    before = store.lookup(ref.familiar()) if ref.tag or ref.digest else None
     leased = list(cfg.diff_ids)
     for d in leased:
         store.leases[d] += 1
@@ -255,8 +268,13 @@ async def pull(
         tasks: list[asyncio.Task[None]] = []
         fetched = 0
         seen: set[str] = set()
+        have_image = r.manifest.config.digest in store.by_id and all(
+            store.layers.has(d) and d in store.layer_info for d in cfg.diff_ids
+        )
         for desc, diff_id in zip(r.manifest.layers, cfg.diff_ids, strict=True):
             ident = desc.digest.removeprefix("sha256:")[:12]
+            if have_image:
+                break  # docker says nothing of the layers of an image it has
             if diff_id in seen:
                 continue
             seen.add(diff_id)
@@ -264,11 +282,14 @@ async def pull(
                 await progress.update(ident, "Already exists")
                 if store.content.has(desc.digest):
                     store.add_blob(diff_id, BlobRef(desc.digest, desc.media_type, desc.size))
+                    store.add_repo(diff_id, ref.name)
                 continue
             await progress.update(ident, "Pulling fs layer")
             fetched += 1
             tasks.append(
-                asyncio.create_task(_fetch_layer(store, r.repo, desc, diff_id, progress, slots))
+                asyncio.create_task(
+                    _fetch_layer(store, r.repo, desc, diff_id, progress, slots, ref.name)
+                )
             )
         try:
             await asyncio.gather(*tasks)

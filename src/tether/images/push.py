@@ -138,12 +138,19 @@ async def _push_to(
         manifest_bytes = oci.manifest_json(
             config_desc, [oci.Descriptor(b.media_type, b.digest, b.size) for b in blobs], media
         )
-    # Where tether got each blob: a repository on this registry it may be mounted from.
-    mount_from = {
-        s.repo.split("/", 1)[1]
-        for s in img.sources
-        if s.repo.split("/", 1)[0] == ref.domain and s.repo != ref.name
-    }
+
+    def mount_from(diff_id: str) -> list[str]:
+        """Repositories on this registry known to hold the layer's blob (paths)."""
+        info = store.layer_info.get(diff_id)
+        known = [*(info.repos if info else []), *(s.repo for s in img.sources)]
+        return sorted(
+            {
+                r.split("/", 1)[1]
+                for r in known
+                if r.split("/", 1)[0] == ref.domain and r != ref.name
+            }
+        )
+
     # Ask once before anything runs in parallel: the auth challenge is answered here.
     await repo.has_blob(img.config_blob)
     idents = [d.removeprefix("sha256:")[:12] for d in img.layers]
@@ -151,23 +158,25 @@ async def _push_to(
         await progress.update(ident, "Preparing")
     slots = asyncio.Semaphore(CONCURRENT_UPLOADS)
 
-    async def one(ident: str, blob: BlobRef) -> None:
+    async def one(ident: str, diff_id: str, blob: BlobRef) -> None:
         if slots.locked():
             await progress.update(ident, "Waiting")
         async with slots:
             if await repo.has_blob(blob.digest):
                 await progress.update(ident, "Layer already exists")
-                return
-            for src in sorted(mount_from):
-                if await repo.mount_blob(blob.digest, src):
-                    await progress.update(ident, f"Mounted from {src}")
-                    return
-            await _upload(store, repo, blob, ident, progress)
-            await progress.update(ident, "Pushed")
+            else:
+                for src in mount_from(diff_id):
+                    if await repo.mount_blob(blob.digest, src):
+                        await progress.update(ident, f"Mounted from {src}")
+                        break
+                else:
+                    await _upload(store, repo, blob, ident, progress)
+                    await progress.update(ident, "Pushed")
+            store.add_repo(diff_id, ref.name)
 
     tasks = [
-        asyncio.create_task(one(ident, blob))
-        for ident, blob in reversed(list(zip(idents, blobs, strict=True)))
+        asyncio.create_task(one(ident, diff_id, blob))
+        for ident, diff_id, blob in reversed(list(zip(idents, img.layers, blobs, strict=True)))
     ]
     try:
         await asyncio.gather(*tasks)

@@ -55,6 +55,9 @@ class LayerInfo:
     size: int = 0  # bytes of regular files (what docker counts)
     tar_size: int = 0  # bytes of the uncompressed archive (what `save` writes)
     blobs: list[BlobRef] = field(default_factory=list)
+    # Repositories (full names) known to hold a blob of this layer: a push to another
+    # repository on the same registry mounts it from one of them instead of uploading.
+    repos: list[str] = field(default_factory=list)
 
     def to_doc(self) -> dict[str, Any]:
         return asdict(self)
@@ -275,10 +278,17 @@ class ImageStore:
                     old.blobs.append(b)
             old.size = old.size or info.size
             old.tar_size = old.tar_size or info.tar_size
+            old.repos = [*old.repos, *(r for r in info.repos if r not in old.repos)]
             info = old
         self.layer_info[info.diff_id] = info
         with self.store.transaction():
             self.store.put("layer", info.diff_id, None, info.to_doc())
+
+    def add_repo(self, diff_id: str, repo: str) -> None:
+        info = self.layer_info.get(diff_id)
+        if info is not None and repo not in info.repos:
+            info.repos = [*info.repos[-7:], repo]
+            self.save_layer(info)
 
     def add_blob(self, diff_id: str, blob: BlobRef) -> None:
         info = self.layer_info.get(diff_id)

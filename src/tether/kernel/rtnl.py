@@ -24,6 +24,8 @@ from tether.kernel.rtdump import Dumper, LinkInfo, delete_link
 NETLINK_ROUTE = 0
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
+NUD_NOARP = 0x40  # a static bridge FDB entry (permanent would mean "the bridge's own")
+NTF_MASTER = 0x04
 RTN_LOCAL = 2
 LOOPBACK_INDEX = 1
 
@@ -191,6 +193,22 @@ class Rtnl:
         except NetlinkError as exc:
             if exc.code not in (errno.ENOENT, errno.ENODEV):
                 raise
+
+    async def bridge_fdb_replace(self, port: int, mac: str) -> None:
+        """The bridge that `port` is on sends frames for `mac` out of that port (a static
+        entry: what learning would find, but never stale)."""
+        await self.ipr.fdb("replace", ifindex=port, lladdr=mac, state=NUD_NOARP, flags=NTF_MASTER)
+
+    async def bridge_fdb_del(self, port: int, mac: str) -> None:
+        try:
+            await self.ipr.fdb("del", ifindex=port, lladdr=mac, flags=NTF_MASTER)
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENOENT, errno.ENODEV):
+                raise
+
+    async def no_learning(self, port: int) -> None:
+        """The bridge learns no MAC from frames arriving on `port`."""
+        await self.ipr.brport("set", index=port, learning=0)
 
     async def neigh_replace(self, index: int, ip: str, mac: str) -> None:
         await self.ipr.neigh("replace", ifindex=index, dst=ip, lladdr=mac, state=NUD_PERMANENT)
