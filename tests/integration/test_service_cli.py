@@ -4,9 +4,12 @@ from tasks on other nodes, scale, update (rolling), rm, and the errors docker gi
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
 import socket
+import subprocess
 import time
 from collections import Counter
 
@@ -225,7 +228,7 @@ def test_rolling_update_one_task_at_a_time_then_paused_on_failure(host: Namespac
         assert out.startswith("web\n"), out
         assert "overall progress: 3 out of 3 tasks\n" in out
         assert "verify: Waiting 1 seconds to verify that tasks are stable...\n" in out
-        assert out.endswith("verify: Service converged\n"), out
+        assert out.endswith("verify: Service web converged\n"), out
         st = update_state(b, "web")
         assert st["State"] == "completed" and st["Message"] == "update completed"
         pretty = a.ok("service", "inspect", "--pretty", "web")
@@ -325,3 +328,56 @@ def test_the_node_listener_serves_task_logs_to_nodes_only(host: NamespaceHost) -
         with pytest.raises(OSError):
             c.cluster.in_underlay(lambda: ask(f"/tasks/{tid}/logs"))
         a.ok("service", "rm", "web")
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI on this machine")
+def test_the_docker_cli_manages_services_on_a_tether_node(
+    host: NamespaceHost, tmp_path: object
+) -> None:
+    """docker's own CLI (no dockerd anywhere) sees an active swarm manager and runs its
+    `service` commands against a tether node: create, ls, ps, logs from both nodes, a rolling
+    update with its progress display, rm."""
+    del host
+
+    def docker(h: NamespaceHost, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp_path),
+            "DOCKER_HOST": f"unix://{h.socket}",
+            "DOCKER_CONFIG": str(tmp_path),
+        }
+        return subprocess.run(
+            ["docker", *args], capture_output=True, text=True, env=env, timeout=90
+        )
+
+    with three_nodes(2) as c:
+        a, b = c.hosts
+        a.ok("network", "create", "-d", "overlay", "app")
+        wait_for("the network", lambda: "app" in b.ok("network", "ls"))
+        r = docker(a, "info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}")
+        assert r.stdout == "active true\n", r.stderr
+        r = docker(
+            a, "service", "create", "-d", "--name", "web", "--replicas", "2", "--network", "app",
+            "--update-monitor", "1s", "busybox", *WEB,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        sid = r.stdout.strip()
+        assert len(sid) == 25
+        wait_for(
+            "2/2 in docker service ls",
+            lambda: " 2/2 " in docker(b, "service", "ls").stdout,
+            30,
+        )
+        ps = docker(a, "service", "ps", "--format", "{{.Name}} {{.Node}} {{.CurrentState}}", "web")
+        assert sorted(line.split()[:2] for line in ps.stdout.splitlines()) == [
+            ["web.1", "node1"] if "web.1 node1" in ps.stdout else ["web.1", "node2"],
+            ["web.2", "node2"] if "web.2 node2" in ps.stdout else ["web.2", "node1"],
+        ]
+        logs = docker(b, "service", "logs", "web").stdout
+        assert sorted(re.findall(r"@(node\d)\s+\| started-", logs)) == ["node1", "node2"], logs
+        r = docker(a, "service", "update", "--env-add", "X=1", "web")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.endswith("verify: Service web converged\n"), r.stdout
+        assert update_state(a, "web")["State"] == "completed"
+        assert docker(a, "service", "rm", "web").stdout == "web\n"
+        wait_for("no task containers", lambda: all(not tasks(h) for h in c.hosts), 30)

@@ -395,9 +395,10 @@ def _slots(svc: dict[str, Any], tasks: list[dict[str, Any]]) -> tuple[list[str],
     return [str(u) for u in units], states
 
 
-def wait_converged(ctx: Context, sid: str, quiet: bool) -> None:
+def wait_converged(ctx: Context, sid: str, quiet: bool, shown: str = "") -> None:
     """docker's progress without a terminal: a line each time something changes, then
-    "verify: Service converged" once every task has run for the monitor period."""
+    "verify: Service NAME converged" (docker 28's words) once every task has run for the
+    monitor period.  `shown`: the service as the user named it (the id by default)."""
     out = sys.stdout
 
     def say(text: str) -> None:
@@ -439,7 +440,7 @@ def wait_converged(ctx: Context, sid: str, quiet: bool) -> None:
                     converged_at = now
                 left = int(wait - (now - converged_at) + 0.999)
                 if left <= 0:
-                    say("verify: Service converged")
+                    say(f"verify: Service {shown or sid} converged")
                     return
                 if left != last_wait:
                     say(f"verify: Waiting {left} seconds to verify that tasks are stable...")
@@ -755,10 +756,10 @@ def run_scale(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
             errors.append(exc.message)
             continue
         sys.stdout.write(f"{name} scaled to {n}\n")
-        scaled.append(svc["ID"])
+        scaled.append((svc["ID"], name))
     if not o["detach"]:
-        for sid in scaled:
-            wait_converged(ctx, sid, False)
+        for sid, shown in scaled:
+            wait_converged(ctx, sid, False, shown)
     if errors:
         raise CliError("\n".join(errors))
     return 0
@@ -877,7 +878,7 @@ def run_update(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     _post_update(ctx, svc, spec, name)
     sys.stdout.write(f"{name}\n")
     if not o["detach"]:
-        wait_converged(ctx, svc["ID"], o["quiet"])
+        wait_converged(ctx, svc["ID"], o["quiet"], name)
     return 0
 
 

@@ -40,6 +40,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("tether.services")
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 FOLLOW_POLL = 0.25  # seconds: how often `logs -f` looks for tasks started since
+# swarmkit's defaults (api/defaults): what a spec without UpdateConfig gets.
+DEFAULT_UPDATE_CONFIG = {
+    "Parallelism": 1,
+    "FailureAction": "pause",
+    "Monitor": 5_000_000_000,
+    "MaxFailureRatio": 0,
+    "Order": "stop-first",
+}
 
 NOT_SWARM = "This node is not part of a swarm"
 
@@ -213,7 +221,13 @@ def register(
 
     async def inspect(req: Request) -> Response:
         c = need()
-        return json_response(service_doc(c.services.find(req.params["id"]), c.services))
+        doc = service_doc(c.services.find(req.params["id"]), c.services)
+        if req.flag("insertDefaults"):
+            # What swarm fills in for a spec that left them out (docker's inspect asks).
+            spec = doc["Spec"] = dict(doc["Spec"])
+            for key in ("UpdateConfig", "RollbackConfig"):
+                spec.setdefault(key, dict(DEFAULT_UPDATE_CONFIG))
+        return json_response(doc)
 
     async def update(req: Request) -> Response:
         c = need()
