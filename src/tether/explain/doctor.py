@@ -120,6 +120,8 @@ def _identity(c: Container) -> tuple[Any, ...]:
 class Doctor:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
+        # This node's endpoint records as the last check read them from etcd.
+        self._cluster_docs: dict[str, Any] = {}
 
     # -- the API ----------------------------------------------------------------------------
 
@@ -338,9 +340,8 @@ class Doctor:
                             "cluster",
                             node,
                             f"this node's lease {lease.id:x} has expired: its endpoints vanished "
-                            "from the other nodes",
-                            "register again and write this node's endpoints",
-                            ("cluster", ""),
+                            "from the other nodes (tetherd registers again by itself while the "
+                            "store answers; restart it if that does not happen)",
                         )
                     )
             if await cluster.client.get(keys.node(cluster.node.name)) is None:
@@ -348,15 +349,18 @@ class Doctor:
                     Problem(
                         "cluster",
                         node,
-                        "this node is not registered in the cluster store",
-                        "register again and write this node's endpoints",
-                        ("cluster", ""),
+                        "this node is not registered in the cluster store (tetherd registers "
+                        "again by itself while the store answers; restart it if that does not "
+                        "happen)",
                     )
                 )
             listing = await cluster.client.get_prefix(keys.ENDPOINTS)
         except Exception as exc:
             return [*problems, Problem("cluster", node, f"reading the cluster store failed: {exc}")]
         held: dict[str, Any] = {}
+        # The routing mesh's own endpoint (cluster/ingress.py) is no container's.
+        mesh = getattr(d, "mesh", None)
+        keep = {str(getattr(mesh, "endpoint_id", ""))} - {""}
         for kv in listing.kvs:
             try:
                 doc = json.loads(kv.value)
@@ -370,6 +374,7 @@ class Doctor:
                 net = d.networks.by_id.get(ep.network_id)
                 if net is not None and net.scope == "global":
                     mine[ep.id] = (c, name, ep.ipv4.split("/")[0])
+        self._cluster_docs = held
         for ep_id, (c, name, ip) in mine.items():
             doc = held.get(ep_id)
             if doc is None:
@@ -379,8 +384,8 @@ class Doctor:
                         f"container {c.name} (network {name})",
                         f"its endpoint {ip} is not in the cluster store: the other nodes cannot "
                         "reach it or resolve its name",
-                        "write it again (reconcile_cluster)",
-                        ("cluster", ""),
+                        "write it again under this node's lease",
+                        ("cluster", f"write:{ep_id}"),
                         c.id,
                     )
                 )
@@ -391,21 +396,21 @@ class Doctor:
                         f"container {c.name} (network {name})",
                         f"the cluster store sends its frames to {doc.get('vtep')}, this node is "
                         f"{cluster.node.addr}",
-                        "write it again (reconcile_cluster)",
-                        ("cluster", ""),
+                        "write it again with this node's address",
+                        ("cluster", f"update:{ep_id}"),
                         c.id,
                     )
                 )
         for ep_id, doc in held.items():
-            if ep_id not in mine:
+            if ep_id not in mine and ep_id not in keep:
                 problems.append(
                     Problem(
                         "cluster",
                         f"endpoint {ep_id[:12]} ({doc.get('name', '?')})",
                         "the cluster store holds an endpoint of this node that no container has: "
                         f"the other nodes still send {doc.get('ipv4', '?')} here",
-                        "withdraw it (reconcile_cluster)",
-                        ("cluster", ""),
+                        "withdraw it",
+                        ("cluster", f"withdraw:{ep_id}"),
                     )
                 )
         return problems
@@ -413,11 +418,7 @@ class Doctor:
     # -- repair -----------------------------------------------------------------------------
 
     async def _repair(self, problems: list[Problem]) -> list[str]:
-        from tether.engine.reconcile import (
-            reconcile_cluster,
-            reconcile_networks,
-            reconcile_sandboxes,
-        )
+        from tether.engine.reconcile import reconcile_networks, reconcile_sandboxes
 
         d = self.d
         actions: dict[str, set[str]] = defaultdict(set)
@@ -458,12 +459,73 @@ class Doctor:
                     for cid in sorted(args):
                         done.append(await self._repair_vips(cid))
                 elif step == "cluster" and d.cluster is not None:
-                    n = await reconcile_cluster(d.cluster, d.containers, d.endpoints, d.networks)
-                    done.append(f"cluster: {n} endpoint record(s) written or withdrawn")
+                    done += await self._repair_cluster(sorted(args))
             except Exception as exc:
                 log.exception("doctor repair %s failed", step)
                 done.append(f"{step}: repair failed: {exc}")
         return done
+
+    async def _repair_cluster(self, actions: list[str]) -> list[str]:
+        """This node's endpoint records, written, rewritten or withdrawn one by one (the
+        engine's reconcile_cluster works from the watch's cache, which may not have seen a
+        change made a moment ago)."""
+        from tether.model import RemoteEndpoint
+
+        d = self.d
+        cluster = d.cluster
+        assert cluster is not None
+        done = []
+        for action in actions:
+            verb, _, ep_id = action.partition(":")
+            if verb == "withdraw":
+                doc = self._cluster_docs.get(ep_id)
+                if doc is not None:
+                    fields = set(RemoteEndpoint.__dataclass_fields__)
+                    remote = RemoteEndpoint(**{k: v for k, v in doc.items() if k in fields})
+                    await cluster.release_endpoint(remote.network, remote)
+                    done.append(f"cluster: endpoint {ep_id[:12]} ({remote.name}) withdrawn")
+                continue
+            found = next(
+                (
+                    (c, ep)
+                    for c in d.containers.by_id.values()
+                    for ep in c.endpoints.values()
+                    if ep.id == ep_id
+                ),
+                None,
+            )
+            net = d.networks.by_id.get(found[1].network_id) if found is not None else None
+            if found is None or net is None:
+                continue
+            c, ep = found
+            remote = d.endpoints.remote_of(c, ep)
+            if verb == "write" and await self._owns_address(net.id, remote.ipv4, ep.id):
+                verb = "update"  # only the record went: its address is still this one's
+            if verb == "update":
+                await cluster.update_endpoint(net, remote)
+                done.append(f"cluster: {c.name}'s endpoint on {net.name} rewritten")
+            elif await cluster.republish(net, remote):
+                done.append(f"cluster: {c.name}'s endpoint on {net.name} written again")
+            else:
+                done.append(
+                    f"cluster: {c.name}'s address {ep.ipv4} on {net.name} was taken by another "
+                    "node meanwhile: restart the container to get a new one"
+                )
+        return done
+
+    async def _owns_address(self, net_id: str, ip: str, ep_id: str) -> bool:
+        from tether.cluster import keys
+
+        cluster = self.d.cluster
+        if cluster is None or not ip:
+            return False
+        kv = await cluster.client.get(keys.address(net_id, ip))
+        if kv is None:
+            return False
+        try:
+            return bool(json.loads(kv.value).get("Owner") == ep_id)
+        except ValueError:
+            return False
 
     async def _repair_sandbox(self, c: Container) -> str:
         """The container's interfaces, addresses and routes as its endpoints say."""

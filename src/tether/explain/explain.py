@@ -485,8 +485,9 @@ class Explainer:
             x.target = _where(b_att[0].ip, dport) if b_att else ""
             return Route(a_att[0] if a_att else None, b_att[0].ip, dport, []) if b_att else None
         ok_route = self._verdict(route)[0]
+        path_ok = True
         if kind == "shared":
-            self._path_text(x, a, b, route)
+            path_ok = self._path_text(x, a, b, route)
         elif kind == "published" and port is not None:
             why_not = (
                 self._no_direct_text(a, b, a_att, b_att, first if fw_shared else None)
@@ -529,7 +530,7 @@ class Explainer:
                 if port is not None:
                     self._unpublished_note(x, b, port)
         x.target = route.via or _where(route.dst_ip, route.dst_port)
-        ok = self._policy(x, a, b, route)
+        ok = self._policy(x, a, b, route) and path_ok
         if port is not None:
             ok = self._port(x, b, route, port) and ok
         x.reachable = ok
@@ -674,7 +675,7 @@ class Explainer:
             f"{b_nets}): tether's networks are isolated from each other"
         )
 
-    def _path_text(self, x: Explanation, a: Party, b: Party, route: Route) -> None:
+    def _path_text(self, x: Explanation, a: Party, b: Party, route: Route) -> bool:
         s = route.src
         assert s is not None
         net = s.net
@@ -690,7 +691,7 @@ class Explainer:
         remote = next((t for t in self.attachments(b) if t.net.id == net.id and t.node), None)
         if remote is None:
             x.add("path", True, obj, text)
-            return
+            return True
         ok, extra, fix = self._overlay_check(net, remote)
         x.add(
             "path",
@@ -699,6 +700,7 @@ class Explainer:
             f"{text}; {b.name} runs on node {remote.node} (VTEP {remote.vtep}): {extra}",
             fix,
         )
+        return ok
 
     def _overlay_check(self, net: Network, remote: Attachment) -> tuple[bool, str, str]:
         from tether.drivers.overlay import vxlan_name

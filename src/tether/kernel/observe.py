@@ -322,8 +322,11 @@ class View:
         """The neighbour table (IPv4 and IPv6) or, with `bridge_fdb`, the bridge forwarding
         database (a VXLAN device's entries: MAC -> remote VTEP); only device `index` if set."""
         family = AF_BRIDGE if bridge_fdb else socket.AF_UNSPEC
+        # Strict checking refuses an ifindex in the header of a neighbour dump (the bridge
+        # FDB takes it as its port filter); the neighbour table is filtered here instead.
+        header = _NDMSG.pack(family, index if bridge_fdb else 0, 0, 0, 0)
         out = []
-        for kind, body in _dump(self.sock, RTM_GETNEIGH, _NDMSG.pack(family, index, 0, 0, 0)):
+        for kind, body in _dump(self.sock, RTM_GETNEIGH, header):
             if kind != RTM_NEWNEIGH:
                 continue
             _fam, ifindex, state, _flags, _type = _NDMSG.unpack_from(body, 0)

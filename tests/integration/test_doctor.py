@@ -1,0 +1,187 @@
+"""tether doctor: each kind of drift injected by hand is named with its object, --repair fixes
+it, a second run is clean, and the traffic that the drift broke flows again."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from nshost import NamespaceHost, sh
+
+pytestmark = pytest.mark.integration
+
+WEB = ["sh", "-c", "echo hello-$(hostname) > /www/index.html && exec httpd -f -p 80 -h /www"]
+
+
+def doctor(h: NamespaceHost, *flags: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    r = h.cli("doctor", "--format", "json", *flags)
+    return r.returncode, json.loads(r.stdout)
+
+
+def named(report: dict, kind: str, obj: str, text: str) -> bool:  # type: ignore[type-arg]
+    return any(
+        p["Kind"] == kind and obj in p["Object"] and text in p["Text"] for p in report["Problems"]
+    )
+
+
+def reach(h: NamespaceHost, client: str, target: str) -> bool:
+    r = h.cli("exec", client, "timeout", "3", "wget", "-qO-", f"http://{target}/")
+    return r.returncode == 0 and r.stdout.startswith("hello-")
+
+
+def test_drift_is_named_repaired_and_gone(bhost: NamespaceHost) -> None:
+    h = bhost
+    lan = h.add_lan()
+    h.ok("network", "create", "--subnet", "10.91.0.0/24", "app")
+    h.ok("run", "-d", "--name", "web", "--network", "app", "-p", "8080:80", "busybox", *WEB)
+    h.ok("run", "-d", "--name", "api", "--network", "app", "busybox", *WEB)
+    h.ok("run", "-d", "--name", "client", "--network", "app", "busybox", "sleep", "600")
+    r = h.cli("doctor")
+    assert r.returncode == 0 and r.stdout.startswith("no problems"), r.stdout
+    assert reach(h, "client", "web") and reach(h, "client", "api")
+    # The user's own rules are theirs: never drift.
+    h.sh("nft add rule inet tether user ip daddr 192.0.2.1 drop")
+    assert doctor(h)[0] == 0
+
+    def key(name: str) -> str:
+        return str(h.api.get(f"/containers/{name}/json")["NetworkSettings"]["SandboxKey"])
+
+    api_ep = h.api.get("/containers/api/json")["NetworkSettings"]["Networks"]["app"]["EndpointID"]
+    veth = f"tv{api_ep[:12]}"
+    # 1. a veth deleted; 2. a published port's DNAT element deleted; 3. the default route
+    # of a sandbox deleted; 4. the DNS redirect inside a sandbox deleted.
+    h.sh(f"ip link del {veth}")
+    h.sh("nft delete element inet tether pub4 '{ tcp . 8080 }'")
+    sh(f"nsenter --net={key('client')} ip route del default")
+    sh(f"nsenter --net={key('web')} nft delete table ip tether_dns")
+    time.sleep(6)  # a periodic reconcile passes: none of this is what it repairs
+    assert not reach(h, "client", "api")
+    assert (
+        sh(
+            f"ip netns exec {lan} timeout 2 busybox wget -qO- http://10.250.0.1:8080/", check=False
+        ).returncode
+        != 0
+    )
+    code, report = doctor(h)
+    assert code == 1
+    assert named(report, "link", "container api (network app)", f"its veth {veth} is missing")
+    assert named(report, "nft", "container web (published port 8080/tcp", "pub4 lacks element")
+    assert named(report, "route", "container client", "default route should be via 10.91.0.1")
+    assert named(report, "dns", "container web", "table ip tether_dns")
+    assert all(p["Repair"] for p in report["Problems"])
+    r = h.cli("doctor")
+    assert r.returncode == 1 and "run `tether doctor --repair`" in r.stdout
+    # Repair, then a second run finds nothing, and the traffic flows again.
+    r = h.cli("doctor", "--repair")
+    assert r.returncode == 0, r.stdout
+    assert "after the repair: no problems" in r.stdout
+    assert "container api: endpoints rebuilt" in r.stdout
+    code, report = doctor(h)
+    assert code == 0 and report["Problems"] == []
+    assert reach(h, "client", "api") and reach(h, "client", "web")
+    assert reach(h, "web", "api")  # its names resolve again
+    assert sh(
+        f"ip netns exec {lan} timeout 3 busybox wget -qO- http://10.250.0.1:8080/"
+    ).stdout.startswith("hello-")
+    assert "192.0.2.1" in h.sh("nft list chain inet tether user").stdout
+
+
+def test_stray_objects_and_a_rewritten_chain(bhost: NamespaceHost) -> None:
+    h = bhost
+    h.ok("network", "create", "app")
+    net = h.api.get("/networks/app")["Id"]
+    h.ok("run", "-d", "--name", "one", "--network", "app", "busybox", "sleep", "600")
+    # A veth with tether's name that no container has; a rule added to tether's own chain.
+    h.sh("ip link add tv0123456789ab type veth peer name tq-peer")
+    h.sh(f"nft add rule inet tether net_{net[:12]}_out tcp dport 22 drop")
+    code, report = doctor(h)
+    assert code == 1
+    assert named(report, "link", "veth tv0123456789ab", "no container has")
+    assert named(report, "nft", "network app", "rule tether did not render: `tcp dport 22 drop`")
+    code, report = doctor(h, "--repair")
+    assert code == 0 and report["Problems"] == [], report
+    assert "tv0123456789ab" not in h.links()
+    assert "dport 22" not in h.sh(f"nft list chain inet tether net_{net[:12]}_out").stdout
+
+
+def test_kernel_view_of_inspect_verbose(bhost: NamespaceHost) -> None:
+    h = bhost
+    h.ok("network", "create", "--subnet", "10.92.0.0/24", "app")
+    h.ok("run", "-d", "--name", "web", "--network", "app", "-p", "8081:80", "busybox", *WEB)
+    h.ok("run", "-d", "--name", "client", "--network", "app", "busybox", "sleep", "600")
+    assert reach(h, "client", "web")
+    net = json.loads(h.ok("network", "inspect", "--verbose", "app"))[0]
+    k = net["Kernel"]
+    bridge = k["Devices"][0]
+    assert bridge["Role"] == "bridge" and bridge["State"] == "up" and bridge["MTU"] == 1500
+    assert bridge["Addresses"] == ["10.92.0.1/24"] and bridge["Statistics"]["TxPackets"] > 0
+    eps = {e["Container"]: e for e in k["Endpoints"]}
+    web = eps["web"]
+    assert web["HostSide"]["Kind"] == "veth" and web["HostSide"]["State"] == "up"
+    assert web["ContainerSide"]["Name"] == "eth0"
+    assert web["ContainerSide"]["Addresses"] == ["10.92.0.2/24"]
+    chain = k["Nftables"]["Chains"][f"net_{net['Id'][:12]}_out"]
+    listing = h.sh("nft -a list table inet tether").stdout
+    assert all(f"# handle {r['Handle']}" in listing for r in chain)
+    assert chain[0]["Rule"].startswith('oifname "tb-')
+    assert "tcp . 8081 : 10.92.0.2 . 80" in k["Nftables"]["Elements"]["pub4"]
+    counters = k["Nftables"].get("Counters") or {}
+    assert not counters or sum(c["Packets"] for c in counters.values()) > 0
+    # The plain inspect has none of it (Docker's shape stays as it is).
+    assert "Kernel" not in json.loads(h.ok("network", "inspect", "app"))[0]
+    ctr = json.loads(h.ok("inspect", "--verbose", "web"))[0]["Kernel"]
+    eth0 = next(i for i in ctr["Interfaces"] if i["Name"] == "eth0")
+    assert eth0["Network"] == "app" and eth0["HostPeer"]["Bridge"].startswith("tb-")
+    assert "default via 10.92.0.1 dev eth0 proto static" in ctr["Routes"]
+    assert "[::]:80/tcp" in ctr["Listening"] or "0.0.0.0:80/tcp" in ctr["Listening"]
+    assert "ip tether_dns" in ctr["Nftables"]["Sandbox"]
+    assert "tcp . 8081 : 10.92.0.2 . 80" in ctr["Nftables"]["Host"]["Elements"]["pub4"]
+    assert "Kernel" not in json.loads(h.ok("inspect", "web"))[0]
+
+
+def test_fdb_and_cluster_records_on_an_overlay(host: NamespaceHost) -> None:
+    """Two nodes, one overlay: an FDB entry and this node's endpoint record in etcd deleted
+    by hand are named (with the remote container and its node) and put back."""
+    from test_overlay import three_nodes, wait_for
+
+    del host
+    with three_nodes(2) as c:
+        a, b = c.hosts
+        a.ok("network", "create", "-d", "overlay", "--attachable", "ov")
+        wait_for("the network on node 2", lambda: "ov" in b.ok("network", "ls"))
+        a.ok("run", "-d", "--name", "w1", "--network", "ov", "busybox", *WEB)
+        b.ok("run", "-d", "--name", "w2", "--network", "ov", "busybox", *WEB)
+        assert reach(a, "w1", "w2")
+        for h in (a, b):
+            code, report = doctor(h)
+            assert code == 0, json.dumps(report["Problems"], indent=1)
+        net = a.api.get("/networks/ov")["Id"]
+        vx = f"vx-{net[:12]}"
+        mac2 = b.api.get("/containers/w2/json")["NetworkSettings"]["Networks"]["ov"]["MacAddress"]
+        a.sh(f"bridge fdb del {mac2} dev {vx} dst 10.99.0.12")
+        assert not reach(a, "w1", h_ip(b, "w2"))
+        x = a.api.post("/tether/explain", {"From": "w1", "To": "w2", "Port": "80"})
+        assert not x["Reachable"] and "no entry sending" in x["Reasons"][1]["Text"]
+        code, report = doctor(a)
+        assert code == 1
+        assert named(report, "fdb", "container w2 on node node2 (network ov)", f"sending {mac2}")
+        code, report = doctor(a, "--repair")
+        assert code == 0 and report["Problems"] == [], report
+        assert f"{mac2} dst 10.99.0.12 self permanent" in a.sh(f"bridge fdb show dev {vx}").stdout
+        assert reach(a, "w1", "w2")
+        # This node's endpoint record, deleted from etcd by hand.
+        ep = b.api.get("/containers/w2/json")["NetworkSettings"]["Networks"]["ov"]["EndpointID"]
+        c.cluster.delete_prefix(f"/tether/endpoints/{net}/{ep}")
+        code, report = doctor(b)
+        assert code == 1
+        assert named(report, "cluster", "container w2 (network ov)", "not in the cluster store")
+        code, report = doctor(b, "--repair")
+        assert code == 0, report
+        wait_for("node 1 learns w2 again", lambda: reach(a, "w1", "w2"), 15)
+
+
+def h_ip(h: NamespaceHost, name: str) -> str:
+    nets = h.api.get(f"/containers/{name}/json")["NetworkSettings"]["Networks"]
+    return str(next(iter(nets.values()))["IPAddress"])
