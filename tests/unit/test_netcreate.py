@@ -222,7 +222,11 @@ BAD: list[tuple[dict[str, Any], type[TetherError], str]] = [
         Forbidden,
         "the ipvlan driver is not available: this kernel lacks ipvlan links",
     ),
-    ({"Name": "x", "Ingress": True}, Forbidden, "ingress networks belong to swarm"),
+    (
+        {"Name": "x", "Ingress": True},
+        Forbidden,
+        "the bridge driver cannot carry the routing mesh: an ingress network is an overlay",
+    ),
     ({"Name": "x", "Scope": "swarm"}, Forbidden, "cannot create swarm-scope networks"),
     ({"Name": "x", "Options": {"encrypted": ""}}, Forbidden, "cannot encrypt traffic"),
     ({"Name": "x", "ConfigOnly": True}, Forbidden, "--config-only and --config-from"),
