@@ -324,8 +324,19 @@ def test_a_dead_nodes_tasks_start_elsewhere_and_another_node_takes_the_lead(
             20,
         )
         survivor.ok("rm", "-f", "cli")
-        # The node comes back: its orphaned task container goes, nothing is duplicated.
+        # A global service while the node is away: one task per ready node.
+        mon = service_spec("mon", "app", Mode={"Global": {}})
+        survivor.api.post("/services/create", mon)
+        wait_for("2 global tasks", lambda: len(running(survivor, "mon")) == 2, 30)
+        # The node comes back: its orphaned task container goes, nothing is duplicated, and
+        # the global service gets a task there too.
         sh(f"ip -n {node.netns} link set {node.iface} up")
         victim.start()
         wait_for("the orphan removed", lambda: "web." not in victim.ok("ps", "-a"), 30)
         assert len(running(survivor, "web")) == 3
+        wait_for("3 global tasks", lambda: len(running(survivor, "mon")) == 3, 30)
+        assert sorted(str(t["NodeID"]) for t in running(survivor, "mon")) == [
+            "node1",
+            "node2",
+            "node3",
+        ]
