@@ -67,3 +67,13 @@ def test_bad_cluster_flags_are_refused(
 
 def test_durations() -> None:
     assert [parse_duration(x) for x in ("10", "10s", "2m", "1h")] == [10, 10, 120, 3600]
+
+
+def test_the_prefix_in_the_store_url_is_used_and_must_agree_with_kv_path() -> None:
+    opts = build("etcd://10.0.0.1:2379/team-a", "10.0.0.2", "n1", [], 4789, {})
+    assert opts.prefix == "/team-a"
+    same = build("etcd://10.0.0.1:2379/team-a", "10.0.0.2", "n1", ["kv.path=/team-a"], 4789, {})
+    assert same.prefix == "/team-a"
+    with pytest.raises(InvalidParameter, match="differ"):
+        build("etcd://10.0.0.1:2379/team-a", "10.0.0.2", "n1", ["kv.path=/b"], 4789, {})
+    assert build("etcd://10.0.0.1:2379", "10.0.0.2", "n1", [], 4789, {}).prefix == "/tether"

@@ -114,7 +114,16 @@ def build(
         raise InvalidParameter(f"invalid --data-path-port {vxlan_port}")
     if not 0 <= node_port < 65536:
         raise InvalidParameter(f"invalid --cluster-node-port {node_port}")
-    prefix = opts.get("kv.path", DEFAULT_PREFIX)
+    # The prefix may come after the members (etcd://h:2379/PREFIX, as Docker's classic
+    # --cluster-store took it) or from kv.path; both at once must agree.
+    from tether.store.etcd import parse_store_url
+
+    in_url = parse_store_url(store).path  # a bad URL: InvalidParameter, in its words
+    if in_url and "kv.path" in opts and opts["kv.path"].strip("/") != in_url.strip("/"):
+        raise InvalidParameter(
+            f"--cluster-store's prefix /{in_url.strip('/')} and kv.path={opts['kv.path']} differ"
+        )
+    prefix = opts.get("kv.path") or ("/" + in_url.strip("/") if in_url else DEFAULT_PREFIX)
     if not prefix.startswith("/") or prefix.rstrip("/") == "":
         raise InvalidParameter(f"invalid kv.path {prefix!r}: an absolute key prefix like /tether")
     ttl = parse_duration(opts["discovery.ttl"]) if "discovery.ttl" in opts else DEFAULT_TTL
