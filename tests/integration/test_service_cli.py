@@ -381,3 +381,109 @@ def test_the_docker_cli_manages_services_on_a_tether_node(
         assert update_state(a, "web")["State"] == "completed"
         assert docker(a, "service", "rm", "web").stdout == "web\n"
         wait_for("no task containers", lambda: all(not tasks(h) for h in c.hosts), 30)
+        # docker stack deploy and rm of the lesson's stack: nothing left afterwards.
+        stack_file = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "stack")
+        r = docker(b, "stack", "deploy", "-c", os.path.join(stack_file, "stack.yaml"), "shop")
+        assert r.returncode == 0, r.stderr
+        assert "Creating service shop_web" in r.stdout
+        wait_for(
+            "web and api running",
+            lambda: (
+                docker(
+                    a, "stack", "services", "--format", "{{.Name}} {{.Replicas}}", "shop"
+                ).stdout.count(" 2/2")
+                == 2
+            ),
+            30,
+        )
+        r = docker(a, "stack", "rm", "shop")
+        assert r.returncode == 0, r.stderr
+        assert sorted(r.stdout.splitlines()[-2:]) == [
+            "Removing network shop_back",
+            "Removing network shop_front",
+        ]
+        assert all("shop_" not in h.ok("network", "ls") for h in c.hosts)
+        wait_for("no task containers", lambda: all(not tasks(h) for h in c.hosts), 30)
+
+
+def test_service_logs_across_nodes_over_mutual_tls(host: NamespaceHost, tmp_path: object) -> None:
+    """With TLS to the store, the node listener is TLS too: node 1 reads node 2's task log
+    with the kv.* certificates; a plain connection, or one with another CA's certificate,
+    gets nothing."""
+    import ssl
+
+    from test_overlay import Nodes, assert_nothing_left_in_etcd, start_node
+
+    from cluster import Cluster, make_tls
+
+    del host
+    tls = make_tls(os.path.join(str(tmp_path), "tls"), ["10.99.0.11", "10.99.0.12"])
+    other = make_tls(os.path.join(str(tmp_path), "other"), ["10.99.0.12"])
+    cluster = Cluster(nodes=2, members=2, tls=tls)
+    cluster.start()
+    hosts: list[NamespaceHost] = []
+    opts = [
+        "--cluster-store-opt", f"kv.cacertfile={tls.ca}",
+        "--cluster-store-opt", f"kv.certfile={tls.server_cert}",
+        "--cluster-store-opt", f"kv.keyfile={tls.server_key}",
+    ]  # fmt: skip
+    try:
+        for i in range(2):
+            hosts.append(start_node(cluster, i, opts))
+        a, b = hosts
+        a.ok("network", "create", "-d", "overlay", "app")
+        wait_for("the network", lambda: "app" in b.ok("network", "ls"))
+        a.ok(
+            "service", "create", "-d", "--name", "web", "--replicas", "1",
+            "--constraint", "node.hostname==node2", "--network", "app", "busybox", *WEB,
+        )  # fmt: skip
+        wait_for("1/1", lambda: replicas(a, "web") == "1/1", 30)
+        wait_for("the task's line", lambda: "started-" in a.ok("service", "logs", "web"), 10)
+        line = a.ok("service", "logs", "web").strip()
+        assert re.fullmatch(r"web\.1\.[a-z0-9]{12}@node2    \| started-\w+", line), line
+        tid = a.ok("service", "ps", "-q", "--no-trunc", "web").strip()
+
+        def plain() -> bytes:
+            s = socket.create_connection(("10.99.0.12", 7946), timeout=2)
+            try:
+                s.sendall(f"GET /tasks/{tid}/logs HTTP/1.1\r\n\r\n".encode())
+                s.settimeout(3)
+                try:
+                    return s.recv(65536)
+                except OSError:
+                    return b""
+            finally:
+                s.close()
+
+        def with_cert(ca: str, cert: str, key: str) -> bytes:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.load_cert_chain(cert, key)
+            raw = socket.create_connection(("10.99.0.12", 7946), timeout=3)
+            try:
+                s = ctx.wrap_socket(raw)
+                s.sendall(f"GET /tasks/{tid}/logs HTTP/1.1\r\n\r\n".encode())
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+                return data
+            except (ssl.SSLError, OSError):
+                return b""
+            finally:
+                raw.close()
+
+        assert b"started-" not in run_in_netns(a.netns, plain)
+        assert run_in_netns(
+            a.netns, lambda: with_cert(tls.ca, tls.server_cert, tls.server_key)
+        ).startswith(b"HTTP/1.1 200 OK")
+        assert (
+            run_in_netns(a.netns, lambda: with_cert(other.ca, other.server_cert, other.server_key))
+            == b""
+        )
+        a.ok("service", "rm", "web")
+        assert_nothing_left_in_etcd(Nodes(cluster, hosts))
+    finally:
+        for h in hosts:
+            h.cleanup()
+        cluster.cleanup()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tether.services")
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 FOLLOW_POLL = 0.25  # seconds: how often `logs -f` looks for tasks started since
+REMOVE_WAIT = 15.0  # seconds `service rm` waits for the service's tasks to stop
 # swarmkit's defaults (api/defaults): what a spec without UpdateConfig gets.
 DEFAULT_UPDATE_CONFIG = {
     "Parallelism": 1,
@@ -135,6 +137,10 @@ def service_doc(svc: Service, services: Services, status: bool = False) -> dict[
             "CompletedTasks": 0,
         }
     return doc
+
+
+def up_nodes(c: ClusterStore) -> set[str]:
+    return {n.name for n in c.nodes.values() if n.status == "ready"} | {c.node.name}
 
 
 def details(t: Task) -> bytes:
@@ -269,6 +275,16 @@ def register(
         c = need()
         svc = c.services.find(req.params["id"])
         await c.services.remove(svc)
+        # Swarm lets go of a removed service's networks at once (its managers delete
+        # networks in raft and nodes clean up later); a tether overlay network can go only
+        # when no endpoint is left on it.  So the answer waits (bounded) for the tasks to
+        # stop, and `stack rm` (docker's too) can remove the networks right after.
+        deadline = time.monotonic() + REMOVE_WAIT
+        while time.monotonic() < deadline and any(
+            t.service == svc.id and t.state == "running" and t.node in up_nodes(c)
+            for t in c.services.tasks.values()
+        ):
+            await asyncio.sleep(0.05)
         return Response(200)
 
     async def list_tasks(req: Request) -> Response:
@@ -418,7 +434,7 @@ def register(
         svc = c.services.find(req.params["id"])
 
         def pick() -> list[Task]:
-            up = {n.name for n in c.nodes.values() if n.status == "ready"} | {c.node.name}
+            up = up_nodes(c)
             return sorted(
                 (
                     t
@@ -437,6 +453,20 @@ def register(
         await stream_logs(req, lambda: [t])
         return None
 
+    async def none_of_these(req: Request) -> Response:
+        """Swarm secrets and configs: tether has none (docker's `stack rm` lists them)."""
+        need()
+        return json_response([])
+
+    async def refuse_these(req: Request) -> Response:
+        need()
+        kind = "configs" if "/configs/" in req.path else "secrets"
+        raise InvalidParameter(f"tether's services do not support swarm {kind}")
+
+    router.add("GET", "/secrets", none_of_these)
+    router.add("GET", "/configs", none_of_these)
+    router.add("POST", "/secrets/create", refuse_these)
+    router.add("POST", "/configs/create", refuse_these)
     router.add("POST", "/services/create", create)
     router.add("GET", "/services", list_services)
     router.add("GET", "/services/{id}", inspect)
