@@ -155,6 +155,12 @@ def test_overlay_across_three_nodes(host: NamespaceHost) -> None:
         info = b.inspect_network("app-net")
         subnet = info["IPAM"]["Config"][0]["Subnet"]
         assert subnet.startswith("10.0.") and subnet.endswith("/24")
+        # The VXLAN id the cluster picked, among the options as Docker shows it; the device
+        # on every node carries it.
+        vni = info["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+        assert int(vni) >= 4096
+        for h in c.hosts:
+            assert f"vxlan id {vni} " in h.sh(f"ip -d link show vx-{info['Id'][:12]}").stdout
         # One container per node; unique addresses from the one subnet.
         for i, h in enumerate(c.hosts):
             h.ok("run", "-d", "--name", f"web{i + 1}", "--network", "app-net", "busybox", *WEB)

@@ -136,6 +136,8 @@ class OverlayDriver(NetworkDriver):
         while f"vni/{vni}" in claimed:
             vni += 1
         net.driver_state["vni"] = vni
+        # Docker's inspect shows the VXLAN id it picked among the options.
+        net.options = {**(net.options or {}), OPT_VNI: str(vni)}
 
     async def create(self, net: Network) -> None:
         """This node's half of a cluster network (every node runs it when the network
