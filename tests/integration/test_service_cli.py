@@ -10,6 +10,8 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections import Counter
 
@@ -123,9 +125,41 @@ def test_create_ls_ps_inspect_logs_scale_rm(host: NamespaceHost) -> None:
         one = b.ok("service", "logs", ids[0])
         assert one.count("started-") == 1
 
-        # scale up and down: docker's words; history rows in ps.
-        assert a.ok("service", "scale", "-d", "web=5") == "web scaled to 5\n"
-        wait_for("5/5", lambda: replicas(a, "web") == "5/5", 30)
+        # logs -f from node 2 follows: the tasks that scaling up starts (on any node) join in.
+        follow = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tether.cli.main",
+                "service",
+                "logs",
+                "-f",
+                "--tail",
+                "0",
+                "web",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "TETHER_HOST": f"unix://{b.socket}"},
+        )
+        followed: list[str] = []
+        reader = threading.Thread(
+            target=lambda: followed.extend(iter(follow.stdout.readline, "")),  # type: ignore[union-attr]
+            daemon=True,
+        )
+        reader.start()
+        try:
+            # scale up and down: docker's words; history rows in ps.
+            assert a.ok("service", "scale", "-d", "web=5") == "web scaled to 5\n"
+            wait_for("5/5", lambda: replicas(a, "web") == "5/5", 30)
+            wait_for("the new tasks' lines, followed", lambda: len(followed) >= 2, 10)
+        finally:
+            follow.terminate()
+            follow.wait(10)
+        assert all(
+            re.fullmatch(r"web\.[45]\.\w{12}@node\d    \| started-\w+\n", x) for x in followed
+        )
+        assert sorted(x.split(".")[1] for x in followed) == ["4", "5"], followed
         assert a.ok("service", "scale", "-d", "web=1") == "web scaled to 1\n"
         wait_for("1/1", lambda: replicas(a, "web") == "1/1", 30)
         wait_for(

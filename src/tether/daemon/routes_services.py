@@ -365,9 +365,11 @@ def register(
                 data = logfile.rfc3339_nano(f.time_ns).encode() + b" " + data
             return logfile.docker_frame(f.stream, data)
 
-        async def pump(t: Task) -> None:
+        async def pump(t: Task, first: bool) -> None:
+            # A task that starts while we follow shows all its lines (its first ones were
+            # written before we saw it); --tail counts for the tasks there at the start.
             try:
-                async for frames in task_stream(t, follow, tail, since):
+                async for frames in task_stream(t, follow, tail if first else None, since):
                     await queue.put((t, frames))
             except Exception as exc:  # one node's trouble must not end the others' logs
                 msg = getattr(exc, "args", [str(exc)])[0]
@@ -377,12 +379,12 @@ def register(
             finally:
                 await queue.put(None)
 
-        def start_new() -> None:
+        def start_new(first: bool = False) -> None:
             for t in pick():
                 if t.id not in pumps:
-                    pumps[t.id] = asyncio.get_running_loop().create_task(pump(t))
+                    pumps[t.id] = asyncio.get_running_loop().create_task(pump(t, first))
 
-        start_new()
+        start_new(first=True)
         await start_stream(req, MULTIPLEXED)
         done = 0
         try:
