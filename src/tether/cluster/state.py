@@ -242,6 +242,7 @@ class ClusterStore:
         claims: dict[str, str] = {}
         self.services.by_id.clear()
         self.services.tasks.clear()
+        self.services.update_status.clear()
         self.services.leader = ""
         for kv in listing.kvs:
             kind, first, second = keys.split(kv.key)
