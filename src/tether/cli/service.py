@@ -2,8 +2,8 @@
 
 Services exist on cluster nodes only (tetherd --cluster-store): the daemon answers the
 Engine API's /services and /tasks, and this module is a client of it, as docker's CLI is.
-Flags docker has that tether cannot honour are listed (so `--help` reads as docker's) but
-refused by name when given, never accepted and dropped.
+Flags docker has that tether cannot honour are parsed (hidden from `--help`) and refused by
+name when given, never accepted and dropped.
 """
 
 from __future__ import annotations
@@ -1006,14 +1006,21 @@ def run_rm(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
 
 UPDATE_FLAGS = [
     Flag(
-        "update-delay", help="Delay between updates (ns|us|ms|s|m|h) (default 0s)", check=_duration
+        "update-delay",
+        metavar="duration",
+        help="Delay between updates (ns|us|ms|s|m|h) (default 0s)",
+        check=_duration,
     ),
     Flag("update-failure-action", help='Action on update failure ("pause", "continue")'),
     Flag(
-        "update-max-failure-ratio", help="Failure rate to tolerate during an update", check=_float
+        "update-max-failure-ratio",
+        metavar="float",
+        help="Failure rate to tolerate during an update",
+        check=_float,
     ),
     Flag(
         "update-monitor",
+        metavar="duration",
         help="Duration after each task update to monitor for failure (ns|us|ms|s|m|h) (default 5s)",
         check=_duration,
     ),
