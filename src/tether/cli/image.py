@@ -55,9 +55,36 @@ def human_size(n: float) -> str:
 
 
 def _since(ts: int) -> str:
-    from tether.engine.container_views import human_duration
+    return _human_duration(time.time() - ts) + " ago"
 
-    return human_duration(time.time() - ts) + " ago"
+
+def _human_duration(seconds: float) -> str:
+    """go-units HumanDuration, as `images` and `history` print it (here rather than imported
+    from the engine's views: that import alone would triple `tether images`'s start-up)."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def _stream_error(resp: Response) -> CliError | None:

@@ -305,7 +305,11 @@ class _Run:
             text = f.read()
         try:
             df = dfp.parse(text)
-            stages, meta, used = dfp.stages(df, self.opts.build_args)
+            stages, meta, used = dfp.stages(
+                df,
+                self.opts.build_args,
+                dfp.automatic_args(self.opts.platform or oci.host_platform()),
+            )
         except dfp.DockerfileError as exc:
             raise BuildError(str(exc)) from None
         self.escape = df.escape
@@ -586,11 +590,19 @@ class _Run:
     # -- RUN -------------------------------------------------------------------------------
 
     async def _run(self, inst: dfp.Instruction, state: State) -> State:
-        if "mount" in inst.flags:
-            raise BuildError(
-                "the --mount option requires BuildKit. Refer to "
-                "https://docs.docker.com/go/buildkit/ to learn how to build images with "
-                "BuildKit enabled"
+        for mount in inst.flags.get("mount", "").splitlines():
+            fields = {k: v for k, _, v in (p.partition("=") for p in mount.split(","))}
+            kind = fields.get("type", "bind")
+            if kind != "cache":
+                raise BuildError(
+                    "the --mount option requires BuildKit. Refer to "
+                    "https://docs.docker.com/go/buildkit/ to learn how to build images with "
+                    "BuildKit enabled"
+                )
+            # A cache mount only speeds a step up: the step runs without it, what it would
+            # have kept out of the layer goes into it.
+            await self.say(
+                f"[Warning] RUN --mount={mount}: tether runs this step without the cache mount\n"
             )
         network = inst.flags.get("network") or self.opts.network or "default"
         user = str(state.config.get("User") or "")

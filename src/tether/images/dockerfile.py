@@ -171,7 +171,9 @@ def _instruction(text: str, line: int) -> Instruction:
                 if allowed
                 else f"dockerfile parse error on line {line}: unknown flag: {name}"
             )
-        flags[name] = value if eq else "true"
+        value = value if eq else "true"
+        # A repeated flag (RUN --mount=... --mount=...) keeps every value, one per line.
+        flags[name] = f"{flags[name]}\n{value}" if name in flags else value
         rest = after.strip()
     json_form = False
     args = [rest]
@@ -382,13 +384,28 @@ class Stage:
     instructions: list[Instruction]
 
 
+def automatic_args(platform: dict[str, str]) -> dict[str, str | None]:
+    """BuildKit's automatic platform ARGs (TARGETARCH...): usable in FROM lines as they are,
+    in a stage once declared (`ARG TARGETARCH`); build and target are this host."""
+    plat = f"{platform.get('os', 'linux')}/{platform.get('architecture', '')}"
+    if platform.get("variant"):
+        plat += f"/{platform['variant']}"
+    out: dict[str, str | None] = {}
+    for prefix in ("BUILD", "TARGET"):
+        out[f"{prefix}PLATFORM"] = plat
+        out[f"{prefix}OS"] = platform.get("os", "linux")
+        out[f"{prefix}ARCH"] = platform.get("architecture", "")
+        out[f"{prefix}VARIANT"] = platform.get("variant", "")
+    return out
+
+
 def stages(
-    df: Dockerfile, build_args: dict[str, str]
+    df: Dockerfile, build_args: dict[str, str], automatic: dict[str, str | None] | None = None
 ) -> tuple[list[Stage], dict[str, str | None], set[str]]:
     """The stages, the ARGs declared before the first FROM (with values), and the build args
     consumed there."""
     lexer = Lexer(df.escape)
-    meta: dict[str, str | None] = {}
+    meta: dict[str, str | None] = dict(automatic or {})
     used: set[str] = set()
     out: list[Stage] = []
     i = 0
