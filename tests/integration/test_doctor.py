@@ -141,9 +141,10 @@ def test_kernel_view_of_inspect_verbose(bhost: NamespaceHost) -> None:
     assert "Kernel" not in json.loads(h.ok("inspect", "web"))[0]
 
 
-def test_fdb_and_cluster_records_on_an_overlay(host: NamespaceHost) -> None:
+def test_fdb_cluster_records_and_service_vips_on_an_overlay(host: NamespaceHost) -> None:
     """Two nodes, one overlay: an FDB entry and this node's endpoint record in etcd deleted
-    by hand are named (with the remote container and its node) and put back."""
+    by hand are named (with the remote container and its node) and put back; a service's
+    VIP is explained through the table that balances it, and that table, deleted, too."""
     from test_overlay import three_nodes, wait_for
 
     del host
@@ -180,6 +181,27 @@ def test_fdb_and_cluster_records_on_an_overlay(host: NamespaceHost) -> None:
         code, report = doctor(b, "--repair")
         assert code == 0, report
         wait_for("node 1 learns w2 again", lambda: reach(a, "w1", "w2"), 15)
+        # A service's VIP, balanced in w1's own namespace: explained, checked, repaired.
+        from test_services import running, service_spec
+
+        a.api.post("/services/create", service_spec("websvc", "ov", replicas=2))
+        wait_for("2 running tasks", lambda: len(running(a, "websvc")) == 2, 30)
+        vip = a.api.get("/services/websvc")["Endpoint"]["VirtualIPs"][0]["Addr"].split("/")[0]
+        wait_for("the VIP answers", lambda: reach(a, "w1", vip), 15)
+        x = a.api.post("/tether/explain", {"From": "w1", "To": "websvc", "Port": "80"})
+        assert x["Reachable"] and x["Target"] == f"{vip}:80", x
+        policy = next(r for r in x["Reasons"] if r["Step"] == "policy")
+        assert "one of 2 task(s)" in policy["Text"] and "tether_svc" in policy["Object"]
+        code, report = doctor(a)
+        assert code == 0, json.dumps(report["Problems"], indent=1)
+        key = a.api.get("/containers/w1/json")["NetworkSettings"]["SandboxKey"]
+        sh(f"nsenter --net={key} nft delete table ip tether_svc")
+        assert not reach(a, "w1", vip)
+        code, report = doctor(a)
+        assert code == 1 and named(report, "vip", "container w1", "tether_svc is missing")
+        code, report = doctor(a, "--repair")
+        assert code == 0, json.dumps(report, indent=1)
+        assert reach(a, "w1", vip)
 
 
 def h_ip(h: NamespaceHost, name: str) -> str:

@@ -641,18 +641,12 @@ class Doctor:
         d.dns.set_zone(Zone.build(members, follower.generation))
 
     async def _repair_vips(self, cid: str) -> str:
-        from tether.cluster.lb import changes, create_table
-        from tether.kernel.nft import run_in_netns
-
         d = self.d
         c = d.containers.by_id.get(cid)
         if c is None or d.balancer is None:
             return f"container {cid[:12]}: gone"
-        want = d.balancer.wanted(c)
-        text = create_table() + changes({}, want)
-        await asyncio.get_running_loop().run_in_executor(None, run_in_netns, c.sandbox_key, text)
-        d.balancer.programmed[c.id] = want
-        return f"container {c.name}: {len(want)} service VIP(s) balanced again"
+        count = await d.balancer.rebuild(c)
+        return f"container {c.name}: {count} service VIP(s) balanced again"
 
 
 # -- what the host should hold ---------------------------------------------------------------
@@ -1044,8 +1038,10 @@ def _check_sandbox(w: SandboxWant) -> list[Problem]:
             )
     if w.dns:
         try:
-            observe.nft_list("list table ip tether_dns", w.path)
+            present = observe.nft_table_exists("ip", "tether_dns", w.path)
         except OSError:
+            present = False
+        if not present:
             problems.append(
                 Problem(
                     "dns",
@@ -1081,8 +1077,9 @@ def _check_vips(w: SandboxWant) -> list[Problem]:
                 w.cid,
             )
         ]
-    from tether.explain.explain import _dnat_targets
+    from tether.cluster.lb import backends_by_vip
 
+    balanced = backends_by_vip(rs.sets)
     have: dict[str, str] = {}
     for elem in rs.sets.get("vips", []):
         if isinstance(elem, list) and len(elem) == 2 and isinstance(elem[1], dict):
@@ -1097,9 +1094,7 @@ def _check_vips(w: SandboxWant) -> list[Problem]:
                 )
             )
             continue
-        got: list[str] = []
-        for r in rs.chains.get(chain, []):
-            got += _dnat_targets(r.expr)
+        got = balanced.get(vip, [])
         if sorted(got) != sorted(backends):
             problems.append(
                 Problem(

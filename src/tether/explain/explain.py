@@ -531,6 +531,11 @@ class Explainer:
                     self._unpublished_note(x, b, port)
         x.target = route.via or _where(route.dst_ip, route.dst_port)
         ok = self._policy(x, a, b, route) and path_ok
+        if kind == "cross":  # the model's fix is generic; here the network is known
+            t_net = next((t.net for t in b_att if t.ip == route.dst_ip), None)
+            for r in x.reasons:
+                if r.step == "policy" and r.fix.startswith("connect both containers") and t_net:
+                    r.fix = f"tether network connect {t_net.name} {a.name}"
         if port is not None:
             ok = self._port(x, b, route, port) and ok
         x.reachable = ok
@@ -977,11 +982,10 @@ class Explainer:
                     chain = str(target["jump"].get("target", ""))
         if not chain:
             return None, None
+        from tether.cluster.lb import backends_by_vip
+
         rules = rs.chains.get(chain, [])
-        backends: list[str] = []
-        for r in rules:
-            backends += _dnat_targets(r.expr)
-        return backends, rules[0] if rules else None
+        return backends_by_vip(rs.sets).get(vip, []), rules[0] if rules else None
 
     def _task_at(self, ip: str) -> Party | None:
         for c in self.d.containers.by_id.values():
