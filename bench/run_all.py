@@ -15,6 +15,7 @@ BENCHES = [
     "bench_dns.py",
     "bench_compose.py",
     "bench_security.py",
+    "bench_images.py",
 ]
 
 

@@ -399,6 +399,22 @@ def test_run_pulls_a_missing_image_as_its_pull_policy_says(
     assert r.returncode == 125 and "invalid pull option: 'sometimes'" in r.stderr
     r = b.cli("create", "-q", "--name", "c1", f"{REG}/bb:v1")
     assert r.returncode == 0 and r.stderr == ""
+    # push -a: every tag of the repository.
+    a.ok("tag", "busybox", f"{REG}/bb:v2")
+    out = a.ok("push", "-a", f"{REG}/bb")
+    assert "v1: digest: " in out and "v2: digest: " in out
+    # compose pull, then up with the image there (nothing pulled again).
+    d = os.path.join(b.dir, "proj")
+    os.makedirs(d)
+    with open(os.path.join(d, "compose.yaml"), "w") as f:
+        f.write(f"services:\n  app:\n    image: {REG}/bb:v2\n    command: sleep 600\n")
+    compose = ("compose", "-f", os.path.join(d, "compose.yaml"))
+    r = b.cli(*compose, "pull")
+    assert r.returncode == 0 and f" Image {REG}/bb:v2  Pulled" in r.stderr, r.stderr
+    assert b.api.get(f"/images/{REG}%2Fbb:v2/json")["Id"]
+    r = b.cli(*compose, "up", "-d")
+    assert r.returncode == 0 and "Pulling" not in r.stderr, r.stderr
+    b.ok(*compose, "down")
 
 
 def test_save_load_round_trips_byte_identical(

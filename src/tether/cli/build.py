@@ -89,6 +89,11 @@ def run_build(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     ):
         if o.get(name):
             raise CliError(f"tether build does not support {why}")
+    for name, flag in (("cache_from", "--cache-from"), ("progress", "--progress")):
+        if o.get(name):
+            sys.stderr.write(
+                f"WARNING: {flag} is not supported by tether's builder and is ignored\n"
+            )
     source = args[0]
     stdin_df: bytes | None = None
     dockerfile = o["file"] or None

@@ -169,9 +169,8 @@ def run_push(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         raise CliError("tag can't be used with --all-tags/-a")
     if ref.digest:
         raise CliError("cannot push a digest reference")
+    # No tag at all asks dockerd for every tag of the repository.
     query: dict[str, Any] = {"tag": ref.tag or ("" if o["all_tags"] else "latest")}
-    if o["all_tags"]:
-        query["all-tags"] = 1
     path = f"/images/{quote(ref.name)}/push"
     resp = ctx.open("POST", path, query=query, headers=credentials.header(ref.domain))
     err = _stream_error(resp)

@@ -248,10 +248,12 @@ def register(router: Router, daemon: Daemon) -> None:
         from tether.images.push import push as do_push
 
         tags = [ref.tagged_or_latest()]
-        if not ref.tag and not tag_ and req.flag("all-tags"):
-            tags = [
-                parse(t) for i in images.all() for t in i.repo_tags if parse(t).name == ref.name
-            ]
+        if not ref.tag and not tag_:
+            # dockerd: no tag is every tag of the repository (`push --all-tags`).
+            tags = sorted(
+                (parse(t) for i in images.all() for t in i.repo_tags if parse(t).name == ref.name),
+                key=lambda r: r.tag,
+            )
         if not tags or images.lookup(tags[0].familiar()) is None:
             raise NotFound(f"An image does not exist locally with the tag: {ref.familiar_name}")
         await start_stream(req, "application/json")
