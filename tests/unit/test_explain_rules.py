@@ -205,3 +205,49 @@ def test_the_answer_for_people() -> None:
     assert " 1. [ok] names: resolves" in lines
     assert " 2. [NO] policy: rule drops it" in lines
     assert "         fix: nft delete rule inet tether user handle 40" in lines
+
+
+def test_vip_backends_in_both_layouts_of_tether_svc() -> None:
+    from tether.explain.nftrules import vip_backends
+
+    counted = {
+        "nftables": [
+            {
+                "map": {
+                    "name": "vips",
+                    "elem": [
+                        ["10.0.1.2", {"jump": {"target": "n2"}}],
+                        ["10.0.1.9", {"jump": {"target": "n0"}}],
+                    ],
+                }
+            },
+            {
+                "map": {
+                    "name": "backends",
+                    "elem": [
+                        [{"concat": ["10.0.1.2", 1]}, "10.0.1.7"],
+                        [{"concat": ["10.0.1.2", 0]}, "10.0.1.5"],
+                    ],
+                }
+            },
+            _rule("n0", 5, {"drop": None}),
+        ]
+    }
+    assert vip_backends(Ruleset(counted)) == {"10.0.1.2": ["10.0.1.5", "10.0.1.7"], "10.0.1.9": []}
+    numgen = {
+        "dnat": {
+            "addr": {
+                "map": {
+                    "key": {"numgen": {"mode": "random", "mod": 2}},
+                    "data": {"set": [[0, "10.0.1.5"], [1, "10.0.1.7"]]},
+                }
+            }
+        }
+    }
+    per_service = {
+        "nftables": [
+            {"map": {"name": "vips", "elem": [["10.0.1.2", {"jump": {"target": "s_web"}}]]}},
+            _rule("s_web", 7, numgen),
+        ]
+    }
+    assert vip_backends(Ruleset(per_service)) == {"10.0.1.2": ["10.0.1.5", "10.0.1.7"]}

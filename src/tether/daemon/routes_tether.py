@@ -1,9 +1,9 @@
 """tether's own API extensions for troubleshooting (no Docker equivalent):
 
-    POST /tether/explain   {"From", "To", "Port": "80/tcp" or "", "Probe": bool}
-                           -> {"Reachable", "Reasons": [{"Step", "Ok", "Object", "Text", "Fix"}], ...}
-    GET  /tether/doctor    what differs between the store and the kernel / the cluster
-    POST /tether/doctor    the same, then repair what it found (?repair=1), then check again
+POST /tether/explain   {"From", "To", "Port": "80/tcp" or "", "Probe": bool}
+                       -> {"Reachable", "Reasons": [{"Step", "Ok", "Object", "Text", "Fix"}], ...}
+GET  /tether/doctor    what differs between the store and the kernel / the cluster
+POST /tether/doctor    the same, then repair what it found (?repair=1), then check again
 """
 
 from __future__ import annotations

@@ -645,7 +645,19 @@ class Doctor:
         c = d.containers.by_id.get(cid)
         if c is None or d.balancer is None:
             return f"container {cid[:12]}: gone"
-        count = await d.balancer.rebuild(c)
+        rebuild = getattr(d.balancer, "rebuild", None)
+        if rebuild is not None:  # the balancer makes the table and keeps its own books
+            count = int(await rebuild(c))
+        else:
+            from tether.cluster.lb import changes, create_table
+            from tether.kernel.nft import run_in_netns
+
+            want = d.balancer.wanted(c)
+            text = create_table() + changes({}, want)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, run_in_netns, c.sandbox_key, text)
+            d.balancer.programmed[c.id] = want
+            count = len(want)
         return f"container {c.name}: {count} service VIP(s) balanced again"
 
 
@@ -1059,7 +1071,7 @@ def _check_sandbox(w: SandboxWant) -> list[Problem]:
 
 
 def _check_vips(w: SandboxWant) -> list[Problem]:
-    from tether.explain.nftrules import Ruleset
+    from tether.explain.nftrules import Ruleset, vip_backends
 
     obj = f"container {w.name}"
     act = ("vip", w.cid)
@@ -1077,9 +1089,7 @@ def _check_vips(w: SandboxWant) -> list[Problem]:
                 w.cid,
             )
         ]
-    from tether.cluster.lb import backends_by_vip
-
-    balanced = backends_by_vip(rs.sets)
+    balanced = vip_backends(rs)
     have: dict[str, str] = {}
     for elem in rs.sets.get("vips", []):
         if isinstance(elem, list) and len(elem) == 2 and isinstance(elem[1], dict):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 from tether.errors import InvalidParameter, NotFound
 from tether.explain.model import Explanation, parse_port
-from tether.explain.nftrules import Outcome, Packet, Rule, Ruleset, rule_texts
+from tether.explain.nftrules import Outcome, Packet, Rule, Ruleset, rule_texts, vip_backends
 from tether.explain.probe import probe
 from tether.firewall.policy import Decision, Net, Policy, Where, allowed, decide, path
 from tether.firewall.render import TABLE
@@ -982,10 +982,8 @@ class Explainer:
                     chain = str(target["jump"].get("target", ""))
         if not chain:
             return None, None
-        from tether.cluster.lb import backends_by_vip
-
         rules = rs.chains.get(chain, [])
-        return backends_by_vip(rs.sets).get(vip, []), rules[0] if rules else None
+        return vip_backends(rs).get(vip, []), rules[0] if rules else None
 
     def _task_at(self, ip: str) -> Party | None:
         for c in self.d.containers.by_id.values():
@@ -1575,21 +1573,3 @@ def _binding_text(bd: PortBinding | None) -> str:
     if bd is None:
         return ""
     return f"{_where(bd.host_ip, bd.host_port)}"
-
-
-def _dnat_targets(expr: tuple[object, ...]) -> list[str]:
-    """The addresses of a `dnat to numgen random mod N map { 0 : IP, ... }` rule."""
-    out: list[str] = []
-    for stmt in expr:
-        if not isinstance(stmt, dict) or "dnat" not in stmt:
-            continue
-        addr = stmt["dnat"].get("addr") if isinstance(stmt["dnat"], dict) else None
-        if isinstance(addr, str):
-            out.append(addr)
-        elif isinstance(addr, dict) and "map" in addr:
-            data = addr["map"].get("data")
-            elems = data.get("set", []) if isinstance(data, dict) else []
-            for e in elems:
-                if isinstance(e, list) and len(e) == 2:
-                    out.append(str(e[1]))
-    return out

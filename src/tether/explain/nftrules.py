@@ -369,3 +369,48 @@ def counters(rule: Rule) -> tuple[int, int] | None:
             if "packets" in c:  # not a named counter picked from a map
                 return int(c.get("packets", 0)), int(c.get("bytes", 0))
     return None
+
+
+def vip_backends(rs: Ruleset) -> dict[str, list[str]]:
+    """VIP -> the task addresses a sandbox's `ip tether_svc` table balances it over, in index
+    order.  Two layouts are read: a `backends` map keyed by `VIP . index` (one count chain
+    per number of tasks), and a chain per service whose rule DNATs through an anonymous
+    `numgen` map."""
+    found: dict[str, dict[int, str]] = {}
+    for elem in rs.sets.get("backends", []):
+        if isinstance(elem, list) and len(elem) == 2 and isinstance(elem[0], dict):
+            key = elem[0].get("concat")
+            if isinstance(key, list) and len(key) == 2:
+                found.setdefault(str(key[0]), {})[int(key[1])] = str(elem[1])
+    out = {vip: [by[i] for i in sorted(by)] for vip, by in found.items()}
+    for elem in rs.sets.get("vips", []):
+        if not (isinstance(elem, list) and len(elem) == 2 and isinstance(elem[1], dict)):
+            continue
+        vip = str(elem[0])
+        if vip in out:
+            continue
+        jump = elem[1].get("jump") or elem[1].get("goto") or {}
+        targets: list[str] = []
+        for r in rs.chains.get(str(jump.get("target", "")), []):
+            targets += dnat_targets(r.expr)
+        out[vip] = targets
+    return out
+
+
+def dnat_targets(expr: tuple[object, ...]) -> list[str]:
+    """The addresses of a `dnat to numgen random mod N map { 0 : IP, ... }` rule (or of a
+    plain `dnat to IP`)."""
+    out: list[str] = []
+    for stmt in expr:
+        if not isinstance(stmt, dict) or "dnat" not in stmt:
+            continue
+        addr = stmt["dnat"].get("addr") if isinstance(stmt["dnat"], dict) else None
+        if isinstance(addr, str):
+            out.append(addr)
+        elif isinstance(addr, dict) and "map" in addr:
+            data = addr["map"].get("data")
+            elems = data.get("set", []) if isinstance(data, dict) else []
+            for e in elems:
+                if isinstance(e, list) and len(e) == 2:
+                    out.append(str(e[1]))
+    return out
