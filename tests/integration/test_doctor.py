@@ -161,6 +161,10 @@ def test_fdb_cluster_records_and_service_vips_on_an_overlay(host: NamespaceHost)
         net = a.api.get("/networks/ov")["Id"]
         vx = f"vx-{net[:12]}"
         mac2 = b.api.get("/containers/w2/json")["NetworkSettings"]["Networks"]["ov"]["MacAddress"]
+        kernel = json.loads(a.ok("network", "inspect", "--verbose", "ov"))[0]["Kernel"]
+        assert {"MacAddress": mac2, "Vtep": "10.99.0.12", "State": "permanent"} in kernel["FDB"]
+        assert [d["Role"] for d in kernel["Devices"]] == ["bridge", "vxlan"]
+        assert kernel["Devices"][1]["Details"]["VNI"] == "4096"
         a.sh(f"bridge fdb del {mac2} dev {vx} dst 10.99.0.12")
         assert not reach(a, "w1", h_ip(b, "w2"))
         x = a.api.post("/tether/explain", {"From": "w1", "To": "w2", "Port": "80"})

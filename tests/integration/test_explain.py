@@ -320,3 +320,18 @@ def test_bad_questions_are_one_line_errors(bhost: NamespaceHost) -> None:
     assert r.returncode == 1 and "requires at least 2 arguments" in r.stderr
     with pytest.raises(Exception, match="source and a destination"):
         h.api.post("/tether/explain", {"From": "", "To": "one"})
+
+
+def test_macvlan_is_explained_without_the_host_firewall(bhost: NamespaceHost) -> None:
+    """macvlan frames never cross the host's IP stack: explain says so, and that the host
+    cannot reach its own macvlan containers; the probes agree."""
+    h = bhost
+    h.ok("network", "create", "-d", "macvlan", "--subnet", "10.84.0.0/24", "lan")
+    h.ok("run", "-d", "--name", "m1", "--network", "lan", "busybox", *WEB)
+    h.ok("run", "-d", "--name", "m2", "--network", "lan", "busybox", *IDLE)
+    x = explain(h, "m2", "m1", "80", probe=True)
+    assert x["Reachable"] and x["Probe"] is True and not x["Contradiction"], x
+    assert "no nft rule of the host" in reasons(x, "policy")[0]["Text"]
+    x = explain(h, "host", "m1", "80", probe=True)
+    assert not x["Reachable"] and x["Probe"] is False, x
+    assert "cannot reach its own macvlan containers" in reasons(x, "path")[0]["Text"]

@@ -1156,7 +1156,7 @@ class Explainer:
                     "nodes, only containers on the network reach it",
                     "run the client in a container on the overlay network",
                 )
-                return None
+                return Route(None, t.ip, port[0] if port else None, [])  # for a probe
             if t.net.id[:12] not in self.keys:
                 x.add(
                     "path",
@@ -1167,7 +1167,7 @@ class Explainer:
                     "add a macvlan interface on the host (ip link add ... type macvlan mode "
                     "bridge) and route the subnet through it",
                 )
-                return None
+                return Route(None, t.ip, port[0] if port else None, [])  # for a probe
             if t.net.driver == "overlay":
                 x.add(
                     "path",
@@ -1177,7 +1177,7 @@ class Explainer:
                     "here): only containers on the network reach it",
                     "publish a port, or run the client in a container on the network",
                 )
-                return None
+                return Route(None, t.ip, port[0] if port else None, [])  # for a probe
             x.add(
                 "path",
                 True,
