@@ -200,6 +200,8 @@ class Container:
     dns_upstreams: list[str] = field(default_factory=list)
     # Published ports while running.
     ports: list[PortBinding] = field(default_factory=list)
+    # -v/--mount binds and volumes as inspect shows them (Type, Source, Destination, RW...).
+    mounts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def short_id(self) -> str:

@@ -76,3 +76,29 @@ def size(what: str, value: str | None, default: int) -> int:
             f"invalid value for {go_quote(what)}: {n} is not a terminal size (0 to 65535)"
         )
     return n
+
+
+DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p, ctrl-q
+
+
+def detach_keys(value: str | None) -> bytes:
+    """?detachKeys= of attach (docker's term.ToBytes): comma-separated keys, each one
+    character or ctrl-<a-z, @, [, \\, ], ^ or _>."""
+    if not value:
+        return DEFAULT_DETACH_KEYS
+    out = bytearray()
+    for key in value.split(","):
+        k = key.strip()
+        if len(k) > 1 and k.lower().startswith("ctrl-") and len(k) == 6:
+            c = k[5].lower()
+            if "a" <= c <= "z":
+                out.append(ord(c) - ord("a") + 1)
+                continue
+            if c in "@[\\]^_":
+                out.append("@[\\]^_".index(c) if c == "@" else ord(c) - ord("@"))
+                continue
+        elif len(k) == 1:
+            out += k.encode()
+            continue
+        raise InvalidParameter(f"Invalid detach keys ({value}) provided: Unknown character: '{k}'")
+    return bytes(out)

@@ -103,8 +103,13 @@ def _container_body(o: dict[str, Any], args: list[str]) -> tuple[dict[str, Any],
         "Labels": dict(label.partition("=")[::2] for label in o["label"]),
         "ExposedPorts": exposed,
         "WorkingDir": o["workdir"] or "",
+        "AttachStdin": bool(o["interactive"]) and not o["detach"],
         "AttachStdout": not o["detach"],
         "AttachStderr": not o["detach"],
+        "Tty": bool(o["tty"]),
+        "OpenStdin": bool(o["interactive"]),
+        # docker run -i (attached): the container's stdin closes when ours does.
+        "StdinOnce": bool(o["interactive"]) and not o["detach"],
         "HostConfig": {
             "NetworkMode": mode,
             "PortBindings": bindings,
@@ -167,7 +172,7 @@ def _create(ctx: Context, o: dict[str, Any], args: list[str], command: str) -> s
     policy = o.get("pull") or "missing"
     if policy not in ("always", "missing", "never"):
         raise CliError(
-            f"tether: invalid pull option: '{policy}': must be one of \"always\", \"missing\" "
+            f'tether: invalid pull option: \'{policy}\': must be one of "always", "missing" '
             f"or \"never\"\nSee 'tether {command} --help'.",
             125,
         )
@@ -236,6 +241,8 @@ def run_create(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
 
 
 def run_run(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    if o["tty"] and o["interactive"] and not o["detach"] and not sys.stdin.isatty():
+        raise CliError("tether: the input device is not a TTY", 1)
     cid = _create(ctx, o, args, "run")
     if o["detach"]:
         try:
@@ -244,27 +251,25 @@ def run_run(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
             raise _start_error(exc, "run") from None
         print(cid)
         return 0
-    # Attached: wait (headers come back at once), start, stream the output, then the status.
+    # As docker: attach first (nothing the container writes is missed), then wait (its
+    # headers come back at once), start, and stream until the output ends; the status last.
+    stream = _attach(ctx, cid, o["interactive"], o.get("detach_keys"))
     condition = "removed" if o["rm"] else "next-exit"
     waiting = ctx.open("POST", f"/containers/{cid}/wait", query={"condition": condition})
     try:
         ctx.call("POST", f"/containers/{cid}/start")
     except ApiError as exc:
         waiting.close()
+        stream.close()
         raise _start_error(exc, "run") from None
-    import signal
+    detached = _stream(ctx, cid, stream, o["tty"], o["interactive"], o.get("detach_keys"))
+    if detached:
+        waiting.close()
+        return 0
+    return _wait_status(waiting)
 
-    def forward(sig: int, _frame: object) -> None:
-        try:
-            ctx.call("POST", f"/containers/{cid}/kill", query={"signal": str(sig)})
-        except (ApiError, CliError):
-            pass
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, forward)
-    logs = ctx.open("GET", f"/containers/{cid}/logs", query={"follow": 1, "stdout": 1, "stderr": 1})
-    _demux(logs)
-    logs.close()
+def _wait_status(waiting: Response) -> int:
     from tether import wire
 
     data = waiting.read()
@@ -273,6 +278,110 @@ def run_run(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         return int(wire.loads(data)["StatusCode"])
     except (ValueError, KeyError, TypeError):
         return 125
+
+
+def _attach(ctx: Context, cid: str, stdin: bool, keys: str | None) -> Response:
+    """The hijacked attach stream of a container (stdout and stderr, stdin if asked)."""
+    q: dict[str, Any] = {"stream": 1, "stdout": 1, "stderr": 1, "stdin": 1 if stdin else None}
+    if keys:
+        q["detachKeys"] = keys
+    resp: Response = ctx.open(
+        "POST",
+        f"/containers/{cid}/attach",
+        query=q,
+        headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+    )
+    if resp.status >= 400:
+        from tether import wire
+
+        data = resp.read()
+        resp.close()
+        raise CliError(f"Error response from daemon: {wire.loads(data).get('message')}")
+    return resp
+
+
+def _detach_bytes(keys: str | None) -> bytes:
+    from tether.api.query import detach_keys
+    from tether.errors import InvalidParameter
+
+    try:
+        return detach_keys(keys)
+    except InvalidParameter as exc:
+        raise CliError(exc.message) from None
+
+
+def _stream(
+    ctx: Context, cid: str, resp: Response, tty: bool, interactive: bool, keys: str | None
+) -> bool:
+    """Relay an attach stream to our stdout/stderr (and our stdin to it) until it ends;
+    True when the user detached (the detach keys, on a terminal)."""
+    import signal
+    import threading
+
+    detached = threading.Event()
+    restore = None
+    if tty and sys.stdin.isatty():
+        restore = _raw_container_terminal(ctx, cid)
+    else:
+        # Without a terminal, signals go to the container (docker's --sig-proxy).
+        def forward(sig: int, _frame: object) -> None:
+            try:
+                ctx.call("POST", f"/containers/{cid}/kill", query={"signal": str(sig)})
+            except (ApiError, CliError):
+                pass
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, forward)
+    if interactive:
+        sequence = _detach_bytes(keys) if tty else b""
+        threading.Thread(
+            target=_pump_stdin, args=(resp.sock, sequence, detached), daemon=True
+        ).start()
+    try:
+        if tty:
+            out = sys.stdout.buffer
+            for chunk in resp.iter_body():
+                out.write(chunk)
+                out.flush()
+        else:
+            _demux(resp)
+    except CliError:
+        if not detached.is_set():
+            raise
+    finally:
+        if restore is not None:
+            restore()
+        resp.close()
+    return detached.is_set()
+
+
+def _raw_container_terminal(ctx: Context, cid: str) -> Any:
+    """Our terminal in raw mode for a container's, its size sent now and on every SIGWINCH."""
+    import shutil
+    import signal
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+
+    def resize(*_: object) -> None:
+        size = shutil.get_terminal_size()
+        try:
+            ctx.call(
+                "POST", f"/containers/{cid}/resize", query={"h": size.lines, "w": size.columns}
+            )
+        except (ApiError, CliError):
+            pass
+
+    resize()
+    signal.signal(signal.SIGWINCH, resize)
+
+    def restore() -> None:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+    return restore
 
 
 def _demux(resp: Response) -> None:
@@ -586,16 +695,41 @@ def run_exec(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     return int(code) if code is not None else 0
 
 
-def _pump_stdin(sock: Any) -> None:
+def _pump_stdin(sock: Any, detach: bytes = b"", detached: Any = None) -> None:
+    """Our stdin to the stream, then a half-close.  With `detach` (a terminal's detach
+    keys), that sequence is not sent: it ends the session and leaves the container running."""
     import _socket
 
     fd = sys.stdin.fileno()
+    matched = 0
     try:
         while True:
             data = os.read(fd, 65536)
             if not data:
                 break
-            sock.sendall(data)
+            if detach:
+                out = bytearray()
+                for b in data:
+                    if b == detach[matched]:
+                        matched += 1
+                        if matched == len(detach):
+                            if out:
+                                sock.sendall(bytes(out))
+                            if detached is not None:
+                                detached.set()
+                            sock.shutdown(_socket.SHUT_RDWR)
+                            return
+                        continue
+                    if matched:
+                        out += detach[:matched]
+                        matched = 0
+                    if b == detach[0]:
+                        matched = 1
+                    else:
+                        out.append(b)
+                data = bytes(out)
+            if data:
+                sock.sendall(data)
     except OSError:
         pass
     try:
@@ -668,6 +802,7 @@ RUN_FLAGS = [
     Flag("cap-add", kind="list", metavar="list", help="Add Linux capabilities"),
     Flag("cap-drop", kind="list", metavar="list", help="Drop Linux capabilities"),
     Flag("detach", "d", kind="bool", help="Run container in background and print container ID"),
+    Flag("detach-keys", help="Override the key sequence for detaching a container"),
     Flag("dns", kind="list", metavar="list", help="Set custom DNS servers", check=tc.check_ip),
     Flag(
         "dns-option",
@@ -751,12 +886,6 @@ def _merge_aliases(handler: Any) -> Any:
     def wrapped(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         o["network"] = [*o["network"], *o.pop("net", [])]
         o["network_alias"] = [*o["network_alias"], *o.pop("net_alias", [])]
-        if o["tty"] or o["interactive"]:
-            raise CliError(
-                "tether: run -i/-t (an interactive container) is not available; "
-                "start it with -d and use `tether exec -it CONTAINER sh`",
-                125,
-            )
         return int(handler(ctx, o, args))
 
     return wrapped

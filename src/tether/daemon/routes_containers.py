@@ -20,7 +20,8 @@ from tether.daemon.http import (
     write_chunk,
 )
 from tether.engine import filters as flt
-from tether.errors import NotModified
+from tether.engine.attach import Session
+from tether.errors import Conflict, InvalidParameter, NotModified
 from tether.netmodes import is_host
 from tether.runtime import logs as logfile
 from tether.tasks import background
@@ -107,8 +108,13 @@ def register(router: Router, daemon: Daemon) -> None:
         timestamps = req.flag("timestamps")
         tail = query.tail(req.arg("tail"))
         since = query.timestamp("since", req.arg("since"))
-        path = containers.paths(c)["log"]
-        await start_stream(req, MULTIPLEXED)
+        if (c.host_config.get("LogConfig") or {}).get("Type") == "none":
+            raise InvalidParameter("configured logging driver does not support reading")
+        tty = bool(c.config.get("Tty"))
+        # Held open from the start: an auto-removed container's file is deleted as it ends,
+        # and what it wrote last must still reach a follower (run --rm).
+        path = logfile.open_log(containers.paths(c)["log"])
+        await start_stream(req, RAW if tty else MULTIPLEXED)
 
         async def emit(frames: list[logfile.Frame]) -> None:
             out = bytearray()
@@ -118,10 +124,27 @@ def register(router: Router, daemon: Daemon) -> None:
                 data = f.data
                 if timestamps:
                     data = logfile.rfc3339_nano(f.time_ns).encode() + b" " + data
-                out += logfile.docker_frame(f.stream, data)
+                out += data if tty else logfile.docker_frame(f.stream, data)
             if out:
                 await write_chunk(req, bytes(out))
 
+        try:
+            await _follow_logs(req, path, emit, tail, timestamps, follow, lifecycle, c)
+        finally:
+            logfile.close_log(path)
+        await end_stream(req)
+        return None
+
+    async def _follow_logs(
+        req: Request,
+        path: int | str,
+        emit: Any,
+        tail: int | None,
+        timestamps: bool,
+        follow: bool,
+        lifecycle: Any,
+        c: Any,
+    ) -> None:
         frames, offset = logfile.read_frames(path)
         if tail is not None or timestamps:
             frames = list(logfile.split_lines(frames))
@@ -141,8 +164,102 @@ def register(router: Router, daemon: Daemon) -> None:
                 delay = 0.005 if more else min(delay * 2, 0.1)
             more, offset = logfile.read_frames(path, offset)
             await emit(more)
-        await end_stream(req)
+
+    async def attach(req: Request) -> Response | None:
+        c = containers.find(req.params["id"])
+        keys = query.detach_keys(req.arg("detachKeys"))
+        tty = bool(c.config.get("Tty"))
+        want_stdin = req.flag("stdin") and bool(c.config.get("OpenStdin"))
+        stdout, stderr = req.flag("stdout"), req.flag("stderr")
+        await hijack(req, RAW if tty else MULTIPLEXED)
+
+        async def write(stream: int, data: bytes) -> None:
+            req.writer.write(data if tty else logfile.docker_frame(stream, data))
+            await req.writer.drain()
+
+        try:
+            if req.flag("logs") and (c.host_config.get("LogConfig") or {}).get("Type") != "none":
+                path = logfile.open_log(containers.paths(c)["log"])
+                try:
+                    frames, _ = logfile.read_frames(path)
+                finally:
+                    logfile.close_log(path)
+                for f in frames:
+                    if (f.stream == 1 and stdout) or (f.stream == 2 and stderr):
+                        await write(f.stream, f.data)
+            if req.flag("stream"):
+                session = Session(stdout, stderr, write)
+                await lifecycle.attacher.attach(c, session)
+                pump = asyncio.create_task(_stdin(req, c, session, keys, tty, want_stdin))
+                try:
+                    await session.ended.wait()
+                finally:
+                    pump.cancel()
+                    lifecycle.attacher.detach(c, session)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            try:
+                req.writer.close()
+            except Exception:
+                pass
         return None
+
+    async def _stdin(
+        req: Request, c: Any, session: Session, keys: bytes, tty: bool, want: bool
+    ) -> None:
+        """The client's input: to the container's stdin (with -i), watching for the detach
+        keys on a terminal; at its end, what Docker does (container/stream/attach.go)."""
+        matched = 0
+        try:
+            while True:
+                data = await req.reader.read(65536)
+                if not data:
+                    break
+                if not want:
+                    continue
+                if tty and keys:
+                    # The detach sequence, even split across reads, ends the session and is
+                    # never sent on; a partial match that fails is sent as typed.
+                    out = bytearray()
+                    for b in data:
+                        if b == keys[matched]:
+                            matched += 1
+                            if matched == len(keys):
+                                if out:
+                                    await lifecycle.attacher.stdin(c, bytes(out))
+                                session.ended.set()
+                                return
+                            continue
+                        if matched:
+                            out += keys[:matched]
+                            matched = 0
+                        if b == keys[0]:
+                            matched = 1
+                        else:
+                            out.append(b)
+                    data = bytes(out)
+                if data:
+                    await lifecycle.attacher.stdin(c, data)
+        except (ConnectionError, OSError):
+            session.ended.set()
+            return
+        if not want:
+            return  # a client without stdin half-closes at once (docker's CLI does)
+        if c.config.get("StdinOnce") and not tty:
+            await lifecycle.attacher.close_stdin(c)
+        else:
+            session.ended.set()
+
+    async def resize(req: Request) -> Response:
+        c = containers.find(req.params["id"])
+        if not c.state.running:
+            raise Conflict(f"Container {c.id} is not running")
+        h = query.size("h", req.arg("h"), 24)
+        w = query.size("w", req.arg("w"), 80)
+        if c.config.get("Tty"):
+            await lifecycle.attacher.resize(c, h, w)
+        return Response(200)
 
     async def exec_create(req: Request) -> Response:
         ex = execs.create(req.params["id"], req.decode(ExecCreate, ExecCreate()))
@@ -194,6 +311,8 @@ def register(router: Router, daemon: Daemon) -> None:
     router.add("POST", "/containers/{id}/kill", kill)
     router.add("POST", "/containers/{id}/wait", wait)
     router.add("GET", "/containers/{id}/logs", logs)
+    router.add("POST", "/containers/{id}/attach", attach)
+    router.add("POST", "/containers/{id}/resize", resize)
     router.add("DELETE", "/containers/{id}", remove)
     router.add("POST", "/containers/{id}/exec", exec_create)
     router.add("POST", "/exec/{id}/start", exec_start)

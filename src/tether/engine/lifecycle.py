@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from tether.api.containers import parse_signal
 from tether.api.networks import EndpointSettings
+from tether.engine.attach import Attacher
 from tether.engine.containers import Containers
 from tether.engine.endpoints import Endpoints, Plan, check_endpoint_rules, user_defined
 from tether.engine.specs import endpoint_config
@@ -92,6 +93,7 @@ class Lifecycle:
         # tether's own paths, kept out of the built-in host image's view.
         self.private_paths = private_paths
         self.supervisor = Supervisor(containers.dir, self._finish)
+        self.attacher = Attacher(containers.cdir)
         self._waiters: dict[str, list[tuple[str, asyncio.Future[int]]]] = {}
 
     # -- start -----------------------------------------------------------------------------
@@ -137,8 +139,16 @@ class Lifecycle:
                 except FileNotFoundError:
                     pass
                 statedir.private_file(self.containers.paths(c)["log"])  # the shim appends
-                shim_pid, pid = await self.supervisor.spawn(spec)
+                spec.listen_fd = self.attacher.listener(c)
+                spec.attach_fd = self.attacher.shim_end(c)
+                try:
+                    shim_pid, pid = await self.supervisor.spawn(spec)
+                finally:
+                    for fd in (spec.listen_fd, spec.attach_fd):
+                        if fd >= 0:
+                            os.close(fd)
         except BaseException as exc:
+            self.attacher.spawn_failed(c)
             self._record_start_failure(c, exc)
             if isinstance(exc, shim.StartError):
                 raise SystemFailure(c.state.error) from None
@@ -146,6 +156,7 @@ class Lifecycle:
         c.state = running_state(pid, shim_pid)
         self.containers.save(c)
         self.supervisor.watch(c)
+        await self.attacher.spawned(c)
         log.info(
             "container started name=%s id=%s pid=%d endpoints=%s",
             c.name,
@@ -311,10 +322,23 @@ class Lifecycle:
         keys = {e.split("=", 1)[0] for e in env}
         if "HOSTNAME" not in keys:
             env.append(f"HOSTNAME={c.hostname}")
-        if "HOME" not in keys:
-            env.append("HOME=/root")
+        user = str(c.config.get("User") or "")
+        if "HOME" not in keys and not user:
+            env.append("HOME=/root")  # with -u, the shim takes it from the user's passwd entry
+        cfg = c.config
+        hc = c.host_config
+        log_type = (hc.get("LogConfig") or {}).get("Type") or "json-file"
         return shim.RunSpec(
-            log=p["log"],
+            log="" if log_type == "none" else p["log"],
+            user=user,
+            group_add=[str(g) for g in hc.get("GroupAdd") or []],
+            stdin=bool(cfg.get("OpenStdin")),
+            tty=bool(cfg.get("Tty")),
+            tty_size=self.attacher.tty_size(c) or _console_size(hc.get("ConsoleSize")),
+            volumes=[
+                (not m.get("RW", True), str(m["Destination"]), str(m["Source"]))
+                for m in sorted(c.mounts, key=lambda m: str(m["Destination"]).count("/"))
+            ],
             exit_file=p["exit"],
             netns=c.sandbox_key or None,
             hostname=None if is_host(c.network_mode) else c.hostname,
@@ -489,6 +513,7 @@ class Lifecycle:
                     await self._teardown(c)
                     shutil.rmtree(self.containers.cdir(c), ignore_errors=True)
                     self.containers.forget(c)
+                    self.attacher.forget(c)
                     break
                 # Killed here, removed by this call (not by --rm's auto-remove).
                 c.host_config["AutoRemove"] = False
@@ -675,6 +700,17 @@ class Lifecycle:
         """Zombies re-parented to tetherd that no container's exit path waits for."""
         watched = {c.state.pid for c in self.containers.by_id.values() if c.state.pid}
         return self.supervisor.reap_orphans(watched)
+
+
+def _console_size(value: object) -> tuple[int, int] | None:
+    """HostConfig.ConsoleSize [rows, columns] (API 1.42+), 0 0 when not given."""
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int) and v > 0 for v in value)
+    ):
+        return int(value[0]), int(value[1])
+    return None
 
 
 def _write_in_place(path: str, text: str) -> None:

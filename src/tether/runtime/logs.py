@@ -6,6 +6,7 @@ A log file is a sequence of frames: 1 byte stream (1 stdout, 2 stderr), 4 bytes 
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,14 +21,39 @@ class Frame:
     data: bytes
 
 
-def read_frames(path: str, offset: int = 0) -> tuple[list[Frame], int]:
-    """Whole frames from `offset`; returns them and the offset after the last whole one."""
+def open_log(path: str) -> int | str:
+    """A descriptor of the log (read_frames takes it), or the path if there is none yet."""
     try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            buf = f.read()
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return [], offset
+        return path
+
+
+def close_log(log: int | str) -> None:
+    if isinstance(log, int):
+        os.close(log)
+
+
+def read_frames(path: int | str, offset: int = 0) -> tuple[list[Frame], int]:
+    """Whole frames from `offset` (of a path, or of a descriptor from open_log); returns them
+    and the offset after the last whole one."""
+    if isinstance(path, int):
+        chunks = []
+        pos = offset
+        while True:
+            data = os.pread(path, 1 << 20, pos)
+            if not data:
+                break
+            chunks.append(data)
+            pos += len(data)
+        buf = b"".join(chunks)
+    else:
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                buf = f.read()
+        except FileNotFoundError:
+            return [], offset
     frames: list[Frame] = []
     pos = 0
     while pos + HEADER.size <= len(buf):

@@ -12,11 +12,17 @@
  *                   [--ro-bind SRC:DST]... [--symlink TARGET:DST]... [--cow-bind SRC:DST:SCRATCH]...
  *                   [--bind SRC:DST]... [--hide PATH]... [--mask PATH]... [--readonly PATH]...
  *                   [--sys-rw] [--cgroup DIR [--all-devices]] [CONFINEMENT] [--cwd DIR]
- *                   [--env-fd FD] -- CMD [ARG...]
+ *                   [--volume ro|rw:DST:SRC]... [--stdin] [--tty [--tty-size RxC]]
+ *                   [--attach-fd FD] [--attach-listen FD] [--env-fd FD] -- CMD [ARG...]
  *   tether-shim exec --pid PID [--pid-start TICKS] [--cgroup DIR] [CONFINEMENT] [--cwd DIR]
  *                    [--env-fd FD] [--tty] -- CMD [ARG...]
  *
  *   CONFINEMENT: [--caps HEXMASK] [--no-new-privs] [--seccomp BPF_FILE [--seccomp-flags N]]
+ *                [--user USER[:GROUP]] [--group-add GROUP]...
+ *
+ * Without --log (--log-driver none) the output goes only to attached clients.  --stdin: the
+ * command's stdin is a pipe the shim holds (docker run -i), fed by attach clients; --tty: a
+ * pseudo-terminal instead (docker run -t); the attach protocol is described at attach_loop.
  *
  * The command's environment comes through the inherited descriptor FD (a memfd tetherd
  * wrote), never as arguments: a command line is anyone's to read (/proc/PID/cmdline, ps) for
@@ -66,6 +72,9 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -75,6 +84,7 @@
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
+#include <grp.h>
 
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442
@@ -111,6 +121,21 @@ struct opts {
     unsigned long long pid_start; /* exec: the start time of pid (field 22 of its stat) */
     int tty;
     char **argv;
+    /* run: stdin and the attach protocol (see attach_loop) */
+    int stdin_open;    /* --stdin: the command's stdin is a pipe the shim holds */
+    int attach_fd;     /* --attach-fd: a connected client from the start (-1: none) */
+    int listen_fd;     /* --attach-listen: a listening socket for later clients (-1: none) */
+    unsigned short rows, cols; /* --tty-size ROWSxCOLS */
+    struct list volumes; /* --volume ro|rw:DST:SRC */
+    /* --user USER[:GROUP] and --group-add G, resolved in the container's /etc */
+    const char *user;
+    struct list group_add;
+    int have_user;
+    uid_t uid;
+    gid_t gid;
+    gid_t *groups;
+    int ngroups;
+    const char *home;
     /* confinement */
     int have_caps, no_new_privs;
     uint64_t caps;
@@ -329,7 +354,7 @@ static void setup_host_view(struct opts *o, const char *root) {
 /* After pivot_root: the container's own files (hosts, resolv.conf, hostname), from
  * descriptors opened on the host side before it.  A symlink an image put there is replaced,
  * and every path resolves inside the container's root, whatever the image holds. */
-static void bind_fd(int fd, const char *dst) {
+static void bind_fd_opts(int fd, const char *dst, int recursive, int readonly) {
     struct stat st, src;
     char parent[4096], from[64];
     if (fstat(fd, &src) != 0) fail(126, "bind %s: %s", dst, strerror(errno));
@@ -347,8 +372,11 @@ static void bind_fd(int fd, const char *dst) {
         touch(dst);
     }
     snprintf(from, sizeof from, "/proc/self/fd/%d", fd);
-    do_mount(from, dst, NULL, MS_BIND, NULL);
+    do_mount(from, dst, NULL, MS_BIND | (recursive ? MS_REC : 0), NULL);
+    if (readonly && set_readonly(dst, recursive) != 0) fail(126, "read-only %s: %s", dst, strerror(errno));
 }
+
+static void bind_fd(int fd, const char *dst) { bind_fd_opts(fd, dst, 0, 0); }
 
 /* runc's maskPath: /dev/null over a file, an empty read-only tmpfs over a directory. */
 static void mask_path(const char *path) {
@@ -383,10 +411,147 @@ static void readonly_path(const char *path) {
     if (set_readonly(path, 0) != 0) fail(126, "read-only %s: %s", path, strerror(errno));
 }
 
+
+/* --- -u/--user and --group-add, as runc resolves them (libcontainer/user): in the
+ * container's own /etc/passwd and /etc/group, read after pivot_root (or, for exec, after
+ * entering its root), so a user the image defines (or the container added) is found. --- */
+
+static int all_digits(const char *s) {
+    if (!*s) return 0;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9') return 0;
+    return 1;
+}
+
+/* The fields of one line of a colon-separated file (passwd: 7, group: 4), in place. */
+static int fields(char *line, char *f[], int n) {
+    int k = 0;
+    f[k++] = line;
+    for (char *p = line; *p && k < n; p++) {
+        if (*p == ':') {
+            *p = 0;
+            f[k++] = p + 1;
+        }
+    }
+    char *nl = strchr(f[k - 1], '\n');
+    if (nl) *nl = 0;
+    return k;
+}
+
+/* Look a group up by name or number; 1 when found (gid set). */
+static int find_group(const char *spec, gid_t *gid) {
+    FILE *f = fopen("/etc/group", "re");
+    char line[4096], *g[4];
+    int found = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || fields(line, g, 4) < 3) continue;
+        if (strcmp(g[0], spec) == 0 || (all_digits(spec) && strcmp(g[2], spec) == 0)) {
+            *gid = (gid_t)strtoul(g[2], NULL, 10);
+            found = 1;
+            break;
+        }
+    }
+    if (f) fclose(f);
+    if (!found && all_digits(spec)) {
+        *gid = (gid_t)strtoul(spec, NULL, 10);
+        found = 1;
+    }
+    return found;
+}
+
+static void add_group(struct opts *o, gid_t gid) {
+    for (int i = 0; i < o->ngroups; i++)
+        if (o->groups[i] == gid) return;
+    gid_t *more = realloc(o->groups, ((size_t)o->ngroups + 1) * sizeof *more);
+    if (!more) fail(126, "groups: out of memory");
+    o->groups = more;
+    o->groups[o->ngroups++] = gid;
+}
+
+static void resolve_user(struct opts *o) {
+    static char user[256], group[256], home[1024];
+    const char *spec = o->user ? o->user : "";
+    const char *colon = strchr(spec, ':');
+    snprintf(user, sizeof user, "%.*s", colon ? (int)(colon - spec) : (int)strlen(spec), spec);
+    snprintf(group, sizeof group, "%s", colon ? colon + 1 : "");
+    o->uid = 0;
+    o->gid = 0;
+    snprintf(home, sizeof home, "/");
+    int found = 0;
+    char name[256] = "";
+    FILE *f = fopen("/etc/passwd", "re");
+    char line[4096], *pw[7];
+    int nf = 0;
+    while (f && *user && fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || (nf = fields(line, pw, 7)) < 4) continue;
+        if (strcmp(pw[0], user) == 0 || (all_digits(user) && strcmp(pw[2], user) == 0)) {
+            o->uid = (uid_t)strtoul(pw[2], NULL, 10);
+            o->gid = (gid_t)strtoul(pw[3], NULL, 10);
+            if (nf >= 6 && *pw[5]) snprintf(home, sizeof home, "%s", pw[5]);
+            snprintf(name, sizeof name, "%s", pw[0]);
+            found = 1;
+            break;
+        }
+    }
+    if (f) fclose(f);
+    if (!found && *user) {
+        if (!all_digits(user)) fail(126, "unable to find user %s: no matching entries in passwd file", user);
+        o->uid = (uid_t)strtoul(user, NULL, 10);
+    }
+    if (*group) {
+        if (!find_group(group, &o->gid))
+            fail(126, "unable to find group %s: no matching entries in group file", group);
+    } else if (found) {
+        /* The supplementary groups that list the user by name. */
+        FILE *g = fopen("/etc/group", "re");
+        char *gr[4];
+        while (g && fgets(line, sizeof line, g)) {
+            if (line[0] == '#' || fields(line, gr, 4) < 4) continue;
+            for (char *m = strtok(gr[3], ","); m; m = strtok(NULL, ","))
+                if (strcmp(m, name) == 0) add_group(o, (gid_t)strtoul(gr[2], NULL, 10));
+        }
+        if (g) fclose(g);
+    }
+    for (int i = 0; i < o->group_add.n; i++) {
+        gid_t gid;
+        if (!find_group(o->group_add.items[i], &gid))
+            fail(126, "Unable to find group %s: no matching entries in group file", o->group_add.items[i]);
+        add_group(o, gid);
+    }
+    o->home = home;
+    o->have_user = 1;
+}
+
+/* HOME from the user's passwd entry when the environment has none (as Docker sets it). */
+static void set_home(struct opts *o) {
+    int n = 0;
+    for (; o->envs[n]; n++)
+        if (strncmp(o->envs[n], "HOME=", 5) == 0) return;
+    char **more = malloc(((size_t)n + 2) * sizeof *more);
+    char *entry = malloc(strlen(o->home ? o->home : "/") + 6);
+    if (!more || !entry) fail(126, "environment: out of memory");
+    memcpy(more, o->envs, (size_t)n * sizeof *more);
+    sprintf(entry, "HOME=%s", o->home ? o->home : "/");
+    more[n] = entry;
+    more[n + 1] = NULL;
+    o->envs = more;
+}
+
+/* Become the user: groups first (they need CAP_SETGID), the uid last.  PR_SET_KEEPCAPS
+ * keeps the permitted set across setuid so capset can still give the container its set;
+ * execve then clears a non-root user's sets (no file capabilities), as with runc. */
+static void switch_user(struct opts *o) {
+    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) fail(126, "keepcaps: %s", strerror(errno));
+    if (setgroups((size_t)o->ngroups, o->groups) != 0) fail(126, "setgroups: %s", strerror(errno));
+    if (setresgid(o->gid, o->gid, o->gid) != 0) fail(126, "setgid %u: %s", (unsigned)o->gid, strerror(errno));
+    if (setresuid(o->uid, o->uid, o->uid) != 0) fail(126, "setuid %u: %s", (unsigned)o->uid, strerror(errno));
+    if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0) fail(126, "keepcaps: %s", strerror(errno));
+}
+
 /* The capability sets: bounding cut to `keep`, effective = permitted = keep, inheritable and
  * ambient empty (as Docker since 20.10.14: an inheritable set would let a file capability
  * hand a non-root user more than the container was given). */
-static void apply_caps(uint64_t keep) {
+static void drop_bounding(uint64_t keep) {
     for (int cap = 0; cap < 64; cap++) {
         int r = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
         if (r < 0) break; /* EINVAL: past the last capability this kernel knows */
@@ -395,6 +560,9 @@ static void apply_caps(uint64_t keep) {
     }
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
         fail(126, "clear the ambient capabilities: %s", strerror(errno));
+}
+
+static void apply_caps(uint64_t keep) {
     struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct data[2];
     memset(data, 0, sizeof data);
@@ -425,7 +593,8 @@ static void load_filter(struct opts *o) {
  *      capset and execve, which Docker's profile allows (a custom profile that forbids them
  *      makes the start fail, as it does with runc).
  *   3. Capabilities: the bounding set first (PR_CAPBSET_DROP needs CAP_SETPCAP, which the
- *      capset may take away), then the ambient set, then capset.
+ *      capset may take away), then the ambient set, then the user (-u: groups, gid, uid),
+ *      then capset.
  *   4. With no_new_privs the filter needs no privilege and is loaded last, so that it has to
  *      allow as little as possible of the shim's own work: only execve follows.
  * execve then gives root the bounding set as its permitted and effective sets.
@@ -434,6 +603,8 @@ static void confine(struct opts *o) {
     if (o->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         fail(126, "no_new_privs: %s", strerror(errno));
     if (o->filter && !o->no_new_privs) load_filter(o);
+    if (o->have_caps) drop_bounding(o->caps);
+    if (o->have_user) switch_user(o);
     if (o->have_caps) apply_caps(o->caps);
     if (o->filter && o->no_new_privs) load_filter(o);
 }
@@ -705,7 +876,51 @@ static const char *cloexec_from(int lowest) {
 }
 
 /* The container's view of the world; runs as pid 1 of the new pid namespace. */
-static void container_child(struct opts *o, int out_w, int err_w) {
+/* -t: a pseudo-terminal of the container's own devpts (so `tty` names /dev/pts/0 inside),
+ * made after pivot_root; its master goes to the shim over `console` (as runc's console
+ * socket), its slave becomes the controlling terminal and stdin/stdout/stderr. */
+static void setup_tty(struct opts *o, int console) {
+    int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0) fail(126, "open /dev/ptmx: %s", strerror(errno));
+    int unlock = 0;
+    if (ioctl(master, TIOCSPTLCK, &unlock) != 0) fail(126, "unlockpt: %s", strerror(errno));
+    unsigned int n = 0;
+    if (ioctl(master, TIOCGPTN, &n) != 0) fail(126, "ptsname: %s", strerror(errno));
+    int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY);
+    if (slave < 0) fail(126, "open the pty: %s", strerror(errno));
+    if (o->rows && o->cols) {
+        struct winsize ws = {o->rows, o->cols, 0, 0};
+        ioctl(master, TIOCSWINSZ, &ws);
+    }
+    char pts[64];
+    snprintf(pts, sizeof pts, "/dev/pts/%u", n);
+    touch("/dev/console");
+    mount(pts, "/dev/console", NULL, MS_BIND, NULL); /* as runc; not fatal */
+    char byte = 0;
+    struct iovec iov = {&byte, 1};
+    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
+    memset(&u, 0, sizeof u);
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = u.buf;
+    msg.msg_controllen = sizeof u.buf;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &master, sizeof(int));
+    if (sendmsg(console, &msg, 0) != 1) fail(126, "hand over the pty: %s", strerror(errno));
+    close(master);
+    close(console);
+    if (setsid() < 0) fail(126, "setsid: %s", strerror(errno));
+    if (ioctl(slave, TIOCSCTTY, 0) != 0) fail(126, "controlling terminal: %s", strerror(errno));
+    for (int i = 0; i < 3; i++)
+        if (dup2(slave, i) < 0) fail(126, "dup2 the pty: %s", strerror(errno));
+    if (slave > 2) close(slave);
+}
+
+static void container_child(struct opts *o, int out_w, int err_w, int in_r, int console) {
     if (o->cgroup) {
         const char *bad = join_cgroup(o->cgroup);
         if (bad) fail(126, "%s", bad);
@@ -753,11 +968,28 @@ static void container_child(struct opts *o, int out_w, int err_w) {
         if (bind_fds[i] < 0) fail(126, "bind %s: %s", p[0], strerror(errno));
         bind_dst[i] = o->binds.items[i] + strlen(p[0]) + 1;
     }
+    /* Volumes (-v, --mount): FLAGS:DST:SRC, the source opened now, on the host's side. */
+    int *vol_fds = calloc((size_t)o->volumes.n + 1, sizeof *vol_fds);
+    int *vol_ro = calloc((size_t)o->volumes.n + 1, sizeof *vol_ro);
+    char **vol_dst = calloc((size_t)o->volumes.n + 1, sizeof *vol_dst);
+    if (!vol_fds || !vol_ro || !vol_dst) fail(126, "volumes: out of memory");
+    for (int i = 0; i < o->volumes.n; i++) {
+        char buf[8192], *p[3];
+        split(o->volumes.items[i], "--volume", p, 3, buf, sizeof buf);
+        vol_ro[i] = strcmp(p[0], "ro") == 0;
+        vol_dst[i] = strdup(p[1]);
+        vol_fds[i] = open(p[2], O_PATH | O_CLOEXEC);
+        if (vol_fds[i] < 0 || !vol_dst[i]) fail(126, "error while creating mount source path '%s': %s", p[2], strerror(errno));
+    }
     if (chdir(root) != 0) fail(126, "chdir %s: %s", root, strerror(errno));
     if (syscall(SYS_pivot_root, ".", ".") != 0) fail(126, "pivot_root: %s", strerror(errno));
     /* From here every absolute path is the container's.  The old root is still stacked on
      * the working directory: the binds come first, because the kernel binds only from
      * mounts of this namespace, which its files stop being once it is detached. */
+    for (int i = 0; i < o->volumes.n; i++) {
+        bind_fd_opts(vol_fds[i], vol_dst[i], 1, vol_ro[i]);
+        close(vol_fds[i]);
+    }
     for (int i = 0; i < o->binds.n; i++) {
         bind_fd(bind_fds[i], bind_dst[i]);
         close(bind_fds[i]);
@@ -772,12 +1004,25 @@ static void container_child(struct opts *o, int out_w, int err_w) {
     mkdirs(cwd, 0755); /* Docker creates a missing working directory */
     if (chdir(cwd) != 0) fail(126, "chdir %s: %s", cwd, strerror(errno));
 
-    int null = open("/dev/null", O_RDONLY);
-    if (null >= 0) { dup2(null, 0); if (null != 0) close(null); }
-    dup2(out_w, 1);
-    dup2(err_w, 2);
-    if (out_w > 2) close(out_w);
-    if (err_w > 2) close(err_w);
+    if (o->user || o->group_add.n) {
+        resolve_user(o);
+        set_home(o);
+    }
+    if (o->tty) {
+        setup_tty(o, console);
+    } else {
+        if (in_r >= 0) {
+            dup2(in_r, 0);
+            if (in_r != 0) close(in_r);
+        } else {
+            int null = open("/dev/null", O_RDONLY);
+            if (null >= 0) { dup2(null, 0); if (null != 0) close(null); }
+        }
+        dup2(out_w, 1);
+        dup2(err_w, 2);
+        if (out_w > 2) close(out_w);
+        if (err_w > 2) close(err_w);
+    }
     default_signals();
     environ = o->envs;
     confine(o);
@@ -806,32 +1051,288 @@ static void write_all(int fd, const void *buf, size_t len) {
     }
 }
 
-static void log_frame(int log_fd, int stream, const char *data, size_t len) {
+/*
+ * The attach protocol (tetherd <-> shim, on --attach-fd and on connections accepted from
+ * --attach-listen): a client sends frames of 1 byte type, 4 bytes length (big-endian) and
+ * the payload: 'i' data for the command's stdin, 'c' close its stdin, 'r' resize the
+ * terminal (rows and columns, 2 bytes each).  The shim sends every client the command's
+ * output as it writes it to the log (the log's frames: stream, length, time, data), from the
+ * moment the client connected, and closes the connection once the output has ended (the
+ * container's pid 1 and everything that held its stdout are gone): a client that read to
+ * EOF has all of it, which is what `run --rm` needs before the container is removed.
+ *
+ * Nothing is dropped: while a client cannot take more, the shim stops reading the
+ * container's output (the pipe fills and the container waits, as with Docker's attach); a
+ * client that closes or errs is dropped.  The same holds for stdin the other way.
+ */
+#define MAX_CLIENTS 32
+
+struct client {
+    int fd;
+    unsigned char in[5 + 65536];
+    size_t in_len;
+    char *out; /* what a write could not take yet */
+    size_t out_len, out_off;
+};
+
+static struct client clients[MAX_CLIENTS];
+static int nclients = 0;
+
+static void drop_client(int i) {
+    close(clients[i].fd);
+    free(clients[i].out);
+    clients[i] = clients[--nclients];
+}
+
+static void add_client(int fd) {
+    if (nclients == MAX_CLIENTS) {
+        close(fd);
+        return;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    memset(&clients[nclients], 0, sizeof clients[nclients]);
+    clients[nclients++].fd = fd;
+}
+
+/* Send to one client; the rest is kept. 0, or -1 when the client is gone. */
+static int client_send(struct client *c, const char *data, size_t len) {
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = send(c->fd, data + off, len - off, MSG_NOSIGNAL);
+        if (n > 0) {
+            off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        return -1;
+    }
+    if (off < len) {
+        c->out = malloc(len - off);
+        if (!c->out) return -1;
+        memcpy(c->out, data + off, len - off);
+        c->out_len = len - off;
+        c->out_off = 0;
+    }
+    return 0;
+}
+
+static int client_flush(struct client *c) {
+    while (c->out && c->out_off < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+        return -1;
+    }
+    free(c->out);
+    c->out = NULL;
+    c->out_len = c->out_off = 0;
+    return 0;
+}
+
+static void output(int log_fd, int stream, const char *data, size_t len) {
     unsigned char hdr[13];
     uint64_t t = now_ns();
     hdr[0] = (unsigned char)stream;
     for (int i = 0; i < 4; i++) hdr[1 + i] = (unsigned char)(len >> (24 - 8 * i));
     for (int i = 0; i < 8; i++) hdr[5 + i] = (unsigned char)(t >> (56 - 8 * i));
-    char buf[13 + 65536];
+    static char buf[13 + 65536];
     memcpy(buf, hdr, 13);
     memcpy(buf + 13, data, len);
-    write_all(log_fd, buf, 13 + len);
+    if (log_fd >= 0) write_all(log_fd, buf, 13 + len);
+    for (int i = 0; i < nclients;) {
+        if (client_send(&clients[i], buf, 13 + len) != 0) drop_client(i);
+        else i++;
+    }
+}
+
+struct stdin_state {
+    int fd;      /* the pipe's write end, or the pty master; -1 once closed */
+    int is_pty;
+    char *pending;
+    size_t len, off;
+};
+
+/* Handle the whole frames a client sent; returns -1 to drop the client. */
+static int client_frames(struct client *c, struct stdin_state *in) {
+    for (;;) {
+        if (c->in_len < 5) return 0;
+        uint32_t len = (uint32_t)c->in[1] << 24 | (uint32_t)c->in[2] << 16 | (uint32_t)c->in[3] << 8 | c->in[4];
+        if (len > 65536) return -1;
+        if (c->in_len < 5 + len) return 0;
+        unsigned char type = c->in[0];
+        const unsigned char *payload = c->in + 5;
+        if (type == 'i' && in->fd >= 0 && len > 0) {
+            char *more = realloc(in->pending, in->len - in->off + len);
+            if (!more) return -1;
+            if (in->off) memmove(more, more + in->off, in->len - in->off);
+            in->len -= in->off;
+            in->off = 0;
+            memcpy(more + in->len, payload, len);
+            in->len += len;
+            in->pending = more;
+        } else if (type == 'c' && in->fd >= 0 && !in->is_pty) {
+            if (in->len == in->off) {
+                close(in->fd);
+                in->fd = -1;
+            } else {
+                in->is_pty = -1; /* close once what is pending has gone */
+            }
+        } else if (type == 'r' && len == 4 && in->is_pty == 1 && in->fd >= 0) {
+            struct winsize ws = {(unsigned short)(payload[0] << 8 | payload[1]),
+                                 (unsigned short)(payload[2] << 8 | payload[3]), 0, 0};
+            ioctl(in->fd, TIOCSWINSZ, &ws);
+        }
+        memmove(c->in, c->in + 5 + len, c->in_len - 5 - len);
+        c->in_len -= 5 + len;
+    }
+}
+
+static void stdin_write(struct stdin_state *in) {
+    while (in->fd >= 0 && in->off < in->len) {
+        ssize_t n = write(in->fd, in->pending + in->off, in->len - in->off);
+        if (n > 0) {
+            in->off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) return;
+        /* The container closed its stdin (or ended): what is left goes nowhere. */
+        in->off = in->len;
+        if (!in->is_pty || in->is_pty == -1) {
+            close(in->fd);
+            in->fd = -1;
+        }
+    }
+    if (in->off == in->len) {
+        in->off = in->len = 0;
+        if (in->is_pty == -1 && in->fd >= 0) {
+            close(in->fd);
+            in->fd = -1;
+        }
+    }
+}
+
+/* Receive the pty master the container's pid 1 hands over (setup_tty); -1 if it failed. */
+static int receive_master(int sock) {
+    char byte;
+    struct iovec iov = {&byte, 1};
+    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = u.buf;
+    msg.msg_controllen = sizeof u.buf;
+    if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1) return -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (!c || c->cmsg_type != SCM_RIGHTS) return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    return fd;
+}
+
+static void attach_loop(struct opts *o, int log_fd, int src[2], int nsrc, struct stdin_state *in) {
+    static char buf[65536];
+    int open_srcs = nsrc;
+    for (int i = 0; i < nsrc; i++) fcntl(src[i], F_SETFL, fcntl(src[i], F_GETFL) | O_NONBLOCK);
+    if (in->fd >= 0) fcntl(in->fd, F_SETFL, fcntl(in->fd, F_GETFL) | O_NONBLOCK);
+    if (o->listen_fd >= 0) fcntl(o->listen_fd, F_SETFL, fcntl(o->listen_fd, F_GETFL) | O_NONBLOCK);
+    while (open_srcs > 0) {
+        struct pollfd fds[4 + MAX_CLIENTS];
+        int n = 0, blocked = 0;
+        for (int i = 0; i < nclients; i++) blocked |= clients[i].out != NULL;
+        int src_at = n;
+        for (int i = 0; i < nsrc; i++) fds[n++] = (struct pollfd){blocked ? -1 : src[i], POLLIN, 0};
+        int listen_at = n;
+        fds[n++] = (struct pollfd){o->listen_fd, POLLIN, 0};
+        int stdin_at = n;
+        fds[n++] = (struct pollfd){in->fd >= 0 && in->off < in->len ? in->fd : -1, POLLOUT, 0};
+        int clients_at = n;
+        int stdin_full = in->len - in->off > 1 << 20;
+        for (int i = 0; i < nclients; i++)
+            fds[n++] = (struct pollfd){clients[i].fd, (short)((stdin_full ? 0 : POLLIN) | (clients[i].out ? POLLOUT : 0)), 0};
+        if (poll(fds, (nfds_t)n, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        for (int i = 0; i < nsrc; i++) {
+            struct pollfd *p = &fds[src_at + i];
+            if (p->fd < 0 || !(p->revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            ssize_t r = read(src[i], buf, sizeof buf);
+            if (r > 0) {
+                output(log_fd, o->tty ? 1 : i + 1, buf, (size_t)r);
+            } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
+                /* EOF, or EIO from a pty master once the last slave has closed. */
+                src[i] = -1;
+                open_srcs--;
+            }
+        }
+        if (fds[listen_at].fd >= 0 && (fds[listen_at].revents & POLLIN)) {
+            int fd = accept4(o->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd >= 0) add_client(fd);
+        }
+        if (fds[stdin_at].fd >= 0 && fds[stdin_at].revents) stdin_write(in);
+        /* Clients: fds[clients_at + k] was clients[k] when polled; dropping one moves the
+         * last into its place, so they are handled from the end. */
+        int polled = n - clients_at;
+        for (int k = polled - 1; k >= 0; k--) {
+            struct pollfd *p = &fds[clients_at + k];
+            struct client *c = &clients[k];
+            int bad = 0;
+            if (p->revents & POLLOUT) bad = client_flush(c) != 0;
+            if (!bad && (p->revents & (POLLIN | POLLHUP | POLLERR))) {
+                ssize_t r = read(c->fd, c->in + c->in_len, sizeof c->in - c->in_len);
+                if (r > 0) {
+                    c->in_len += (size_t)r;
+                    bad = client_frames(c, in) != 0;
+                } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
+                    bad = 1;
+                }
+            }
+            if (bad) drop_client(k);
+        }
+        if (in->fd >= 0 && in->off < in->len) stdin_write(in);
+    }
+    /* The output has ended: what clients still lack goes out (bounded), then EOF. */
+    for (int i = 0; i < nclients; i++) {
+        struct client *c = &clients[i];
+        for (int tries = 0; c->out && tries < 500; tries++) {
+            if (client_flush(c) != 0) break;
+            if (c->out) {
+                struct pollfd p = {c->fd, POLLOUT, 0};
+                poll(&p, 1, 10);
+            }
+        }
+        close(c->fd);
+        free(c->out);
+    }
+    nclients = 0;
 }
 
 static int cmd_run(struct opts *o) {
-    int out[2], errp[2], status_pipe[2];
+    int out[2], errp[2], status_pipe[2], inp[2] = {-1, -1}, console[2] = {-1, -1};
     signal(SIGHUP, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGQUIT, SIG_IGN);
     signal(SIGTERM, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
     setsid();
-    int log_fd = open(o->log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-    if (log_fd < 0) {
-        dprintf(o->sync_fd, "err open log %s: %s\n", o->log, strerror(errno));
-        return 1;
+    int log_fd = -1;
+    if (o->log && *o->log) { /* --log-driver none: no --log */
+        log_fd = open(o->log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (log_fd < 0) {
+            dprintf(o->sync_fd, "err open log %s: %s\n", o->log, strerror(errno));
+            return 1;
+        }
     }
-    if (pipe2(out, O_CLOEXEC) || pipe2(errp, O_CLOEXEC) || pipe2(status_pipe, O_CLOEXEC)) {
+    if (pipe2(out, O_CLOEXEC) || pipe2(errp, O_CLOEXEC) || pipe2(status_pipe, O_CLOEXEC) ||
+        (o->stdin_open && !o->tty && pipe2(inp, O_CLOEXEC)) ||
+        (o->tty && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, console))) {
         dprintf(o->sync_fd, "err pipe: %s\n", strerror(errno));
         return 1;
     }
@@ -857,47 +1358,58 @@ static int cmd_run(struct opts *o) {
         close(errp[0]);
         close(status_pipe[0]);
         close(o->sync_fd);
-        close(log_fd);
+        if (log_fd >= 0) close(log_fd);
+        if (inp[1] >= 0) close(inp[1]);
+        if (console[0] >= 0) close(console[0]);
+        if (o->attach_fd >= 0) close(o->attach_fd);
+        if (o->listen_fd >= 0) close(o->listen_fd);
         err_fd = status_pipe[1];
-        container_child(o, out[1], errp[1]);
+        container_child(o, out[1], errp[1], inp[0], console[1]);
     }
     close(out[1]);
     close(errp[1]);
     close(status_pipe[1]);
+    if (inp[0] >= 0) close(inp[0]);
+    if (console[1] >= 0) close(console[1]);
+    int master = -1;
+    if (o->tty) {
+        master = receive_master(console[0]); /* -1: the child failed before; its message follows */
+        close(console[0]);
+    }
     char msg[1100];
     ssize_t n = read(status_pipe[0], msg, sizeof msg - 1);
     close(status_pipe[0]);
-    if (n > 0) {
+    if (n > 0 || (o->tty && master < 0)) {
         int st;
-        msg[n] = 0;
+        msg[n > 0 ? n : 0] = 0;
         waitpid(child, &st, 0);
         if (o->cgroup) remove_cgroup(o->cgroup);
-        dprintf(o->sync_fd, "err %s\n", msg);
+        dprintf(o->sync_fd, "err %s\n", n > 0 ? msg : "the container's terminal was not set up");
         return 1;
     }
     dprintf(o->sync_fd, "ok %d\n", (int)child);
     close(o->sync_fd);
 
-    struct pollfd fds[2] = {{out[0], POLLIN, 0}, {errp[0], POLLIN, 0}};
-    int open_fds = 2;
-    char buf[65536];
-    while (open_fds > 0) {
-        if (poll(fds, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        for (int i = 0; i < 2; i++) {
-            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-            ssize_t r = read(fds[i].fd, buf, sizeof buf);
-            if (r > 0) {
-                log_frame(log_fd, i + 1, buf, (size_t)r);
-            } else if (r == 0 || errno != EINTR) {
-                close(fds[i].fd);
-                fds[i].fd = -1;
-                open_fds--;
-            }
-        }
+    struct stdin_state in = {-1, 0, NULL, 0, 0};
+    int src[2], nsrc;
+    if (o->tty) {
+        close(out[0]);
+        close(errp[0]);
+        src[0] = master;
+        nsrc = 1;
+        in.fd = master;
+        in.is_pty = 1;
+    } else {
+        src[0] = out[0];
+        src[1] = errp[0];
+        nsrc = 2;
+        in.fd = inp[1];
     }
+    if (o->attach_fd >= 0) add_client(o->attach_fd);
+    attach_loop(o, log_fd, src, nsrc, &in);
+    if (in.fd >= 0 && !o->tty) close(in.fd);
+    if (master >= 0) close(master);
+    if (o->listen_fd >= 0) close(o->listen_fd);
     int st = 0;
     while (waitpid(child, &st, 0) < 0 && errno == EINTR) {}
     int code = WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : 255;
@@ -973,6 +1485,10 @@ static int cmd_exec(struct opts *o) {
     }
     if (fchdir(root) != 0 || chroot(".") != 0) fail(126, "enter container root: %s", strerror(errno));
     close(root);
+    if (o->user || o->group_add.n) {
+        resolve_user(o);
+        set_home(o);
+    }
     exec_child = fork();
     if (exec_child < 0) fail(126, "fork: %s", strerror(errno));
     if (exec_child == 0) {
@@ -1017,6 +1533,8 @@ int main(int argc, char **argv) {
     struct opts o;
     memset(&o, 0, sizeof o);
     o.sync_fd = -1;
+    o.attach_fd = -1;
+    o.listen_fd = -1;
     o.envs = no_env;
     int env_fd = -1;
     if (argc < 2) {
@@ -1037,6 +1555,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--sys-rw") == 0) o.sys_rw = ok = 1;
         else if (strcmp(a, "--no-new-privs") == 0) o.no_new_privs = ok = 1;
         else if (strcmp(a, "--all-devices") == 0) o.all_devices = ok = 1;
+        else if (strcmp(a, "--stdin") == 0) o.stdin_open = ok = 1;
         if (ok) continue;
         if (i + 1 >= argc) {
             fprintf(stderr, "tether-shim: %s needs a value\n", a);
@@ -1066,6 +1585,15 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--hide") == 0) full = push(&o.hides, v);
         else if (strcmp(a, "--mask") == 0) full = push(&o.masks, v);
         else if (strcmp(a, "--readonly") == 0) full = push(&o.readonly, v);
+        else if (strcmp(a, "--volume") == 0) full = push(&o.volumes, v);
+        else if (strcmp(a, "--group-add") == 0) full = push(&o.group_add, v);
+        else if (strcmp(a, "--user") == 0) o.user = v;
+        else if (strcmp(a, "--attach-fd") == 0) o.attach_fd = atoi(v);
+        else if (strcmp(a, "--attach-listen") == 0) o.listen_fd = atoi(v);
+        else if (strcmp(a, "--tty-size") == 0) {
+            unsigned r = 0, c = 0;
+            if (sscanf(v, "%ux%u", &r, &c) == 2) { o.rows = (unsigned short)r; o.cols = (unsigned short)c; }
+        }
         else {
             fprintf(stderr, "tether-shim: unknown option %s\n", a);
             return 2;
@@ -1084,8 +1612,8 @@ int main(int argc, char **argv) {
     if (!bad) bad = cloexec_from(3);
     if (!bad && o.seccomp_path) bad = read_filter(&o);
     if (strcmp(mode, "run") == 0) {
-        if (o.sync_fd < 0 || !o.log || !o.exit_path || !o.rootfs) {
-            fprintf(stderr, "tether-shim run: --sync, --log, --exit and --rootfs are required\n");
+        if (o.sync_fd < 0 || !o.exit_path || !o.rootfs) {
+            fprintf(stderr, "tether-shim run: --sync, --exit and --rootfs are required\n");
             return 2;
         }
         if (bad) {

@@ -71,6 +71,18 @@ class RunSpec:
     host_view: HostView | None = None
     security: Security = field(default_factory=Security)
     cgroup: str | None = None  # the container's cgroup2 directory (runtime/cgroups.py)
+    # (read-only, path in the container, host path): -v/--mount binds and volumes, in
+    # mount order (parents before what is mounted inside them).
+    volumes: list[tuple[bool, str, str]] = field(default_factory=list)
+    user: str = ""  # -u USER[:GROUP], resolved by the shim in the container's /etc
+    group_add: list[str] = field(default_factory=list)
+    stdin: bool = False  # -i: stdin is a pipe the shim holds (fed by attach clients)
+    tty: bool = False  # -t: a pseudo-terminal
+    tty_size: tuple[int, int] | None = None  # (rows, columns)
+    # Descriptors the shim inherits: a connected attach client (the one that was waiting
+    # for the start) and the listening socket of later ones (runtime/attach.py).
+    attach_fd: int = -1
+    listen_fd: int = -1
 
 
 def env_fd(env: list[str]) -> int:
@@ -106,7 +118,9 @@ def spawn_env_action(fd: int) -> tuple[int, int, int]:
 
 
 def run_argv(shim: str, spec: RunSpec, sync_fd: int, env_in: int) -> list[str]:
-    argv = [shim, "run", "--sync", str(sync_fd), "--log", spec.log, "--exit", spec.exit_file]
+    argv = [shim, "run", "--sync", str(sync_fd), "--exit", spec.exit_file]
+    if spec.log:  # none with --log-driver none
+        argv += ["--log", spec.log]
     if spec.netns:
         argv += ["--netns", spec.netns]
     if spec.hostname:
@@ -127,6 +141,22 @@ def run_argv(shim: str, spec: RunSpec, sync_fd: int, env_in: int) -> list[str]:
             argv += ["--hide", path]
     for src, dst in spec.binds:
         argv += ["--bind", f"{src}:{dst}"]
+    for readonly, dst, src in spec.volumes:
+        argv += ["--volume", f"{'ro' if readonly else 'rw'}:{dst}:{src}"]
+    if spec.user:
+        argv += ["--user", spec.user]
+    for group in spec.group_add:
+        argv += ["--group-add", group]
+    if spec.stdin:
+        argv.append("--stdin")
+    if spec.tty:
+        argv.append("--tty")
+        if spec.tty_size:
+            argv += ["--tty-size", f"{spec.tty_size[0]}x{spec.tty_size[1]}"]
+    if spec.attach_fd >= 0:
+        argv += ["--attach-fd", str(spec.attach_fd)]
+    if spec.listen_fd >= 0:
+        argv += ["--attach-listen", str(spec.listen_fd)]
     sec = spec.security
     for path in sec.masked:
         argv += ["--mask", path]
@@ -170,6 +200,11 @@ async def start(shim: str, spec: RunSpec) -> tuple[int, int]:
                     # (dup2 onto itself), never by another process started meanwhile.
                     (os.POSIX_SPAWN_DUP2, w, w),
                     spawn_env_action(env),
+                    *[
+                        (os.POSIX_SPAWN_DUP2, fd, fd)
+                        for fd in (spec.attach_fd, spec.listen_fd)
+                        if fd >= 0
+                    ],
                 ],
                 setsid=True,
             )
@@ -283,6 +318,8 @@ def exec_command(
     security: Security | None = None,
     cgroup: str | None = None,
     pid_start: int = 0,
+    user: str = "",
+    group_add: list[str] | None = None,
 ) -> tuple[list[str], int]:
     """tether-shim exec's argv and the descriptor holding `env` (see env_fd): the caller adds
     spawn_env_action(fd) to the spawn's file actions and closes fd afterwards.  `cgroup`: the
@@ -297,6 +334,10 @@ def exec_command(
         out += ["--cgroup", cgroup]
     if security is not None:
         out += security.argv()
+    if user:
+        out += ["--user", user]
+    for group in group_add or []:
+        out += ["--group-add", group]
     if tty:
         out.append("--tty")
     return [*out, "--", *argv], fd
