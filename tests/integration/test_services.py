@@ -235,7 +235,7 @@ def test_routing_mesh_answers_on_every_node_and_host_mode_only_where_tasks_run(
         for h in c.hosts:
             wait_for(
                 "no mesh chains",
-                lambda h=h: "ing_tcp_8080" not in h.sh("nft list table inet tether").stdout,
+                lambda h=h: "tcp . 8080" not in h.sh("nft list table inet tether").stdout,
                 10,
             )
         # mode=host: the port opens only on the node that runs the task.

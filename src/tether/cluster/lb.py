@@ -2,15 +2,32 @@
 
 As swarm does with IPVS, the balancing happens in the client's own network namespace: each
 local container on a network that has services gets a small table `ip tether_svc` in its
-sandbox, whose output hook sends a VIP's packets to a per-service chain that DNATs to
-`numgen random mod N` over the service's running tasks on that network.  No per-connection
-userspace hop, no source NAT (the task sees the client's address), established connections
-stay with their task (conntrack) when the set changes.
+sandbox, whose output hook DNATs a connection to a VIP to one of the service's running tasks
+on that network, `numgen random mod N`.  No per-connection userspace hop, no source NAT (the
+task sees the client's address), established connections stay with their task (conntrack)
+when the set changes.
 
-Changes are incremental: a task starting or stopping rewrites one chain (flush + one rule),
-a service coming or going adds or deletes one map element and one chain, each in one
-transaction per sandbox, applied by one worker task a few milliseconds after the store's
-change (a burst of changes costs one pass).
+    table ip tether_svc {
+        map vips { type ipv4_addr : verdict; }        VIP -> jump n<N>, N its running tasks
+        map backends { typeof ip daddr . numgen random mod 2 : ip daddr; }   VIP . i -> task i
+        chain out { type nat hook output priority -90; ip daddr vmap @vips; }
+        chain n0 { drop; }                            no task runs: the VIP answers nothing
+        chain n3 { dnat to ip daddr . numgen random mod 3 map @backends; }
+        ...                                           one chain per task count in use
+    }
+
+A service is elements of the two maps, never a chain or an anonymous set of its own: the
+kernel finds a transaction's anonymous sets and chains by walking lists, and libnftables
+lists every set of a table to change one rule, so a chain with its own `numgen ... map { }`
+per service took 70 s to load 10,000 services here and ~300 ms per change afterwards; as map
+elements they take ~1 s and ~10 ms (bench/README.md, bench_services.py).
+
+Changes are incremental: a task starting or stopping replaces its service's elements, a
+service coming or going adds or deletes them, in one transaction per sandbox, applied by one
+worker task a few milliseconds after the store's change (a burst of changes costs one pass).
+What each network's VIPs want is computed once per pass, and a sandbox that was in step
+after the previous pass gets only what changed on its networks, so a change costs the same
+with 10 services as with 10,000.
 """
 
 from __future__ import annotations
@@ -19,7 +36,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from tether.events import (
     ClusterEndpoints,
@@ -42,12 +60,17 @@ log = logging.getLogger("tether.lb")
 TABLE = "ip tether_svc"
 DEBOUNCE = 0.005
 
-# vip -> (chain name, backends)
+# vip -> (the chain its element jumps to, its backends in index order)
 Wanted = dict[str, tuple[str, tuple[str, ...]]]
 
 
-def chain_name(service_id: str, network_id: str) -> str:
-    return f"s_{service_id[:10]}_{network_id[:10]}"
+def count_chain(n: int) -> str:
+    """The chain that balances over `n` tasks (n0: drops)."""
+    return f"n{n}"
+
+
+def entry(backends: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    return count_chain(len(backends)), backends
 
 
 def create_table() -> str:
@@ -56,39 +79,60 @@ def create_table() -> str:
         f"delete table {TABLE}\n"
         f"table {TABLE} {{\n"
         " map vips { type ipv4_addr : verdict; }\n"
+        # The key's type is that of `ip daddr . numgen ...` whatever the modulus.
+        " map backends { typeof ip daddr . numgen random mod 2 : ip daddr; }\n"
         # Before the DNS redirect's nat hook (-100 is tether_dns's): either order works.
         " chain out { type nat hook output priority -90; policy accept; ip daddr vmap @vips; }\n"
         "}\n"
     )
 
 
-def service_rule(chain: str, backends: tuple[str, ...]) -> str:
-    if not backends:
-        # No task runs: the VIP answers nothing (as IPVS with no real server).
-        return f"add rule {TABLE} {chain} drop\n"
-    pairs = ", ".join(f"{i} : {ip}" for i, ip in enumerate(backends))
-    return f"add rule {TABLE} {chain} dnat to numgen random mod {len(backends)} map {{ {pairs} }}\n"
+def chain_text(chain: str, n: int) -> str:
+    """The chain for `n` tasks (made whole: the commands hold whether it exists or not)."""
+    body = "drop" if n == 0 else f"dnat to ip daddr . numgen random mod {n} map @backends"
+    return (
+        f"add chain {TABLE} {chain}\nflush chain {TABLE} {chain}\nadd rule {TABLE} {chain} {body}\n"
+    )
 
 
-def changes(have: Wanted, want: Wanted) -> str:
-    """The transaction that turns `have` into `want` (one sandbox)."""
+def changes(have: Wanted, want: Wanted, made: set[str] | None = None) -> str:
+    """The transaction that turns `have` into `want` (one sandbox; only the VIPs in either
+    are looked at).  `made`: the count chains the sandbox's table has (default: those `have`
+    uses); updated with the ones this transaction makes."""
+    if made is None:
+        made = {chain for chain, _b in have.values()}
     out: list[str] = []
-    for vip, (chain, _b) in have.items():
-        if vip not in want or want[vip][0] != chain:
-            out.append(f"delete element {TABLE} vips {{ {vip} }}\n")
-            out.append(f"delete chain {TABLE} {chain}\n")
-    for vip, (chain, backends) in want.items():
-        old = have.get(vip)
-        if old == (chain, backends):
+    for vip, (_chain, backends) in have.items():
+        if want.get(vip) == have[vip]:
             continue
-        if old is None or old[0] != chain:
-            out.append(f"add chain {TABLE} {chain}\n")
-            out.append(service_rule(chain, backends))
-            out.append(f"add element {TABLE} vips {{ {vip} : jump {chain} }}\n")
-        else:
-            out.append(f"flush chain {TABLE} {chain}\n")
-            out.append(service_rule(chain, backends))
+        out.append(f"delete element {TABLE} vips {{ {vip} }}\n")
+        if backends:
+            keys = ", ".join(f"{vip} . {i}" for i in range(len(backends)))
+            out.append(f"delete element {TABLE} backends {{ {keys} }}\n")
+    for vip, (chain, backends) in want.items():
+        if have.get(vip) == (chain, backends):
+            continue
+        if chain not in made:
+            out.append(chain_text(chain, len(backends)))
+            made.add(chain)
+        if backends:
+            pairs = ", ".join(f"{vip} . {i} : {ip}" for i, ip in enumerate(backends))
+            out.append(f"add element {TABLE} backends {{ {pairs} }}\n")
+        out.append(f"add element {TABLE} vips {{ {vip} : jump {chain} }}\n")
     return "".join(out)
+
+
+def backends_by_vip(sets: Mapping[str, list[Any]]) -> dict[str, list[str]]:
+    """VIP -> its backends in index order, from a listing of the table (`nft -j`'s map
+    elements, as explain's Ruleset holds them): what the kernel balances over."""
+    found: dict[str, dict[int, str]] = {}
+    for elem in sets.get("backends", []):
+        if not (isinstance(elem, list) and len(elem) == 2 and isinstance(elem[0], dict)):
+            continue
+        key = elem[0].get("concat")
+        if isinstance(key, list) and len(key) == 2:
+            found.setdefault(str(key[0]), {})[int(key[1])] = str(elem[1])
+    return {vip: [by[i] for i in sorted(by)] for vip, by in found.items()}
 
 
 class Balancer:
@@ -103,6 +147,12 @@ class Balancer:
         self.services = services
         self.containers = containers
         self.programmed: dict[str, Wanted] = {}  # container id -> what its table holds
+        # Per container: the pass after which its table was in step with its networks'
+        # VIPs (and those networks), and the count chains its table has.
+        self._basis: dict[str, tuple[int, frozenset[str]]] = {}
+        self._chains: dict[str, set[str]] = {}
+        self._by_net: dict[str, Wanted] = {}  # what the last pass wanted, per network
+        self._pass = 0
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.last_pass_ms = 0.0
@@ -127,25 +177,30 @@ class Balancer:
 
     def _forget(self, c: Container) -> None:
         self.programmed.pop(c.id, None)
+        self._basis.pop(c.id, None)
+        self._chains.pop(c.id, None)
+
+    def by_network(self) -> dict[str, Wanted]:
+        """Network id -> the VIPs on it and each one's running tasks there.  One walk over
+        the services and one over the endpoints of the networks that have VIPs."""
+        services = [s for s in self.services.by_id.values() if s.endpoint_mode == "vip" and s.vips]
+        tasks: dict[tuple[str, str], list[str]] = {}
+        for net_id in {vip["NetworkID"] for svc in services for vip in svc.vips}:
+            for ep in self.cluster.endpoints.get(net_id, {}).values():
+                if ep.service and ep.ipv4:
+                    tasks.setdefault((net_id, ep.service), []).append(ep.ipv4)
+        out: dict[str, Wanted] = {}
+        for svc in services:
+            for vip in svc.vips:
+                net_id = vip["NetworkID"]
+                backends = tuple(sorted(tasks.get((net_id, svc.id), ())))
+                out.setdefault(net_id, {})[vip["Addr"].split("/")[0]] = entry(backends)
+        return out
 
     def wanted(self, c: Container) -> Wanted:
         """The VIPs this container's sandbox must balance: those of the services on its
         global networks, each over the service's running tasks on that network."""
-        out: Wanted = {}
-        nets = {ep.network_id for ep in c.endpoints.values()}
-        for svc in self.services.by_id.values():
-            if svc.endpoint_mode != "vip":
-                continue
-            for vip in svc.vips:
-                net_id = vip["NetworkID"]
-                if net_id not in nets:
-                    continue
-                eps = self.cluster.endpoints.get(net_id, {})
-                backends = tuple(
-                    sorted(ep.ipv4 for ep in eps.values() if ep.service == svc.id and ep.ipv4)
-                )
-                out[vip["Addr"].split("/")[0]] = (chain_name(svc.id, net_id), backends)
-        return out
+        return _merged(self.by_network(), {ep.network_id for ep in c.endpoints.values()})
 
     async def _run(self) -> None:
         while True:
@@ -153,23 +208,82 @@ class Balancer:
             await asyncio.sleep(DEBOUNCE)
             self._kick.clear()
             started = time.perf_counter()
-            for c in list(self.containers.by_id.values()):
-                if not c.state.running or not c.sandbox_key or not c.endpoints:
-                    continue
-                want = self.wanted(c)
-                have = self.programmed.get(c.id)
+            try:
+                await self.run_pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("service VIP pass failed")
+            self.last_pass_ms = (time.perf_counter() - started) * 1000
+
+    async def run_pass(self) -> None:
+        """Bring every running container's table in step with the store."""
+        by_net = self.by_network()
+        delta: dict[str, set[str]] = {}
+        for net_id in set(self._by_net) | set(by_net):
+            old, new = self._by_net.get(net_id, {}), by_net.get(net_id, {})
+            if old is not new:
+                differ = {v for v in old if old[v] != new.get(v)} | (new.keys() - old.keys())
+                if differ:
+                    delta[net_id] = differ
+        previous, self._pass = self._pass, self._pass + 1
+        self._by_net = by_net
+        loop = asyncio.get_running_loop()
+        for c in list(self.containers.by_id.values()):
+            if not c.state.running or not c.sandbox_key or not c.endpoints:
+                continue
+            nets = frozenset(ep.network_id for ep in c.endpoints.values())
+            have = self.programmed.get(c.id)
+            made = self._chains.setdefault(c.id, set())
+            if have is not None and self._basis.get(c.id) == (previous, nets):
+                # In step after the last pass: only what changed on its networks.
+                keys: set[str] = set()
+                for n in nets:
+                    keys |= delta.get(n, set())
+                sub_want = {
+                    v: w
+                    for n in nets
+                    for v in delta.get(n, set())
+                    if (w := by_net.get(n, {}).get(v))
+                }
+                text = changes({v: have[v] for v in keys if v in have}, sub_want, made)
+                new_have = have
+                for v in keys:
+                    new_have.pop(v, None)
+                new_have.update(sub_want)
+            else:
+                want = _merged(by_net, nets)
                 if have is None and not want:
                     continue
-                text = create_table() if have is None else ""
-                text += changes(have or {}, want)
-                if not text:
-                    continue
+                if have is None:
+                    made.clear()
+                text = (create_table() if have is None else "") + changes(have or {}, want, made)
+                new_have = want
+            if text:
                 try:
-                    await asyncio.get_running_loop().run_in_executor(
-                        None, run_in_netns, c.sandbox_key, text
-                    )
-                    self.programmed[c.id] = want
+                    await loop.run_in_executor(None, run_in_netns, c.sandbox_key, text)
                 except (NftError, OSError) as exc:
                     log.warning("service VIPs not programmed in %s: %s", c.name, exc)
-                    self.programmed.pop(c.id, None)
-            self.last_pass_ms = (time.perf_counter() - started) * 1000
+                    self._forget(c)
+                    continue
+            self.programmed[c.id] = new_have
+            self._basis[c.id] = (self._pass, nets)
+
+    async def rebuild(self, c: Container) -> int:
+        """Make a container's table again from scratch (doctor --repair); the number of
+        VIPs it balances."""
+        want = self.wanted(c)
+        made: set[str] = set()
+        text = create_table() + changes({}, want, made)
+        await asyncio.get_running_loop().run_in_executor(None, run_in_netns, c.sandbox_key, text)
+        self.programmed[c.id] = want
+        self._chains[c.id] = made
+        self._basis.pop(c.id, None)  # the next pass compares it whole
+        return len(want)
+
+
+def _merged(by_net: Mapping[str, Wanted], nets: Iterable[str]) -> Wanted:
+    out: Wanted = {}
+    for n in nets:
+        out.update(by_net.get(n, {}))
+    return out

@@ -57,7 +57,13 @@ class IngressPort:
 
     @property
     def chain(self) -> str:
-        return f"ing_{self.proto}_{self.port}"
+        """The chain its map element jumps to: one per number of tasks, shared by every
+        port with that many (a port is map elements, never a chain of its own)."""
+        return f"ing_{self.proto}_n{len(self.backends)}"
+
+    @property
+    def tasks_map(self) -> str:
+        return f"ingress_{self.proto}"
 
 
 @dataclass
@@ -107,36 +113,58 @@ def chain_names(state: FirewallState) -> set[str]:
 
 
 def ingress_rule(p: IngressPort) -> str:
-    """The DNAT of one mesh port: a task at random per new connection (conntrack keeps an
-    established one on its task when the set changes)."""
-    pairs = ", ".join(f"{i} : {ip} . {port}" for i, (ip, port) in enumerate(p.backends))
+    """The DNAT of mesh ports with `len(p.backends)` tasks: a task at random per new
+    connection (conntrack keeps an established one on its task when the set changes).
+    Ports are elements of two maps, so a change costs the same with 10 ports as with 10,000
+    (a chain with its own anonymous map per port took ~50 ms per change at 1,000 ports:
+    the kernel and libnftables walk every set of the table; bench/README.md)."""
+    n = len(p.backends)
     return (
-        f"add rule {TABLE} {p.chain} meta l4proto {p.proto} "
-        f"dnat ip to numgen random mod {len(p.backends)} map {{ {pairs} }}\n"
+        f"add rule {TABLE} {p.chain} "
+        f"dnat ip to {p.proto} dport . numgen random mod {n} map @{p.tasks_map}\n"
+    )
+
+
+def ingress_elements(p: IngressPort, op: str) -> str:
+    """`add`/`delete` of one mesh port's elements: its tasks, then its entry (or the reverse
+    for a deletion, which names keys only)."""
+    if op == "delete":
+        keys = ", ".join(f"{p.port} . {i}" for i in range(len(p.backends)))
+        return (
+            f"delete element {TABLE} ingress {{ {p.proto} . {p.port} }}\n"
+            f"delete element {TABLE} {p.tasks_map} {{ {keys} }}\n"
+        )
+    pairs = ", ".join(f"{p.port} . {i} : {ip} . {port}" for i, (ip, port) in enumerate(p.backends))
+    return (
+        f"add element {TABLE} {p.tasks_map} {{ {pairs} }}\n"
+        f"add element {TABLE} ingress {{ {p.proto} . {p.port} : jump {p.chain} }}\n"
     )
 
 
 def ingress_changes(have: list[IngressPort], want: list[IngressPort]) -> str:
-    """The transaction that turns the mesh's ports `have` into `want`: one chain and one map
-    element per port that changed, nothing for the others.  A port without a running task
-    has no element (the connection meets whatever else the host has on that port)."""
-    old = {(p.proto, p.port): p for p in have if p.backends}
-    new = {(p.proto, p.port): p for p in want if p.backends}
+    """The transaction that turns the mesh's ports `have` into `want`: the map elements of
+    the ports that changed, nothing for the others, and the chain for a number of tasks no
+    port had (made whole; unused ones stay until the next full render).  A port without a
+    running task has no element (the connection meets whatever else the host has on that
+    port)."""
+    # Backends compared as tuples (a dataclass's generated __eq__ is ~5x slower: 10,000
+    # ports took ~50 ms to compare).
+    old = {(p.proto, p.port): p.backends for p in have if p.backends}
+    new = {(p.proto, p.port): p.backends for p in want if p.backends}
+    made = {(proto, len(b)) for (proto, _port), b in old.items()}
     out: list[str] = []
-    for key, p in old.items():
-        if key not in new:
-            out.append(f"delete element {TABLE} ingress {{ {p.proto} . {p.port} }}\n")
-            out.append(f"delete chain {TABLE} {p.chain}\n")
-    for key, p in new.items():
-        if old.get(key) == p:
+    for key, b in old.items():
+        if new.get(key) != b:
+            out.append(ingress_elements(IngressPort(*key, b), "delete"))
+    for key, b in new.items():
+        if old.get(key) == b:
             continue
-        if key not in old:
-            out.append(f"add chain {TABLE} {p.chain}\n")
+        p = IngressPort(*key, b)
+        if (p.proto, len(b)) not in made:
+            out.append(f"add chain {TABLE} {p.chain}\nflush chain {TABLE} {p.chain}\n")
             out.append(ingress_rule(p))
-            out.append(f"add element {TABLE} ingress {{ {p.proto} . {p.port} : jump {p.chain} }}\n")
-        else:
-            out.append(f"flush chain {TABLE} {p.chain}\n")
-            out.append(ingress_rule(p))
+            made.add((p.proto, len(b)))
+        out.append(ingress_elements(p, "add"))
     return "".join(out)
 
 
@@ -150,6 +178,13 @@ SETS = {
     "hostbound": "type ifname : verdict;",
     "vteps": "type ipv4_addr;",
     "ingress": "type inet_proto . inet_service : verdict;",
+    # The routing mesh's tasks, a map per protocol: port . index -> task address . target
+    # port (the key's type is that of `... numgen random mod N` whatever N; `th dport` in a
+    # typeof does not survive libnftables reading the map back from the kernel).
+    **{
+        f"ingress_{proto}": f"typeof {proto} dport . numgen random mod 2 : ip daddr . {proto} dport;"
+        for proto in ("tcp", "udp", "sctp")
+    },
 }
 BASE_CHAINS = {
     "forward": "type filter hook forward priority filter; policy accept;",
@@ -208,12 +243,13 @@ def render(state: FirewallState, stale_chains: set[str] | None = None) -> str:
             )
     if state.ports:
         elements.append(port_elements(state.ports, "add"))
+    counts: set[str] = set()
     for ip in state.ingress:
         if ip.backends:
-            rules.append(ingress_rule(ip))
-            elements.append(
-                f"add element {TABLE} ingress {{ {ip.proto} . {ip.port} : jump {ip.chain} }}\n"
-            )
+            if ip.chain not in counts:
+                counts.add(ip.chain)
+                rules.append(ingress_rule(ip))
+            elements.append(ingress_elements(ip, "add"))
 
     policy = decide(nets, state.underlay)
     if state.underlay is not None and state.underlay.vteps:

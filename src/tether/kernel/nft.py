@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import socket
 import subprocess
@@ -148,6 +149,25 @@ def _is_netfilter_socket(fd: int) -> bool:
         s.close()
 
 
+@functools.cache
+def _netns_library() -> ctypes.CDLL | None:
+    """libnftables for run_in_netns, loaded once: find_library runs `ldconfig -p` (a fork
+    and exec, ~5 ms, more on a busy machine) on every call."""
+    path = ctypes.util.find_library("nftables") or "libnftables.so.1"
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError:
+        return None
+    lib.nft_ctx_new.restype = ctypes.c_void_p
+    lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+    lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+    lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+    lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+    lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+    return lib
+
+
 def run_in_netns(path: str, text: str) -> None:
     """One transaction in another network namespace.
 
@@ -156,10 +176,8 @@ def run_in_netns(path: str, text: str) -> None:
     """
     from tether.kernel import netns
 
-    path_ = ctypes.util.find_library("nftables") or "libnftables.so.1"
-    try:
-        lib = ctypes.CDLL(path_)
-    except OSError:
+    lib = _netns_library()
+    if lib is None:
         r = subprocess.run(
             ["nsenter", f"--net={path}", "nft", "-f", "-"],
             input=text,
@@ -169,13 +187,6 @@ def run_in_netns(path: str, text: str) -> None:
         if r.returncode != 0:
             raise NftError(f"nftables: {r.stderr.strip()}") from None
         return
-    lib.nft_ctx_new.restype = ctypes.c_void_p
-    lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
-    lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
-    lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-    lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
-    lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
-    lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
     with netns.entered(path):
         ctx = new_ctx(lib)
         try:
