@@ -158,6 +158,12 @@ async def _resolve_on(
     return Resolved(repo, parsed, body, digest, index_bytes, index_digest, config)
 
 
+def _drop_orphan_blob(store: ImageStore, digest: str) -> None:
+    """A blob committed for a layer that then failed, unless another layer has it."""
+    if not any(b.digest == digest for i in store.layer_info.values() for b in i.blobs):
+        store.content.delete(digest)
+
+
 async def _fetch_layer(
     store: ImageStore,
     repo: Repository,
@@ -199,7 +205,6 @@ async def _fetch_layer(
                     f"filesystem layer verification failed for digest {desc.digest}"
                 )
                 if broken is not None:
-                    store.content.delete(blob)
                     raise broken
                 await progress.update(ident, "Download complete")
                 await progress.progress(ident, "Extracting", done, desc.size, force=True)
@@ -221,6 +226,7 @@ async def _fetch_layer(
             except (DigestMismatch, LayerError, InvalidParameter, RegistryError, Unauthorized):
                 writer.abort()
                 await unpacker.abort()
+                _drop_orphan_blob(store, desc.digest)
                 raise
             except (TimeoutError, TransportError, OSError) as exc:
                 writer.abort()

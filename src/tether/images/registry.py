@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -635,8 +634,3 @@ def _is_client_error(exc: BaseException) -> bool:
     import aiohttp
 
     return isinstance(exc, aiohttp.ClientError)
-
-
-async def iter_response(resp: aiohttp.ClientResponse, size: int = 1 << 18) -> AsyncIterator[bytes]:
-    async for chunk in resp.content.iter_chunked(size):
-        yield chunk
