@@ -401,14 +401,15 @@ class OneBox:
                     api.delete(f"/containers/{c['Id']}", {"force": 1})
 
     def _kill_leftovers(self) -> None:
-        """Containers' shims and port relays of these nodes still running (their daemon
-        died before removing them): killed as `rm -f` would, and their cgroups removed."""
+        """Containers' shims, port relays and tether-crypt data paths of these nodes still
+        running (their daemon died before removing them): killed as `rm -f` would, and their
+        cgroups removed."""
         marker = self.dir.encode()
         for pid in _pids():
             cmdline = _cmdline(pid)
             if marker not in cmdline:
                 continue
-            if b"tether/firewall/relay.py" in cmdline:
+            if b"tether/firewall/relay.py" in cmdline or b"tether.crypt.datapath" in cmdline:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             elif b"tether-shim" in cmdline:

@@ -56,7 +56,7 @@ def _container_cgroups() -> set[str]:
 
 
 def _live_tether_processes() -> set[str]:
-    """tetherd, tether-shim and port relay (firewall/relay.py) processes that are alive.
+    """tetherd, tether-shim, port relay (firewall/relay.py) and tether-crypt processes alive.
 
     Zombies are left out: a shim whose daemon was killed (the crash tests do that on purpose)
     is re-parented to PID 1, which reaps it in its own time; a zombie holds nothing but a pid.
@@ -76,7 +76,13 @@ def _live_tether_processes() -> set[str]:
         if state == b"Z":
             continue
         if any(
-            m in cmdline for m in ("tether.daemon.main", "tether-shim", "tether/firewall/relay.py")
+            m in cmdline
+            for m in (
+                "tether.daemon.main",
+                "tether-shim",
+                "tether/firewall/relay.py",
+                "tether.crypt.datapath",
+            )
         ):
             out.add(f"{pid} {cmdline}")
     return out

@@ -231,7 +231,10 @@ class NamespaceHost:
                     cmdline = f.read()
             except OSError:
                 continue
-            if b"tether/firewall/relay.py" in cmdline and marker in cmdline:
+            # The port relay and tether-crypt outlive a daemon on purpose (live restore).
+            if (
+                b"tether/firewall/relay.py" in cmdline or b"tether.crypt.datapath" in cmdline
+            ) and marker in cmdline:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
                 continue

@@ -8,6 +8,8 @@
     --node-name NAME            (default: the host name)
     --data-path-port PORT       (VXLAN's UDP port, default 4789: swarm's flag name)
     --cluster-node-port PORT    (the node listener's TCP port, default 7946: cluster/nodeapi.py)
+    --encrypted-data-port PORT  (tether-crypt's UDP port, default 4800)
+    --encryption-key-rotation DURATION   (encrypted overlays' keys, default 12h)
 
 Without --cluster-store tether is the single-host engine: SQLite only, no overlay driver.
 """
@@ -24,6 +26,10 @@ from tether.errors import InvalidParameter
 DEFAULT_PREFIX = "/tether"
 DEFAULT_TTL = 10
 DEFAULT_VXLAN_PORT = 4789
+# tether-crypt's UDP port: not 4790 (VXLAN-GPE's, which tcpdump would decode as such), not
+# 7946 (the node listener's).
+DEFAULT_CRYPT_PORT = 4800
+DEFAULT_KEY_ROTATION = 12 * 3600  # seconds: as often as Docker rotates its overlay keys
 DEFAULT_NODE_PORT = 7946  # swarm's gossip port: other nodes read task logs there
 # Docker's global-scope default pool: 10.0.0.0/8 cut into /24s.
 GLOBAL_POOL = "10.0.0.0/8"
@@ -42,10 +48,28 @@ class ClusterOptions:
     ttl: int = DEFAULT_TTL
     vxlan_port: int = DEFAULT_VXLAN_PORT
     node_port: int = DEFAULT_NODE_PORT  # 0: no node listener
+    # Encrypted overlays (crypt/): tether-crypt's UDP port and how often keys change.
+    crypt_port: int = DEFAULT_CRYPT_PORT
+    key_rotation: int = DEFAULT_KEY_ROTATION
     cacert: str = ""
     cert: str = ""
     key: str = ""
     opts: dict[str, str] = field(default_factory=dict)
+
+
+def set_encryption(opts: ClusterOptions, port: int, rotation: str) -> None:
+    """--encrypted-data-port (0: 4800) and --encryption-key-rotation."""
+    port = port or DEFAULT_CRYPT_PORT
+    if not 0 < port < 65536 or port in (opts.vxlan_port, opts.node_port):
+        raise InvalidParameter(
+            f"invalid --encrypted-data-port {port}: a port of its own (not --data-path-port "
+            "or --cluster-node-port)"
+        )
+    seconds = parse_duration(rotation) if rotation else DEFAULT_KEY_ROTATION
+    if seconds < 10:
+        raise InvalidParameter("--encryption-key-rotation must be at least 10s")
+    opts.crypt_port = port
+    opts.key_rotation = seconds
 
 
 def parse_duration(text: str) -> int:

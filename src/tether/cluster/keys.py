@@ -10,6 +10,7 @@ share one etcd.
                                  unique across the cluster (claims/vni/4096)  permanent
     ipam/<net id>/<address>      {Owner, Node}: gateway, aux:<key>, or an endpoint id
     endpoints/<net id>/<ep id>   one endpoint of a global network (RemoteEndpoint)
+    crypt/...                    encrypted networks' keys, sealed per node (crypt/keyring.py)
 
 An endpoint's address keys and its document are written in one transaction with its node's
 lease: when a node dies, its lease expires and everything it held vanishes with it, so no
@@ -26,6 +27,7 @@ SUBNETS = "subnets/"
 CLAIMS = "claims/"
 IPAM = "ipam/"
 ENDPOINTS = "endpoints/"
+CRYPT = "crypt/"
 
 
 def node(name: str) -> str:
@@ -69,3 +71,30 @@ def split(key: str) -> tuple[str, str, str]:
     kind, _, rest = key.partition("/")
     first, _, second = rest.partition("/")
     return kind, first, second
+
+
+# -- encrypted networks (crypt/keyring.py) ---------------------------------------------------
+
+
+def crypt_node(node_name: str) -> str:
+    return f"{CRYPT}nodes/{node_name}"
+
+
+def crypt_epoch(net_id: str) -> str:
+    return f"{CRYPT}epochs/{net_id}"
+
+
+def crypt_keys_prefix(net_id: str, epoch: int | None = None) -> str:
+    return f"{CRYPT}keys/{net_id}/" + (f"{epoch}/" if epoch is not None else "")
+
+
+def crypt_key(net_id: str, epoch: int, node_name: str) -> str:
+    return f"{CRYPT}keys/{net_id}/{epoch}/{node_name}"
+
+
+def crypt_acks(net_id: str) -> str:
+    return f"{CRYPT}acks/{net_id}/"
+
+
+def crypt_ack(net_id: str, node_name: str) -> str:
+    return f"{CRYPT}acks/{net_id}/{node_name}"

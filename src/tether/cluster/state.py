@@ -31,7 +31,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Protocol
 
 from tether import __version__
 from tether.cluster import keys
@@ -46,6 +46,7 @@ from tether.store.etcd import (
     EtcdClient,
     Event,
     KeepAlive,
+    KeyValue,
     Lease,
     LeaseNotFound,
     Op,
@@ -64,6 +65,18 @@ SERVICE_KINDS = frozenset({"services", "tasks", "tstatus", "ustatus", LEADER})
 RELIST_EVERY = 60.0  # seconds: the safety net under the watch
 RETRY_EVERY = 1.0  # seconds between attempts to reach the store when it is down
 ALLOC_ATTEMPTS = 64  # addresses tried before giving up on a busy network
+
+
+class StoreExtension(Protocol):
+    """Follows one kind of key (the first path element) that ClusterStore does not read."""
+
+    def relisted(self, kvs: list[KeyValue]) -> None: ...
+
+    def changed(self, key: str, kv: KeyValue | None) -> None: ...
+
+    def network_prefixes(self, net_id: str) -> list[str]:
+        """Keys that go with a global network (deleted in the transaction that removes it)."""
+        ...
 
 
 def _json(data: Any) -> str:
@@ -107,6 +120,9 @@ class ClusterStore:
         self.on_new_lease: list[Callable[[], Any]] = []
         # Services and their tasks (and the scheduler, on the leading node).
         self.services = Services(self)
+        # Parts that keep keys of their own kind under the prefix (crypt/: the keys of
+        # encrypted networks, crypt/keyring.py): handed every listing and change of it.
+        self.extensions: dict[str, StoreExtension] = {}
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -244,8 +260,12 @@ class ClusterStore:
         self.services.tasks.clear()
         self.services.update_status.clear()
         self.services.leader = ""
+        extended: dict[str, list[KeyValue]] = {k: [] for k in self.extensions}
         for kv in listing.kvs:
             kind, first, second = keys.split(kv.key)
+            if kind in extended:
+                extended[kind].append(kv)
+                continue
             try:
                 data: Any = (
                     json.loads(kv.value)
@@ -269,6 +289,8 @@ class ClusterStore:
                 self.services.apply(kind, first, data if kind != LEADER else kv.value.decode())
         self.revision = listing.revision
         self.services.relisted()
+        for kind, kvs in extended.items():
+            self.extensions[kind].relisted(kvs)
         self.claims = claims
         # Networks first (endpoints need their network), removals last.
         for net_id, net in networks.items():
@@ -321,6 +343,9 @@ class ClusterStore:
             self.revision = max(self.revision, ev.revision)
             kind, first, second = keys.split(ev.key)
             put = ev.type == "put"
+            if kind in self.extensions:
+                self.extensions[kind].changed(ev.key, ev.kv if put else None)
+                continue
             try:
                 data: Any = (
                     json.loads(ev.kv.value)
@@ -430,6 +455,8 @@ class ClusterStore:
             ops.append(Op.delete(keys.subnet(pool.subnet)))
         for claim in claims:
             ops.append(Op.delete(keys.claim(claim)))
+        for ext in self.extensions.values():
+            ops.extend(Op.delete_prefix(p) for p in ext.network_prefixes(net.id))
         result = await self.client.txn(
             [Compare.version(keys.network(net.id), ">", 0), Compare.prefix_absent(eps)], ops
         )

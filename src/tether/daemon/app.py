@@ -18,6 +18,7 @@ from tether.cbuild import CACHE_DIR
 from tether.daemon import (
     routes_cluster,
     routes_containers,
+    routes_crypt,
     routes_images,
     routes_networks,
     routes_services,
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     from tether.cluster.lb import Balancer
     from tether.cluster.nodeapi import NodeApi
     from tether.cluster.state import ClusterStore
+    from tether.crypt.manager import Encryption
     from tether.metrics import Metrics
 
 log = logging.getLogger("tether.daemon")
@@ -133,6 +135,7 @@ class Daemon:
         self.follower: Follower | None = None
         self.agent: Agent | None = None
         self.balancer: Balancer | None = None
+        self.encryption: Encryption | None = None
         self.nodeapi: NodeApi | None = None
         self._last_underlay: Underlay | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -201,6 +204,20 @@ class Daemon:
                 self._underlay_mtu(self.opts.cluster.advertise),
             )
             drivers.append(self.overlay)
+            # Encrypted overlays (-o encrypted): tether-crypt and the keys (crypt/).
+            from tether.crypt.manager import Encryption
+
+            self.encryption = Encryption(
+                self.rtnl,
+                self.cluster,
+                self.root,
+                self.exec_root,
+                self.opts.cluster.crypt_port,
+                self.overlay.underlay_mtu,
+                self.opts.cluster.key_rotation,
+            )
+            self.overlay.encryption = self.encryption
+            self.encryption.start()
         self.drivers = DriverRegistry(
             drivers, await self._driver_reasons(), clustered=self.cluster is not None
         )
@@ -329,6 +346,7 @@ class Daemon:
         routes_services.register(router, self.cluster, self.networks, self.nodeapi)
         routes_topology.register(router, self)
         routes_tether.register(router, self)
+        routes_crypt.register(router, self)
         self.server = HttpServer(router)
         try:
             os.unlink(self.socket_path)
@@ -461,8 +479,16 @@ class Daemon:
             return None
         vteps = {n.addr for n in self.cluster.nodes.values() if ":" not in n.addr}
         vteps.add(self.cluster.node.addr)
+        from tether.crypt.manager import encrypted, vni_of
+
         return Underlay(
-            self.cluster.opts.vxlan_port, tuple(sorted(vteps)), self.cluster.opts.node_port
+            self.cluster.opts.vxlan_port,
+            tuple(sorted(vteps)),
+            self.cluster.opts.node_port,
+            crypt_port=self.cluster.opts.crypt_port,
+            encrypted_vnis=tuple(
+                sorted(vni_of(n) for n in self.networks.by_id.values() if encrypted(n))
+            ),
         )
 
     def _port_rules(self) -> list[PortRule]:
@@ -505,6 +531,8 @@ class Daemon:
             await self.cluster.services.stop()
         if self.follower is not None:
             await self.follower.stop()
+        if self.encryption is not None:
+            await self.encryption.stop()  # the data path runs on (live restore)
         if self.cluster is not None:
             await self.cluster.stop()
         if self.server is not None:

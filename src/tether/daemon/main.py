@@ -87,6 +87,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="TCP port on the advertise address where other nodes read this node's task "
         "logs (default 7946; 0: off)",
     )
+    g.add_argument(
+        "--encrypted-data-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="UDP port of encrypted overlays' traffic (default 4800)",
+    )
+    g.add_argument(
+        "--encryption-key-rotation",
+        default="12h",
+        metavar="DURATION",
+        help="how often encrypted overlays get a new key (default 12h)",
+    )
     p.add_argument(
         "--metrics-addr",
         default="",
@@ -167,7 +180,9 @@ def _cluster_options(args: argparse.Namespace) -> Any:
                 by_iface.setdefault(names.get(a.index, ""), a.cidr.split("/")[0])
     finally:
         dumper.close()
-    return build(
+    from tether.cluster.config import set_encryption
+
+    opts = build(
         args.cluster_store,
         args.cluster_advertise,
         args.node_name,
@@ -176,6 +191,8 @@ def _cluster_options(args: argparse.Namespace) -> Any:
         by_iface,
         args.cluster_node_port,
     )
+    set_encryption(opts, args.encrypted_data_port, args.encryption_key_rotation)
+    return opts
 
 
 if __name__ == "__main__":

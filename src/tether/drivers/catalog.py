@@ -45,11 +45,14 @@ BRIDGE_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
 BRIDGE_HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
 BRIDGE_DEFAULT = "com.docker.network.bridge.default_bridge"  # the predefined network's own
 DRIVER_MTU = "com.docker.network.driver.mtu"
+OVERLAY_VNI = "com.docker.network.driver.overlay.vxlanid_list"
+OVERLAY_ENCRYPTED = "encrypted"  # Docker's: an encrypted overlay (crypt/, not IPsec here)
 DRIVER_OPTIONS: dict[str, frozenset[str]] = {
     "bridge": frozenset(
         {BRIDGE_NAME, BRIDGE_ICC, BRIDGE_MASQUERADE, BRIDGE_HOST_BINDING, DRIVER_MTU}
     ),
     "macvlan": frozenset({"parent", "macvlan_mode", DRIVER_MTU}),
+    "overlay": frozenset({OVERLAY_VNI, OVERLAY_ENCRYPTED, DRIVER_MTU}),
 }
 # Options Docker's drivers have that tether does not act on (yet): refused with that reason.
 NOT_SUPPORTED: dict[str, frozenset[str]] = {
@@ -70,7 +73,7 @@ NOT_SUPPORTED: dict[str, frozenset[str]] = {
 def option_refusal(driver: str, key: str, predefined: bool = False) -> str | None:
     """The one-line error for an -o option `driver` does not act on (None: it does).
 
-    Drivers not in the table (overlay, third-party names) check their own options."""
+    Drivers not in the table (third-party names) check their own options."""
     known = DRIVER_OPTIONS.get(driver)
     if known is None or key in known or (predefined and key == BRIDGE_DEFAULT):
         return None

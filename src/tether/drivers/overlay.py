@@ -25,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 from tether.drivers import veth
 from tether.drivers.base import Capabilities, FirewallFacts, NetworkDriver, Sandbox
+from tether.drivers.catalog import OVERLAY_ENCRYPTED, option_refusal
 from tether.errors import ClaimTaken, Forbidden, InvalidParameter, SystemFailure
 from tether.kernel.rtdump import LinkInfo
 from tether.kernel.rtnl import Rtnl
@@ -43,6 +45,10 @@ BRIDGE_PREFIX = "ov-"
 VXLAN_PREFIX = "vx-"
 ALIAS_PREFIX = "tether:overlay:"
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
+# -o encrypted: outer IPv4 20 + UDP 8 + tether-crypt's header 28 + virtio-net header 10 +
+# inner Ethernet 14 + AEAD tag 16 (crypt/wire.py OVERHEAD): a full frame fits one datagram.
+ENCRYPTED_OVERHEAD = 96
+OPT_ENCRYPTED = OVERLAY_ENCRYPTED  # Docker's option: its presence asks for encryption
 FIRST_VNI = 4096  # Docker's overlay starts its VNIs here
 MAX_VNI = (1 << 24) - 1
 
@@ -51,6 +57,8 @@ MAX_VNI = (1 << 24) - 1
 class OverlayState:
     vni: int  # 0 until the cluster store handed one out
     mtu: int = 0  # 0: the underlay's MTU minus 50, decided on each node
+    # -o encrypted: a TAP port to tether-crypt instead of a VXLAN device (crypt/manager.py)
+    encrypted: bool = False
 
     @classmethod
     def of(cls, net: Network) -> OverlayState:
@@ -64,6 +72,20 @@ class Remote:
     ip: str  # IPv4 (or IPv6) address, no prefix
     mac: str
     vtep: str  # its node's advertise address
+
+
+class EncryptedPorts(Protocol):
+    """What carries an encrypted overlay's frames between nodes (crypt/manager.py)."""
+
+    async def ensure(self, net: Network, bridge: int, mtu: int) -> bool: ...
+
+    async def program(self, net: Network, remotes: list[Remote]) -> int: ...
+
+    async def delete(self, net: Network) -> None: ...
+
+    async def reconcile(self, nets: list[Network]) -> int: ...
+
+    async def joined(self, inner: Rtnl, ep: Endpoint) -> None: ...
 
 
 def bridge_name(net: Network) -> str:
@@ -91,7 +113,7 @@ def requested_vni(options: dict[str, str]) -> int:
 
 class OverlayDriver(NetworkDriver):
     name = NAME
-    caps = Capabilities(scope="global", needs_cluster=True, default_route=False)
+    caps = Capabilities(scope="global", needs_cluster=True, default_route=False, encryption=True)
 
     def __init__(self, rtnl: Rtnl, vtep: str, port: int, underlay_mtu: int) -> None:
         self.rtnl = rtnl
@@ -104,22 +126,31 @@ class OverlayDriver(NetworkDriver):
         # What the store says each network's remote endpoints are (the last `program`).
         self.wanted: dict[str, list[Remote]] = {}
         self._lock = asyncio.Lock()
+        # Encrypted networks' data path (set by the daemon: crypt/manager.py).
+        self.encryption: EncryptedPorts | None = None
 
     def mtu(self, net: Network) -> int:
         st = OverlayState.of(net)
-        return st.mtu or max(68, self.underlay_mtu - VXLAN_OVERHEAD)
+        overhead = ENCRYPTED_OVERHEAD if st.encrypted else VXLAN_OVERHEAD
+        return st.mtu or max(68, self.underlay_mtu - overhead)
 
     # -- networks ------------------------------------------------------------------------
 
     def validate(self, net: Network, others: list[Network]) -> None:
         options = net.options or {}
+        for key in options:
+            refused = option_refusal(NAME, key)
+            if refused is not None:
+                raise InvalidParameter(refused)
         mtu = parse_mtu(options[OPT_MTU]) if OPT_MTU in options else 0
         vni = requested_vni(options)
         if vni and any(
             o.driver == NAME and OverlayState.of(o).vni == vni for o in others if o.id != net.id
         ):
             raise Forbidden(f"VXLAN id {vni} is already in use by another overlay network")
-        net.driver_state = asdict(OverlayState(vni=vni, mtu=mtu))
+        net.driver_state = asdict(
+            OverlayState(vni=vni, mtu=mtu, encrypted=OPT_ENCRYPTED in options)
+        )
 
     def claims(self, net: Network) -> list[str]:
         return [f"vni/{OverlayState.of(net).vni}"]
@@ -160,6 +191,8 @@ class OverlayDriver(NetworkDriver):
             changed = True
         else:
             index = br.index
+        if st.encrypted:
+            return await self._ensure_encrypted(net, index, mtu, br is None or not br.up)
         vx = await self.rtnl.link(vxlan_name(net))
         if vx is not None and await self.rtnl.vxlan_params(vx.name) != (self.vtep, st.vni):
             # This node's advertise address (or the VNI) changed: the device is remade, and
@@ -190,8 +223,24 @@ class OverlayDriver(NetworkDriver):
             changed = True
         return changed
 
+    async def _ensure_encrypted(self, net: Network, bridge: int, mtu: int, up: bool) -> bool:
+        """An encrypted network's bridge gets a TAP port to tether-crypt, never a VXLAN
+        device: its frames cross the underlay only sealed."""
+        if self.encryption is None:
+            raise SystemFailure(f"overlay network {net.name} is encrypted: no data path here")
+        vx = await self.rtnl.link(vxlan_name(net))
+        if vx is not None:
+            await self.rtnl.delete(vx.index)
+        changed = await self.encryption.ensure(net, bridge, mtu)
+        if up:
+            await self.rtnl.up(bridge)
+            changed = True
+        return changed
+
     async def delete(self, net: Network) -> None:
         async with self._lock:
+            if self.encryption is not None and OverlayState.of(net).encrypted:
+                await self.encryption.delete(net)
             for name in (vxlan_name(net), bridge_name(net)):
                 index = await self.rtnl.index(name)
                 if index is not None:
@@ -256,6 +305,8 @@ class OverlayDriver(NetworkDriver):
         network's endpoints on other nodes).  Returns the number of entries changed."""
         async with self._lock:
             self.wanted[net.id] = list(remotes)
+            if self.encryption is not None and OverlayState.of(net).encrypted:
+                return await self.encryption.program(net, remotes)
             index = await self.rtnl.index(vxlan_name(net))
             if index is None:
                 return 0
@@ -314,6 +365,8 @@ class OverlayDriver(NetworkDriver):
             if bridge is None:
                 raise SystemFailure(f"bridge {bridge_name(net)} of network {net.name} is missing")
         await veth.attach(self.rtnl, sandbox.inner, sandbox.path, bridge, self.mtu(net), ep)
+        if self.encryption is not None and OverlayState.of(net).encrypted:
+            await self.encryption.joined(sandbox.inner, ep)
 
     async def leave(self, net: Network, ep: Endpoint, sandbox_path: str | None) -> None:
         await self.rtnl.delete_in_thread(name=ep.host_ifname)
@@ -340,6 +393,8 @@ class OverlayDriver(NetworkDriver):
                 async with self._lock:
                     if await self._ensure(net):
                         changes += 1
+        if self.encryption is not None:
+            changes += await self.encryption.reconcile(nets)
         return changes
 
     async def sweep_endpoints(self, wanted: set[str]) -> int:

@@ -27,6 +27,7 @@ Scope = Literal[
     "host",  # from a container to the host's own addresses
     "loopback",  # to 127.0.0.0/8 or ::1 from anything but the host's lo
     "underlay",  # VXLAN packets (and the node listener's TCP) from anything but the nodes
+    "encrypted",  # encrypted overlays: never plain VXLAN, their data port from nodes only
 ]
 
 
@@ -63,6 +64,10 @@ class Underlay:
     port: int
     vteps: tuple[str, ...]
     node_port: int = 0
+    # Encrypted overlays (crypt/): tether-crypt's UDP port, and the VNIs that must never
+    # cross the underlay as plain VXLAN.
+    crypt_port: int = 0
+    encrypted_vnis: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,16 @@ def decide(networks: list[Net], underlay: Underlay | None = None) -> Policy:
                     if underlay.node_port
                     else ""
                 ),
+            )
+        )
+    if underlay is not None and underlay.encrypted_vnis:
+        add(
+            Decision(
+                "encrypted",
+                "drop",
+                f"encrypted overlays (VXLAN ids {', '.join(map(str, underlay.encrypted_vnis))}) "
+                f"cross the underlay only sealed, over UDP {underlay.crypt_port} from the "
+                "cluster's nodes: plain VXLAN carrying their ids is dropped, in and out",
             )
         )
     add(

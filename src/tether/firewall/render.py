@@ -109,6 +109,8 @@ def chain_names(state: FirewallState) -> set[str]:
         if n.internal or n.ingress:
             names.add(f"net_{n.key}_host")
     names |= {p.chain for p in state.ingress if p.backends}
+    if state.underlay is not None and state.underlay.encrypted_vnis:
+        names.add("guard_out")  # plain VXLAN of encrypted networks never leaves
     return names
 
 
@@ -193,6 +195,7 @@ BASE_CHAINS = {
     "postrouting": "type nat hook postrouting priority srcnat; policy accept;",
     "guard": "type filter hook prerouting priority raw; policy accept;",
     "input": "type filter hook input priority filter; policy accept;",
+    "guard_out": "type filter hook output priority raw; policy accept;",
 }
 
 
@@ -329,6 +332,19 @@ def _nft(d: Decision, p: Policy) -> list[tuple[str, str]]:
             # The node listener (task logs for `service logs`): nodes only, before it is
             # accepted by anything; the listener checks the address again (and TLS).
             rules.append(("input", f"tcp dport {p.underlay.node_port} ip saddr != @vteps drop"))
+        return rules
+    if d.scope == "encrypted" and p.underlay is not None:
+        u = p.underlay
+        # VXLAN's header follows UDP's: the VNI is bits 96..119 of the transport header.
+        # Such a packet would be an encrypted network's traffic in the clear (a VXLAN device
+        # someone made by hand, a node that lost its data path): dropped both ways, as
+        # Docker's `--pol none` xfrm rule does for its encrypted overlays.
+        vnis = ", ".join(str(v) for v in u.encrypted_vnis)
+        # (Counted: `nft list chain inet tether guard` shows what was refused.)
+        plain = f"udp dport {u.port} @th,96,24 {{ {vnis} }} counter drop"
+        rules = [("guard", plain), ("guard_out", plain)]
+        if u.crypt_port:
+            rules.insert(0, ("guard", f"udp dport {u.crypt_port} ip saddr != @vteps counter drop"))
         return rules
     if d.scope == "host" and not d.network:
         # Traffic from an internal network's bridge to the host goes to its own chain.

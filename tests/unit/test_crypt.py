@@ -1,0 +1,387 @@
+"""tether-crypt's data path and keys, without root: real sockets on loopback, real AEAD.
+
+Two DataPath objects (the process's own class) on 127.0.0.1 and 127.0.0.2 stand for two
+nodes; a pipe stands for each network's TAP, so what the receiver would hand the kernel is
+read back and compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from tether.crypt import wire
+from tether.crypt.datapath import DataPath, Net, arp_reply, na_reply
+from tether.crypt.keyring import (
+    ACK_WAIT,
+    PREVIOUS_GRACE,
+    CryptNode,
+    Keyring,
+    open_sealed,
+    seal_for,
+)
+from tether.firewall.policy import Underlay
+from tether.firewall.render import FirewallState, render
+
+VNI = 4096
+KEY = bytes(range(32))
+PORT = 47900 + os.getpid() % 1000  # a high port per test process, on loopback only
+
+
+def frame(size: int, fill: bytes = b"x") -> bytes:
+    """A virtio-net header and an Ethernet frame of `size` bytes to a unicast MAC."""
+    eth = bytes.fromhex("02420a000003") + bytes.fromhex("02420a000002") + b"\x08\x00"
+    return bytes(wire.VNET_HDR_LEN) + eth + (fill * size)[: size - len(eth)]
+
+
+class Node:
+    def __init__(self, addr: str, tmp: str) -> None:
+        path = os.path.join(tmp, f"ctl-{addr}")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(1)
+        self.dp = DataPath(self.listener)
+        self.dp.configure(addr, PORT, 1500)
+        self.rd, wr = os.pipe()
+        os.set_blocking(self.rd, False)
+        self.net = Net(VNI, "ex-test")
+        self.net.fd = wr
+        self.net.keys = {1: KEY}
+        self.net.send_epoch = 1
+        self.dp.nets[VNI] = self.net
+
+    @property
+    def addr(self) -> str:
+        return self.dp.addr
+
+    def delivered(self) -> list[bytes]:
+        """What the data path wrote to the network's "TAP" (one write per frame)."""
+        out = []
+        while True:
+            try:
+                out.append(os.read(self.rd, 1 << 20))
+            except BlockingIOError:
+                return out
+
+    def receive(self, timeout: float = 2.0) -> None:
+        assert self.dp.sock is not None
+        select.select([self.dp.sock], [], [], timeout)
+        self.dp.on_udp(self.dp.sock.fileno())
+
+    def close(self) -> None:
+        os.close(self.rd)
+        os.close(self.net.fd)
+        if self.dp.sock is not None:
+            self.dp.sock.close()
+        self.listener.close()
+        self.dp.ep.close()
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Node, Node]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        a, b = Node("127.0.0.1", tmp), Node("127.0.0.2", tmp)
+        a.dp.peers = {b.addr: b.dp.session}
+        b.dp.peers = {a.addr: a.dp.session}
+        a.net.macs = {bytes.fromhex("02420a000003"): b.addr}
+        try:
+            yield a, b
+        finally:
+            a.close()
+            b.close()
+
+
+def sealed(
+    a: Node, b: Node, data: bytes, counter: int, key: bytes = KEY, epoch: int = 1
+) -> list[bytes]:
+    """Datagrams from a to b as a's data path would send them (wire.seal is the reference)."""
+    k = wire.pair_key(key, VNI, epoch, a.addr, a.dp.session, b.addr, b.dp.session)
+    return wire.seal(k, VNI, epoch, a.dp.session, counter, data, wire.chunk_size(1500))
+
+
+def feed(b: Node, src: str, dgrams: list[bytes]) -> None:
+    """Hand datagrams to b's receive path as separate receives."""
+    for d in dgrams:
+        b.dp.block(src, memoryview(d), len(d), len(d))
+
+
+# -- the whole path over loopback: one seal, GSO send, GRO receive, one open --------------
+
+
+@pytest.mark.parametrize("size", [60, 1400, 9000, 65000])
+def test_frames_cross_sealed_and_arrive_whole(pair: tuple[Node, Node], size: int) -> None:
+    a, b = pair
+    data = frame(size)
+    a.dp.send(a.net, b.addr, data)
+    b.receive()
+    assert b.delivered() == [data]
+    assert b.net.stats["rx_packets"] == 1
+    assert a.net.stats["tx_packets"] == 1
+
+
+def test_what_crosses_is_not_the_frame(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    marker = b"TETHER-MARKER-" * 100
+    spy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    spy.bind(("127.0.0.3", PORT))
+    spy.setsockopt(socket.SOL_UDP, 104, 1)  # UDP_GRO: the whole send at once
+    try:
+        a.dp.peers["127.0.0.3"] = b.dp.session
+        a.dp.send(a.net, "127.0.0.3", frame(20000, marker))
+        spy.settimeout(2)
+        got = spy.recv(1 << 17)
+    finally:
+        spy.close()
+    assert len(got) > 20000
+    assert b"TETHER-MARKER" not in got
+    assert got[0] == wire.MAGIC
+
+
+# -- the receive side: reassembly, replay, tampering ---------------------------------------
+
+
+def test_datagrams_of_a_frame_in_any_order_and_split_across_receives(
+    pair: tuple[Node, Node],
+) -> None:
+    a, b = pair
+    data = frame(30000)
+    dgrams = sealed(a, b, data, counter=5)
+    assert len(dgrams) > 3
+    # Two runs, the later first (as two GSO sends of one frame may be received).
+    first, second = dgrams[:3], dgrams[3:]
+    run2 = b"".join(second)
+    b.dp.block(a.addr, memoryview(run2), len(run2), len(second[0]))
+    assert b.delivered() == []
+    run1 = b"".join(first)
+    b.dp.block(a.addr, memoryview(run1), len(run1), len(first[0]))
+    assert b.delivered() == [data]
+
+
+def test_a_replayed_frame_is_dropped_and_counted(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    data = frame(100)
+    dgrams = sealed(a, b, data, counter=1)
+    feed(b, a.addr, dgrams)
+    feed(b, a.addr, dgrams)
+    assert b.delivered() == [data]
+    assert b.net.stats["rx_drop_replayed"] == 1
+    # Older than the window: dropped too, even never seen.
+    feed(b, a.addr, sealed(a, b, data, counter=wire.REPLAY_WINDOW + 10))
+    feed(b, a.addr, sealed(a, b, data, counter=2))
+    assert len(b.delivered()) == 1
+    assert b.net.stats["rx_drop_replayed"] == 2
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        (wire.HEADER_LEN + 5, "auth_failed"),  # the ciphertext
+        (-1, "auth_failed"),  # the tag
+        (27, "auth_failed"),  # the counter (associated data)
+        (9, "unknown_epoch"),  # the epoch
+        (14, "unknown_sender"),  # the sender's session
+    ],
+)
+def test_tampered_datagrams_are_dropped_and_counted(
+    pair: tuple[Node, Node], where: int, reason: str
+) -> None:
+    a, b = pair
+    (d,) = sealed(a, b, frame(200), counter=3)
+    bad = bytearray(d)
+    bad[where] ^= 0x01
+    feed(b, a.addr, [bytes(bad)])
+    assert b.delivered() == []
+    assert b.net.stats["rx_drop_" + reason] == 1
+    feed(b, a.addr, [d])  # the genuine one still passes (a forgery never moves the window)
+    assert len(b.delivered()) == 1
+
+
+def test_truncated_foreign_and_unknown_packets_are_dropped_and_counted(
+    pair: tuple[Node, Node],
+) -> None:
+    a, b = pair
+    (d,) = sealed(a, b, frame(200), counter=4)
+    feed(b, a.addr, [d[:10]])
+    assert b.dp.glob["rx_drop_malformed"] == 1
+    feed(b, a.addr, [d[:-5]])
+    assert b.net.stats["rx_drop_auth_failed"] == 1
+    feed(b, a.addr, [b"GET / HTTP/1.0\r\n\r\n" * 3])
+    assert b.dp.glob["rx_drop_malformed"] == 2
+    feed(b, a.addr, sealed(a, b, frame(200), counter=5, key=os.urandom(32)))
+    assert b.net.stats["rx_drop_auth_failed"] == 2
+    # From an address that is no node's: unknown sender, never opened.
+    feed(b, "127.0.0.9", [d])
+    assert b.net.stats["rx_drop_unknown_sender"] == 1
+    other = bytearray(d)
+    other[4:8] = struct.pack(">I", VNI + 1)
+    feed(b, a.addr, [bytes(other)])
+    assert b.dp.glob["rx_drop_unknown_network"] == 1
+    assert b.delivered() == []
+
+
+def test_a_frame_missing_a_datagram_is_counted_incomplete(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    dgrams = sealed(a, b, frame(5000), counter=6)
+    feed(b, a.addr, dgrams[:-1])
+    b.dp.sweep(1e12)
+    assert b.net.stats["rx_drop_incomplete"] == 1
+    assert b.delivered() == []
+
+
+def test_a_restarted_receiver_opens_nothing_recorded_before(pair: tuple[Node, Node]) -> None:
+    """A new process, a new session: packets recorded for the old one never open."""
+    a, b = pair
+    recorded = sealed(a, b, frame(100), counter=7)
+    b.dp.session ^= 1  # what a restart does (a fresh random session)
+    b.dp.rx.clear()
+    feed(b, a.addr, recorded)
+    assert b.delivered() == []
+    assert b.net.stats["rx_drop_auth_failed"] == 1
+
+
+def test_unknown_destinations_and_missing_keys_are_not_sent(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    a.dp.send(a.net, "127.0.0.7", frame(100))  # no session known for that node
+    assert a.net.stats["tx_drop_no_key"] == 1
+    a.net.send_epoch = 9
+    a.dp.send(a.net, b.addr, frame(100))
+    assert a.net.stats["tx_drop_no_key"] == 2
+
+
+def test_replay_window() -> None:
+    w = wire.ReplayWindow()
+    for c in (1, 3, 2, 10, 5):
+        assert w.check(c)
+        w.accept(c)
+    assert not any(w.check(c) for c in (1, 2, 3, 5, 10))
+    assert w.check(4) and w.check(11)
+    w.accept(10 + wire.REPLAY_WINDOW)
+    assert not w.check(10) and not w.check(4)
+    assert w.check(11 + 1)
+
+
+# -- answers given locally: ARP and neighbour solicitations -------------------------------
+
+
+def test_arp_requests_for_remote_containers_are_answered() -> None:
+    mac = bytes.fromhex("02420a000003")
+    asker = bytes.fromhex("02420a000002")
+    req = (
+        b"\xff" * 6 + asker + b"\x08\x06"
+        + b"\x00\x01\x08\x00\x06\x04\x00\x01" + asker + bytes([10, 0, 0, 2])
+        + bytes(6) + bytes([10, 0, 0, 3])
+    )  # fmt: skip
+    reply = arp_reply(memoryview(req), {bytes([10, 0, 0, 3]): mac})
+    assert reply is not None
+    assert reply[:6] == asker and reply[6:12] == mac
+    assert reply[20:22] == b"\x00\x02"  # a reply
+    assert reply[22:28] == mac and reply[28:32] == bytes([10, 0, 0, 3])
+    assert arp_reply(memoryview(req), {}) is None
+
+
+def test_neighbour_solicitations_get_a_valid_advertisement() -> None:
+    import ipaddress
+
+    mac = bytes.fromhex("02420a000003")
+    target = ipaddress.ip_address("fd00::3").packed
+    src = ipaddress.ip_address("fd00::2").packed
+    body = b"\x87\x00\x00\x00" + bytes(4) + target
+    ip6 = b"\x60\0\0\0" + len(body).to_bytes(2, "big") + b"\x3a\xff" + src + b"\xff" * 16
+    req = b"\x33\x33\xff\x00\x00\x03" + bytes.fromhex("02420a000002") + b"\x86\xdd" + ip6 + body
+    reply = na_reply(memoryview(req), {target: mac})
+    assert reply is not None
+    ip = reply[14:]
+    assert ip[24:40] == src and ip[40] == 136  # to the asker, a neighbour advertisement
+    payload = ip[40:]
+    pseudo = ip[8:24] + ip[24:40] + len(payload).to_bytes(4, "big") + b"\0\0\0\x3a"
+    data = pseudo + payload
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    assert total == 0xFFFF  # the checksum verifies
+    assert payload[-6:] == mac
+
+
+# -- keys: sealed per node, plans, rotation ------------------------------------------------
+
+
+def test_a_sealed_network_key_opens_only_for_its_node() -> None:
+    a, b = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    value = seal_for(a.public_key().public_bytes_raw(), "n" * 64, 3, "node1", KEY).encode()
+    assert open_sealed(a, value, "n" * 64, 3, "node1") == KEY
+    with pytest.raises(InvalidTag):
+        open_sealed(b, value, "n" * 64, 3, "node1")
+    with pytest.raises(InvalidTag):
+        open_sealed(a, value, "n" * 64, 4, "node1")  # another epoch's slot
+
+
+def _ring(held: dict[int, bytes], acks: dict[str, int]) -> Keyring:
+    k = Keyring("node1", X25519PrivateKey.generate())
+    net = "n" * 64
+    k.held[net] = dict(held)
+    for name in ("node1", *acks):
+        k.nodes[name] = CryptNode(name, name, b"x" * 32, "s")
+    k.acks[net] = dict(acks)
+    return k
+
+
+def test_senders_switch_when_every_node_holds_the_new_key() -> None:
+    net = "n" * 64
+    k = _ring({1: b"1" * 32, 2: b"2" * 32}, {"node2": 2, "node3": 1})
+    plan = k.plan(net, 100.0)
+    assert plan.send == 1 and set(plan.keys) == {1, 2}  # node3 cannot open 2 yet
+    k.acks[net]["node3"] = 2
+    plan = k.plan(net, 101.0)
+    assert plan.send == 2 and set(plan.keys) == {1, 2}  # the previous one for a while
+    plan = k.plan(net, 101.0 + PREVIOUS_GRACE + 1)
+    assert plan.send == 2 and set(plan.keys) == {2}
+
+
+def test_senders_switch_after_a_bound_when_a_node_never_acknowledges() -> None:
+    net = "n" * 64
+    k = _ring({1: b"1" * 32, 2: b"2" * 32}, {"node2": 1})
+    assert k.plan(net, 50.0).send == 1
+    assert k.plan(net, 50.0 + ACK_WAIT).send == 2
+
+
+def test_nodes_whose_copy_was_sealed_for_another_key_pair_get_a_new_one() -> None:
+    from tether.crypt.keyring import Epoch
+
+    net = "n" * 64
+    k = _ring({1: KEY}, {"node2": 1})
+    k.epochs[net] = Epoch(1, 0.0, "node1", ("node1", "node2"), 5)
+    k.nodes["node2"] = CryptNode("node2", "10.0.0.2", b"p" * 32, "s")
+    k.sealed[net] = {1: {"node2": seal_for(X25519PrivateKey.generate().public_key().public_bytes_raw(), net, 1, "node2", KEY).encode()}}  # fmt: skip
+    assert [n.name for n in k.missing(net)] == ["node1", "node2"]
+
+
+# -- the firewall's part -------------------------------------------------------------------
+
+
+def test_plain_vxlan_of_encrypted_networks_is_dropped_both_ways() -> None:
+    u = Underlay(4789, ("10.99.0.11", "10.99.0.12"), crypt_port=4790, encrypted_vnis=(4097, 4099))
+    text = render(FirewallState([], underlay=u))
+    assert "type filter hook output priority raw" in text
+    assert "add rule inet tether guard udp dport 4790 ip saddr != @vteps counter drop\n" in text
+    rule = "udp dport 4789 @th,96,24 { 4097, 4099 } counter drop"
+    assert f"add rule inet tether guard {rule}\n" in text
+    assert f"add rule inet tether guard_out {rule}\n" in text
+    plain = render(FirewallState([], underlay=Underlay(4789, ("10.99.0.11",))))
+    assert "guard_out" not in plain and "@th,96,24" not in plain
+
+
+def test_an_encrypted_overlay_leaves_room_for_the_seal_in_one_datagram() -> None:
+    from tether.drivers.overlay import ENCRYPTED_OVERHEAD
+
+    assert ENCRYPTED_OVERHEAD == wire.OVERHEAD
+    # A full frame of the network's MTU is one datagram of the underlay's MTU.
+    mtu = 1500 - ENCRYPTED_OVERHEAD
+    assert wire.VNET_HDR_LEN + wire.ETH_LEN + mtu + wire.TAG_LEN == wire.chunk_size(1500)
