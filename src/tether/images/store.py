@@ -440,6 +440,8 @@ class ImageStore:
             if removed_ref:
                 return records_  # untagged: the image stays, dangling, for its containers
             raise Conflict(conflict[0])
+        # Forced: every name it still has goes first (dockerd's removeAllReferencesToImageID).
+        records_ += [{"Untagged": t} for t in [*img.repo_tags, *img.repo_digests]]
         records_.append({"Deleted": img.id})
         for chain in self._delete(img):
             records_.append({"Deleted": chain})
@@ -456,6 +458,15 @@ class ImageStore:
                 True,
             )
         if hard_only:
+            if using:
+                # dockerd deletes it and lets the container's layer references keep the
+                # files; a tether container needs its image's record to start again, so the
+                # image stays (untagged, when a name was given) until the container goes.
+                return (
+                    f"conflict: unable to delete {img.short_id} (cannot be forced) - image is "
+                    f"being used by stopped container {using[0][0][:12]}",
+                    True,
+                )
             return None
         if tags and (img.repo_tags or img.repo_digests):
             return (

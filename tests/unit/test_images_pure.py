@@ -317,3 +317,72 @@ def test_layer_archives_are_deterministic(tmp_path: object) -> None:
     with tarfile.open(fileobj=io.BytesIO(b"".join(out1))) as tar:
         assert tar.getnames() == ["d", "d/f", "link"]
         assert all(m.uname == "" and m.mtime == 0 for m in tar.getmembers())
+
+
+# -- rmi: dockerd's rules ------------------------------------------------------------------------
+
+
+def _store_with_image(tmp: str, tags: list[str]) -> tuple[object, str]:
+    from tether.images.reference import parse as parse_ref
+    from tether.images.store import ImageStore, LayerInfo
+    from tether.store.sqlite import Store
+
+    st = ImageStore(Store(os.path.join(tmp, "db")), tmp)
+    st.load()
+    diff = "sha256:" + "d" * 64
+    os.makedirs(st.layers.path(diff))
+    st.save_layer(LayerInfo(diff, 10, 10, []))
+    cfg = oci.make_config({"Cmd": ["sh"]}, [diff], [], 0)
+    img = st.commit(cfg, [parse_ref(t) for t in tags])
+    return st, img.id
+
+
+def test_rmi_follows_dockerds_rules(tmp_path: object) -> None:
+    from tether.errors import Conflict
+
+    st, iid = _store_with_image(str(tmp_path), ["a:1", "b:2"])
+    short = iid[7:19]
+    assert st.remove("a:1", [], False) == [{"Untagged": "a:1"}]  # type: ignore[attr-defined]
+    st.commit(st.content.get(iid), [parse("a:1")])  # type: ignore[attr-defined]
+    with pytest.raises(Conflict) as info:
+        st.remove(iid, [], False)  # type: ignore[attr-defined]
+    assert info.value.message == (
+        f"conflict: unable to delete {short} (must be forced) - image is referenced in "
+        "multiple repositories"
+    )
+    cid = "c" * 64
+    with pytest.raises(Conflict) as info:
+        st.remove(iid, [(cid, iid, True)], True)  # type: ignore[attr-defined]
+    assert info.value.message == (
+        f"conflict: unable to delete {short} (cannot be forced) - image is being used by "
+        f"running container {cid[:12]}"
+    )
+    out = st.remove(iid, [], True)  # type: ignore[attr-defined]
+    assert sorted(x["Untagged"] for x in out[:2]) == ["a:1", "b:2"]
+    assert out[2] == {"Deleted": iid} and out[3] == {"Deleted": "sha256:" + "d" * 64}
+    assert not os.path.exists(st.layers.path("sha256:" + "d" * 64))  # type: ignore[attr-defined]
+
+
+def test_rmi_of_an_image_a_stopped_container_uses(tmp_path: object) -> None:
+    from tether.errors import Conflict, NotFound
+
+    st, iid = _store_with_image(str(tmp_path), ["a:1"])
+    using = [("c" * 64, iid, False)]
+    with pytest.raises(Conflict) as info:
+        st.remove("a:1", using, False)  # type: ignore[attr-defined]
+    assert info.value.message == (
+        f'conflict: unable to remove repository reference "a:1" (must force) - container '
+        f"{'c' * 12} is using its referenced image {iid[7:19]}"
+    )
+    # -f: untagged, and the image stays for its container (dangling), as dockerd does.
+    assert st.remove("a:1", using, True) == [{"Untagged": "a:1"}]  # type: ignore[attr-defined]
+    assert st.by_id[iid].repo_tags == []  # type: ignore[attr-defined]
+    with pytest.raises(NotFound) as nf:
+        st.find("a:1")  # type: ignore[attr-defined]
+    assert nf.value.message == "No such image: a:1"
+    # By id, forced: not while the container needs it (a stopped container's start needs
+    # its image), said so; the image stays.
+    with pytest.raises(Conflict) as info:
+        st.remove(iid, using, True)  # type: ignore[attr-defined]
+    assert "(cannot be forced) - image is being used by stopped container" in info.value.message
+    assert iid in st.by_id  # type: ignore[attr-defined]
