@@ -1,5 +1,7 @@
 """tether: Docker's container networking on the real Linux kernel."""
 
 __version__ = "0.1.0"
-# The Docker Engine API version whose shapes the daemon's API follows.
-API_VERSION = "1.41"
+# The Engine API versions whose shapes the daemon serves (the newest is the default, as
+# dockerd's); a request for another version is refused with dockerd's 400.
+API_VERSION = "1.47"
+MIN_API_VERSION = "1.24"

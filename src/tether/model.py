@@ -169,6 +169,9 @@ class ContainerState:
     started_at: str = "0001-01-01T00:00:00Z"
     finished_at: str = "0001-01-01T00:00:00Z"
     oom_killed: bool = False
+    # docker stop/kill: the restart policy waits until the next start (or daemon start).
+    manually_stopped: bool = False
+    paused: bool = False  # the cgroup is frozen (docker pause)
 
     @property
     def running(self) -> bool:

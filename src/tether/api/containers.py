@@ -40,8 +40,21 @@ SIGNALS = {s.name: int(s.value) for s in signal.Signals}
 # Signal numbers Linux has (SIGRTMAX is 64).
 MAX_SIGNAL = 64
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
-# tether writes one log format, json-file's equivalent (runtime/logs.py).
-LOG_DRIVERS = ("json-file",)
+# tether writes one log format, json-file's equivalent (runtime/logs.py), or none at all.
+LOG_DRIVERS = ("json-file", "none")
+# Docker's other drivers: known names, refused as tether's (not as unknown ones).
+OTHER_LOG_DRIVERS = (
+    "local",
+    "syslog",
+    "journald",
+    "gelf",
+    "fluentd",
+    "awslogs",
+    "splunk",
+    "etwlogs",
+    "gcplogs",
+    "logentries",
+)
 JSON_FILE_OPTS = frozenset(
     {"max-file", "max-size", "compress", "labels", "labels-regex", "env", "env-regex", "tag"}
 )
@@ -89,6 +102,50 @@ class LogConfig(Model):
     go_name = "container.LogConfig"
     Type: str | None = None
     Config: dict[str, str] | None = None
+
+
+class BindOptions(Model):
+    go_name = "mount.BindOptions"
+    Propagation: str | None = None
+    NonRecursive: bool | None = None
+    CreateMountpoint: bool | None = None
+    ReadOnlyNonRecursive: bool | None = None
+    ReadOnlyForceRecursive: bool | None = None
+
+
+class VolumeDriverConfig(Model):
+    go_name = "mount.Driver"
+    Name: str | None = None
+    Options: dict[str, str] | None = None
+
+
+class VolumeOptions(Model):
+    go_name = "mount.VolumeOptions"
+    NoCopy: bool | None = None
+    Labels: dict[str, str] | None = None
+    Subpath: str | None = None
+    DriverConfig: VolumeDriverConfig | None = None
+
+
+class TmpfsOptions(Model):
+    go_name = "mount.TmpfsOptions"
+    go_types = {"SizeBytes": "int64"}
+    SizeBytes: int | None = None
+    Mode: int | None = None
+
+
+class Mount(Model):
+    """One entry of HostConfig.Mounts (--mount)."""
+
+    go_name = "mount.Mount"
+    Type: str | None = None
+    Source: str | None = None
+    Target: str | None = None
+    ReadOnly: bool | None = None
+    Consistency: str | None = None
+    BindOptions: BindOptions | None = None
+    VolumeOptions: VolumeOptions | None = None
+    TmpfsOptions: TmpfsOptions | None = None
 
 
 _RestartPolicy = RestartPolicy
@@ -178,6 +235,26 @@ class HostConfig(Model):
     PidsLimit: int | None = None
     BlkioWeight: int | None = None
     OomKillDisable: bool | None = None
+    # Typed so that a value is seen and refused by name (tether.unsupported), never dropped.
+    Mounts: list[Mount] | None = None
+    Devices: list[dict[str, Any]] | None = None
+    DeviceCgroupRules: list[str] | None = None
+    DeviceRequests: list[dict[str, Any]] | None = None
+    Ulimits: list[dict[str, Any]] | None = None
+    BlkioWeightDevice: list[dict[str, Any]] | None = None
+    BlkioDeviceReadBps: list[dict[str, Any]] | None = None
+    BlkioDeviceWriteBps: list[dict[str, Any]] | None = None
+    BlkioDeviceReadIOps: list[dict[str, Any]] | None = None
+    BlkioDeviceWriteIOps: list[dict[str, Any]] | None = None
+    CpuRealtimePeriod: int | None = None
+    CpuRealtimeRuntime: int | None = None
+    KernelMemory: int | None = None
+    KernelMemoryTCP: int | None = None
+    MemorySwappiness: int | None = None
+    CpuCount: int | None = None
+    CpuPercent: int | None = None
+    IOMaximumIOps: int | None = None
+    IOMaximumBandwidth: int | None = None
 
     def validate(self) -> None:
         mode = self.NetworkMode or ""
@@ -235,26 +312,28 @@ class HostConfig(Model):
                 f"invalid restart policy: unknown policy '{go_quote(name)[1:-1]}'; use one of "
                 "'no', 'always', 'on-failure', or 'unless-stopped'"
             )
-        if name not in ("", "no"):
-            # Refused rather than stored and silently not honoured.
-            raise InvalidParameter(
-                f"invalid restart policy: tether does not restart containers ('{name}' is not supported)"
-            )
 
     def _check_log_config(self) -> None:
         cfg = self.LogConfig
         if cfg is None:
             return
         kind = cfg.Type or ""
+        if kind in OTHER_LOG_DRIVERS:
+            raise InvalidParameter(
+                f"tether does not support the {kind} log driver: use json-file or none"
+            )
         if kind and kind not in LOG_DRIVERS:
             raise InvalidParameter(
                 f"logger: no log driver named '{go_quote(kind)[1:-1]}' is registered"
             )
         for key in cfg.Config or {}:
-            if key not in JSON_FILE_OPTS:
+            if kind == "none" or key not in JSON_FILE_OPTS:
                 raise InvalidParameter(
-                    f"unknown log opt '{go_quote(key)[1:-1]}' for json-file log driver"
+                    f"unknown log opt '{go_quote(key)[1:-1]}' for {kind or 'json-file'} log driver"
                 )
+            raise InvalidParameter(
+                f"tether does not support the log opt '{key}' yet: the log is one file"
+            )
         check_map("log option", cfg.Config)
 
 
@@ -355,7 +434,7 @@ class ContainerCreate(Model):
             raise InvalidParameter("conflicting options: hostname and the network mode")
         if self.NetworkingConfig is not None:
             self.NetworkingConfig.validate()
-        refused = container_refusal(self.User, hc.ReadonlyRootfs, hc.PidsLimit, hc.Memory)
+        refused = container_refusal(self, hc)
         if refused:
             raise InvalidParameter(refused)
 

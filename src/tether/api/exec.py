@@ -6,7 +6,6 @@ from tether.api.decode import Model
 from tether.api.networks import check_text
 from tether.errors import InvalidParameter
 from tether.textcheck import check_env, go_quote
-from tether.unsupported import exec_refusal
 
 
 class ExecCreate(Model):
@@ -27,9 +26,6 @@ class ExecCreate(Model):
 
     def validate(self) -> None:
         check_text("user", self.User)
-        refused = exec_refusal(self.User)
-        if refused:
-            raise InvalidParameter(refused)
         check_text("working directory", self.WorkingDir)
         for e in self.Env or []:
             try:

@@ -419,8 +419,8 @@ def _service(
 
 
 def _refuse_unenforced(raw: dict[str, Any], where: str) -> None:
-    """user, read_only, pids_limit, mem_limit: refused unless they ask for the default, in the
-    daemon's words (tether.unsupported), before anything is created."""
+    """pids_limit, mem_limit: refused unless they ask for the default, in the daemon's words
+    (tether.unsupported), before anything is created."""
     from tether import unsupported as u
 
     pids = raw.get("pids_limit")
@@ -430,15 +430,13 @@ def _refuse_unenforced(raw: dict[str, Any], where: str) -> None:
             memory = u.ram_in_bytes(memory)
         except ValueError as exc:
             raise ComposeError(f"{where}.mem_limit: {exc}") from None
-    refused = u.container_refusal(
-        scalar_text(raw["user"]) if raw.get("user") is not None else None,
-        go_bool(raw.get("read_only") or False, f"{where}.read_only"),
+    refused = u.compose_refusal(
         as_int(pids, f"{where}.pids_limit") if pids is not None else None,
         as_int(memory, f"{where}.mem_limit") if memory is not None else None,
     )
     if refused:
-        key = {u.USER: "user", u.READONLY_ROOTFS: "read_only", u.PIDS_LIMIT: "pids_limit"}
-        raise ComposeError(f"{where}.{key.get(refused, 'mem_limit')}: {refused}")
+        key = "pids_limit" if refused == u.PIDS_LIMIT else "mem_limit"
+        raise ComposeError(f"{where}.{key}: {refused}")
 
 
 def _network(project: str, key: str, raw: Any) -> NetworkDef:

@@ -25,6 +25,7 @@ from tether.daemon import (
     routes_system,
     routes_tether,
     routes_topology,
+    routes_volumes,
 )
 from tether.daemon.http import HttpServer, Router
 from tether.dns.server import DnsServer
@@ -341,6 +342,7 @@ class Daemon:
         routes_system.register(router, self)
         routes_networks.register(router, self)
         routes_containers.register(router, self)
+        routes_volumes.register(router, self)
         routes_images.register(router, self)
         routes_cluster.register(router, self.cluster)
         routes_services.register(router, self.cluster, self.networks, self.nodeapi)

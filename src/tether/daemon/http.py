@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from tether import API_VERSION, __version__
+from tether import API_VERSION, MIN_API_VERSION, __version__
 from tether.api.decode import MAX_BODY, Model, decode
 from tether.errors import TetherError
 
 log = logging.getLogger("tether.api")
 M = TypeVar("M", bound=Model)
 
-VERSION_PREFIX = re.compile(r"^/v\d+(\.\d+)?(?=/)")
+VERSION_PREFIX = re.compile(r"^/v(\d+(?:\.\d+)?)(?=/)")
 MAX_HEADER = 64 * 1024
 MAX_TRAILERS = 64  # trailer lines after a chunked body
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -72,6 +72,11 @@ class Request:
     params: dict[str, str] = field(default_factory=dict)
     # For routes that stream their body (image import): how to read it; see body_chunks.
     framing: tuple[str, int] = ("length", 0)
+    # The API version the client asked for (/v1.44/...), the newest when it named none.
+    version: tuple[int, int] = field(default_factory=lambda: version_tuple(API_VERSION))
+
+    def at_least(self, version: str) -> bool:
+        return self.version >= version_tuple(version)
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         vals = self.query.get(name)
@@ -110,6 +115,29 @@ class Response:
     status: int = 200
     body: bytes = b""
     content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def version_tuple(text: str) -> tuple[int, int]:
+    major, _, minor = text.partition(".")
+    return int(major), int(minor or 0)
+
+
+def check_version(text: str) -> tuple[int, int]:
+    """dockerd's versionMiddleware: the versions it serves, its 400 outside them."""
+    v = version_tuple(text)
+    if v < version_tuple(MIN_API_VERSION):
+        raise HttpError(
+            400,
+            f"client version {text} is too old. Minimum supported API version is "
+            f"{MIN_API_VERSION}, please upgrade your client to a newer version",
+        )
+    if v > version_tuple(API_VERSION):
+        raise HttpError(
+            400,
+            f"client version {text} is too new. Maximum supported API version is {API_VERSION}",
+        )
+    return v
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -259,8 +287,17 @@ class HttpServer:
             await _refuse(writer, exc.status, exc.message)
             return False
         url = urlsplit(target)
+        found = VERSION_PREFIX.match(url.path)
         path = VERSION_PREFIX.sub("", url.path) or "/"
         handler, params, known, stream = self.router.match(method, path)
+        version = version_tuple(API_VERSION)
+        version_error = ""
+        if found is not None:
+            try:
+                version = check_version(found.group(1))
+            except HttpError as exc:
+                handler, known = None, True
+                version_error = exc.message
         body = b""
         try:
             if not stream:
@@ -272,9 +309,12 @@ class HttpServer:
             method, path, parse_qs(url.query, keep_blank_values=True), headers, body, reader, writer
         )
         req.framing = framing
+        req.version = version
         started = time.perf_counter()
         resp: Response | None
-        if handler is None:
+        if found is not None and version_error:
+            resp = json_response({"message": version_error}, 400)
+        elif handler is None:
             msg = f"page not found: {method} {path}" if not known else "method not allowed"
             resp = json_response({"message": msg}, 404 if not known else 405)
         else:
@@ -304,7 +344,11 @@ class HttpServer:
             )
         if resp is None:  # the handler streamed or hijacked
             return False
-        extra = [("Content-Type", resp.content_type), ("Content-Length", str(len(resp.body)))]
+        extra = [
+            ("Content-Type", resp.content_type),
+            ("Content-Length", str(len(resp.body))),
+            *resp.headers,
+        ]
         if stream:
             extra.append(("Connection", "close"))
         writer.write(head_bytes(resp.status, extra))

@@ -14,6 +14,7 @@ from tether.daemon.http import (
     Response,
     Router,
     end_stream,
+    head_bytes,
     hijack,
     json_response,
     start_stream,
@@ -21,7 +22,7 @@ from tether.daemon.http import (
 )
 from tether.engine import filters as flt
 from tether.engine.attach import Session
-from tether.errors import Conflict, InvalidParameter, NotModified
+from tether.errors import Conflict, InvalidParameter, NotFound, NotModified
 from tether.netmodes import is_host
 from tether.runtime import logs as logfile
 from tether.tasks import background
@@ -302,6 +303,7 @@ def register(router: Router, daemon: Daemon) -> None:
         execs.resize(ex, query.size("h", req.arg("h"), 24), query.size("w", req.arg("w"), 80))
         return Response(200)
 
+    register_more(router, daemon)
     router.add("POST", "/containers/create", create)
     router.add("GET", "/containers/json", list_)
     router.add("GET", "/containers/{id}/json", inspect)
@@ -318,3 +320,387 @@ def register(router: Router, daemon: Daemon) -> None:
     router.add("POST", "/exec/{id}/start", exec_start)
     router.add("GET", "/exec/{id}/json", exec_inspect)
     router.add("POST", "/exec/{id}/resize", exec_resize)
+
+
+def register_more(router: Router, daemon: Daemon) -> None:
+    """top, stats, changes, archive (docker cp), pause, rename, update, prune."""
+    import base64
+    import json
+    import os
+    import sys
+    import time
+
+    from tether.engine.container_views import epoch
+    from tether.runtime import cgroups
+
+    containers = daemon.containers
+    lifecycle = daemon.lifecycle
+
+    def running(term: str) -> Any:
+        c = containers.find(term)
+        if not c.state.running:
+            raise Conflict(f"Container {c.id} is not running")
+        return c
+
+    def pids_of(c: Any) -> list[int]:
+        path = cgroups.path_for(c.id)
+        try:
+            with open(os.path.join(path or "/nonexistent", "cgroup.procs")) as f:
+                return [int(p) for p in f.read().split()]
+        except OSError:
+            return [c.state.pid] if c.state.pid else []
+
+    async def top(req: Request) -> Response:
+        c = running(req.params["id"])
+        args = (req.arg("ps_args") or "-ef").split()
+        proc = await asyncio.create_subprocess_exec(
+            "ps",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise InvalidParameter(
+                f"Error running ps: exit status {proc.returncode}: {err.decode().strip()}"
+            )
+        lines = out.decode(errors="replace").splitlines()
+        titles = lines[0].split()
+        if "PID" not in titles:
+            raise InvalidParameter("Couldn't find PID field in ps output")
+        at = titles.index("PID")
+        pids = set(pids_of(c))
+        procs = []
+        for line in lines[1:]:
+            fields = line.split(None, len(titles) - 1)
+            if len(fields) > at and fields[at].isdigit() and int(fields[at]) in pids:
+                procs.append(fields)
+        return json_response({"Titles": titles, "Processes": procs})
+
+    def _cpu_total_ns() -> int:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:8]
+        hz = os.sysconf("SC_CLK_TCK")
+        return sum(int(x) for x in fields) * 1_000_000_000 // hz
+
+    def _snapshot(c: Any) -> dict[str, Any]:
+        path = cgroups.path_for(c.id) or "/nonexistent"
+        usage = user = system = 0
+        try:
+            with open(os.path.join(path, "cpu.stat")) as f:
+                for line in f:
+                    k, _, v = line.partition(" ")
+                    if k == "usage_usec":
+                        usage = int(v) * 1000
+                    elif k == "user_usec":
+                        user = int(v) * 1000
+                    elif k == "system_usec":
+                        system = int(v) * 1000
+        except OSError:
+            pass
+        pids = pids_of(c) if c.state.running else []
+        rss = 0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            rss += int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        nets: dict[str, Any] = {}
+        if c.state.running and c.state.pid and c.sandbox_key:
+            try:
+                with open(f"/proc/{c.state.pid}/net/dev") as f:
+                    for line in f.readlines()[2:]:
+                        name, _, rest = line.partition(":")
+                        name = name.strip()
+                        if name == "lo":
+                            continue
+                        n = [int(x) for x in rest.split()]
+                        nets[name] = {
+                            "rx_bytes": n[0],
+                            "rx_packets": n[1],
+                            "rx_errors": n[2],
+                            "rx_dropped": n[3],
+                            "tx_bytes": n[8],
+                            "tx_packets": n[9],
+                            "tx_errors": n[10],
+                            "tx_dropped": n[11],
+                        }
+            except (OSError, ValueError, IndexError):
+                pass
+        try:
+            with open("/proc/meminfo") as f:
+                limit = int(f.readline().split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            limit = 0
+        ncpu = os.cpu_count() or 1
+        return {
+            "cpu_stats": {
+                "cpu_usage": {
+                    "total_usage": usage,
+                    "usage_in_kernelmode": system,
+                    "usage_in_usermode": user,
+                },
+                "system_cpu_usage": _cpu_total_ns() if c.state.running else 0,
+                "online_cpus": ncpu,
+                "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+            },
+            "memory_stats": {"usage": rss, "stats": {}, "limit": limit} if pids else {},
+            "pids_stats": {"current": len(pids)} if pids else {},
+            "networks": nets or None,
+        }
+
+    def _stats(c: Any, pre: dict[str, Any] | None, pre_time: str) -> dict[str, Any]:
+        snap = _snapshot(c)
+        now = time.time()
+        empty_cpu = {
+            "cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+        }
+        out = {
+            "read": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+            + f".{int(now % 1 * 1e9):09d}Z",
+            "preread": pre_time,
+            "pids_stats": snap["pids_stats"],
+            "blkio_stats": {
+                "io_service_bytes_recursive": None,
+                "io_serviced_recursive": None,
+                "io_queue_recursive": None,
+                "io_service_time_recursive": None,
+                "io_wait_time_recursive": None,
+                "io_merged_recursive": None,
+                "io_time_recursive": None,
+                "sectors_recursive": None,
+            },
+            "num_procs": 0,
+            "storage_stats": {},
+            "cpu_stats": snap["cpu_stats"],
+            "precpu_stats": pre["cpu_stats"] if pre else empty_cpu,
+            "memory_stats": snap["memory_stats"],
+            "name": "/" + c.name,
+            "id": c.id,
+        }
+        if snap["networks"] is not None:
+            out["networks"] = snap["networks"]
+        return out
+
+    async def stats(req: Request) -> Response | None:
+        c = containers.find(req.params["id"])
+        stream = req.arg("stream") is None or req.flag("stream")
+        one_shot = req.flag("one-shot")
+        zero = "0001-01-01T00:00:00Z"
+        if not stream:
+            pre: dict[str, Any] | None = None
+            pre_time = zero
+            if not one_shot and c.state.running:
+                pre = _snapshot(c)
+                pre_time = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                await asyncio.sleep(1)  # dockerd's precpu_stats are a second older
+            return json_response(_stats(c, pre, pre_time))
+        await start_stream(req, "application/json")
+        prev: dict[str, Any] | None = None
+        prev_time = zero
+        closed = asyncio.ensure_future(req.reader.read(1))
+        try:
+            while True:
+                body = _stats(c, prev, prev_time)
+                await write_chunk(req, json.dumps(body).encode() + b"\n")
+                prev = {"cpu_stats": body["cpu_stats"]}
+                prev_time = body["read"]
+                if not c.state.running or c.id not in containers.by_id:
+                    break
+                done, _ = await asyncio.wait({closed}, timeout=1.0)
+                if closed in done:
+                    return None
+            await end_stream(req)
+        finally:
+            closed.cancel()
+        return None
+
+    async def changes(req: Request) -> Response:
+        c = containers.find(req.params["id"])
+        upper = os.path.join(containers.cdir(c), "upper")
+        img = daemon.images.by_id.get(c.image_id)
+        lowers = (daemon.images.rootfs(img) or "").split(":") if img else []
+        own = {"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"}
+        out: list[dict[str, Any]] = []
+        for dirpath, dirs, files in os.walk(upper):
+            for name in sorted(dirs + files):
+                full = os.path.join(dirpath, name)
+                rel = "/" + os.path.relpath(full, upper)
+                if rel in own:
+                    continue
+                try:
+                    st = os.lstat(full)
+                except OSError:
+                    continue
+                if stat_is_whiteout(st):
+                    out.append({"Path": rel, "Kind": 2})
+                    continue
+                existed = any(os.path.lexists(low + rel) for low in lowers if low)
+                out.append({"Path": rel, "Kind": 0 if existed else 1})
+        out.sort(key=lambda x: x["Path"])
+        # Directories changed only by the mount points of the container's own files.
+        paths = [x["Path"] for x in out]
+        out = [
+            x
+            for x in out
+            if not (
+                x["Kind"] == 0
+                and x["Path"] in ("/etc", "/dev", "/proc", "/sys")
+                and not any(p.startswith(x["Path"] + "/") for p in paths)
+            )
+        ]
+        return json_response(out or None)
+
+    async def prune(req: Request) -> Response:
+        filters = flt.parse(req.arg("filters"))
+        flt.check_keys(filters, {"label", "label!", "until"})
+        deleted = []
+        until = filters.get("until")
+        for c in list(containers.by_id.values()):
+            if c.state.running or c.state.status in ("restarting", "removing"):
+                continue
+            labels = c.config.get("Labels") or {}
+            if "label" in filters and not flt.label_match(filters["label"], labels):
+                continue
+            if "label!" in filters and flt.label_match(filters["label!"], labels):
+                continue
+            if until and epoch(c.created) >= float(until[0]):
+                continue
+            await lifecycle.remove(c.id, False)
+            deleted.append(c.id)
+        return json_response({"ContainersDeleted": deleted or None, "SpaceReclaimed": 0})
+
+    async def pause(req: Request) -> Response:
+        await lifecycle.pause(req.params["id"])
+        return Response(204)
+
+    async def unpause(req: Request) -> Response:
+        await lifecycle.unpause(req.params["id"])
+        return Response(204)
+
+    async def rename(req: Request) -> Response:
+        await lifecycle.rename(req.params["id"], req.arg("name") or "")
+        return Response(204)
+
+    async def update(req: Request) -> Response:
+        from tether.api.containers import HostConfig
+        from tether.unsupported import container_refusal
+
+        hc = req.decode(HostConfig, HostConfig())
+        refused = container_refusal(None, hc)
+        if refused:
+            raise InvalidParameter(refused)
+        policy: dict[str, object] | None = None
+        if hc.RestartPolicy is not None:
+            policy = {
+                "Name": hc.RestartPolicy.Name,
+                "MaximumRetryCount": hc.RestartPolicy.MaximumRetryCount,
+            }
+        await lifecycle.update(req.params["id"], policy)
+        return json_response({"Warnings": []})
+
+    async def _helper(op: str, c: Any, path: str, stdin: bytes | None = None) -> Any:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            "-m",
+            "tether.runtime.cparchive",
+            op,
+            str(c.state.pid),
+            path,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={"PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(__file__)))},
+        )
+
+    def _archive_error(line: bytes, c: Any) -> None:
+        try:
+            info = json.loads(line)
+        except ValueError:
+            info = {"error": line.decode(errors="replace").strip() or "docker cp failed"}
+        if "error" in info:
+            msg = str(info["error"]).replace("in container", f"in container {c.name}")
+            if msg.startswith("Could not find"):
+                raise NotFound(msg)
+            raise InvalidParameter(msg)
+
+    def _cp_target(req: Request) -> Any:
+        c = containers.find(req.params["id"])
+        if not c.state.running:
+            raise Conflict(
+                f"tether copies from and to running containers only: {c.name} is not running"
+            )
+        if not req.arg("path"):
+            raise InvalidParameter("path cannot be empty")
+        return c
+
+    async def archive_get(req: Request) -> Response | None:
+        c = _cp_target(req)
+        path = req.arg("path") or ""
+        proc = await _helper("stat" if req.method == "HEAD" else "get", c, path)
+        assert proc.stderr is not None and proc.stdout is not None
+        first = await proc.stderr.readline()
+        _archive_error(first, c)
+        header = base64.b64encode(first.strip()).decode()
+        if req.method == "HEAD":
+            await proc.wait()
+            return Response(
+                200, b"", "application/x-tar", [("X-Docker-Container-Path-Stat", header)]
+            )
+        req.writer.write(
+            head_bytes(
+                200,
+                [
+                    ("Content-Type", "application/x-tar"),
+                    ("X-Docker-Container-Path-Stat", header),
+                    ("Transfer-Encoding", "chunked"),
+                ],
+            )
+        )
+        while True:
+            data = await proc.stdout.read(1 << 16)
+            if not data:
+                break
+            await write_chunk(req, data)
+        await proc.wait()
+        await end_stream(req)
+        return None
+
+    async def archive_put(req: Request) -> Response:
+        c = _cp_target(req)
+        proc = await _helper("put", c, req.arg("path") or "", b"")
+        assert proc.stdin is not None and proc.stderr is not None
+        first = await proc.stderr.readline()
+        _archive_error(first, c)
+        async for chunk in req.body_chunks():
+            proc.stdin.write(chunk)
+            await proc.stdin.drain()
+        proc.stdin.close()
+        rest = await proc.stderr.read()
+        if await proc.wait() != 0:
+            raise InvalidParameter(
+                f"extracting the archive failed: {rest.decode(errors='replace').strip()}"
+            )
+        return Response(200)
+
+    router.add("GET", "/containers/{id}/top", top)
+    router.add("GET", "/containers/{id}/stats", stats)
+    router.add("GET", "/containers/{id}/changes", changes)
+    router.add("POST", "/containers/prune", prune)
+    router.add("POST", "/containers/{id}/pause", pause)
+    router.add("POST", "/containers/{id}/unpause", unpause)
+    router.add("POST", "/containers/{id}/rename", rename)
+    router.add("POST", "/containers/{id}/update", update)
+    router.add("GET", "/containers/{id}/archive", archive_get)
+    router.add("PUT", "/containers/{id}/archive", archive_put, stream_body=True)
+
+
+def stat_is_whiteout(st: Any) -> bool:
+    import stat
+
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0

@@ -53,10 +53,14 @@ def human_duration(seconds: float) -> str:
 def status_text(c: Container, now: float | None = None) -> str:
     now = time.time() if now is None else now
     st = c.state
+    if st.paused and st.status == "running":
+        return "Up " + human_duration(now - epoch(st.started_at)) + " (Paused)"
     if st.status == "running":
         return "Up " + human_duration(now - epoch(st.started_at))
     if st.status == "exited":
         return f"Exited ({st.exit_code}) {human_duration(now - epoch(st.finished_at))} ago"
+    if st.status == "restarting":
+        return f"Restarting ({st.exit_code}) {human_duration(now - epoch(st.finished_at))} ago"
     if st.status == "removing":
         return "Removal In Progress"
     if st.status == "dead":
@@ -152,10 +156,10 @@ def inspect(
         "Path": c.path,
         "Args": list(c.args),
         "State": {
-            "Status": st.status,
-            "Running": st.running,
-            "Paused": False,
-            "Restarting": False,
+            "Status": "paused" if st.paused and st.running else st.status,
+            "Running": st.running or st.status == "restarting",
+            "Paused": st.paused and st.running,
+            "Restarting": st.status == "restarting",
             "OOMKilled": st.oom_killed,
             "Dead": st.status == "dead",
             "Pid": st.pid if st.running else 0,
@@ -177,10 +181,10 @@ def inspect(
         "ProcessLabel": "",
         "AppArmorProfile": "",
         "ExecIDs": exec_ids or None,
-        "HostConfig": dict(c.host_config),
+        "HostConfig": {**HOST_CONFIG_DEFAULTS, **c.host_config},
         "GraphDriver": {"Name": "overlay2", "Data": None},
-        "Mounts": [],
-        "Config": dict(c.config),
+        "Mounts": mounts_view(c),
+        "Config": {**CONFIG_DEFAULTS, **c.config},
         "NetworkSettings": network_settings(c, network_of, c.id, ports),
     }
 
@@ -201,5 +205,99 @@ def list_entry(
         "Status": status_text(c),
         "HostConfig": {"NetworkMode": c.host_config.get("NetworkMode") or "default"},
         "NetworkSettings": {"Networks": networks_view(c, network_of)},
-        "Mounts": [],
+        "Mounts": mounts_view(c),
     }
+
+
+def mounts_view(c: Container) -> list[dict[str, Any]]:
+    return [dict(m) for m in c.mounts]
+
+
+# What dockerd 20.10 returns in HostConfig and Config for a container that set none of them
+# (older records lack some; every key is there in inspect, as docker's clients expect).
+HOST_CONFIG_DEFAULTS: dict[str, Any] = {
+    "Binds": None,
+    "ContainerIDFile": "",
+    "LogConfig": {"Type": "json-file", "Config": {}},
+    "NetworkMode": "default",
+    "PortBindings": {},
+    "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+    "AutoRemove": False,
+    "VolumeDriver": "",
+    "VolumesFrom": None,
+    "ConsoleSize": [0, 0],
+    "CapAdd": None,
+    "CapDrop": None,
+    "CgroupnsMode": "private",
+    "Dns": [],
+    "DnsOptions": [],
+    "DnsSearch": [],
+    "ExtraHosts": None,
+    "GroupAdd": None,
+    "IpcMode": "private",
+    "Cgroup": "",
+    "Links": None,
+    "OomScoreAdj": 0,
+    "PidMode": "",
+    "Privileged": False,
+    "PublishAllPorts": False,
+    "ReadonlyRootfs": False,
+    "SecurityOpt": None,
+    "UTSMode": "",
+    "UsernsMode": "",
+    "ShmSize": 67108864,
+    "Runtime": "runc",
+    "Isolation": "",
+    "CpuShares": 0,
+    "Memory": 0,
+    "NanoCpus": 0,
+    "CgroupParent": "",
+    "BlkioWeight": 0,
+    "BlkioWeightDevice": [],
+    "BlkioDeviceReadBps": [],
+    "BlkioDeviceWriteBps": [],
+    "BlkioDeviceReadIOps": [],
+    "BlkioDeviceWriteIOps": [],
+    "CpuPeriod": 0,
+    "CpuQuota": 0,
+    "CpuRealtimePeriod": 0,
+    "CpuRealtimeRuntime": 0,
+    "CpusetCpus": "",
+    "CpusetMems": "",
+    "Devices": [],
+    "DeviceCgroupRules": None,
+    "DeviceRequests": None,
+    "KernelMemory": 0,
+    "KernelMemoryTCP": 0,
+    "MemoryReservation": 0,
+    "MemorySwap": 0,
+    "MemorySwappiness": None,
+    "OomKillDisable": False,
+    "PidsLimit": None,
+    "Ulimits": None,
+    "CpuCount": 0,
+    "CpuPercent": 0,
+    "IOMaximumIOps": 0,
+    "IOMaximumBandwidth": 0,
+    "MaskedPaths": None,
+    "ReadonlyPaths": None,
+}
+CONFIG_DEFAULTS: dict[str, Any] = {
+    "Hostname": "",
+    "Domainname": "",
+    "User": "",
+    "AttachStdin": False,
+    "AttachStdout": False,
+    "AttachStderr": False,
+    "Tty": False,
+    "OpenStdin": False,
+    "StdinOnce": False,
+    "Env": None,
+    "Cmd": None,
+    "Image": "",
+    "Volumes": None,
+    "WorkingDir": "",
+    "Entrypoint": None,
+    "OnBuild": None,
+    "Labels": {},
+}

@@ -19,6 +19,7 @@ from tether.api.decode import strslice
 from tether.engine import container_views as views
 from tether.engine import names, specs
 from tether.engine.filters import Filters, check_keys, label_match, regex_match
+from tether.engine.volumes import Volumes
 from tether.errors import Conflict, InvalidParameter, NotFound
 from tether.events import ContainerCreated, EventBus
 from tether.model import Container, Network
@@ -54,6 +55,7 @@ class Containers:
         self.find_network = find_network
         self.by_id: dict[str, Container] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.volumes = Volumes(store, root)
 
     # -- records ---------------------------------------------------------------------------
 
@@ -87,6 +89,7 @@ class Containers:
     def load(self) -> None:
         loaded = records.parse_all("container", self.store.load("container"), records.container)
         self.by_id = {c.id: c for c in loaded}
+        self.volumes.load()
 
     def find(self, term: str) -> Container:
         """Docker's lookup: full id, then name (with or without /), then unique id prefix."""
@@ -137,6 +140,10 @@ class Containers:
             }
         )
         c = specs.build(req, name, img, self.find_network, security_fields)
+        # -v, --mount, --tmpfs, --volumes-from and VOLUMEs (the image's, then the request's).
+        c.mounts = self.volumes.resolve(
+            hc, [*(img.config.get("Volumes") or {}), *(req.Volumes or {})], self.find
+        )
         os.makedirs(self.cdir(c), mode=0o700, exist_ok=True)  # see store/statedir.py
         self.by_id[c.id] = c
         self.save(c)

@@ -36,6 +36,7 @@ class Exec:
     attach_stdout: bool
     attach_stderr: bool
     privileged: bool = False  # exec --privileged: every capability, the container's seccomp
+    user: str = ""  # exec -u (else the container's own User)
     pid: int = 0
     running: bool = False
     exit_code: int | None = None
@@ -67,8 +68,8 @@ class Execs:
             env = [x for x in env if x.split("=", 1)[0] != key] + [e]
         if not any(e.startswith("HOSTNAME=") for e in env):
             env.append(f"HOSTNAME={c.hostname}")
-        if not any(e.startswith("HOME=") for e in env):
-            env.append("HOME=/root")
+        if not any(e.startswith("HOME=") for e in env) and not (req.User or c.config.get("User")):
+            env.append("HOME=/root")  # with a user, the shim takes it from passwd
         if req.Tty and not any(e.startswith("TERM=") for e in env):
             env.append("TERM=xterm")
         ex = Exec(
@@ -82,6 +83,7 @@ class Execs:
             attach_stdout=req.AttachStdout is not False,
             attach_stderr=req.AttachStderr is not False,
             privileged=bool(req.Privileged),
+            user=req.User or str(c.config.get("User") or ""),
         )
         self.by_id[ex.id] = ex
         # Keep the table small: finished sessions older than the last 200 go.
@@ -109,7 +111,7 @@ class Execs:
                 "entrypoint": ex.cmd[0],
                 "arguments": ex.cmd[1:],
                 "privileged": ex.privileged,
-                "user": "",
+                "user": ex.user,
             },
             "OpenStdin": ex.attach_stdin,
             "OpenStderr": ex.attach_stderr,
@@ -145,6 +147,8 @@ class Execs:
             security,
             cgroup=cgroups.existing(c.id),
             pid_start=c.state.pid_start,
+            user=ex.user,
+            group_add=[str(g) for g in c.host_config.get("GroupAdd") or []],
         )
         loop = asyncio.get_running_loop()
         to_close: list[int] = [env_fd]

@@ -55,6 +55,7 @@ from tether.netmodes import DEFAULT_NETWORK, is_container, is_host, is_none, own
 from tether.runtime import cgroups, files, shim
 from tether.runtime.images import ImageStore, host_view
 from tether.store import statedir
+from tether.engine.container_views import epoch as epoch_of
 from tether.timefmt import iso_utc
 from tether.undo import Undo
 
@@ -95,6 +96,9 @@ class Lifecycle:
         self.supervisor = Supervisor(containers.dir, self._finish)
         self.attacher = Attacher(containers.cdir)
         self._waiters: dict[str, list[tuple[str, asyncio.Future[int]]]] = {}
+        # Restart policies: the pending restart of each container and its next backoff.
+        self.restarting: dict[str, asyncio.Task[None]] = {}
+        self._backoff: dict[str, float] = {}
 
     # -- start -----------------------------------------------------------------------------
 
@@ -107,6 +111,8 @@ class Lifecycle:
                 raise NotModified("container already started")
             if c.state.status == "removing":
                 raise Conflict(f"container {c.id} is marked for removal and cannot be started")
+            self._cancel_restart(c)
+            c.state.manually_stopped = False
             await self._start(c)
         return c
 
@@ -338,7 +344,15 @@ class Lifecycle:
             volumes=[
                 (not m.get("RW", True), str(m["Destination"]), str(m["Source"]))
                 for m in sorted(c.mounts, key=lambda m: str(m["Destination"]).count("/"))
+                if m.get("Type") in ("bind", "volume")
             ],
+            tmpfs=[
+                (str(m["Destination"]), str(m.get("Mode") or ""))
+                for m in c.mounts
+                if m.get("Type") == "tmpfs"
+            ],
+            readonly_root=bool(hc.get("ReadonlyRootfs")),
+            shm_size=int(hc.get("ShmSize") or 0),
             exit_file=p["exit"],
             netns=c.sandbox_key or None,
             hostname=None if is_host(c.network_mode) else c.hostname,
@@ -424,6 +438,7 @@ class Lifecycle:
         async with self.containers.lock(c):
             run = self.supervisor.forget(c)
             c.state.status = "exited"
+            c.state.paused = False
             c.state.exit_code = code
             c.state.pid = 0
             c.state.shim_pid = 0
@@ -434,6 +449,9 @@ class Lifecycle:
         log.info("container exited name=%s id=%s code=%d", c.name, c.short_id, code)
         self.events.publish(ContainerStopped(c))
         self._resolve_waiters(c, ("not-running", "next-exit"), code)
+        if self._should_restart(c, code):
+            self._schedule_restart(c)
+            return
         if (
             c.host_config.get("AutoRemove")
             and c.state.status != "removing"
@@ -449,7 +467,12 @@ class Lifecycle:
     async def stop(self, term: str, timeout: float | None) -> Container:
         c = self.containers.find(term)
         if not c.state.running:
+            if self._cancel_restart(c):  # stopping a restarting container ends its restarts
+                c.state.manually_stopped = True
+                self.containers.save(c)
+                return c
             raise NotModified("container already stopped")
+        c.state.manually_stopped = True
         await self._stop(c, timeout)
         return c
 
@@ -461,6 +484,7 @@ class Lifecycle:
             timeout = float(c.config["StopTimeout"])  # docker run --stop-timeout
         t = 10.0 if timeout is None or timeout < 0 else float(timeout)
         sig = parse_signal(c.config.get("StopSignal"), signal.SIGTERM)
+        self._thaw(c)
         self.supervisor.signal(c, sig)
         try:
             await asyncio.wait_for(run.finished.wait(), t)
@@ -473,16 +497,27 @@ class Lifecycle:
         number = parse_signal(sig)
         if not c.state.running:
             raise Conflict(f"Cannot kill container: {term}: Container {c.id} is not running")
+        c.state.manually_stopped = True  # as dockerd: no restart after a kill
+        run = self.supervisor.run_of(c)
+        self._thaw(c)
         self.supervisor.signal(c, number)
+        if number == signal.SIGKILL and run is not None:
+            # As dockerd: a SIGKILL returns once the container has exited.
+            try:
+                await asyncio.wait_for(run.finished.wait(), 10)
+            except TimeoutError:
+                pass
         return c
 
     async def restart(self, term: str, timeout: float | None) -> Container:
         c = self.containers.find(term)
+        self._cancel_restart(c)
         if c.state.running:
+            c.state.manually_stopped = True  # no policy restart in between
             await self._stop(c, timeout)
         async with self.containers.lock(c):
             if not c.state.running:
-                c.restart_count += 1
+                c.state.manually_stopped = False
                 await self._start(c)
         return c
 
@@ -496,6 +531,14 @@ class Lifecycle:
         lock first has made it running: checked before waiting, a remove would tear the
         sandbox from under a container that goes on running, forgotten.
         """
+        if force or not c.state.running:
+            self._cancel_restart(c)
+            c.state.manually_stopped = True
+        elif c.id in self.restarting:
+            raise Conflict(
+                f"You cannot remove a restarting container {c.id}. Stop the container "
+                "before attempting removal or force remove"
+            )
         while True:
             async with self.containers.lock(c):
                 if c.id not in self.containers.by_id:
@@ -517,12 +560,171 @@ class Lifecycle:
                     break
                 # Killed here, removed by this call (not by --rm's auto-remove).
                 c.host_config["AutoRemove"] = False
+                self._thaw(c)
                 self.supervisor.signal(c, signal.SIGKILL)
             # _finish records the exit under the lock: wait for it outside, then look again.
             await run.finished.wait()
         log.info("container removed name=%s id=%s", c.name, c.short_id)
         self.events.publish(ContainerDestroyed(c))
         self._resolve_waiters(c, ("not-running", "next-exit", "removed"), c.state.exit_code)
+
+    # -- pause, rename, update --------------------------------------------------------------
+
+    def _freeze(self, c: Container, frozen: bool) -> None:
+        path = cgroups.path_for(c.id)
+        if path is None:
+            raise SystemFailure("pause needs a cgroup2 hierarchy (cgroup.freeze)")
+        try:
+            with open(os.path.join(path, "cgroup.freeze"), "w") as f:
+                f.write("1" if frozen else "0")
+        except OSError as exc:
+            raise SystemFailure(f"cannot {'pause' if frozen else 'unpause'}: {exc}") from None
+        c.state.paused = frozen
+        self.containers.save(c)
+
+    async def pause(self, term: str) -> Container:
+        c = self.containers.find(term)
+        async with self.containers.lock(c):
+            if not c.state.running:
+                raise Conflict(f"Container {c.id} is not running")
+            if c.state.paused:
+                raise Conflict(f"Container {c.id} is already paused")
+            self._freeze(c, True)
+        log.info("container paused name=%s id=%s", c.name, c.short_id)
+        return c
+
+    async def unpause(self, term: str) -> Container:
+        c = self.containers.find(term)
+        async with self.containers.lock(c):
+            if not c.state.running or not c.state.paused:
+                raise Conflict(f"Container {c.id} is not paused")
+            self._freeze(c, False)
+        log.info("container unpaused name=%s id=%s", c.name, c.short_id)
+        return c
+
+    def _thaw(self, c: Container) -> None:
+        """A frozen container cannot act on a signal: stop, kill and rm thaw it first."""
+        if c.state.paused and c.state.running:
+            try:
+                self._freeze(c, False)
+            except SystemFailure:
+                pass
+
+    async def rename(self, term: str, new: str) -> Container:
+        from tether.engine import names
+
+        c = self.containers.find(term)
+        name = names.check(new.lstrip("/")) if new else ""
+        if not name:
+            raise InvalidParameter("Neither old nor new names may be empty")
+        if name == c.name:
+            raise InvalidParameter("Renaming a container with the same name as its current name")
+        for other in self.containers.by_id.values():
+            if other.name == name:
+                raise Conflict(
+                    f'Conflict. The container name "/{name}" is already in use by container '
+                    f'"{other.id}". You have to remove (or rename) that container to be able '
+                    "to reuse that name."
+                )
+        async with self.containers.lock(c):
+            old = c.name
+            c.name = name
+            self.containers.save(c)
+        log.info("container renamed id=%s from=%s to=%s", c.short_id, old, name)
+        if c.state.running:
+            # Its names in the embedded DNS follow (the followers re-read the container).
+            self.events.publish(ContainerStarted(c, adopted=True))
+        return c
+
+    async def update(self, term: str, restart_policy: dict[str, object] | None) -> Container:
+        c = self.containers.find(term)
+        if restart_policy is not None:
+            if restart_policy.get("Name") not in ("", "no", None) and c.host_config.get(
+                "AutoRemove"
+            ):
+                raise InvalidParameter(
+                    "Cannot update restart policy: can't create 'AutoRemove' container with "
+                    "restart policy"
+                )
+            async with self.containers.lock(c):
+                c.host_config["RestartPolicy"] = {
+                    "Name": restart_policy.get("Name") or "no",
+                    "MaximumRetryCount": restart_policy.get("MaximumRetryCount") or 0,
+                }
+                self.containers.save(c)
+        return c
+
+    # -- restart policies ----------------------------------------------------------------
+
+    def _should_restart(self, c: Container, code: int) -> bool:
+        """dockerd's RestartManager.ShouldRestart for an exit with `code`."""
+        if c.state.manually_stopped or c.id not in self.containers.by_id:
+            return False
+        if c.state.status == "removing" or c.host_config.get("AutoRemove"):
+            return False
+        policy = c.host_config.get("RestartPolicy") or {}
+        name = policy.get("Name") or "no"
+        if name in ("always", "unless-stopped"):
+            return True
+        if name == "on-failure":
+            limit = int(policy.get("MaximumRetryCount") or 0)
+            return code != 0 and (limit == 0 or c.restart_count < limit)
+        return False
+
+    def _schedule_restart(self, c: Container, delay: float | None = None) -> None:
+        """Start it again after dockerd's backoff: 100 ms, doubling up to a minute, back to
+        100 ms once a run lasted 10 s."""
+        if delay is None:
+            ran = epoch_of(c.state.finished_at) - epoch_of(c.state.started_at)
+            delay = 0.1 if ran >= 10 else self._backoff.get(c.id, 0.1)
+            self._backoff[c.id] = min(delay * 2, 60.0)
+        self._cancel_restart(c)
+        self.restarting[c.id] = asyncio.get_running_loop().create_task(self._auto_restart(c, delay))
+        c.state.status = "restarting"
+        self.containers.save(c)
+        log.info("container restarting name=%s id=%s in=%.1fs", c.name, c.short_id, delay)
+
+    def _cancel_restart(self, c: Container) -> bool:
+        task = self.restarting.pop(c.id, None)
+        if c.state.status == "restarting":
+            c.state.status = "exited"
+        if task is None:
+            return False
+        if task is not asyncio.current_task():
+            task.cancel()
+        return True
+
+    async def _auto_restart(self, c: Container, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with self.containers.lock(c):
+            if self.restarting.get(c.id) is not asyncio.current_task():
+                return
+            del self.restarting[c.id]
+            if c.state.status == "restarting":
+                c.state.status = "exited"
+            if c.id not in self.containers.by_id or c.state.running or c.state.manually_stopped:
+                return
+            c.restart_count += 1
+            try:
+                await self._start(c)
+            except TetherError as exc:
+                log.warning("restart of %s failed: %s", c.name, exc.message)
+                if self._should_restart(c, c.state.exit_code):
+                    self._schedule_restart(c)
+
+    def restart_wanted_at_start(self) -> None:
+        """At the daemon's start: containers whose policy wants them running (always,
+        unless-stopped not stopped by hand) that are not, start again."""
+        for c in list(self.containers.by_id.values()):
+            policy = (c.host_config.get("RestartPolicy") or {}).get("Name") or "no"
+            if (
+                not c.state.running
+                and c.state.status != "created"
+                and not c.state.manually_stopped
+                and policy in ("always", "unless-stopped")
+                and c.id not in self.restarting
+            ):
+                self._schedule_restart(c, 0.0)
 
     def _resolve_waiters(self, c: Container, conditions: tuple[str, ...], code: int) -> None:
         keep = []
@@ -677,6 +879,7 @@ class Lifecycle:
             kill_shim_tree(pid)
         if self.publisher is not None:
             self.publisher.restored()  # the port relay lets go of ports no one has now
+        self.restart_wanted_at_start()
 
     async def _adopt(self, c: Container, how: str, republish: bool = False) -> None:
         """Take a container that runs on into this daemon's care, as a start leaves one:

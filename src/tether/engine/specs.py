@@ -20,6 +20,12 @@ from tether.runtime.images import DEFAULT_PATH, Image
 from tether.timefmt import now_iso
 
 
+def msgspec_to_builtins(obj: object) -> object:
+    import msgspec
+
+    return msgspec.to_builtins(obj)
+
+
 def build(
     req: ContainerCreate,
     name: str,
@@ -82,7 +88,7 @@ def build(
         "Env": env,
         "Cmd": cmd,
         "Image": image_ref,
-        "Volumes": None,
+        "Volumes": dict(req.Volumes) if req.Volumes else None,
         "WorkingDir": req.WorkingDir or img.config.get("WorkingDir") or "",
         "Entrypoint": entrypoint,
         "OnBuild": None,
@@ -105,10 +111,33 @@ def build(
         "DnsSearch": list(hc.DnsSearch or []),
         "ExtraHosts": list(hc.ExtraHosts or []) or None,
         "AutoRemove": bool(hc.AutoRemove),
-        "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+        "RestartPolicy": {
+            "Name": (hc.RestartPolicy.Name if hc.RestartPolicy else "") or "no",
+            "MaximumRetryCount": (hc.RestartPolicy.MaximumRetryCount if hc.RestartPolicy else 0)
+            or 0,
+        },
         "Links": hc.Links,
+        "LogConfig": {
+            "Type": (hc.LogConfig.Type if hc.LogConfig else "") or "json-file",
+            "Config": dict((hc.LogConfig.Config if hc.LogConfig else None) or {}),
+        },
+        "Binds": list(hc.Binds) if hc.Binds else None,
+        "VolumesFrom": list(hc.VolumesFrom) if hc.VolumesFrom else None,
+        "GroupAdd": list(hc.GroupAdd) if hc.GroupAdd else None,
+        "ReadonlyRootfs": bool(hc.ReadonlyRootfs),
+        "ShmSize": hc.ShmSize or 64 * 1024 * 1024,
+        "ConsoleSize": list(hc.ConsoleSize or [0, 0]),
+        "IpcMode": hc.IpcMode or "private",
+        "CgroupnsMode": hc.CgroupnsMode or "private",
+        "Runtime": "runc",
         **security_fields,
     }
+    if hc.Tmpfs:
+        host_config["Tmpfs"] = dict(hc.Tmpfs)
+    if hc.Mounts:
+        host_config["Mounts"] = [msgspec_to_builtins(m) for m in hc.Mounts]
+    if hc.Annotations:
+        host_config["Annotations"] = dict(hc.Annotations)
 
     c = Container(
         id=cid,
@@ -166,5 +195,3 @@ def endpoint_config(ep: EndpointSettings, mac: str) -> EndpointConfig:
         driver_opts=dict(ep.DriverOpts or {}),
         links=list(ep.Links or []),
     )
-
-

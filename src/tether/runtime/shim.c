@@ -12,7 +12,8 @@
  *                   [--ro-bind SRC:DST]... [--symlink TARGET:DST]... [--cow-bind SRC:DST:SCRATCH]...
  *                   [--bind SRC:DST]... [--hide PATH]... [--mask PATH]... [--readonly PATH]...
  *                   [--sys-rw] [--cgroup DIR [--all-devices]] [CONFINEMENT] [--cwd DIR]
- *                   [--volume ro|rw:DST:SRC]... [--stdin] [--tty [--tty-size RxC]]
+ *                   [--volume ro|rw:DST:SRC]... [--tmpfs DST:OPTIONS]... [--read-only]
+ *                   [--shm-size BYTES] [--stdin] [--tty [--tty-size RxC]]
  *                   [--attach-fd FD] [--attach-listen FD] [--env-fd FD] -- CMD [ARG...]
  *   tether-shim exec --pid PID [--pid-start TICKS] [--cgroup DIR] [CONFINEMENT] [--cwd DIR]
  *                    [--env-fd FD] [--tty] -- CMD [ARG...]
@@ -127,6 +128,9 @@ struct opts {
     int listen_fd;     /* --attach-listen: a listening socket for later clients (-1: none) */
     unsigned short rows, cols; /* --tty-size ROWSxCOLS */
     struct list volumes; /* --volume ro|rw:DST:SRC */
+    struct list tmpfs;   /* --tmpfs DST:OPTIONS */
+    int readonly_root;   /* --read-only */
+    unsigned long long shm_size; /* --shm-size BYTES */
     /* --user USER[:GROUP] and --group-add G, resolved in the container's /etc */
     const char *user;
     struct list group_add;
@@ -286,7 +290,7 @@ static void root_dir(const char *root, const char *name, mode_t mode) {
 
 /* runc's default devices, made with mknod (not bound from the host's /dev: a bind would let
  * the container's chmod/chown reach the host's own nodes). */
-static void setup_dev(const char *root) {
+static void setup_dev(const char *root, unsigned long long shm_size) {
     static const struct { const char *name; unsigned int major, minor; } nodes[] = {
         {"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
     char path[4096];
@@ -303,7 +307,9 @@ static void setup_dev(const char *root) {
     do_mount("devpts", path, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5");
     snprintf(path, sizeof path, "%s/dev/shm", root);
     mkdirs(path, 01777);
-    do_mount("shm", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k");
+    char shm_opts[64];
+    snprintf(shm_opts, sizeof shm_opts, "mode=1777,size=%llu", shm_size ? shm_size : 65536ull * 1024);
+    do_mount("shm", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, shm_opts);
     snprintf(path, sizeof path, "%s/dev/mqueue", root);
     mkdirs(path, 0755);
     do_mount("mqueue", path, "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
@@ -950,7 +956,7 @@ static void container_child(struct opts *o, int out_w, int err_w, int in_r, int 
     root_dir(root, "sys", 0755);
     root_dir(root, "etc", 0755);
     root_dir(root, "tmp", 01777);
-    setup_dev(root);
+    setup_dev(root, o->shm_size);
     snprintf(path, sizeof path, "%s/proc", root);
     do_mount("proc", path, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     /* A fresh sysfs shows this network namespace's interfaces under /sys/class/net;
@@ -996,6 +1002,34 @@ static void container_child(struct opts *o, int out_w, int err_w, int in_r, int 
     }
     if (umount2(".", MNT_DETACH) != 0) fail(126, "umount old root: %s", strerror(errno));
     if (chdir("/") != 0) fail(126, "chdir /: %s", strerror(errno));
+    /* --tmpfs DST:OPTIONS, Docker's defaults (noexec, nosuid, nodev) unless the options say
+     * otherwise; flag words become mount flags, the rest goes to tmpfs. */
+    for (int i = 0; i < o->tmpfs.n; i++) {
+        char buf[8192], *p[2], data[4096] = "";
+        split(o->tmpfs.items[i], "--tmpfs", p, 2, buf, sizeof buf);
+        unsigned long flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+        for (char *w = strtok(p[1], ","); w; w = strtok(NULL, ",")) {
+            if (strcmp(w, "exec") == 0) flags &= ~(unsigned long)MS_NOEXEC;
+            else if (strcmp(w, "suid") == 0) flags &= ~(unsigned long)MS_NOSUID;
+            else if (strcmp(w, "dev") == 0) flags &= ~(unsigned long)MS_NODEV;
+            else if (strcmp(w, "noexec") == 0) flags |= MS_NOEXEC;
+            else if (strcmp(w, "nosuid") == 0) flags |= MS_NOSUID;
+            else if (strcmp(w, "nodev") == 0) flags |= MS_NODEV;
+            else if (strcmp(w, "ro") == 0) flags |= MS_RDONLY;
+            else if (strcmp(w, "rw") == 0) flags &= ~(unsigned long)MS_RDONLY;
+            else {
+                if (*data) strncat(data, ",", sizeof data - strlen(data) - 1);
+                strncat(data, w, sizeof data - strlen(data) - 1);
+            }
+        }
+        struct stat st;
+        if (lstat(p[0], &st) == 0 && S_ISLNK(st.st_mode)) unlink(p[0]);
+        mkdirs(p[0], 0755);
+        do_mount("tmpfs", p[0], "tmpfs", flags, *data ? data : NULL);
+    }
+    /* --read-only: the root filesystem only; volumes, tmpfs, /dev, /proc and the container's
+     * own files stay as they are (their mount points were made above). */
+    if (o->readonly_root && set_readonly("/", 0) != 0) fail(126, "read-only root: %s", strerror(errno));
     for (int i = 0; i < o->hides.n; i++) hide_path(o->hides.items[i]);
     for (int i = 0; i < o->masks.n; i++) mask_path(o->masks.items[i]);
     for (int i = 0; i < o->readonly.n; i++) readonly_path(o->readonly.items[i]);
@@ -1556,6 +1590,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--no-new-privs") == 0) o.no_new_privs = ok = 1;
         else if (strcmp(a, "--all-devices") == 0) o.all_devices = ok = 1;
         else if (strcmp(a, "--stdin") == 0) o.stdin_open = ok = 1;
+        else if (strcmp(a, "--read-only") == 0) o.readonly_root = ok = 1;
         if (ok) continue;
         if (i + 1 >= argc) {
             fprintf(stderr, "tether-shim: %s needs a value\n", a);
@@ -1586,6 +1621,8 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--mask") == 0) full = push(&o.masks, v);
         else if (strcmp(a, "--readonly") == 0) full = push(&o.readonly, v);
         else if (strcmp(a, "--volume") == 0) full = push(&o.volumes, v);
+        else if (strcmp(a, "--tmpfs") == 0) full = push(&o.tmpfs, v);
+        else if (strcmp(a, "--shm-size") == 0) o.shm_size = strtoull(v, NULL, 10);
         else if (strcmp(a, "--group-add") == 0) full = push(&o.group_add, v);
         else if (strcmp(a, "--user") == 0) o.user = v;
         else if (strcmp(a, "--attach-fd") == 0) o.attach_fd = atoi(v);

@@ -74,6 +74,9 @@ class RunSpec:
     # (read-only, path in the container, host path): -v/--mount binds and volumes, in
     # mount order (parents before what is mounted inside them).
     volumes: list[tuple[bool, str, str]] = field(default_factory=list)
+    tmpfs: list[tuple[str, str]] = field(default_factory=list)  # (path, options)
+    readonly_root: bool = False  # --read-only
+    shm_size: int = 0  # bytes of /dev/shm (0: Docker's 64 MiB)
     user: str = ""  # -u USER[:GROUP], resolved by the shim in the container's /etc
     group_add: list[str] = field(default_factory=list)
     stdin: bool = False  # -i: stdin is a pipe the shim holds (fed by attach clients)
@@ -143,6 +146,12 @@ def run_argv(shim: str, spec: RunSpec, sync_fd: int, env_in: int) -> list[str]:
         argv += ["--bind", f"{src}:{dst}"]
     for readonly, dst, src in spec.volumes:
         argv += ["--volume", f"{'ro' if readonly else 'rw'}:{dst}:{src}"]
+    for dst, options in spec.tmpfs:
+        argv += ["--tmpfs", f"{dst}:{options}"]
+    if spec.readonly_root:
+        argv.append("--read-only")
+    if spec.shm_size:
+        argv += ["--shm-size", str(spec.shm_size)]
     if spec.user:
         argv += ["--user", spec.user]
     for group in spec.group_add:
