@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from tether.api.containers import parse_signal
 from tether.api.networks import EndpointSettings
 from tether.engine.attach import Attacher
+from tether.engine.container_views import epoch as epoch_of
 from tether.engine.containers import Containers
 from tether.engine.endpoints import Endpoints, Plan, check_endpoint_rules, user_defined
 from tether.engine.specs import endpoint_config
@@ -55,7 +56,6 @@ from tether.netmodes import DEFAULT_NETWORK, is_container, is_host, is_none, own
 from tether.runtime import cgroups, files, shim
 from tether.runtime.images import ImageStore, host_view
 from tether.store import statedir
-from tether.engine.container_views import epoch as epoch_of
 from tether.timefmt import iso_utc
 from tether.undo import Undo
 
