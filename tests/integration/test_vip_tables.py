@@ -27,13 +27,13 @@ import pytest
 from cluster import run_in_netns
 from nshost import delete_netns, make_netns, sh
 from tether.cluster import lb
-from tether.events import EventBus
+from tether.events import ClusterEndpoints, EventBus
 from tether.model import RemoteEndpoint
 
 pytestmark = pytest.mark.integration
 
 TASKS = ["10.77.0.1", "10.77.0.2", "10.77.0.3"]
-VIP, EMPTY_VIP = "10.78.0.1", "10.78.0.2"
+VIP, EMPTY_VIP, MOVED_VIP = "10.78.0.1", "10.78.0.2", "10.78.0.3"
 NODE_ADDR = "10.77.0.9"  # the mesh's "node address"
 
 SERVER = """
@@ -188,14 +188,20 @@ def test_vip_balances_over_running_tasks_and_follows_changes(ns: str) -> None:
         }
     )
     client = Ctr("c1", "client", f"/run/netns/{ns}", {"e1": Ep("net1")})
+    bus = EventBus()
     balancer = lb.Balancer(
         cluster,  # type: ignore[arg-type]
         services,  # type: ignore[arg-type]
         Containers({"c1": client}),  # type: ignore[arg-type]
-        EventBus(),
+        bus,
     )
 
-    def run_pass() -> None:
+    def run_pass(*changed: str) -> None:
+        # As the cluster store does: the endpoints a change touched, then the pass.
+        if changed:
+            bus.publish(
+                ClusterEndpoints("net1", cluster.endpoints["net1"], "n0", frozenset(changed))
+            )
         asyncio.run(balancer.run_pass())
 
     run_pass()
@@ -220,7 +226,7 @@ def test_vip_balances_over_running_tasks_and_follows_changes(ns: str) -> None:
     held, gone = run_in_netns(ns, hold, 10)
     try:
         del cluster.endpoints["net1"][f"ep-{gone}"]
-        run_pass()  # the incremental path: only this VIP's elements change
+        run_pass(f"ep-{gone}")  # the incremental path: only this VIP's elements change
         seen = spread(ns, VIP, 40)
         assert set(seen) == set(TASKS) - {gone}, (gone, seen)
 
@@ -235,14 +241,22 @@ def test_vip_balances_over_running_tasks_and_follows_changes(ns: str) -> None:
     # The empty service gets a task, the first loses its VIP: both follow.
     cluster.endpoints["net1"]["ep-x"] = task("net1", "s2", TASKS[0])
     del services.by_id["s1"]
-    run_pass()
+    run_pass("ep-x")
     assert ask(ns, EMPTY_VIP) == TASKS[0]
     assert ask(ns, VIP) == ""
     assert set(lb.backends_by_vip(listing(ns, lb.TABLE))) == {EMPTY_VIP}
+    # A service's record replaced (the store makes a new object on every change): its
+    # new VIP is balanced, its old one no longer.
+    services.by_id["s2"] = Svc("s2", [{"NetworkID": "net1", "Addr": f"{MOVED_VIP}/24"}])
+    run_pass()
+    assert ask(ns, MOVED_VIP) == TASKS[0]
+    assert ask(ns, EMPTY_VIP) == ""
+    # The incremental state agrees with a computation from nothing (what doctor compares).
+    assert balancer.wanted(client) == balancer.programmed["c1"] == {MOVED_VIP: ("n1", (TASKS[0],))}
     # doctor --repair's rebuild makes the same table from scratch.
     assert asyncio.run(balancer.rebuild(client)) == 1
-    assert ask(ns, EMPTY_VIP) == TASKS[0]
-    assert lb.backends_by_vip(listing(ns, lb.TABLE)) == {EMPTY_VIP: [TASKS[0]]}
+    assert ask(ns, MOVED_VIP) == TASKS[0]
+    assert lb.backends_by_vip(listing(ns, lb.TABLE)) == {MOVED_VIP: [TASKS[0]]}
 
 
 def test_mesh_ports_reach_their_tasks_and_follow_changes(ns: str) -> None:

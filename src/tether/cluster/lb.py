@@ -51,7 +51,7 @@ from tether.kernel.nft import NftError, run_in_netns
 from tether.model import Container
 
 if TYPE_CHECKING:
-    from tether.cluster.services import Services
+    from tether.cluster.services import Service, Services
     from tether.cluster.state import ClusterStore
     from tether.engine.containers import Containers
 
@@ -151,13 +151,22 @@ class Balancer:
         # VIPs (and those networks), and the count chains its table has.
         self._basis: dict[str, tuple[int, frozenset[str]]] = {}
         self._chains: dict[str, set[str]] = {}
-        self._by_net: dict[str, Wanted] = {}  # what the last pass wanted, per network
+        # What every network's VIPs want, kept up to date change by change (a pass costs
+        # what changed, not the number of services): the VIPs per network, the running
+        # tasks per (network, service), the endpoints counted in those, and the service
+        # objects (with their VIPs) the last pass saw: the store replaces a service's object
+        # whenever its key changes, so a different object is a changed service.
+        self._by_net: dict[str, Wanted] = {}
+        self._tasks: dict[tuple[str, str], set[str]] = {}
+        self._counted: dict[str, dict[str, tuple[str, str]]] = {}  # net -> ep -> (svc, ip)
+        self._seen: dict[str, tuple[Service, tuple[tuple[str, str], ...]]] = {}
+        self._dirty: dict[str, set[str] | None] = {}  # net -> endpoints changed (None: any)
         self._pass = 0
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.last_pass_ms = 0.0
         services.listeners.append(self._kick.set)
-        events.subscribe(ClusterEndpoints, lambda e: self._kick.set())
+        events.subscribe(ClusterEndpoints, self._on_endpoints)
         # A container's sandbox is programmed once it runs (and again when it joins a network).
         events.subscribe(ContainerStarted, lambda e: self._kick.set())
         events.subscribe(EndpointJoined, lambda e: self._kick.set())
@@ -175,14 +184,25 @@ class Balancer:
                 await self._task
             self._task = None
 
+    def _on_endpoints(self, e: ClusterEndpoints) -> None:
+        held = self._dirty.get(e.network_id, set())
+        if e.changed is None or held is None:
+            self._dirty[e.network_id] = None
+        else:
+            held.update(e.changed)
+            self._dirty[e.network_id] = held
+        self._kick.set()
+
     def _forget(self, c: Container) -> None:
         self.programmed.pop(c.id, None)
         self._basis.pop(c.id, None)
         self._chains.pop(c.id, None)
 
     def by_network(self) -> dict[str, Wanted]:
-        """Network id -> the VIPs on it and each one's running tasks there.  One walk over
-        the services and one over the endpoints of the networks that have VIPs."""
+        """Network id -> the VIPs on it and each one's running tasks there, computed from
+        nothing (one walk over the services and one over the endpoints of the networks that
+        have VIPs): what `doctor` compares the tables with.  The passes keep the same
+        incrementally (_refresh)."""
         services = [s for s in self.services.by_id.values() if s.endpoint_mode == "vip" and s.vips]
         tasks: dict[tuple[str, str], list[str]] = {}
         for net_id in {vip["NetworkID"] for svc in services for vip in svc.vips}:
@@ -216,18 +236,70 @@ class Balancer:
                 log.exception("service VIP pass failed")
             self.last_pass_ms = (time.perf_counter() - started) * 1000
 
+    def _refresh(self) -> dict[str, set[str]]:
+        """Bring _by_net up to date with the store's caches; the VIPs that changed, per
+        network."""
+        if self._pass == 0:  # everything the store had before the first pass
+            self._dirty = {net_id: None for net_id in self.cluster.endpoints}
+        touched: set[tuple[str, str]] = set()  # (network, service) whose tasks changed
+        dirty, self._dirty = self._dirty, {}
+        for net_id, ids in dirty.items():
+            eps = self.cluster.endpoints.get(net_id, {})
+            counted = self._counted.setdefault(net_id, {})
+            for ep_id in set(counted) | set(eps) if ids is None else ids:
+                old = counted.pop(ep_id, None)
+                if old is not None:
+                    self._tasks.get((net_id, old[0]), set()).discard(old[1])
+                    touched.add((net_id, old[0]))
+                ep = eps.get(ep_id)
+                if ep is not None and ep.service and ep.ipv4:
+                    counted[ep_id] = (ep.service, ep.ipv4)
+                    self._tasks.setdefault((net_id, ep.service), set()).add(ep.ipv4)
+                    touched.add((net_id, ep.service))
+        delta: dict[str, set[str]] = {}
+
+        def put(net_id: str, vip: str, want: tuple[str, tuple[str, ...]] | None) -> None:
+            held = self._by_net.setdefault(net_id, {})
+            if held.get(vip) == want:
+                return
+            if want is None:
+                del held[vip]
+            else:
+                held[vip] = want
+            delta.setdefault(net_id, set()).add(vip)
+
+        def backends(net_id: str, sid: str) -> tuple[str, ...]:
+            return tuple(sorted(self._tasks.get((net_id, sid), ())))
+
+        current = self.services.by_id
+        changed = [
+            sid for sid, svc in current.items() if self._seen.get(sid, (None,))[0] is not svc
+        ]
+        changed += [sid for sid in self._seen.keys() - current.keys()]
+        for sid in changed:
+            _old, old_vips = self._seen.pop(sid, (None, ()))
+            svc = current.get(sid)
+            new_vips = _vips(svc) if svc is not None else ()
+            for net_id, vip in old_vips:
+                if (net_id, vip) not in new_vips:
+                    put(net_id, vip, None)
+            for net_id, vip in new_vips:
+                put(net_id, vip, entry(backends(net_id, sid)))
+            if svc is not None:
+                self._seen[sid] = (svc, new_vips)
+        for net_id, sid in touched:
+            seen = self._seen.get(sid)
+            if seen is not None:
+                for n, vip in seen[1]:
+                    if n == net_id:
+                        put(n, vip, entry(backends(n, sid)))
+        return delta
+
     async def run_pass(self) -> None:
         """Bring every running container's table in step with the store."""
-        by_net = self.by_network()
-        delta: dict[str, set[str]] = {}
-        for net_id in set(self._by_net) | set(by_net):
-            old, new = self._by_net.get(net_id, {}), by_net.get(net_id, {})
-            if old is not new:
-                differ = {v for v in old if old[v] != new.get(v)} | (new.keys() - old.keys())
-                if differ:
-                    delta[net_id] = differ
+        delta = self._refresh()
+        by_net = self._by_net
         previous, self._pass = self._pass, self._pass + 1
-        self._by_net = by_net
         loop = asyncio.get_running_loop()
         for c in list(self.containers.by_id.values()):
             if not c.state.running or not c.sandbox_key or not c.endpoints:
@@ -280,6 +352,13 @@ class Balancer:
         self._chains[c.id] = made
         self._basis.pop(c.id, None)  # the next pass compares it whole
         return len(want)
+
+
+def _vips(svc: Service) -> tuple[tuple[str, str], ...]:
+    """(network id, VIP) of a service that is balanced by VIP."""
+    if svc.endpoint_mode != "vip":
+        return ()
+    return tuple((v["NetworkID"], v["Addr"].split("/")[0]) for v in svc.vips)
 
 
 def _merged(by_net: Mapping[str, Wanted], nets: Iterable[str]) -> Wanted:
