@@ -385,3 +385,24 @@ def test_an_encrypted_overlay_leaves_room_for_the_seal_in_one_datagram() -> None
     # A full frame of the network's MTU is one datagram of the underlay's MTU.
     mtu = 1500 - ENCRYPTED_OVERHEAD
     assert wire.VNET_HDR_LEN + wire.ETH_LEN + mtu + wire.TAG_LEN == wire.chunk_size(1500)
+
+
+def test_a_frame_of_the_largest_size_a_container_sends_fits_one_gso_send() -> None:
+    for mtu in (1500, 1420, 9000):
+        seg = mtu - wire.OUTER_LEN
+        sealed = wire.max_frame(mtu) + wire.VNET_HDR_LEN + wire.TAG_LEN
+        assert -(-sealed // (seg - wire.HEADER_LEN)) * seg <= 65507
+
+
+def test_encryption_flags() -> None:
+    from tether.cluster.config import ClusterOptions, set_encryption
+    from tether.errors import InvalidParameter
+
+    opts = ClusterOptions(store="etcd://10.0.0.1:2379", advertise="10.0.0.1")
+    set_encryption(opts, 0, "")
+    assert (opts.crypt_port, opts.key_rotation) == (4800, 12 * 3600)
+    set_encryption(opts, 5000, "90m")
+    assert (opts.crypt_port, opts.key_rotation) == (5000, 5400)
+    for port, rotation in ((4789, "1h"), (70000, "1h"), (5000, "5s"), (5000, "soon")):
+        with pytest.raises(InvalidParameter):
+            set_encryption(opts, port, rotation)

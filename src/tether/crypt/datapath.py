@@ -583,11 +583,13 @@ class DataPath:
             changed = {e for e in set(net.keys) | set(keys) if net.keys.get(e) != keys.get(e)}
             net.keys = keys
             net.send_epoch = int(req.get("send") or 0)
-            # Keys of epochs that went (or changed) go with them; receive windows of the
-            # epochs that stay are kept (a window thrown away would accept a replay).
-            for cache in (self.tx_keys, self.rx):
-                for k in [k for k in cache if k[0] == net.vni and k[1] in changed]:
-                    del cache[k]
+            for k in [k for k in self.tx_keys if k[0] == net.vni and k[1] in changed]:
+                del self.tx_keys[k]
+            # Receive windows stay as long as this process does (one thrown away would
+            # accept a replay, should its epoch come back), but for epochs long gone.
+            newest = max(keys, default=0)
+            for k in [k for k in self.rx if k[0] == net.vni and k[1] < newest - 2]:
+                del self.rx[k]
             return {"ok": True}
         if op == "peers":
             self.peers = {str(ip): int(s, 16) for ip, s in req["sessions"].items()}

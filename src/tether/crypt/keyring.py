@@ -154,6 +154,10 @@ class Keyring:
         # When this node first held an epoch, and when it began sending with one (monotonic).
         self._since: dict[tuple[str, int], float] = {}
         self._switched: dict[str, tuple[int, float]] = {}
+        # Whether the store has been listed once: before that, this node knows no key and no
+        # session, which must not be taken for "none" (a restarted tetherd would empty the
+        # data path it adopted).
+        self.listed = False
 
     # -- following the store (cluster/state.py calls these in its watch) ------------------
 
@@ -165,6 +169,7 @@ class Keyring:
         for kv in kvs:
             self._put(kv)
         self._open_mine()
+        self.listed = True
         self.on_change()
 
     def changed(self, key: str, kv: KeyValue | None) -> None:

@@ -329,6 +329,9 @@ class Encryption:
     def _sync_datapath(self) -> None:
         if not self.nets:
             return
+        # Until the store was read, keys and sessions are unknown, not absent: the data
+        # path (adopted, or just started) keeps what it has.
+        known = self.keyring.listed
         try:
             if self.client.ensure():
                 self._forget_told()
@@ -349,14 +352,14 @@ class Encryption:
                 if vni not in self._told_nets:
                     self.client.request({"op": "network", "vni": vni, "tap": tap_name(net)})
                     self._told_nets.add(vni)
-                plan = self.keyring.plan(net.id, now)
-                self._tell_keys(vni, plan)
+                if known and net.id in self.keyring.epochs:
+                    self._tell_keys(vni, self.keyring.plan(net.id, now))
                 remotes = _remotes(self.remotes.get(net.id, []))
                 if self._told_remotes.get(vni) != remotes:
                     self.client.request({"op": "remotes", "vni": vni, "remotes": remotes})
                     self._told_remotes[vni] = remotes
             peers = self.keyring.sessions()
-            if peers != self._told_peers:
+            if known and peers != self._told_peers:
                 self.client.request({"op": "peers", "sessions": peers})
                 self._told_peers = peers
         except CryptError as exc:
