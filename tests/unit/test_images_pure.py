@@ -386,3 +386,28 @@ def test_rmi_of_an_image_a_stopped_container_uses(tmp_path: object) -> None:
         st.remove(iid, using, True)  # type: ignore[attr-defined]
     assert "(cannot be forced) - image is being used by stopped container" in info.value.message
     assert iid in st.by_id  # type: ignore[attr-defined]
+
+
+def test_json_messages_on_a_terminal_keep_one_line_per_layer() -> None:
+    msgs = [
+        {"status": "Pulling from library/busybox", "id": "latest"},
+        {"status": "Pulling fs layer", "progressDetail": {}, "id": "aaa"},
+        {"status": "Pulling fs layer", "progressDetail": {}, "id": "bbb"},
+        {"status": "Downloading", "progressDetail": {"current": 50, "total": 100}, "id": "aaa"},
+        {"status": "Pull complete", "progressDetail": {}, "id": "bbb"},
+    ]
+
+    class Resp:
+        def iter_body(self) -> object:
+            yield b"".join(json.dumps(x).encode() + b"\r\n" for x in msgs)
+
+    out = io.StringIO()
+    jsonmessage.display(Resp(), out, terminal=True)  # type: ignore[arg-type]
+    text = out.getvalue()
+    # As docker's jsonmessage: a new line per new id, then cursor up to the id's line,
+    # erase, rewrite, cursor back down.
+    assert text.startswith(
+        "latest: Pulling from library/busybox\n\n\x1b[1A\x1b[2K\raaa: Pulling fs layer \r\x1b[1B"
+    )
+    assert "\x1b[2A\x1b[2K\raaa: Downloading [=========================>" in text
+    assert text.endswith("\x1b[1A\x1b[2K\rbbb: Pull complete \r\x1b[1B")
