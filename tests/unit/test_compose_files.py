@@ -238,7 +238,9 @@ def test_override_file_merges(tmp_path: Path) -> None:
     assert fixed.services["api"].command == broken.services["api"].command
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()))
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in EXAMPLES.iterdir() if (p / "compose.yaml").is_file())
+)
 def test_examples_load_without_warnings_and_config_round_trips(name: str, tmp_path: Path) -> None:
     p = loader.load([str(EXAMPLES / name / "compose.yaml")], environ={})
     assert p.warnings == []
@@ -429,12 +431,6 @@ def test_settings_tether_cannot_enforce_are_refused_in_the_daemons_words(tmp_pat
     from tether import unsupported
 
     svc = "services:\n  web:\n    image: busybox\n"
-    assert (
-        error_of(tmp_path, svc + "    user: nobody\n") == f"services.web.user: {unsupported.USER}"
-    )
-    assert error_of(tmp_path, svc + "    read_only: true\n") == (
-        f"services.web.read_only: {unsupported.READONLY_ROOTFS}"
-    )
     assert error_of(tmp_path, svc + "    pids_limit: 100\n") == (
         f"services.web.pids_limit: {unsupported.PIDS_LIMIT}"
     )
