@@ -1,5 +1,6 @@
 """`tether service ...` on three nodes, as a user types it: create, ls, ps, inspect, logs
-from tasks on other nodes, scale, update (rolling), rm, and the errors docker gives."""
+from tasks on other nodes (and the node listener they come through), scale, update
+(rolling), rm, the errors docker gives, docker's own CLI, and logs over mutual TLS."""
 
 from __future__ import annotations
 
@@ -124,6 +125,33 @@ def test_create_ls_ps_inspect_logs_scale_rm(host: NamespaceHost) -> None:
         # A task's logs by its id.
         one = b.ok("service", "logs", ids[0])
         assert one.count("started-") == 1
+
+        # The node listener (10.99.0.11:7946) those logs came through: a node gets a task's
+        # lines; nothing else is served; the underlay's own address (no node) is dropped by
+        # the firewall before the listener.
+        tid = a.ok("service", "ps", "--no-trunc", "-q", "-f", "node=node1", "web").strip()
+        assert (
+            "tcp dport 7946 ip saddr != @vteps drop"
+            in a.sh("nft list chain inet tether input").stdout
+        )
+
+        def ask(path: str) -> bytes:
+            s = socket.create_connection(("10.99.0.11", 7946), timeout=2)
+            try:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+                return data
+            finally:
+                s.close()
+
+        got = run_in_netns(b.netns, lambda: ask(f"/tasks/{tid}/logs"))
+        assert got.startswith(b"HTTP/1.1 200 OK\r\n") and b"started-" in got
+        assert run_in_netns(b.netns, lambda: ask("/containers/json")).startswith(b"HTTP/1.1 404")
+        assert run_in_netns(b.netns, lambda: ask("/tasks/nope/logs")).startswith(b"HTTP/1.1 404")
+        with pytest.raises(OSError):
+            c.cluster.in_underlay(lambda: ask(f"/tasks/{tid}/logs"))
 
         # logs -f from node 2 follows: the tasks that scaling up starts (on any node) join in.
         follow = subprocess.Popen(
@@ -318,49 +346,6 @@ def test_rolling_update_one_task_at_a_time_then_paused_on_failure(host: Namespac
         a.ok("service", "update", "-d", "--args", shlex.join(WEB), "--env-add", "V=4", "web")
         wait_for("completed", lambda: update_state(a, "web").get("State") == "completed", 60)
         wait_for("3/3", lambda: replicas(a, "web") == "3/3", 10)
-        a.ok("service", "rm", "web")
-
-
-def test_the_node_listener_serves_task_logs_to_nodes_only(host: NamespaceHost) -> None:
-    """The node-to-node listener on 10.99.0.1x:7946: a node gets a task's log lines; the
-    underlay's own address (no node) is dropped by the firewall, and no other path exists."""
-    del host
-    with three_nodes() as c:
-        a, b, _ = c.hosts
-        a.ok("network", "create", "-d", "overlay", "app")
-        for h in c.hosts:
-            wait_for("the network", lambda h=h: "app" in h.ok("network", "ls"))
-        a.ok(
-            "service", "create", "-d", "--name", "web", "--replicas", "1",
-            "--constraint", "node.hostname==node1", "--network", "app", "busybox", *WEB,
-        )  # fmt: skip
-        wait_for("1/1", lambda: replicas(a, "web") == "1/1", 30)
-        tid = a.ok("service", "ps", "--no-trunc", "-q", "web").strip()
-        assert (
-            "tcp dport 7946 ip saddr != @vteps drop"
-            in a.sh("nft list chain inet tether input").stdout
-        )
-
-        def ask(path: str) -> bytes:
-            s = socket.create_connection(("10.99.0.11", 7946), timeout=2)
-            try:
-                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-                data = b""
-                while chunk := s.recv(65536):
-                    data += chunk
-                return data
-            finally:
-                s.close()
-
-        # From node 2 (a registered node): the log, in tether-shim's frames.
-        got = run_in_netns(b.netns, lambda: ask(f"/tasks/{tid}/logs"))
-        assert got.startswith(b"HTTP/1.1 200 OK\r\n")
-        assert b"started-" in got
-        assert run_in_netns(b.netns, lambda: ask("/containers/json")).startswith(b"HTTP/1.1 404")
-        assert run_in_netns(b.netns, lambda: ask("/tasks/nope/logs")).startswith(b"HTTP/1.1 404")
-        # From the underlay's own address (not a node): dropped before the listener.
-        with pytest.raises(OSError):
-            c.cluster.in_underlay(lambda: ask(f"/tasks/{tid}/logs"))
         a.ok("service", "rm", "web")
 
 

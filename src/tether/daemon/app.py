@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from tether.cluster.agent import Agent
     from tether.cluster.config import ClusterOptions
     from tether.cluster.follower import Follower
+    from tether.cluster.ingress import Mesh
     from tether.cluster.lb import Balancer
     from tether.cluster.nodeapi import NodeApi
     from tether.cluster.state import ClusterStore
@@ -136,6 +137,7 @@ class Daemon:
         self.follower: Follower | None = None
         self.agent: Agent | None = None
         self.balancer: Balancer | None = None
+        self.mesh: Mesh | None = None
         self.encryption: Encryption | None = None
         self.nodeapi: NodeApi | None = None
         self._last_underlay: Underlay | None = None
@@ -526,7 +528,7 @@ class Daemon:
         log.info("tetherd stopping pid=%d", os.getpid())
         for task in self._tasks:
             task.cancel()
-        for part in (self.agent, self.balancer, self.nodeapi):
+        for part in (self.agent, self.balancer, self.mesh, self.nodeapi):
             if part is not None:
                 await part.stop()
         if self.cluster is not None:

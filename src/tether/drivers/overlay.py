@@ -51,6 +51,7 @@ ENCRYPTED_OVERHEAD = 96
 OPT_ENCRYPTED = OVERLAY_ENCRYPTED  # Docker's option: its presence asks for encryption
 FIRST_VNI = 4096  # Docker's overlay starts its VNIs here
 MAX_VNI = (1 << 24) - 1
+INGRESS_CLAIM = "ingress/network"
 
 
 @dataclass
@@ -113,7 +114,9 @@ def requested_vni(options: dict[str, str]) -> int:
 
 class OverlayDriver(NetworkDriver):
     name = NAME
-    caps = Capabilities(scope="global", needs_cluster=True, default_route=False, encryption=True)
+    caps = Capabilities(
+        scope="global", needs_cluster=True, default_route=False, ingress=True, encryption=True
+    )
 
     def __init__(self, rtnl: Rtnl, vtep: str, port: int, underlay_mtu: int) -> None:
         self.rtnl = rtnl
@@ -153,9 +156,15 @@ class OverlayDriver(NetworkDriver):
         )
 
     def claims(self, net: Network) -> list[str]:
-        return [f"vni/{OverlayState.of(net).vni}"]
+        # The routing mesh has one network: the claim makes a second --ingress lose.
+        return [f"vni/{OverlayState.of(net).vni}", *([INGRESS_CLAIM] if net.ingress else [])]
 
     def assign(self, net: Network, claimed: set[str]) -> None:
+        if net.ingress and INGRESS_CLAIM in claimed:
+            raise ClaimTaken(
+                INGRESS_CLAIM,
+                "rpc error: code = AlreadyExists desc = ingress network is already present",
+            )
         st = OverlayState.of(net)
         if st.vni:
             if f"vni/{st.vni}" in claimed:
