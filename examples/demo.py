@@ -105,6 +105,10 @@ class DemoHost:
                     EXEC_ROOT,
                     "--resolv-conf",
                     resolv,
+                    # The demo uses the busybox it imports; a typo'd image name must not
+                    # send it looking on Docker Hub.
+                    "--block-registry",
+                    "docker.io",
                 ],
                 stdout=log,
                 stderr=log,

@@ -99,6 +99,10 @@ class NamespaceHost:
             "--debug",
             "--resolv-conf",
             resolv,
+            # Nothing in the tests reaches past the machine: a name with no registry (nginx)
+            # is refused at once instead of being looked for on Docker Hub.
+            "--block-registry",
+            "docker.io",
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)

@@ -236,16 +236,18 @@ def test_run_steps_are_confined_and_on_the_builds_network(bhost: NamespaceHost) 
         "FROM --platform=$BUILDPLATFORM busybox\nARG TARGETARCH\nRUN echo arch=$TARGETARCH\n"
     )
     assert code == 0 and "arch=amd64" in out, out
-    code, out = build("FROM busybox\nUSER nobody\nRUN true\n")
-    assert code == 1 and "tether does not support User yet" in out
+    # USER: later RUN steps run as that user (resolved in the image's /etc/passwd), and
+    # what root owns stays out of their reach.
+    code, out = build("FROM busybox\nUSER nobody\nRUN id -u; id -g; touch /etc/owned\n")
+    assert code == 1 and "\n65534\n65534\n" in out and "Permission denied" in out, out
     r = h.cli("build", "-f", "nope.Dockerfile", ctx)
     assert r.returncode == 1 and "nope.Dockerfile: no such file or directory" in r.stderr
     # What is left: the server, and the step that failed without --force-rm (as docker
     # keeps it, for a look inside).
     left = {c["Names"][0]: c for c in h.api.get("/containers/json", {"all": 1})}
-    assert len(left) == 2 and "/web" in left
-    kept = next(c for name, c in left.items() if name != "/web")
-    assert kept["State"] == "exited" and kept["Status"].startswith("Exited (1)")
+    assert len(left) == 3 and "/web" in left
+    kept = [c for name, c in left.items() if name != "/web"]
+    assert all(c["State"] == "exited" and c["Status"].startswith("Exited (1)") for c in kept)
 
 
 COMPOSE = """\
@@ -309,3 +311,101 @@ def test_a_compose_file_with_build_comes_up(bhost: NamespaceHost) -> None:
     assert r.returncode == 0 and " ---> Running in " not in r.stderr, r.stderr
     assert h.api.get("/images/proj-web/json")["Config"]["Labels"]["changed"] == "yes"
     h.ok(*compose, "down")
+
+
+CACHED_APP = """\
+FROM 10.251.0.1:5000/base:1
+ENV A=1
+COPY one.txt /one.txt
+RUN date +%s%N > /stamp
+LABEL stage=app
+CMD ["cat", "/stamp"]
+"""
+
+
+def test_cache_from_a_pulled_image_rebuilds_it_on_a_host_that_never_built_it() -> None:
+    """--cache-from (docker's classic builder): the image's history names each step, so a
+    host that pulled it rebuilds it to the same id without running a step; --progress
+    chooses how the FROM image's pull is drawn."""
+    from registry import registry
+
+    reg_addr = "10.251.0.1:5000"
+    with registry() as reg:
+        a, b = (
+            NamespaceHost(["--insecure-registry", reg_addr]),
+            NamespaceHost(["--insecure-registry", reg_addr]),
+        )
+        try:
+            for h in (a, b):
+                h.start()
+                reg.connect(h)
+            a.import_busybox()
+            a.ok("tag", "busybox", f"{reg_addr}/base:1")
+            a.ok("push", f"{reg_addr}/base:1")
+            ctxs = []
+            for h in (a, b):
+                ctx = os.path.join(h.dir, "ctx")
+                os.makedirs(ctx)
+                with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+                    f.write(CACHED_APP)
+                with open(os.path.join(ctx, "one.txt"), "w") as f:
+                    f.write("one\n")
+                ctxs.append(ctx)
+            a.ok("build", "-t", f"{reg_addr}/app:1", ctxs[0], timeout=180)
+            a.ok("push", f"{reg_addr}/app:1")
+            built = a.api.get(f"/images/{reg_addr}%2Fapp:1/json")["Id"]
+
+            b.ok("pull", f"{reg_addr}/app:1")
+            # plain: the FROM image's pull as status lines, no cursor movement.
+            out = b.ok(
+                "build",
+                "--progress",
+                "plain",
+                "--cache-from",
+                f"{reg_addr}/app:1",
+                "-t",
+                "again",
+                ctxs[1],
+                timeout=180,
+            )
+            assert "\x1b[" not in out and ": Already exists" in out, out
+            assert " ---> Running in " not in out and out.count(" ---> Using cache") == 5, out
+            assert b.api.get("/images/again/json")["Id"] == built
+            r = b.cli("run", "--rm", "again")
+            assert (
+                r.returncode == 0 and r.stdout == a.cli("run", "--rm", f"{reg_addr}/app:1").stdout
+            )
+
+            # A changed file: the steps from its COPY on run again, those before still match.
+            with open(os.path.join(ctxs[1], "one.txt"), "w") as f:
+                f.write("changed\n")
+            b.ok("rmi", f"{reg_addr}/base:1")  # pulled again below: drawn in place (tty)
+            out = b.ok(
+                "build",
+                "--progress=tty",
+                "--cache-from",
+                f"{reg_addr}/app:1",
+                "-t",
+                "changed",
+                ctxs[1],
+                timeout=180,
+            )
+            assert "\x1b[2K" in out, out
+            assert out.count(" ---> Using cache") == 1 and out.count(" ---> Running in ") == 1
+            assert b.api.get("/images/changed/json")["Id"] != built
+            # Without --cache-from nothing here matches: a pulled image is no local cache.
+            with open(os.path.join(ctxs[1], "one.txt"), "w") as f:
+                f.write("one\n")
+            out = b.ok("build", "-t", "plain", ctxs[1], timeout=180)
+            assert out.count(" ---> Running in ") == 1
+            assert b.api.get("/images/plain/json")["Id"] != built
+            # A name not here is said and skipped; a bad --progress is refused before anything.
+            out = b.ok("build", "--cache-from", "nothere:1", ctxs[1], timeout=180)
+            assert "[Warning] --cache-from nothere:1: no such image here, not used" in out
+            r = b.cli("build", "--progress", "rawjson", ctxs[1])
+            assert (r.returncode, r.stdout) == (1, "") and (
+                'invalid argument "rawjson" for "--progress" flag' in r.stderr
+            )
+        finally:
+            for h in (a, b):
+                h.cleanup()

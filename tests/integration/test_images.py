@@ -509,3 +509,61 @@ def test_a_layer_cannot_write_outside_its_directory(bhost: NamespaceHost) -> Non
     docker_save(path, [base, evil, evil2], config([base, evil, evil2]), ["evil:latest"])
     h.cli("load", "-i", path)
     assert not os.path.exists(target) and not os.path.exists(target + "2")
+
+
+def test_every_accepted_flag_is_honoured_or_refused(bhost: NamespaceHost) -> None:
+    """--platform of import/save/load/push, prune's and images' filters, content trust;
+    and the tests' daemons never look for a name on Docker Hub (--block-registry)."""
+    h = bhost
+    # import --platform: the image is of that platform.
+    h.ok("import", "--platform", "linux/arm64", busybox_tar(), "armbb")
+    img = h.api.get("/images/armbb/json")
+    assert (img["Os"], img["Architecture"], img.get("Variant")) == ("linux", "arm64", "v8")
+    r = h.cli("import", "--platform", "linux/", busybox_tar(), "bad")
+    assert r.returncode == 1 and "unknown operating system or architecture" in r.stderr
+    # save/load --platform: only an image of that platform.
+    path = os.path.join(h.dir, "arm.tar")
+    r = h.cli("save", "--platform", "linux/amd64", "-o", path, "armbb")
+    assert (r.returncode, os.path.exists(path)) == (1, False)
+    assert r.stderr == (
+        "Error response from daemon: image with reference armbb:latest was found but does not "
+        "match the specified platform: wanted linux/amd64, actual: linux/arm64/v8\n"
+    )
+    h.ok("save", "--platform", "linux/arm64", "-o", path, "armbb")
+    h.ok("rmi", "armbb")
+    r = h.cli("load", "--platform", "linux/amd64", "-i", path)
+    assert r.returncode == 1 and "does not match the specified platform" in r.stderr
+    assert h.cli("images", "-q", "armbb").stdout == ""
+    assert h.ok("load", "--platform", "linux/arm64", "-i", path) == "Loaded image: armbb:latest\n"
+    # push --platform: refused before any registry is asked when the image is not of it.
+    h.ok("tag", "armbb", "10.251.0.1:5000/armbb")
+    r = h.cli("push", "--platform", "linux/amd64", "10.251.0.1:5000/armbb")
+    assert r.returncode == 1 and "does not match the specified platform" in r.stderr
+    # image prune --filter label / until; images --filter until.
+    for name, label in (("keep", "yes"), ("drop", "no")):
+        h.ok("import", "-c", f"LABEL keep={label}", busybox_tar(), name)
+    out = h.ok("image", "prune", "-a", "-f", "--filter", "label=keep=no")
+    assert "untagged: drop:latest" in out.lower() and "keep:latest" not in out
+    assert h.cli("images", "-q", "keep").stdout != ""
+    assert h.ok("images", "-q", "--filter", "until=2000-01-01") == ""
+    assert h.ok("images", "-q", "--filter", "until=87600h") == ""  # ten years ago
+    assert h.ok("images", "-q", "--filter", "until=0s") == h.ok("images", "-q")
+    r = h.cli("image", "prune", "-f", "--filter", "until=soon")
+    assert r.returncode == 1 and "Cannot parse until filter: soon" in r.stderr
+    r = h.cli("image", "prune", "-f", "--filter", "color=red")
+    assert r.returncode == 1 and "invalid filter 'color'" in r.stderr
+    out = h.ok("image", "prune", "-a", "-f", "--filter", "until=2000-01-01T00:00:00Z")
+    assert out == "Total reclaimed space: 0B\n"
+    # Content trust cannot be checked: asking for it is refused, not ignored.
+    for cmd in ("pull", "push", "build"):
+        r = h.cli(cmd, "--disable-content-trust=false", "busybox" if cmd != "build" else h.dir)
+        assert r.returncode == 1 and "--disable-content-trust=false is not supported" in r.stderr
+    # No test reaches Docker Hub: the name is refused at once, nothing is asked.
+    r = h.cli("pull", "nginx")
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == (
+        "Error response from daemon: registry docker.io is blocked on this daemon "
+        "(tetherd --block-registry) and has no mirror\n"
+    )
+    r = h.cli("run", "--rm", "nicolaka/netshoot")
+    assert r.returncode == 125 and "registry docker.io is blocked" in r.stderr

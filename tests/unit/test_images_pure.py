@@ -411,3 +411,73 @@ def test_json_messages_on_a_terminal_keep_one_line_per_layer() -> None:
     )
     assert "\x1b[2A\x1b[2K\raaa: Downloading [=========================>" in text
     assert text.endswith("\x1b[1A\x1b[2K\rbbb: Pull complete \r\x1b[1B")
+
+
+def test_a_blocked_registry_is_never_an_endpoint() -> None:
+    from tether.errors import Forbidden
+    from tether.images.registry import Registries, RegistryOptions, check_blocked
+
+    assert [check_blocked(x) for x in ("registry-1.docker.io", "Index.Docker.IO", "r:5000")] == [
+        "docker.io",
+        "docker.io",
+        "r:5000",
+    ]
+    with pytest.raises(InvalidParameter):
+        check_blocked("http://r:5000")
+    blocked = Registries(RegistryOptions(blocked=["docker.io", "r:5000"]))
+    with pytest.raises(Forbidden, match="has no mirror"):
+        blocked.endpoints("docker.io")
+    with pytest.raises(Forbidden, match="registry r:5000 is blocked"):
+        blocked.endpoints("r:5000")
+    assert [e.url for e in blocked.endpoints("other:5000")] == ["https://other:5000"]
+    # The mirror still answers for docker.io; Docker Hub itself is never asked, not even
+    # after the mirror fails.
+    mirrored = Registries(RegistryOptions(mirrors=["http://m:5000"], blocked=["docker.io"]))
+    assert [e.url for e in mirrored.endpoints("docker.io")] == ["http://m:5000"]
+    with pytest.raises(Forbidden):
+        mirrored.endpoints("docker.io", push=True)
+    open_ = Registries(RegistryOptions(mirrors=["http://m:5000"]))
+    assert [e.url for e in open_.endpoints("docker.io")] == [
+        "http://m:5000",
+        "https://registry-1.docker.io",
+    ]
+
+
+def test_until_filters_read_durations_timestamps_and_dates() -> None:
+    import time
+
+    from tether.daemon.routes_images import until_timestamp
+
+    now = time.time()
+    assert abs(until_timestamp("1h30m") - (now - 5400)) < 5
+    assert abs(until_timestamp("10s") - (now - 10)) < 5
+    assert until_timestamp("1700000000") == 1700000000.0
+    assert until_timestamp("2000-01-01") == 946684800.0
+    assert until_timestamp("2000-01-01T00:00:01Z") == 946684801.0
+    for bad in ("soon", "1x", ""):
+        with pytest.raises(InvalidParameter, match="Cannot parse until filter"):
+            until_timestamp(bad)
+
+
+def test_build_progress_modes_and_content_trust() -> None:
+    from tether.cli.build import content_trust, progress_mode
+    from tether.cli.context import CliError
+
+    assert [progress_mode(m) for m in (None, "auto", "plain", "TTY")] == [None, None, False, True]
+    with pytest.raises(CliError, match='invalid argument "quiet" for "--progress" flag'):
+        progress_mode("quiet")
+    content_trust({"disable_content_trust": True})
+    with pytest.raises(CliError, match="not supported"):
+        content_trust({"disable_content_trust": False})
+
+
+def test_cache_from_lineage_is_a_prefix_of_history_and_layers() -> None:
+    from tether.images.build import State, _lineage
+
+    h = [{"created": "t0", "created_by": "base"}, {"created": "t1", "created_by": "RUN x"}]
+    src = State({"Cmd": ["sh"]}, ["sha256:a", "sha256:b"], h, {"os": "linux"})
+    assert _lineage(src, State({}, ["sha256:a"], h[:1], {}))
+    assert _lineage(src, src)
+    assert not _lineage(src, State({}, ["sha256:a"], [{"created": "t9", "created_by": "base"}], {}))
+    assert not _lineage(src, State({}, ["sha256:c"], h[:1], {}))
+    assert not _lineage(src, State({}, ["sha256:a", "sha256:b", "sha256:c"], h, {}))

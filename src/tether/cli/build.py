@@ -30,6 +30,32 @@ def build_args(values: list[str]) -> dict[str, str]:
     return out
 
 
+PROGRESS_MODES = {"auto": None, "plain": False, "tty": True}
+
+
+def progress_mode(value: str | None) -> bool | None:
+    """--progress: how the stream is drawn (the pulls of FROM images and the steps): `tty`
+    redraws each layer's line in place, `plain` prints one line per status, `auto` (the
+    default) is `tty` on a terminal.  The classic builder's text is the same in all three."""
+    mode = (value or "auto").lower()
+    if mode not in PROGRESS_MODES:
+        raise CliError(
+            f'invalid argument "{value}" for "--progress" flag: must be auto, plain or tty '
+            "(BuildKit's rawjson and quiet are not tether's builder's)"
+        )
+    return PROGRESS_MODES[mode]
+
+
+def content_trust(o: dict[str, Any]) -> None:
+    """--disable-content-trust=false asks for Notary signatures, which tether cannot check:
+    refused rather than ignored."""
+    if o.get("disable_content_trust") is False:
+        raise CliError(
+            "tether does not verify signed images (Docker Content Trust): "
+            "--disable-content-trust=false is not supported"
+        )
+
+
 def send(
     ctx: Any,
     context: str,
@@ -38,6 +64,7 @@ def send(
     out: Any = None,
     quiet: bool = False,
     stdin_dockerfile: bytes | None = None,
+    terminal: bool | None = None,
 ) -> str:
     """Pack, send, draw the stream; the image id (or CliError with the build's failure)."""
     from tether.cli import jsonmessage
@@ -72,7 +99,9 @@ def send(
     import io
 
     try:
-        failure = jsonmessage.display(resp, io.StringIO() if quiet else out, aux=aux)
+        failure = jsonmessage.display(
+            resp, io.StringIO() if quiet else out, terminal=terminal, aux=aux
+        )
     finally:
         resp.close()
     if failure:
@@ -89,11 +118,8 @@ def run_build(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     ):
         if o.get(name):
             raise CliError(f"tether build does not support {why}")
-    for name, flag in (("cache_from", "--cache-from"), ("progress", "--progress")):
-        if o.get(name):
-            sys.stderr.write(
-                f"WARNING: {flag} is not supported by tether's builder and is ignored\n"
-            )
+    progress_mode(o.get("progress"))
+    content_trust(o)
     source = args[0]
     stdin_df: bytes | None = None
     dockerfile = o["file"] or None
@@ -170,7 +196,19 @@ def _run(
         "pull": bool(o["pull"]),
         "platform": o["platform"] or None,
     }
-    image_id = send(ctx, context, dockerfile, query, quiet=o["quiet"], stdin_dockerfile=stdin_df)
+    if o["cache_from"]:
+        from tether import wire
+
+        query["cachefrom"] = wire.dumps(list(o["cache_from"]))
+    image_id = send(
+        ctx,
+        context,
+        dockerfile,
+        query,
+        quiet=o["quiet"],
+        stdin_dockerfile=stdin_df,
+        terminal=progress_mode(o["progress"]),
+    )
     if o["quiet"]:
         print(image_id)
     if o["iidfile"]:
@@ -183,15 +221,15 @@ def run_prune(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     from tether.cli.image import human_size
 
     if not o["force"]:
+        what = "all build cache" if o["all"] else "all dangling build cache"
         sys.stdout.write(
-            "WARNING! This will remove all dangling build cache.\n"
-            "Are you sure you want to continue? [y/N] "
+            f"WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] "
         )
         sys.stdout.flush()
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             return 0
     try:
-        report = ctx.call("POST", "/build/prune")
+        report = ctx.call("POST", "/build/prune", query={"all": 1} if o["all"] else None)
     except ApiError as exc:
         raise api_error(exc) from None
     deleted = report.get("CachesDeleted") or []
@@ -216,7 +254,12 @@ BUILD = Command(
             help='Add a custom host-to-IP mapping ("host:ip")',
         ),
         Flag("build-arg", kind="list", metavar="list", help="Set build-time variables"),
-        Flag("cache-from", kind="list", metavar="strings", hidden=True),
+        Flag(
+            "cache-from",
+            kind="list",
+            metavar="strings",
+            help="Images to consider as cache sources",
+        ),
         Flag("disable-content-trust", kind="bool", default=True, help="Skip image verification"),
         Flag("file", "f", help='Name of the Dockerfile (Default is "PATH/Dockerfile")'),
         Flag("force-rm", kind="bool", help="Always remove intermediate containers"),
@@ -230,7 +273,11 @@ BUILD = Command(
         Flag("no-cache", kind="bool", help="Do not use cache when building the image"),
         Flag("output", "o", hidden=True),
         Flag("platform", help="Set platform if server is multi-platform capable"),
-        Flag("progress", hidden=True),
+        Flag(
+            "progress",
+            default="auto",
+            help='Set type of progress output (auto, plain, tty) (default "auto")',
+        ),
         Flag("pull", kind="bool", help="Always attempt to pull a newer version of the image"),
         Flag(
             "quiet",

@@ -98,6 +98,17 @@ def _stream_error(resp: Response) -> CliError | None:
     return CliError(f"Error response from daemon: {_error_message(body, resp.status)}")
 
 
+def _platform(text: str) -> str:
+    """--platform checked here (docker's words), sent as os/arch[/variant]."""
+    from tether.errors import TetherError
+    from tether.images.oci import format_platform, parse_platform
+
+    try:
+        return format_platform(parse_platform(text))
+    except TetherError as exc:
+        raise CliError(exc.message) from None
+
+
 def _reference(text: str) -> Any:
     from tether.images.reference import ReferenceError, parse
 
@@ -151,6 +162,9 @@ def pull(
 
 
 def run_pull(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    from tether.cli.build import content_trust
+
+    content_trust(o)
     ref = _reference(args[0])
     pull(ctx, args[0], o["platform"] or "", o["quiet"], o["all_tags"])
     if not o["all_tags"]:
@@ -163,7 +177,9 @@ def run_pull(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
 
 def run_push(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     from tether.cli import credentials, jsonmessage
+    from tether.cli.build import content_trust
 
+    content_trust(o)
     ref = _reference(args[0])
     if o["all_tags"] and ref.tag:
         raise CliError("tag can't be used with --all-tags/-a")
@@ -171,6 +187,8 @@ def run_push(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         raise CliError("cannot push a digest reference")
     # No tag at all asks dockerd for every tag of the repository.
     query: dict[str, Any] = {"tag": ref.tag or ("" if o["all_tags"] else "latest")}
+    if o["platform"]:
+        query["platform"] = _platform(o["platform"])
     path = f"/images/{quote(ref.name)}/push"
     resp = ctx.open("POST", path, query=query, headers=credentials.header(ref.domain))
     err = _stream_error(resp)
@@ -291,6 +309,8 @@ def run_import(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         query["changes"] = o["change"]  # one `changes` parameter per value
     if o["message"]:
         query["message"] = o["message"]
+    if o["platform"]:
+        query["platform"] = _platform(o["platform"])
     resp = ctx.open("POST", "/images/create", query=query, raw=data)
     body = resp.read()
     resp.close()
@@ -477,6 +497,11 @@ def run_prune(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             return 0
     filters: dict[str, Any] = {}
+    for f in o["filter"]:
+        k, eq, v = f.partition("=")
+        if not eq:
+            raise CliError("bad format of filter (expected name=value)")
+        filters.setdefault(k.strip().lower(), {})[v] = True
     if o["all"]:
         filters["dangling"] = {"false": True}
     try:
@@ -504,6 +529,8 @@ def run_save(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     if not output and sys.stdout.isatty():
         raise CliError("Cowardly refusing to save to a terminal. Use the -o flag or redirect")
     query: dict[str, Any] = {"names": list(args)}
+    if o["platform"]:
+        query["platform"] = _platform(o["platform"])
     resp = ctx.open("GET", "/images/get", query=query)
     err = _stream_error(resp)
     if err is not None:
@@ -558,7 +585,10 @@ def run_load(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         data = sys.stdin.buffer.read()
     # docker: progress only on a terminal.
     quiet = o["quiet"] or not sys.stdout.isatty()
-    resp = ctx.open("POST", "/images/load", query={"quiet": 1} if quiet else None, raw=data)
+    query: dict[str, Any] = {"quiet": 1} if quiet else {}
+    if o["platform"]:
+        query["platform"] = _platform(o["platform"])
+    resp = ctx.open("POST", "/images/load", query=query or None, raw=data)
     err = _stream_error(resp)
     if err is not None:
         raise err

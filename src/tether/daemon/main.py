@@ -45,6 +45,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "127.0.0.0/8 always is)",
     )
     r.add_argument(
+        "--block-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="a registry never contacted, its mirrors still are (repeatable; docker.io: "
+        "pull Docker Hub's names only through --registry-mirror)",
+    )
+    r.add_argument(
         "--registry-certs-dir",
         default="/etc/tether/certs.d",
         metavar="DIR",
@@ -157,12 +165,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _registry_options(args: argparse.Namespace) -> Any:
-    from tether.images.registry import RegistryOptions, check_insecure, check_mirror
+    from tether.images.registry import (
+        RegistryOptions,
+        check_blocked,
+        check_insecure,
+        check_mirror,
+    )
 
     return RegistryOptions(
         mirrors=[check_mirror(m) for m in args.registry_mirror],
         insecure=[check_insecure(i) for i in args.insecure_registry],
         certs_dir=args.registry_certs_dir,
+        blocked=[check_blocked(b) for b in args.block_registry],
     )
 
 

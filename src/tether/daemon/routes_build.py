@@ -2,9 +2,9 @@
 
 POST /build takes the build context as a tar archive in the body (the CLI applies
 .dockerignore), with docker's query parameters: t (repeated), dockerfile, buildargs and
-labels (JSON objects), target, networkmode, nocache, q, rm, forcerm, pull, platform.  The
-answer is docker's JSON message stream: the steps as {"stream": ...}, the image id as
-{"aux": {"ID": ...}}, a failure as the last message.
+labels (JSON objects), cachefrom (a JSON array), target, networkmode, nocache, q, rm, forcerm,
+pull, platform.  The answer is docker's JSON message stream: the steps as {"stream": ...},
+the image id as {"aux": {"ID": ...}}, a failure as the last message.
 """
 
 from __future__ import annotations
@@ -51,6 +51,20 @@ def _json_map(req: Request, name: str) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in doc.items()}
 
 
+def _json_list(req: Request, name: str) -> list[str]:
+    """dockerd's cachefrom: a JSON array of image names."""
+    text = req.arg(name)
+    if not text:
+        return []
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise InvalidParameter(f"invalid {name} parameter: {exc}") from None
+    if not isinstance(doc, list) or not all(isinstance(x, str) for x in doc):
+        raise InvalidParameter(f"invalid {name} parameter: not a JSON array of strings")
+    return list(doc)
+
+
 def options(req: Request, daemon: Daemon) -> BuildOptions:
     tags = []
     for t in req.query.get("t", []):
@@ -90,6 +104,7 @@ def options(req: Request, daemon: Daemon) -> BuildOptions:
         platform=oci.parse_platform(platform) if platform else None,
         remove=flag("rm", True),
         force_remove=flag("forcerm", False),
+        cache_from=_json_list(req, "cachefrom"),
     )
 
 
@@ -136,7 +151,8 @@ def register(router: Router, daemon: Daemon) -> None:
         return None
 
     async def prune(req: Request) -> Response:
-        keys, space = builder.cache.prune()
+        all_ = (req.arg("all") or "").lower() in ("1", "true", "yes")
+        keys, space = builder.cache.prune(all_)
         return json_response({"CachesDeleted": keys or None, "SpaceReclaimed": space})
 
     router.add("POST", "/build", build, stream_body=True)

@@ -39,7 +39,7 @@ from tether.daemon.http import (
     write_chunk,
 )
 from tether.errors import InvalidParameter, NotFound, TetherError
-from tether.images import archive
+from tether.images import archive, oci
 from tether.images.progress import Progress
 from tether.images.reference import Reference, ReferenceError, check_tag, parse, registry_of
 from tether.images.registry import AuthConfig, Unauthorized
@@ -51,6 +51,56 @@ if TYPE_CHECKING:
 
 def _auth(req: Request) -> AuthConfig | None:
     return AuthConfig.from_header(req.headers.get("x-registry-auth"))
+
+
+def _platform(req: Request) -> dict[str, str] | None:
+    """`platform`: "os/arch[/variant]", or the OCI platform object as JSON (API 1.48's save,
+    load and push)."""
+    text = req.arg("platform")
+    if not text:
+        return None
+    if text.lstrip().startswith("{"):
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise InvalidParameter(f"invalid platform: {exc}") from None
+        if not isinstance(doc, dict) or not doc.get("architecture"):
+            raise InvalidParameter(f"invalid platform: {text}")
+        text = "/".join(str(doc[k]) for k in ("os", "architecture", "variant") if doc.get(k))
+    return oci.parse_platform(text)
+
+
+def until_timestamp(text: str) -> float:
+    """docker's `until` filter value: a Unix timestamp, a date (RFC 3339, or without a time),
+    or a Go duration before now (`24h`, `1h30m`)."""
+    import re
+    import time
+    from datetime import UTC, datetime
+
+    value = text.strip()
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", value)
+    if parts and "".join(n + u for n, u in parts) == value:
+        return time.time() - sum(float(n) * units[u] for n, u in parts)
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidParameter(f"Cannot parse until filter: {text}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def _labels_match(patterns: list[str], labels: dict[str, str]) -> bool:
+    for label in patterns:
+        k, eq, v = label.partition("=")
+        if k not in labels or (eq and labels[k] != v):
+            return False
+    return True
 
 
 def _filters(text: str | None) -> dict[str, list[str]]:
@@ -95,14 +145,13 @@ def register(router: Router, daemon: Daemon) -> None:
                 raise InvalidParameter(f"Invalid filter 'dangling={want}'")
             dangling = want in ("true", "1")
             found = [i for i in found if (not i.repo_tags) == dangling]
-        for label in filters.get("label", []):
-            k, eq, v = label.partition("=")
+        if "label" in filters:
             found = [
-                i
-                for i in found
-                if k in (i.config.get("Labels") or {})
-                and (not eq or (i.config.get("Labels") or {})[k] == v)
+                i for i in found if _labels_match(filters["label"], i.config.get("Labels") or {})
             ]
+        if "until" in filters:
+            limit = until_timestamp(filters["until"][-1])
+            found = [i for i in found if i.created < limit]
         if "before" in filters:
             ref = images.find(filters["before"][-1])
             found = [i for i in found if i.created < ref.created]
@@ -177,7 +226,12 @@ def register(router: Router, daemon: Daemon) -> None:
                 async for chunk in req.body_chunks():
                     f.write(chunk)
             img = await images.import_tar(
-                tmp, spec.repo or None, spec.tag or None, config, req.arg("message") or ""
+                tmp,
+                spec.repo or None,
+                spec.tag or None,
+                config,
+                req.arg("message") or "",
+                _platform(req),
             )
         finally:
             try:
@@ -211,9 +265,13 @@ def register(router: Router, daemon: Daemon) -> None:
 
     async def prune(req: Request) -> Response:
         filters = _filters(req.arg("filters"))
+        for k in filters:
+            if k not in ("dangling", "label", "label!", "until"):
+                raise InvalidParameter(f"invalid filter '{k}'")
         dangling_only = True
         if "dangling" in filters:
             dangling_only = filters["dangling"][-1].lower() in ("true", "1")
+        limit = until_timestamp(filters["until"][-1]) if "until" in filters else None
         used = {c[1] for c in using()}
         deleted: list[dict[str, str]] = []
         before = sum(i.size for i in images.by_id.values())
@@ -221,6 +279,13 @@ def register(router: Router, daemon: Daemon) -> None:
             if img.builtin or img.id in used:
                 continue
             if dangling_only and img.repo_tags:
+                continue
+            labels = img.config.get("Labels") or {}
+            if "label" in filters and not _labels_match(filters["label"], labels):
+                continue
+            if "label!" in filters and any(_labels_match([x], labels) for x in filters["label!"]):
+                continue
+            if limit is not None and img.created >= limit:
                 continue
             for t in list(img.repo_tags) + list(img.repo_digests):
                 deleted.append({"Untagged": t})
@@ -256,6 +321,11 @@ def register(router: Router, daemon: Daemon) -> None:
             )
         if not tags or images.lookup(tags[0].familiar()) is None:
             raise NotFound(f"An image does not exist locally with the tag: {ref.familiar_name}")
+        platform = _platform(req)
+        if platform is not None:
+            for t in tags:
+                img = images.find(t.familiar())
+                archive.check_platform(t.familiar(), platform, img.platform)
         await start_stream(req, "application/json")
         progress = Progress(lambda data: write_chunk(req, data))
         try:
@@ -273,6 +343,11 @@ def register(router: Router, daemon: Daemon) -> None:
         if not names:
             raise InvalidParameter("no images to save: give names=")
         items = archive.select(images, names)
+        platform = _platform(req)
+        if platform is not None:
+            for item in items:
+                name = item.tags[0].familiar() if item.tags else item.image.id
+                archive.check_platform(name, platform, item.image.platform)
         await start_stream(req, "application/x-tar")
         async for chunk in archive.save_stream(images, items):
             await write_chunk(req, chunk)
@@ -281,6 +356,7 @@ def register(router: Router, daemon: Daemon) -> None:
 
     async def load(req: Request) -> Response | None:
         quiet = req.flag("quiet")
+        platform = _platform(req)
         fd, tmp = tempfile.mkstemp(prefix="load-", dir=images.content.tmpdir)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -291,7 +367,7 @@ def register(router: Router, daemon: Daemon) -> None:
             await start_stream(req, "application/json")
             progress = Progress(lambda data: write_chunk(req, data))
             try:
-                lines = await archive.load(images, tmp, progress, quiet)
+                lines = await archive.load(images, tmp, progress, quiet, platform)
                 for line in lines:
                     await progress.stream(line + "\n")
             except TetherError as exc:

@@ -324,7 +324,17 @@ def _read_json(path: str) -> Any:
         raise InvalidParameter(f"invalid archive: {os.path.basename(path)}: {exc}") from None
 
 
-def entries(top: str) -> list[LoadEntry]:
+def check_platform(name: str, want: dict[str, str], have: dict[str, str]) -> None:
+    """--platform of save, load and push: the image must be of that platform (tether keeps
+    one platform per image), in dockerd's words otherwise."""
+    if not oci.platform_matches(want, have):
+        raise NotFound(
+            f"image with reference {name} was found but does not match the specified "
+            f"platform: wanted {oci.format_platform(want)}, actual: {oci.format_platform(have)}"
+        )
+
+
+def entries(top: str, platform: dict[str, str] | None = None) -> list[LoadEntry]:
     """What an unpacked archive holds: docker's manifest.json, else an OCI index.json."""
     top = os.path.realpath(top)
     manifest_path = os.path.join(top, "manifest.json")
@@ -351,7 +361,7 @@ def entries(top: str) -> list[LoadEntry]:
         return out
     index_path = os.path.join(top, "index.json")
     if os.path.isfile(index_path):
-        return _oci_entries(top, _read_json(index_path))
+        return _oci_entries(top, _read_json(index_path), platform)
     raise InvalidParameter(
         "invalid archive: no manifest.json or index.json (not a docker save or OCI layout tarball)"
     )
@@ -362,8 +372,10 @@ def _blob_path(top: str, digest: str) -> str:
     return _inside(top, f"blobs/{algo}/{hexpart}")
 
 
-def _oci_entries(top: str, index_doc: Any) -> list[LoadEntry]:
-    want = oci.host_platform()
+def _oci_entries(
+    top: str, index_doc: Any, platform: dict[str, str] | None = None
+) -> list[LoadEntry]:
+    want = platform or oci.host_platform()
     out: list[LoadEntry] = []
 
     def visit(desc: oci.Descriptor, names: list[Reference]) -> None:
@@ -413,8 +425,15 @@ def _oci_entries(top: str, index_doc: Any) -> list[LoadEntry]:
     return out
 
 
-async def load(store: ImageStore, archive: str, progress: Progress, quiet: bool) -> list[str]:
-    """Load the archive at path `archive`; the lines docker prints ("Loaded image: ...")."""
+async def load(
+    store: ImageStore,
+    archive: str,
+    progress: Progress,
+    quiet: bool,
+    platform: dict[str, str] | None = None,
+) -> list[str]:
+    """Load the archive at path `archive`; the lines docker prints ("Loaded image: ...").
+    `platform` (load --platform): the entry of an index for it, and every image of it."""
     tmp = tempfile.mkdtemp(prefix="load-", dir=store.content.tmpdir)
     try:
         r = await asyncio.to_thread(
@@ -426,21 +445,28 @@ async def load(store: ImageStore, archive: str, progress: Progress, quiet: bool)
         if r.returncode != 0:
             text = r.stderr.strip().splitlines()
             raise InvalidParameter(f"invalid archive: {text[0] if text else 'not a tar archive'}")
-        found = entries(tmp)
+        found = entries(tmp, platform)
         lines: list[str] = []
         for entry in found:
-            lines += await _load_one(store, entry, progress, quiet)
+            lines += await _load_one(store, entry, progress, quiet, platform)
         return lines
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def _load_one(
-    store: ImageStore, entry: LoadEntry, progress: Progress, quiet: bool
+    store: ImageStore,
+    entry: LoadEntry,
+    progress: Progress,
+    quiet: bool,
+    platform: dict[str, str] | None = None,
 ) -> list[str]:
     with open(entry.config, "rb") as f:
         config = f.read()
     cfg = oci.parse_config(config)
+    if platform is not None:
+        name = entry.tags[0].familiar() if entry.tags else sha256_bytes(config)
+        check_platform(name, platform, cfg.platform)
     if len(cfg.diff_ids) != len(entry.layers):
         raise InvalidParameter(
             "invalid manifest, layers length mismatch: expected "

@@ -79,6 +79,10 @@ class BuildOptions:
     platform: dict[str, str] | None = None
     remove: bool = True
     force_remove: bool = False
+    # --cache-from: images whose layers and history are cache candidates (docker's classic
+    # builder: a step matches the source's next history entry when everything before it
+    # matched, so a pulled image rebuilds to itself on a host that never built it).
+    cache_from: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -160,12 +164,19 @@ class BuildCache:
             self.store.put("buildcache", key, None, msgspec.to_builtins(e))
         self._sync()
 
-    def prune(self) -> tuple[list[str], int]:
-        keys = list(self.entries)
+    def prune(self, all_: bool = True) -> tuple[list[str], int]:
+        """Every entry (`builder prune -a`), or the dangling ones: those holding a layer no
+        image has (what a rebuild of an image here would not need)."""
+        if all_:
+            keys = list(self.entries)
+        else:
+            kept = {d for img in self.images.by_id.values() for d in img.layers}
+            keys = [k for k, e in self.entries.items() if not set(e.layers) <= kept]
         with self.store.transaction():
             for k in keys:
                 self.store.delete("buildcache", k)
-        self.entries.clear()
+        for k in keys:
+            del self.entries[k]
         self._sync()
         sizes = {d: i.size for d, i in self.images.layer_info.items()}
         removed = self.images.gc()
@@ -206,6 +217,17 @@ def _hash_sources(root: str, patterns: list[str]) -> str:
                     for child in sorted(os.listdir(path), reverse=True):
                         stack.append((f"{name}/{child}", os.path.join(path, child)))
     return h.hexdigest()
+
+
+def _lineage(src: State, st: State) -> bool:
+    """Whether `st` is `src` or one of the steps that made it (history and layers a prefix:
+    moby's isValidParent)."""
+    return (
+        len(st.history) <= len(src.history)
+        and len(st.layers) <= len(src.layers)
+        and st.history == src.history[: len(st.history)]
+        and st.layers == src.layers[: len(st.layers)]
+    )
 
 
 def _set_env(env: list[str], key: str, value: str) -> list[str]:
@@ -276,6 +298,7 @@ class _Run:
         self.used_args: set[str] = set()
         self.step = 0
         self.total = 0
+        self.sources: list[State] = []
         self.scratch = tempfile.mkdtemp(prefix="build-", dir=self.images.content.tmpdir)
 
     def release(self) -> None:
@@ -294,6 +317,55 @@ class _Run:
     async def say(self, text: str) -> None:
         if not self.opts.quiet:
             await self.progress.stream(text)
+
+    # -- the cache: this daemon's steps, and --cache-from images ---------------------------
+
+    async def _cache_sources(self) -> None:
+        """--cache-from: the images here, as states; a name not here is skipped and said
+        (dockerd only logs it)."""
+        for name in self.opts.cache_from:
+            img = self.images.lookup(name)
+            if img is None or img.builtin:
+                await self.say(f"[Warning] --cache-from {name}: no such image here, not used\n")
+                continue
+            self.hold(img.layers)
+            self.sources.append(State.from_json(self.images.content.get(img.config_blob)))
+
+    def _lookup(
+        self, key: str, state: State, created_by: str, result: State | None = None
+    ) -> State | None:
+        """The step's cached result: from this daemon's cache, or with --cache-from (as
+        docker's classic builder) only what lies in a source image's lineage, else the
+        source's next layer when its history names this very step.  `result` is the step's
+        own outcome when it changes only the config (the config a restored step gets)."""
+        if self.opts.no_cache:
+            return None
+        local = self.b.cache.get(key)
+        if not self.sources:
+            return local
+        if local is not None and any(_lineage(src, local) for src in self.sources):
+            return local
+        n = len(state.history)
+        for src in self.sources:
+            if not _lineage(src, state) or n >= len(src.history):
+                continue
+            entry = src.history[n]
+            if entry.get("created_by", "") != created_by:
+                continue
+            new = (result if result is not None else state).changed()
+            new.history = [*(dict(h) for h in state.history), dict(entry)]
+            new.layers = list(state.layers)
+            if not entry.get("empty_layer"):
+                index = sum(1 for h in src.history[:n] if not h.get("empty_layer"))
+                if index >= len(src.layers):
+                    continue
+                new.layers.append(src.layers[index])
+            if (new.layers, new.history, new.config) == (src.layers, src.history, src.config):
+                new = src  # the source itself: the same image id
+            # One source from here on, as docker: the rest of its history is the match.
+            self.sources = [src]
+            return new
+        return None
 
     # -- the whole build -----------------------------------------------------------------
 
@@ -314,6 +386,7 @@ class _Run:
             raise BuildError(str(exc)) from None
         self.escape = df.escape
         self.meta = meta
+        await self._cache_sources()
         self.used_args |= used
         target = len(stages) - 1
         if self.opts.target:
@@ -336,16 +409,16 @@ class _Run:
             text = " ".join(f'"{k}"="{v}"' for k, v in sorted(self.opts.labels.items()))
             await self.say(f"Step {self.step}/{self.total} : LABEL {text}\n")
             key = _cache_key(state.id, "LABELS", sorted(self.opts.labels.items()))
-            cached = None if self.opts.no_cache else self.b.cache.get(key)
+            new = state.changed()
+            labels = dict(new.config.get("Labels") or {})
+            labels.update(self.opts.labels)
+            new.config["Labels"] = labels
+            new.history.append(self._nop(f"LABEL {text}"))
+            cached = self._lookup(key, state, new.history[-1]["created_by"], new)
             if cached is not None:
                 await self.say(" ---> Using cache\n")
                 state = cached
             else:
-                new = state.changed()
-                labels = dict(new.config.get("Labels") or {})
-                labels.update(self.opts.labels)
-                new.config["Labels"] = labels
-                new.history.append(self._nop(f"LABEL {text}"))
                 self.b.cache.put(key, new)
                 state = new
             await self.say(f" ---> {state.id.removeprefix('sha256:')[:12]}\n")
@@ -493,11 +566,11 @@ class _Run:
             key = _cache_key(
                 state.id, "META", inst.original, sorted(self.args.items()), self.escape
             )
-            cached = None if self.opts.no_cache else self.b.cache.get(key)
+            new = self._metadata(inst, state, lexer, env)  # pure: its history is the match
+            cached = self._lookup(key, state, new.history[-1]["created_by"], new)
             if cached is not None:
                 await self.say(" ---> Using cache\n")
                 return cached
-            new = self._metadata(inst, state, lexer, env)
             self.b.cache.put(key, new)
             return new
         except dfp.DockerfileError as exc:
@@ -605,13 +678,8 @@ class _Run:
                 f"[Warning] RUN --mount={mount}: tether runs this step without the cache mount\n"
             )
         network = inst.flags.get("network") or self.opts.network or "default"
+        # USER: the step runs as that user, resolved in the image's /etc as a container's -u.
         user = str(state.config.get("User") or "")
-        name, _, group = user.partition(":")
-        if name not in ("", "root", "0") or group not in ("", "root", "0"):
-            raise BuildError(
-                f"tether does not support User yet: RUN steps run as root, and this one would "
-                f"run as {user!r} (USER {user}); put USER after the RUN steps"
-            )
         argv, _shell = dfp.exec_or_shell(inst, list(state.config.get("Shell") or DEFAULT_SHELL))
         # Build args in scope reach RUN as environment (ENV wins), and are part of its cache
         # key and history, as docker's "|N k=v" prefix.
@@ -627,7 +695,7 @@ class _Run:
         key = _cache_key(
             state.id, "RUN", argv, arg_env, network if network in ("none", "host") else ""
         )
-        cached = None if self.opts.no_cache else self.b.cache.get(key)
+        cached = self._lookup(key, state, created_by)
         if cached is not None:
             await self.say(" ---> Using cache\n")
             self.hold(cached.layers)
@@ -639,6 +707,7 @@ class _Run:
             "Entrypoint": [],
             "Env": [*(state.config.get("Env") or []), *(f"{k}={v}" for k, v in arg_env)],
             "WorkingDir": state.config.get("WorkingDir") or "",
+            "User": user,
             "Labels": {},
             "HostConfig": {"NetworkMode": network},
         }
@@ -778,7 +847,9 @@ class _Run:
             from_key = None
             src_hash = await asyncio.to_thread(_hash_sources, self.context, srcs)
         key = _cache_key(state.id, cmd, srcs, dest, chown, chmod, from_key, src_hash)
-        cached = None if self.opts.no_cache else self.b.cache.get(key)
+        what = "file" if len(srcs) == 1 else "multi"
+        created_by = f"{NOP} {cmd} {what}:{src_hash[:64]} in {dest} "
+        cached = self._lookup(key, state, created_by)
         if cached is not None:
             await self.say(" ---> Using cache\n")
             self.hold(cached.layers)
@@ -829,13 +900,7 @@ class _Run:
         new = state.changed()
         diff_id = await asyncio.to_thread(self._commit_dir, upper, True)
         new.layers.append(diff_id)
-        what = "file" if len(srcs) == 1 else "multi"
-        new.history.append(
-            {
-                "created": oci.format_time(time.time()),
-                "created_by": f"{NOP} {cmd} {what}:{src_hash[:64]} in {dest} ",
-            }
-        )
+        new.history.append({"created": oci.format_time(time.time()), "created_by": created_by})
         self.hold(new.layers)
         self.b.cache.put(key, new)
         return new

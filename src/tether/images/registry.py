@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from tether.errors import InvalidParameter, TetherError
+from tether.errors import Forbidden, InvalidParameter, TetherError
 from tether.images import oci
 from tether.images.reference import DEFAULT_DOMAIN
 
@@ -112,6 +112,10 @@ class RegistryOptions:
     mirrors: list[str] = field(default_factory=list)
     insecure: list[str] = field(default_factory=list)
     certs_dir: str = DEFAULT_CERTS_DIR
+    # --block-registry: registries never contacted (their mirrors still are): a machine
+    # that must pull docker.io names only through its mirror, and the tests' daemons, which
+    # must never reach past the machine.
+    blocked: list[str] = field(default_factory=list)
 
 
 def check_mirror(url: str) -> str:
@@ -130,6 +134,16 @@ def check_mirror(url: str) -> str:
     if not parts.netloc:
         raise InvalidParameter(f"invalid mirror: no host in {url!r}")
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def check_blocked(value: str) -> str:
+    """--block-registry: a registry's host[:port]; Docker Hub by any of its names."""
+    name = value.strip().lower()
+    if not name or "://" in name or "/" in name:
+        raise InvalidParameter(f"blocked registry {value!r} should be a host[:port]")
+    if name in ("index.docker.io", "registry-1.docker.io"):
+        return DEFAULT_DOMAIN
+    return name
 
 
 def check_insecure(value: str) -> str:
@@ -226,15 +240,26 @@ class Registries:
 
     def endpoints(self, domain: str, push: bool = False) -> list[Endpoint]:
         """Where to ask, in order: mirrors first (pulls from docker.io only), then the
-        registry; an insecure registry over HTTPS without verification, then over HTTP."""
+        registry; an insecure registry over HTTPS without verification, then over HTTP.
+        A blocked registry is left out; with nothing left to ask, Forbidden."""
         out: list[Endpoint] = []
+        blocked = domain in self.opts.blocked
         if domain == DEFAULT_DOMAIN:
             if not push:
                 for m in self.opts.mirrors:
                     host = urlsplit(m).netloc
                     insecure = self.is_insecure(host)
                     out.append(Endpoint(m, mirror=True, verify_tls=not insecure))
-            out.append(Endpoint(DOCKER_HUB))
+            if not blocked:
+                out.append(Endpoint(DOCKER_HUB))
+        if blocked:
+            if not out:
+                raise Forbidden(
+                    f"registry {domain} is blocked on this daemon (tetherd --block-registry)"
+                    + ("" if push or domain != DEFAULT_DOMAIN else " and has no mirror")
+                )
+            return out
+        if domain == DEFAULT_DOMAIN:
             return out
         if self.is_insecure(domain):
             eps = [Endpoint(f"https://{domain}", verify_tls=False), Endpoint(f"http://{domain}")]

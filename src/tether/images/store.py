@@ -355,9 +355,16 @@ class ImageStore:
         self._save(img)
 
     async def import_tar(
-        self, tar_path: str, repo: str | None, tag: str | None, config: dict[str, Any], message: str
+        self,
+        tar_path: str,
+        repo: str | None,
+        tag: str | None,
+        config: dict[str, Any],
+        message: str,
+        platform: dict[str, str] | None = None,
     ) -> Image:
-        """`docker import`: one layer from a (possibly compressed) rootfs archive."""
+        """`docker import`: one layer from a (possibly compressed) rootfs archive, of the
+        host's platform or the one `import --platform` names."""
         ref = None
         if repo:
             try:
@@ -387,7 +394,7 @@ class ImageStore:
         )
         now = time.time()
         history = [{"created": oci.format_time(now), "comment": message or "Imported from -"}]
-        cfg = oci.make_config(config, [diff_id], history, now, extra={"comment": message})
+        cfg = oci.make_config(config, [diff_id], history, now, platform, extra={"comment": message})
         return self.commit(cfg, [ref] if ref else [])
 
     # -- removing ----------------------------------------------------------------------------
