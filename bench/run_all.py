@@ -16,6 +16,7 @@ BENCHES = [
     "bench_compose.py",
     "bench_security.py",
     "bench_images.py",
+    "bench_encrypted.py",
 ]
 
 

@@ -420,6 +420,70 @@ def test_key_rotation_does_not_disturb_a_running_tcp_stream(host: NamespaceHost)
         assert len(keys) == 4
 
 
+def test_keys_rotate_on_schedule_over_a_tls_cluster_store(
+    host: NamespaceHost, tmp_path: Any
+) -> None:
+    """The schedule (--encryption-key-rotation, 12 h by default, 10 s here) rotates keys by
+    itself, under a running TCP stream, with etcd reached only over TLS with client
+    certificates (the trust model's recommendation, docs/encryption.md)."""
+    from test_overlay import assert_nothing_left_in_etcd, start_node
+
+    from cluster import Cluster, make_tls
+
+    del host
+    tls = make_tls(os.path.join(str(tmp_path), "tls"), ["10.99.0.11"])
+    cluster = Cluster(nodes=2, members=1, tls=tls)
+    cluster.start()
+    assert cluster.endpoints.startswith("https://")  # no plain-HTTP client URL at all
+    opts = [
+        "--cluster-store-opt", f"kv.cacertfile={tls.ca}",
+        "--cluster-store-opt", f"kv.certfile={tls.client_cert}",
+        "--cluster-store-opt", f"kv.keyfile={tls.client_key}",
+        "--encryption-key-rotation", "10s",
+    ]  # fmt: skip
+    hosts: list[NamespaceHost] = []
+    try:
+        for i in range(2):
+            hosts.append(start_node(cluster, i, opts))
+        c = Nodes(cluster, hosts)
+        a, b = encrypted_pair(c)
+        b.ok("run", "-d", "--name", "srv", "--network", "sec", "host", "iperf3", "-s")
+        a.ok("run", "-d", "--name", "cli", "--network", "sec", "host", "sleep", "600")
+        ip = b.ip_of("srv", "sec")
+        wait_for(
+            "srv reachable",
+            lambda: a.cli("exec", "cli", "busybox", "ping", "-c1", "-W1", ip).returncode == 0,
+            20,
+        )
+        first = encryption(a, "sec")["KeyEpoch"]
+        r = a.cli(
+            "exec", "cli", "iperf3", "-c", ip, "-t", "24", "-i", "1", "-b", "100M", "-J",
+            timeout=90,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout[-800:] + r.stderr
+        per_second = [i["sum"]["bytes"] for i in json.loads(r.stdout)["intervals"]]
+        assert len(per_second) >= 23 and min(per_second) > 0, per_second
+        # 24 s at one key every 10 s: at least two rotations happened during the stream, made
+        # by the schedule alone (nobody asked), and every node sends with the newest key.
+        last = encryption(a, "sec")["KeyEpoch"]
+        assert last >= first + 2, (first, last)
+        for h in (a, b):
+            enc = encryption(h, "sec")
+            assert enc["KeyEpoch"] >= last and enc["KeyHolders"] == ["node1", "node2"]
+            drops = {k: v for k, v in counters(h, "sec").items() if k.startswith("rx_drop") and v}
+            assert not drops, drops
+        # Only the current and the previous epochs stay in the store.
+        epochs = {int(k.split("/")[-2]) for k in c.etcd_keys() if "/crypt/keys/" in k}
+        assert len(epochs) <= 2 and max(epochs) >= last, epochs
+        for h in hosts:
+            h.cli("rm", "-f", "srv", "cli")
+        assert_nothing_left_in_etcd(c)
+    finally:
+        for h in hosts:
+            h.cleanup()
+        cluster.cleanup()
+
+
 # -- the data path survives tetherd; tetherd brings it back ---------------------------------
 
 

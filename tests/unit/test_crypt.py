@@ -406,3 +406,24 @@ def test_encryption_flags() -> None:
     for port, rotation in ((4789, "1h"), (70000, "1h"), (5000, "5s"), (5000, "soon")):
         with pytest.raises(InvalidParameter):
             set_encryption(opts, port, rotation)
+
+
+def test_an_encrypted_overlay_is_refused_on_a_node_advertising_ipv6() -> None:
+    from typing import Any, cast
+
+    from tether.drivers.overlay import OverlayDriver
+    from tether.errors import InvalidParameter
+    from tether.model import Network
+
+    def net() -> Network:
+        return Network("a" * 64, "secure-net", "overlay", "", options={"encrypted": ""})
+
+    rtnl = cast(Any, None)  # validate touches no kernel
+    v6 = OverlayDriver(rtnl, "fd00::11", 4789, 1500)
+    with pytest.raises(InvalidParameter, match="IPv4 --cluster-advertise"):
+        v6.validate(net(), [])
+    plain = Network("b" * 64, "plain-net", "overlay", "", options={})
+    v6.validate(plain, [])  # a plain overlay is not the data path's business
+    n = net()
+    OverlayDriver(rtnl, "10.0.0.1", 4789, 1500).validate(n, [])
+    assert n.driver_state["encrypted"] is True

@@ -136,6 +136,13 @@ class Encryption:
     async def ensure(self, net: Network, bridge: int, mtu: int) -> bool:
         """The network's TAP port on its bridge, and the data path carrying it.  Returns
         whether anything in the kernel changed."""
+        if ":" in self.cluster.node.addr:
+            # The data path is IPv4 only (its socket, header sizes, firewall rules): a node
+            # advertising IPv6 carries no encrypted network rather than a broken one.
+            raise SystemFailure(
+                f"encrypted overlay network {net.name} needs an IPv4 --cluster-advertise "
+                f"address (this node advertises {self.cluster.node.addr})"
+            )
         name = tap_name(net)
         changed = False
         link = await self.rtnl.link(name)

@@ -151,6 +151,12 @@ class OverlayDriver(NetworkDriver):
             o.driver == NAME and OverlayState.of(o).vni == vni for o in others if o.id != net.id
         ):
             raise Forbidden(f"VXLAN id {vni} is already in use by another overlay network")
+        if OPT_ENCRYPTED in options and ":" in self.vtep:
+            # tether-crypt's socket, header sizes and firewall rules are IPv4 only.
+            raise InvalidParameter(
+                f"encrypted overlay networks need an IPv4 --cluster-advertise address "
+                f"(this node advertises {self.vtep})"
+            )
         net.driver_state = asdict(
             OverlayState(vni=vni, mtu=mtu, encrypted=OPT_ENCRYPTED in options)
         )
