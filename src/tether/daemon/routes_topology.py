@@ -65,6 +65,7 @@ def topology(daemon: Daemon) -> dict[str, Any]:
         cluster.nodes.values() if cluster is not None else (),
         cluster.endpoints if cluster is not None else None,
         services,
+        driver_of=lambda net: daemon.drivers.by_name.get(net.driver),
     )
 
 

@@ -69,6 +69,26 @@ class Sandbox:
     inner: Rtnl
 
 
+@dataclass(frozen=True)
+class HostDevice:
+    """A host device that a network's traffic crosses, as troubleshooting shows and checks it
+    (network inspect --verbose, doctor, topology, capture): the driver says which, so that
+    nothing outside drivers/ tests a driver's name."""
+
+    name: str
+    # The link kind the device must have ("bridge", "vxlan"); "" for a link the user gave
+    # (a macvlan parent: any kind).
+    kind: str
+    # What it is to the network, for people: "bridge", "vxlan", "macvlan parent".
+    role: str
+    mtu: int = 0  # the MTU it must have (0: whatever it has)
+    addresses: tuple[str, ...] = ()  # addresses it must carry (a bridge's gateways)
+    info: tuple[tuple[str, str], ...] = ()  # more facts to show (an overlay's VNI)
+    master: str = ""  # the bridge it must be a port of
+    # The host ends of the network's endpoints are ports of this device.
+    endpoints_master: bool = False
+
+
 # What the host's firewall must know of one network of a driver that routes through the
 # host: the reachability model's own view of a network (firewall/policy.py).  Networks whose
 # traffic never crosses the host's IP stack (macvlan: frames leave through the parent) have
@@ -119,6 +139,10 @@ class NetworkDriver(ABC):
 
     def firewall(self, net: Network) -> FirewallFacts | None:
         return None
+
+    def host_devices(self, net: Network) -> list[HostDevice]:
+        """The host devices the network's traffic crosses (none: a mode such as host)."""
+        return []
 
     def default_host_ip(self, net: Network) -> str:
         """The host address `-p PORT:PORT` (no address) binds to for containers published

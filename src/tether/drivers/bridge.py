@@ -21,6 +21,7 @@ from tether.drivers.base import (
     TETHER_LINK_PREFIXES,
     Capabilities,
     FirewallFacts,
+    HostDevice,
     NetworkDriver,
     Sandbox,
 )
@@ -249,6 +250,13 @@ class BridgeDriver(NetworkDriver):
         """Docker's host_binding_ipv4: where -p without an address binds on this network."""
         ip = (net.options or {}).get(OPT_HOST_BINDING, "")
         return "" if ip in ("", "0.0.0.0") else ip
+
+    def host_devices(self, net: Network) -> list[HostDevice]:
+        st = BridgeState.of(net)
+        gateways = tuple(f"{p.gateway}/{p.prefixlen}" for p in net.pools if p.gateway)
+        return [
+            HostDevice(st.bridge_name, "bridge", "bridge", st.mtu, gateways, endpoints_master=True)
+        ]
 
     def firewall(self, net: Network) -> FirewallFacts:
         st = BridgeState.of(net)

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from tether.drivers.base import Capabilities, NetworkDriver, Sandbox
+from tether.drivers.base import Capabilities, HostDevice, NetworkDriver, Sandbox
 from tether.drivers.catalog import option_refusal
 from tether.errors import Forbidden, InvalidParameter, SystemFailure
 from tether.kernel.rtdump import LinkInfo
@@ -197,6 +197,12 @@ class MacvlanDriver(NetworkDriver):
             index = await self.rtnl.index(st.parent)
             if index is not None:
                 await self.rtnl.delete_in_thread(index)
+
+    def host_devices(self, net: Network) -> list[HostDevice]:
+        # The parent: the user's link (any kind), or the bridge standing in for Docker's
+        # dummy parent of an --internal network.
+        st = MacvlanState.of(net)
+        return [HostDevice(st.parent, "bridge" if st.private_parent else "", "macvlan parent")]
 
     # -- endpoints -----------------------------------------------------------------------
 

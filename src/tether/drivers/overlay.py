@@ -28,7 +28,13 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from tether.drivers import veth
-from tether.drivers.base import Capabilities, FirewallFacts, NetworkDriver, Sandbox
+from tether.drivers.base import (
+    Capabilities,
+    FirewallFacts,
+    HostDevice,
+    NetworkDriver,
+    Sandbox,
+)
 from tether.drivers.catalog import OVERLAY_ENCRYPTED, option_refusal
 from tether.errors import ClaimTaken, Forbidden, InvalidParameter, SystemFailure
 from tether.kernel.rtdump import LinkInfo
@@ -262,6 +268,14 @@ class OverlayDriver(NetworkDriver):
                     await self.rtnl.delete_in_thread(index)
             self.programmed.pop(net.id, None)
             self.wanted.pop(net.id, None)
+
+    def host_devices(self, net: Network) -> list[HostDevice]:
+        mtu, br = self.mtu(net), bridge_name(net)
+        info = (("VNI", str(OverlayState.of(net).vni)), ("Local", self.vtep))
+        return [
+            HostDevice(br, "bridge", "bridge", mtu, endpoints_master=True),
+            HostDevice(vxlan_name(net), "vxlan", "vxlan", mtu, info=info, master=br),
+        ]
 
     def firewall(self, net: Network) -> FirewallFacts:
         # The bridge carries no address and no route: its verdicts keep its containers from

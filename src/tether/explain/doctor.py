@@ -212,33 +212,18 @@ class Doctor:
     def _host_want(self, nets: list[Network], running: list[Container]) -> HostWant:
         d = self.d
         hw = HostWant(netns_dir=d.sandboxes.dir)
+        bridges: dict[str, str] = {}  # network name -> the device its endpoints are ports of
         for net in nets:
-            st = net.driver_state
-            if net.driver == "bridge":
-                name = str(st.get("bridge_name", ""))
-                gws = [f"{p.gateway}/{p.prefixlen}" for p in net.pools if p.gateway]
+            driver = d.drivers.by_name.get(net.driver)
+            for dev in driver.host_devices(net) if driver is not None else []:
                 hw.devices.append(
-                    DeviceWant(name, "bridge", net.name, int(st.get("mtu") or 0), gws, {})
-                )
-            elif net.driver == "overlay":
-                from tether.drivers.overlay import bridge_name, vxlan_name
-
-                ov = d.overlay
-                mtu = ov.mtu(net) if ov is not None else 0
-                hw.devices.append(DeviceWant(bridge_name(net), "bridge", net.name, mtu, [], {}))
-                info = {"VNI": str(st.get("vni", ""))}
-                if ov is not None:
-                    info["Local"] = ov.vtep
-                hw.devices.append(
-                    DeviceWant(vxlan_name(net), "vxlan", net.name, mtu, [], info, bridge_name(net))
-                )
-            elif net.driver == "macvlan":
-                parent = str(st.get("parent", ""))
-                if st.get("private_parent"):
-                    hw.devices.append(DeviceWant(parent, "bridge", net.name, 0, [], {}))
-                else:
-                    hw.devices.append(DeviceWant(parent, "", net.name, 0, [], {}))
-        bridges = {dev.network: dev.name for dev in hw.devices if dev.kind == "bridge"}
+                    DeviceWant(
+                        dev.name, dev.kind, net.name, dev.mtu, list(dev.addresses),
+                        dict(dev.info), dev.master,
+                    )
+                )  # fmt: skip
+                if dev.endpoints_master:
+                    bridges[net.name] = dev.name
         for c in running:
             if c.sandbox_key:
                 hw.netns.add(c.sandbox_key)
@@ -595,13 +580,9 @@ class Doctor:
         return ", ".join(fixed)
 
     def _bridge_of(self, net: Network) -> str:
-        if net.driver == "bridge":
-            return str(net.driver_state.get("bridge_name", ""))
-        if net.driver == "overlay":
-            from tether.drivers.overlay import bridge_name
-
-            return bridge_name(net)
-        return ""
+        driver = self.d.drivers.by_name.get(net.driver)
+        devices = driver.host_devices(net) if driver is not None else []
+        return next((dev.name for dev in devices if dev.endpoints_master), "")
 
     async def _repair_overlay(self, net_id: str) -> str:
         from tether.drivers.overlay import Remote

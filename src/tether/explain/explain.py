@@ -30,7 +30,7 @@ from tether.firewall.policy import Decision, Net, Policy, Where, allowed, decide
 from tether.firewall.render import TABLE
 from tether.kernel import observe
 from tether.model import Container, Network, PortBinding, RemoteEndpoint
-from tether.netmodes import is_container, is_host
+from tether.netmodes import DEFAULT_NETWORK, is_container, is_host
 
 if TYPE_CHECKING:
     from tether.cluster.services import Service
@@ -314,7 +314,7 @@ class Explainer:
             names = [n.name for n in nets if n is not None]
             if not names:
                 text = f"{a.name} is on no network (--network none): no name resolves there"
-            elif all(n == "bridge" for n in names):
+            elif all(n == DEFAULT_NETWORK for n in names):
                 text = (
                     f"{a.name} is only on the default bridge network, which has no embedded DNS: "
                     "container names do not resolve there (Docker's default bridge only knows "
@@ -357,7 +357,7 @@ class Explainer:
                 }
             )
         a_nets = list(view.networks)
-        if b_nets and b_nets == ["bridge"]:
+        if b_nets and b_nets == [DEFAULT_NETWORK]:
             text = (
                 f'"{label}" does not resolve from {a.name}: {b.name} is only on the default '
                 "bridge, which has no embedded DNS"

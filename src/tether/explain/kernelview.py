@@ -110,17 +110,9 @@ def network_view(daemon: Daemon, net: Network) -> dict[str, Any]:
     out: dict[str, Any] = {"Namespace": "tetherd's own (where the host side lives)"}
     table = HostTable()
     devices: list[dict[str, Any]] = []
-    f = daemon.drivers.of(net.driver).firewall(net)
-    st = net.driver_state
-    names: list[tuple[str, str]] = []
-    if net.driver == "bridge":
-        names.append((str(st.get("bridge_name", "")), "bridge"))
-    elif net.driver == "overlay":
-        from tether.drivers.overlay import bridge_name, vxlan_name
-
-        names += [(bridge_name(net), "bridge"), (vxlan_name(net), "vxlan")]
-    elif net.driver == "macvlan":
-        names.append((str(st.get("parent", "")), "macvlan parent"))
+    driver = daemon.drivers.of(net.driver)
+    f = driver.firewall(net)
+    names = [(dev.name, dev.role) for dev in driver.host_devices(net)]
     with observe.View() as v:
         links = {link.name: link for link in v.links()}
         by_index = {link.index: link for link in links.values()}

@@ -23,45 +23,40 @@ Shape (keys in Docker's capitalised style, as the rest of the API):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from tether.model import Container, Network, NodeInfo, RemoteEndpoint
 
-# Networks of these drivers carry no endpoints of their own (Docker's modes): drawn only
-# when a container uses them.
-MODE_DRIVERS = ("host", "null")
+if TYPE_CHECKING:
+    from tether.drivers.base import NetworkDriver
+
+DriverOf = Callable[[Network], "NetworkDriver | None"]
 
 
-def devices(net: Network) -> list[dict[str, str]]:
-    """The host devices a network's traffic crosses (what `tether capture NETWORK` taps)."""
-    st = net.driver_state or {}
-    if net.driver == "bridge" and st.get("bridge_name"):
-        return [{"Name": str(st["bridge_name"]), "Kind": "bridge"}]
-    if net.driver == "overlay":
-        return [
-            {"Name": "ov-" + net.id[:12], "Kind": "bridge"},
-            {"Name": "vx-" + net.id[:12], "Kind": "vxlan"},
-        ]
-    if net.driver == "macvlan" and st.get("parent"):
-        return [{"Name": str(st["parent"]), "Kind": "macvlan-parent"}]
-    return []
+def devices(net: Network, driver: NetworkDriver | None) -> list[dict[str, str]]:
+    """The host devices a network's traffic crosses (what `tether capture NETWORK` taps), as
+    its driver names them."""
+    if driver is None:
+        return []
+    return [{"Name": d.name, "Kind": d.role.replace(" ", "-")} for d in driver.host_devices(net)]
 
 
-def network_view(net: Network) -> dict[str, Any]:
-    st = net.driver_state or {}
+def network_view(net: Network, driver: NetworkDriver | None = None) -> dict[str, Any]:
+    facts = driver.firewall(net) if driver is not None else None
     return {
         "Id": net.id,
         "Name": net.name,
         "Driver": net.driver,
         "Scope": net.scope,
         "Internal": net.internal,
-        # ICC is a bridge option; other drivers always let their containers talk.
-        "ICC": bool(st.get("icc", True)) if net.driver == "bridge" else True,
+        # ICC is a bridge option (its firewall facts); other drivers always let their
+        # containers talk.
+        "ICC": facts.icc if facts is not None else True,
         "Attachable": net.attachable,
         "Subnets": [p.subnet for p in net.pools],
         "Gateways": [p.gateway for p in net.pools if p.gateway],
-        "Devices": devices(net),
+        "Devices": devices(net, driver),
     }
 
 
@@ -165,7 +160,14 @@ def build(
     nodes: Iterable[NodeInfo] = (),
     remote: Mapping[str, Mapping[str, RemoteEndpoint]] | None = None,
     services: list[dict[str, Any]] | None = None,
+    driver_of: DriverOf | None = None,
 ) -> dict[str, Any]:
+    """`driver_of` gives a network's driver (the daemon's registry): its devices, its ICC, and
+    whether it is a mode without endpoints (host, null), drawn only when a container uses it."""
+
+    def drv(net: Network) -> NetworkDriver | None:
+        return driver_of(net) if driver_of is not None else None
+
     nets = {n.id: n for n in networks}
     ctrs = [container_view(c, node["Name"], nets) for c in containers]
     if remote:
@@ -173,9 +175,7 @@ def build(
     used = {ep["NetworkID"] for c in ctrs for ep in c["Endpoints"]}
     used_modes = {c["NetworkMode"] for c in ctrs}
     shown = [
-        n
-        for n in nets.values()
-        if n.driver not in MODE_DRIVERS or n.id in used or n.name in used_modes
+        n for n in nets.values() if _has_endpoints(drv(n)) or n.id in used or n.name in used_modes
     ]
     return {
         "Node": dict(node),
@@ -183,7 +183,11 @@ def build(
             {"Name": n.name, "Addr": n.addr, "Status": n.status, "Self": n.name == node["Name"]}
             for n in sorted(nodes, key=lambda n: n.name)
         ],
-        "Networks": [network_view(n) for n in sorted(shown, key=lambda n: n.name)],
+        "Networks": [network_view(n, drv(n)) for n in sorted(shown, key=lambda n: n.name)],
         "Containers": sorted(ctrs, key=lambda c: (c["Name"], c["Id"])),
         "Services": services or [],
     }
+
+
+def _has_endpoints(driver: NetworkDriver | None) -> bool:
+    return driver is None or driver.caps.endpoints
