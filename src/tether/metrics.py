@@ -20,6 +20,7 @@ endpoint is unauthenticated: bind it to loopback unless the network in front is 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("tether.metrics")
 
 TCP_ESTABLISHED = 3  # enum tcp_conntrack (linux/netfilter/nf_conntrack_tcp.h)
+# How long a scrape waits for the cluster store to answer before calling it down (well under
+# Prometheus's default scrape timeout of 10 s).
+STORE_PROBE_TIMEOUT = 2.0
 STATES = ("created", "running", "exited", "removing", "dead")
 
 
@@ -62,6 +66,11 @@ class StateCollector(Collector):
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
+        # Whether the cluster store answered the scrape's own read (Metrics.probe_store).
+        # The follower's `connected` is not enough: its watch moves from member to member
+        # without telling anyone, so a store that died stays "connected" until the next
+        # relist (up to a minute).
+        self.store_answers: bool | None = None
 
     def collect(self) -> Iterator[Metric]:
         yield from self._dns()
@@ -154,7 +163,10 @@ class StateCollector(Collector):
         up = GaugeMetricFamily(
             "tether_cluster_store_up", "Whether the cluster store answers (1) or not (0)"
         )
-        up.add_metric([], 1 if cluster.connected.is_set() else 0)
+        answers = self.store_answers
+        if answers is None:
+            answers = cluster.connected.is_set()
+        up.add_metric([], 1 if answers else 0)
         yield up
         nodes = GaugeMetricFamily(
             "tether_cluster_nodes", "Cluster nodes by status", labels=["status"]
@@ -193,7 +205,9 @@ class Metrics:
     def __init__(self, daemon: Daemon) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ProcessCollector(registry=None))
-        self.registry.register(StateCollector(daemon))
+        self.daemon = daemon
+        self.state = StateCollector(daemon)
+        self.registry.register(self.state)
         self.requests = Counter(
             "tether_api_requests",
             "API requests by route and status code",
@@ -219,12 +233,29 @@ class Metrics:
         router = Router()
 
         async def scrape(req: Request) -> Response:
+            await self.probe_store()
             return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
 
         router.add("GET", "/metrics", scrape)
         self.server = HttpServer(router)
         await self.server.start_tcp(host, port)
         log.info("metrics on http://%s/metrics (unauthenticated)", addr)
+
+    async def probe_store(self) -> None:
+        """One bounded read of this node's own registration: does the store answer now?"""
+        cluster = self.daemon.cluster
+        if cluster is None:
+            return
+        from tether.cluster import keys
+        from tether.store.etcd import StoreError
+
+        try:
+            await asyncio.wait_for(
+                cluster.client.get(keys.node(cluster.node.name)), STORE_PROBE_TIMEOUT
+            )
+            self.state.store_answers = True
+        except (StoreError, TimeoutError):
+            self.state.store_answers = False
 
     async def close(self) -> None:
         if self.server is not None:

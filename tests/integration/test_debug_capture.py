@@ -61,6 +61,18 @@ def test_debug_runs_host_tools_in_the_containers_network_and_leaves_nothing(
     r = h.cli("debug", "client", "bash", "-c", f"exec 3<>/dev/tcp/{h.ip_of('web', 'dbg')}/80")
     assert r.returncode == 0
 
+    # The rest of netshoot's kit, each the host's own, each seeing the container's network.
+    web_ip = h.ip_of("web", "dbg")
+    assert ":80 " in h.ok("debug", "web", "ss", "-Hltn")
+    assert "table ip tether_dns" in h.ok("debug", "client", "nft", "list", "tables")
+    assert h.cli("debug", "client", "ping", "-c", "1", "-W", "2", web_ip).returncode == 0
+    # curl resolves through the container's resolv.conf (glibc, 127.0.0.11): busybox's
+    # httpd answers 404 for a missing index, which proves the exchange happened.
+    code = h.ok("debug", "client", "curl", "-s", "-m", "5", "-o", "/dev/null", "-w",
+                "%{http_code}", "http://web/")  # fmt: skip
+    assert code == "404"
+    assert "eth0" in h.ok("debug", "client", "tcpdump", "-D")
+    assert h.ok("debug", "client", "iperf3", "--version").startswith("iperf ")
     # The command's exit code is debug's; errors are one line in Docker's words.
     assert h.cli("debug", "client", "sh", "-c", "exit 7").returncode == 7
     assert mounts(h) == before_mounts  # (the mount namespace went with the process)

@@ -133,3 +133,39 @@ def test_bad_metrics_addr_is_refused() -> None:
     )
     assert r.returncode == 2
     assert "invalid --metrics-addr 'nowhere'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cluster_store_health_and_nodes_move() -> None:
+    """On a cluster node: the store's health and the nodes by status follow what happens to
+    etcd and to the other node (the last family of the issue's list)."""
+    from test_overlay import start_node, wait_for
+
+    from cluster import Cluster
+
+    cluster = Cluster(nodes=2, members=1)
+    cluster.start()
+    hosts: list[NamespaceHost] = []
+    try:
+        for i in range(2):
+            hosts.append(start_node(cluster, i, ["--metrics-addr", ADDR]))
+        a, b = hosts
+
+        def value(key: str) -> float | None:
+            return scrape(a).get(key)
+
+        wait_for("both nodes ready", lambda: value('tether_cluster_nodes{status="ready"}') == 2)
+        assert value("tether_cluster_store_up") == 1
+        assert value('tether_cluster_nodes{status="down"}') == 0
+        # The other node stops: its lease ends (discovery.ttl=4s) and it is counted down.
+        b.stop()
+        wait_for("node2 down", lambda: value('tether_cluster_nodes{status="down"}') == 1, 30)
+        assert value('tether_cluster_nodes{status="ready"}') == 1
+        # The store itself goes: the gauge says so, and again when it comes back.
+        cluster.kill_member(0)
+        wait_for("the store seen down", lambda: value("tether_cluster_store_up") == 0, 30)
+        cluster.start_member(0)
+        wait_for("the store seen up", lambda: value("tether_cluster_store_up") == 1, 30)
+    finally:
+        for h in hosts:
+            h.cleanup()
+        cluster.cleanup()
