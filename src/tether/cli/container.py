@@ -367,7 +367,10 @@ def _raw_container_terminal(ctx: Context, cid: str) -> Any:
     tty.setraw(fd)
 
     def resize(*_: object) -> None:
-        size = shutil.get_terminal_size()
+        try:
+            size = os.get_terminal_size(fd)
+        except OSError:
+            size = shutil.get_terminal_size()
         try:
             ctx.call(
                 "POST", f"/containers/{cid}/resize", query={"h": size.lines, "w": size.columns}

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tether import API_VERSION, MIN_API_VERSION, __version__
+from tether.api import version as api_version
 from tether.api.decode import MAX_BODY, Model, decode
 from tether.errors import TetherError
 
@@ -310,6 +311,7 @@ class HttpServer:
         )
         req.framing = framing
         req.version = version
+        api_version.requested.set(version)
         started = time.perf_counter()
         resp: Response | None
         if found is not None and version_error:

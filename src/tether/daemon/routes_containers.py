@@ -172,34 +172,44 @@ def register(router: Router, daemon: Daemon) -> None:
         tty = bool(c.config.get("Tty"))
         want_stdin = req.flag("stdin") and bool(c.config.get("OpenStdin"))
         stdout, stderr = req.flag("stdout"), req.flag("stderr")
-        await hijack(req, RAW if tty else MULTIPLEXED)
 
         async def write(stream: int, data: bytes) -> None:
             req.writer.write(data if tty else logfile.docker_frame(stream, data))
             await req.writer.drain()
 
+        frames: list[logfile.Frame] = []
+        if req.flag("logs") and (c.host_config.get("LogConfig") or {}).get("Type") != "none":
+            path = logfile.open_log(containers.paths(c)["log"])
+            try:
+                frames, _ = logfile.read_frames(path)
+            finally:
+                logfile.close_log(path)
+        session = Session(stdout, stderr, write) if req.flag("stream") else None
+        # A container not running yet: the session is registered before the client hears
+        # back, since it may start the container the moment it has our answer and that
+        # start must find the session waiting.  A running one: only after the answer and
+        # the logs, so that no live output overtakes either.
+        early = session is not None and not c.state.running
+        if session is not None and early:
+            await lifecycle.attacher.attach(c, session)
+        pump = None
         try:
-            if req.flag("logs") and (c.host_config.get("LogConfig") or {}).get("Type") != "none":
-                path = logfile.open_log(containers.paths(c)["log"])
-                try:
-                    frames, _ = logfile.read_frames(path)
-                finally:
-                    logfile.close_log(path)
-                for f in frames:
-                    if (f.stream == 1 and stdout) or (f.stream == 2 and stderr):
-                        await write(f.stream, f.data)
-            if req.flag("stream"):
-                session = Session(stdout, stderr, write)
-                await lifecycle.attacher.attach(c, session)
+            await hijack(req, RAW if tty else MULTIPLEXED)
+            for f in frames:
+                if (f.stream == 1 and stdout) or (f.stream == 2 and stderr):
+                    await write(f.stream, f.data)
+            if session is not None:
+                if not early:
+                    await lifecycle.attacher.attach(c, session)
                 pump = asyncio.create_task(_stdin(req, c, session, keys, tty, want_stdin))
-                try:
-                    await session.ended.wait()
-                finally:
-                    pump.cancel()
-                    lifecycle.attacher.detach(c, session)
+                await session.ended.wait()
         except (ConnectionError, OSError):
             pass
         finally:
+            if pump is not None:
+                pump.cancel()
+            if session is not None:
+                lifecycle.attacher.detach(c, session)
             try:
                 req.writer.close()
             except Exception:

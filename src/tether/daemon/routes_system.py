@@ -79,7 +79,10 @@ def register(router: Router, daemon: Daemon) -> None:
         )
 
     async def info(req: Request) -> Response:
-        return json_response({**full_info(daemon), **daemon.info(), "Swarm": swarm_info(daemon)})
+        mine = daemon.info()
+        base = full_info(daemon)
+        plugins = {**base["Plugins"], **mine.get("Plugins", {})}  # type: ignore[dict-item]
+        return json_response({**base, **mine, "Plugins": plugins, "Swarm": swarm_info(daemon)})
 
     router.add("GET", "/_ping", ping)
     router.add("GET", "/version", version)

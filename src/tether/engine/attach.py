@@ -56,6 +56,10 @@ class Hub:
     def __init__(self) -> None:
         self.sessions: set[Session] = set()
         self.writer: asyncio.StreamWriter | None = None
+        # Frames to the shim go through a duplicate of the connection, never through the
+        # reading transport: a shim that has already closed (its container ended) makes a
+        # write fail, and asyncio would drop the output still buffered for reading with it.
+        self.sender: socket.socket | None = None
         self.task: asyncio.Task[None] | None = None
         # Frames for the shim sent before it was there (stdin typed before the start).
         self.pending: list[bytes] = []
@@ -112,6 +116,12 @@ class Attacher:
         hub = self.hubs.get(c.id)
         if hub is None or not (hub.sessions or hub.pending):
             return -1
+        log.debug(
+            "attach shim end id=%s sessions=%d pending=%d",
+            c.short_id,
+            len(hub.sessions),
+            len(hub.pending),
+        )
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.set_inheritable(False)
         self._spawning[c.id] = ours
@@ -129,9 +139,16 @@ class Attacher:
         self._serve(c, self.hub(c), reader, writer)
 
     def spawn_failed(self, c: Container) -> None:
+        """The start failed: the sessions that waited for it end (as dockerd closes the
+        streams of a container whose start failed), and the client reports the error."""
         ours = self._spawning.pop(c.id, None)
         if ours is not None:
             ours.close()
+        hub = self.hubs.get(c.id)
+        if hub is not None:
+            hub.pending = []
+            for s in hub.sessions:
+                s.ended.set()
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -139,6 +156,7 @@ class Attacher:
         """Add a session; with the container running, make sure the shim serves us."""
         hub = self.hub(c)
         hub.sessions.add(session)
+        log.debug("attach session added id=%s running=%s", c.short_id, c.state.running)
         if c.state.running:
             await self._connect(c, hub)
 
@@ -147,11 +165,15 @@ class Attacher:
         if hub is None:
             return
         hub.sessions.discard(session)
+        log.debug("attach session removed id=%s left=%d", c.short_id, len(hub.sessions))
         if not hub.sessions:
             # Nobody to relay to: the shim stops sending us its output.
             if hub.writer is not None:
                 hub.writer.close()
                 hub.writer = None
+            if hub.sender is not None:
+                hub.sender.close()
+                hub.sender = None
             if hub.task is not None:
                 hub.task.cancel()
                 hub.task = None
@@ -182,20 +204,21 @@ class Attacher:
             s.ended.set()
         if hub.writer is not None:
             hub.writer.close()
+        if hub.sender is not None:
+            hub.sender.close()
 
     # -- the connection to the shim ----------------------------------------------------------
 
     async def _send(self, c: Container, frame: bytes, connect: bool = False) -> None:
         hub = self.hub(c)
-        if hub.writer is None and (connect or hub.sessions) and c.state.running:
+        if hub.sender is None and (connect or hub.sessions) and c.state.running:
             await self._connect(c, hub)
-        if hub.writer is None:
+        if hub.sender is None:
             hub.pending.append(frame)  # for the start
             return
         try:
-            hub.writer.write(frame)
-            await hub.writer.drain()
-        except (ConnectionError, RuntimeError):
+            await asyncio.get_running_loop().sock_sendall(hub.sender, frame)
+        except OSError:
             pass
 
     async def _connect(self, c: Container, hub: Hub) -> None:
@@ -216,10 +239,21 @@ class Attacher:
         self, c: Container, hub: Hub, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         hub.writer = writer
-        for frame in hub.pending:
-            writer.write(frame)
-        hub.pending = []
+        raw = writer.get_extra_info("socket")
+        hub.sender = socket.socket(fileno=os.dup(raw.fileno()))
+        hub.sender.setblocking(False)
+        pending, hub.pending = hub.pending, []
         hub.task = asyncio.create_task(self._relay(c, hub, reader, writer))
+        if pending:
+            sender = hub.sender
+
+            async def flush() -> None:
+                try:
+                    await asyncio.get_running_loop().sock_sendall(sender, b"".join(pending))
+                except OSError:
+                    pass
+
+            asyncio.get_running_loop().create_task(flush())
 
     async def _relay(
         self, c: Container, hub: Hub, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -237,15 +271,19 @@ class Attacher:
                         except (ConnectionError, OSError):
                             s.failed = True
                             s.ended.set()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            log.debug("attach relay ended id=%s %r", c.short_id, exc)
         except asyncio.CancelledError:
+            log.debug("attach relay cancelled id=%s", c.short_id)
             writer.close()
             raise
         writer.close()
         if hub.writer is writer:
             hub.writer = None
             hub.task = None
+            if hub.sender is not None:
+                hub.sender.close()
+                hub.sender = None
             # The output ended (the container stopped): every session is done.
             for s in list(hub.sessions):
                 s.ended.set()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from tether.api import version as api_version
 from tether.model import Container, Endpoint, EndpointConfig, Network
 from tether.netmodes import DEFAULT_NETWORK
 
@@ -69,9 +70,12 @@ def status_text(c: Container, now: float | None = None) -> str:
 
 
 def aliases(c: Container, cfg: EndpointConfig, net: Network | None) -> list[str] | None:
-    # Docker lists aliases (with the short id) on user-defined networks only.
+    # Docker lists aliases on user-defined networks only, with the short id before API 1.44
+    # (dockerd 25+ moved it to DNSNames).
     if net is None or net.predefined:
         return None
+    if api_version.at_least(1, 44):
+        return list(cfg.aliases) or None
     return [*cfg.aliases, c.short_id]
 
 
@@ -100,6 +104,15 @@ def endpoint_settings(
         "GlobalIPv6PrefixLen": int(len6) if len6 else 0,
         "MacAddress": ep.mac if ep else (cfg.mac or ""),
         "DriverOpts": cfg.driver_opts or None,
+        **(
+            {
+                "DNSNames": [c.name, *cfg.aliases, c.short_id]
+                if net is not None and not net.predefined
+                else None
+            }
+            if api_version.at_least(1, 44)
+            else {}
+        ),
     }
 
 

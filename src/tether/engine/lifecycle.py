@@ -113,7 +113,20 @@ class Lifecycle:
                 raise Conflict(f"container {c.id} is marked for removal and cannot be started")
             self._cancel_restart(c)
             c.state.manually_stopped = False
-            await self._start(c)
+            failure: TetherError | None = None
+            try:
+                await self._start(c)
+            except TetherError as exc:
+                failure = exc
+        if failure is not None:
+            if c.host_config.get("AutoRemove"):
+                # As dockerd: a --rm container whose start failed is removed (its waiters
+                # for "removed", docker run's, are answered).
+                try:
+                    await self._remove(c, force=True)
+                except TetherError:
+                    pass
+            raise failure
         return c
 
     async def _start(self, c: Container) -> None:
@@ -127,6 +140,11 @@ class Lifecycle:
             if not other.state.running:
                 raise Conflict(f"cannot join network of a non running container: {other.id}")
             join_path = other.sandbox_key or None
+        for other, alias in self._links(c):
+            if not other.state.running:
+                raise Conflict(
+                    f"Cannot link to a non running container: /{other.name} AS /{c.name}/{alias}"
+                )
         plan = self.endpoints.resolve(c) if own_endpoints(mode) else []
         if self.endpoints.needs_gateway_bridge(plan):
             gw = await self.networks.gateway_bridge()
@@ -262,7 +280,7 @@ class Lifecycle:
         except OSError:
             host_resolv = ""
         hc = c.host_config
-        extra = self._extra_hosts(hc.get("ExtraHosts") or [])
+        extra = self._extra_hosts(hc.get("ExtraHosts") or []) + self._link_hosts(c)
         if is_host(mode):
             try:
                 with open("/etc/hosts") as f:
@@ -290,6 +308,39 @@ class Lifecycle:
         _write_in_place(p["hosts"], hosts_text)
         _write_in_place(p["resolv"], resolv_text)
         _write_in_place(p["hostname"], files.hostname_file(host_name))
+
+    def _links(self, c: Container) -> list[tuple[Container, str]]:
+        """--link NAME[:ALIAS]: (the linked container, the name this one knows it by)."""
+        out = []
+        for link in c.host_config.get("Links") or []:
+            name, _, alias = str(link).partition(":")
+            name = name.strip("/")
+            alias = alias.rsplit("/", 1)[-1] or name
+            try:
+                out.append((self.containers.find(name), alias))
+            except NotFound:
+                raise NotFound(f"could not get container for {name}") from None
+        return out
+
+    def _link_hosts(self, c: Container) -> list[tuple[str, str]]:
+        """The linked containers' addresses under their link aliases and names, in this
+        container's /etc/hosts (as dockerd writes them on the default bridge; on a user
+        network dockerd's DNS answers the alias to the linker only, which this is too)."""
+        out: list[tuple[str, str]] = []
+        try:
+            links = self._links(c)
+        except NotFound:
+            return out
+        mine = {ep.network_id for ep in c.endpoints.values()}
+        for other, alias in links:
+            eps = list(other.endpoints.values())
+            shared = [ep for ep in eps if ep.network_id in mine and ep.ipv4] or [
+                ep for ep in eps if ep.ipv4
+            ]
+            if shared:
+                ip = shared[0].ipv4.split("/")[0]
+                out += [(alias, ip)] + ([(other.name, ip)] if other.name != alias else [])
+        return out
 
     def _extra_hosts(self, entries: list[str]) -> list[tuple[str, str]]:
         """--add-host NAME:IP pairs, with Docker's NAME:host-gateway resolved to the host's

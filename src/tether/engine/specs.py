@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from tether.api import version as api_version
 from tether.api.containers import ContainerCreate, exposed_ports, parse_signal, port_bindings
 from tether.api.networks import EndpointSettings
 from tether.errors import InvalidParameter, NotFound
@@ -43,7 +44,7 @@ def build(
     hc = req.host
     endpoints_cfg = req.endpoints
     mode = hc.NetworkMode or "default"
-    if len(endpoints_cfg) > 1:
+    if len(endpoints_cfg) > 1 and not api_version.at_least(1, 44):
         raise InvalidParameter(
             "Container cannot be connected to network endpoints: " + ", ".join(endpoints_cfg)
         )
@@ -168,11 +169,29 @@ def build(
             )
         try:
             net = find_network(target)
-            cfg.network_id = net.id
-            target = net.name
         except NotFound:
-            pass  # checked at start, as Docker does: the container stays Created
+            # dockerd 25+: refused at create, nothing is left (20.10 left it Created); a
+            # 400, not a 404, which docker's CLI would take for a missing image to pull.
+            raise InvalidParameter(f"network {target} not found") from None
+        cfg.network_id = net.id
+        given = target
+        target = net.name
         c.networks[target] = cfg
+        # API 1.44+: every network of `docker run --network a --network b` at create.
+        for key, extra in endpoints_cfg.items():
+            if key in (given, target, "default") or is_container(mode):
+                continue
+            try:
+                other = find_network(key)
+            except NotFound:
+                raise InvalidParameter(f"network {key} not found") from None
+            ecfg2 = endpoint_config(extra, "")
+            if ecfg2.aliases and not is_user_defined(other.name):
+                raise InvalidParameter(
+                    "network-scoped alias is supported only for containers in user defined networks"
+                )
+            ecfg2.network_id = other.id
+            c.networks[other.name] = ecfg2
     return c
 
 
