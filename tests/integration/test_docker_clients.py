@@ -494,3 +494,53 @@ def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
 
+
+def test_json_file_rotation_max_size_and_max_file(bhost: NamespaceHost) -> None:
+    h = bhost
+    # max-size=1k, max-file=3: the log is container.log, .1, .2 (the oldest dropped), each
+    # about 1 kB, and `logs` reads the newest ~3 kB across them, in order.
+    docker_ok(
+        h,
+        "run",
+        "--name",
+        "rot",
+        "--log-opt",
+        "max-size=1k",
+        "--log-opt",
+        "max-file=3",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in $(seq 1 2000); do echo $i; done",
+    )
+    path = docker_ok(h, "inspect", "-f", "{{.LogPath}}", "rot").strip()
+    assert os.path.exists(f"{path}.1") and os.path.exists(f"{path}.2")
+    assert not os.path.exists(f"{path}.3")
+    for p in (path, f"{path}.1", f"{path}.2"):
+        assert os.path.getsize(p) <= 1000 + 13 + 4096, p
+    lines = [int(x) for x in docker_ok(h, "logs", "rot").split()]
+    assert lines[-1] == 2000 and lines[0] > 1
+    assert lines == list(range(lines[0], 2001))
+    cfg = json.loads(docker_ok(h, "inspect", "-f", "{{json .HostConfig.LogConfig}}", "rot"))
+    assert cfg == {"Type": "json-file", "Config": {"max-size": "1k", "max-file": "3"}}
+    # A follower crosses every rotation and loses nothing (max-file 20 keeps it all).
+    docker_ok(
+        h,
+        "run",
+        "-d",
+        "--name",
+        "rot2",
+        "--log-opt",
+        "max-size=2k",
+        "--log-opt",
+        "max-file=20",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; for i in $(seq 1 3000); do echo $i; done",
+    )
+    out = docker_ok(h, "logs", "-f", "rot2")
+    assert [int(x) for x in out.split()] == list(range(1, 3001))
+    r = docker(h, "run", "--rm", "--log-opt", "max-size=ten", "busybox", "true")
+    assert r.returncode == 125 and "invalid size: 'ten'" in r.stderr
+    docker_ok(h, "rm", "-f", "rot", "rot2")

@@ -11,7 +11,14 @@ import pytest
 
 from tether import textcheck
 from tether.api import query
-from tether.api.containers import ContainerCreate, exposed_ports, parse_signal, port_bindings
+from tether.api.containers import (
+    ContainerCreate,
+    exposed_ports,
+    human_size,
+    log_rotation,
+    parse_signal,
+    port_bindings,
+)
 from tether.api.decode import MAX_DEPTH, check_depth, decode
 from tether.api.exec import ExecCreate, ExecStart
 from tether.api.images import ImageImport
@@ -178,6 +185,34 @@ def test_unknown_fields_are_ignored_as_dockerd_does() -> None:
             "unknown log opt 'bogus' for json-file log driver",
         ),
         (
+            {"HostConfig": {"LogConfig": {"Config": {"max-size": "ten"}}}},
+            "invalid size: 'ten'",
+        ),
+        (
+            {"HostConfig": {"LogConfig": {"Config": {"max-size": "0"}}}},
+            "max-size must be a positive number",
+        ),
+        (
+            {"HostConfig": {"LogConfig": {"Config": {"max-size": "1m", "max-file": "0"}}}},
+            "max-file cannot be less than 1",
+        ),
+        (
+            {"HostConfig": {"LogConfig": {"Config": {"max-size": "1m", "max-file": "x"}}}},
+            'strconv.Atoi: parsing "x": invalid syntax',
+        ),
+        (
+            {"HostConfig": {"LogConfig": {"Config": {"compress": "true"}}}},
+            "tether does not support the log opt 'compress'",
+        ),
+        (
+            {"HostConfig": {"LogConfig": {"Config": {"tag": "{{.Name}}"}}}},
+            "tether does not support the log opt 'tag'",
+        ),
+        (
+            {"HostConfig": {"LogConfig": {"Type": "none", "Config": {"max-size": "1m"}}}},
+            "unknown log opt 'max-size' for none log driver",
+        ),
+        (
             {"WorkingDir": "relative"},
             "the working directory 'relative' is invalid, it needs to be an absolute path",
         ),
@@ -234,6 +269,32 @@ def test_a_valid_request_passes_and_converts_to_canonical_ports() -> None:
     assert port_bindings(req.host.PortBindings) == {
         "80/tcp": [{"HostIp": "[::1]", "HostPort": "8080-8090"}]
     }
+
+
+def test_json_file_rotation_options_as_dockerd_reads_them() -> None:
+    # go-units' FromHumanSize: decimal units, optional i/b, a space allowed.
+    assert human_size("10m") == 10_000_000
+    assert human_size("1.5k") == 1500
+    assert human_size("2 GiB") == 2_000_000_000
+    assert human_size("512") == 512
+    assert log_rotation({}) == (0, 1)
+    assert log_rotation({"max-size": "10m", "max-file": "3"}) == (10_000_000, 3)
+    assert log_rotation({"max-file": "3"}) == (0, 3)  # dockerd: accepted, never rotated
+    req = decode(
+        json.dumps(
+            {
+                "Image": "b",
+                "HostConfig": {
+                    "LogConfig": {
+                        "Type": "json-file",
+                        "Config": {"max-size": "10m", "max-file": "3", "compress": "false"},
+                    }
+                },
+            }
+        ).encode(),
+        ContainerCreate,
+    )
+    assert req.host.LogConfig is not None
 
 
 def test_signals() -> None:

@@ -8,6 +8,7 @@ engine sees the request; a refused request changes nothing.
 
 from __future__ import annotations
 
+import re
 import signal
 from typing import Any
 
@@ -326,15 +327,49 @@ class HostConfig(Model):
             raise InvalidParameter(
                 f"logger: no log driver named '{go_quote(kind)[1:-1]}' is registered"
             )
-        for key in cfg.Config or {}:
+        opts = cfg.Config or {}
+        for key in opts:
             if kind == "none" or key not in JSON_FILE_OPTS:
                 raise InvalidParameter(
                     f"unknown log opt '{go_quote(key)[1:-1]}' for {kind or 'json-file'} log driver"
                 )
-            raise InvalidParameter(
-                f"tether does not support the log opt '{key}' yet: the log is one file"
-            )
+            if key == "compress" and opts[key] in ("", "false"):
+                continue
+            if key not in ("max-size", "max-file"):
+                # compress and the attributes (labels, env, tag) change what `logs --details`
+                # and the rotated files hold, which tether's log does not carry.
+                raise InvalidParameter(f"tether does not support the log opt '{key}'")
         check_map("log option", cfg.Config)
+        log_rotation(opts)
+
+
+def human_size(value: str) -> int:
+    """go-units' FromHumanSize (dockerd's max-size): decimal units, k = 1000."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?", value)
+    if m is None:
+        raise InvalidParameter(f"invalid size: '{value}'")
+    power = "kmgtp".find(m.group(2).lower()) + 1 if m.group(2) else 0
+    return int(float(m.group(1)) * 1000**power)
+
+
+def log_rotation(opts: dict[str, str]) -> tuple[int, int]:
+    """(max-size in bytes, 0 for never; max-file) of json-file's options, checked with
+    dockerd's words."""
+    size = 0
+    if "max-size" in opts:
+        size = human_size(opts["max-size"])
+        if size <= 0:
+            raise InvalidParameter("max-size must be a positive number")
+    files = 1
+    if "max-file" in opts:
+        raw = opts["max-file"]
+        if not re.fullmatch(r"[+-]?\d+", raw):
+            raise InvalidParameter(f'strconv.Atoi: parsing "{raw}": invalid syntax')
+        files = int(raw)
+        if files < 1:
+            raise InvalidParameter("max-file cannot be less than 1")
+    # max-file without max-size: accepted and without effect, as by dockerd (never rotated).
+    return size, files
 
 
 _HostConfig = HostConfig

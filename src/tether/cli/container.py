@@ -138,6 +138,11 @@ def _container_body(o: dict[str, Any], args: list[str]) -> tuple[dict[str, Any],
         body["User"] = o["user"]
     if o["read_only"]:
         body["HostConfig"]["ReadonlyRootfs"] = True
+    if o["log_driver"] or o["log_opt"]:
+        body["HostConfig"]["LogConfig"] = {
+            "Type": o["log_driver"] or "",
+            "Config": dict(opt.partition("=")[::2] for opt in o["log_opt"]),
+        }
     if o["pids_limit"] is not None:
         body["HostConfig"]["PidsLimit"] = o["pids_limit"]
     if o["memory"]:
@@ -844,6 +849,8 @@ RUN_FLAGS = [
         help="Set meta data on a container",
         check=tc.check_label_arg,
     ),
+    Flag("log-driver", help="Logging driver for the container (json-file or none)"),
+    Flag("log-opt", kind="list", metavar="list", help="Log driver options"),
     Flag("mac-address", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
     Flag("memory", "m", help="Memory limit", check=_check_memory),
     Flag("name", help="Assign a name to the container"),

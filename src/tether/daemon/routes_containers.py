@@ -114,7 +114,7 @@ def register(router: Router, daemon: Daemon) -> None:
         tty = bool(c.config.get("Tty"))
         # Held open from the start: an auto-removed container's file is deleted as it ends,
         # and what it wrote last must still reach a follower (run --rm).
-        path = logfile.open_log(containers.paths(c)["log"])
+        reader = logfile.LogReader(containers.paths(c)["log"])
         await start_stream(req, RAW if tty else MULTIPLEXED)
 
         async def emit(frames: list[logfile.Frame]) -> None:
@@ -130,15 +130,15 @@ def register(router: Router, daemon: Daemon) -> None:
                 await write_chunk(req, bytes(out))
 
         try:
-            await _follow_logs(req, path, emit, tail, timestamps, follow, lifecycle, c)
+            await _follow_logs(req, reader, emit, tail, timestamps, follow, lifecycle, c)
         finally:
-            logfile.close_log(path)
+            reader.close()
         await end_stream(req)
         return None
 
     async def _follow_logs(
         req: Request,
-        path: int | str,
+        reader: logfile.LogReader,
         emit: Any,
         tail: int | None,
         timestamps: bool,
@@ -146,7 +146,7 @@ def register(router: Router, daemon: Daemon) -> None:
         lifecycle: Any,
         c: Any,
     ) -> None:
-        frames, offset = logfile.read_frames(path)
+        frames = reader.history()
         if tail is not None or timestamps:
             frames = list(logfile.split_lines(frames))
             if tail is not None:
@@ -160,11 +160,11 @@ def register(router: Router, daemon: Daemon) -> None:
                     await asyncio.wait_for(run.finished.wait(), delay)
                 except TimeoutError:
                     pass
-                more, offset = logfile.read_frames(path, offset)
+                more = reader.more()
                 await emit(more)
                 delay = 0.005 if more else min(delay * 2, 0.1)
-            more, offset = logfile.read_frames(path, offset)
-            await emit(more)
+            while more := reader.more():  # the rest, across a rotation at the very end
+                await emit(more)
 
     async def attach(req: Request) -> Response | None:
         c = containers.find(req.params["id"])
@@ -179,11 +179,11 @@ def register(router: Router, daemon: Daemon) -> None:
 
         frames: list[logfile.Frame] = []
         if req.flag("logs") and (c.host_config.get("LogConfig") or {}).get("Type") != "none":
-            path = logfile.open_log(containers.paths(c)["log"])
+            reader = logfile.LogReader(containers.paths(c)["log"])
             try:
-                frames, _ = logfile.read_frames(path)
+                frames = reader.history()
             finally:
-                logfile.close_log(path)
+                reader.close()
         session = Session(stdout, stderr, write) if req.flag("stream") else None
         # A container not running yet: the session is registered before the client hears
         # back, since it may start the container the moment it has our answer and that

@@ -18,7 +18,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from tether.api.containers import parse_signal
+from tether.api.containers import log_rotation, parse_signal
 from tether.api.networks import EndpointSettings
 from tether.engine.attach import Attacher
 from tether.engine.container_views import epoch as epoch_of
@@ -385,8 +385,11 @@ class Lifecycle:
         cfg = c.config
         hc = c.host_config
         log_type = (hc.get("LogConfig") or {}).get("Type") or "json-file"
+        max_size, max_file = log_rotation((hc.get("LogConfig") or {}).get("Config") or {})
         return shim.RunSpec(
             log="" if log_type == "none" else p["log"],
+            log_max_size=max_size,
+            log_max_file=max_file,
             user=user,
             group_add=[str(g) for g in hc.get("GroupAdd") or []],
             stdin=bool(cfg.get("OpenStdin")),

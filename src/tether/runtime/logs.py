@@ -88,3 +88,74 @@ def rfc3339_nano(ns: int) -> str:
 
     secs, frac = divmod(ns, 1_000_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
+
+
+def rotated(path: str) -> list[str]:
+    """The rotated files of a log (--log-opt max-size/max-file: PATH.1 the newest), oldest
+    first."""
+    out = []
+    n = 1
+    while os.path.exists(f"{path}.{n}"):
+        out.append(f"{path}.{n}")
+        n += 1
+    return out[::-1]
+
+
+class LogReader:
+    """A container's log across its rotations, as `logs` and `logs -f` read it.
+
+    The current file is held open from the start: an auto-removed container's files are
+    deleted as it ends, and what it wrote last must still reach a follower (run --rm).  When
+    the shim rotates (PATH becomes PATH.1, a new PATH begins), the held file is read to its
+    end before the reader moves on to the new one; a file emptied in place (max-file 1) is
+    read again from its start.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = open_log(path)
+        self.offset = 0
+
+    def history(self) -> list[Frame]:
+        """Everything there is: the rotated files, oldest first, then the current one."""
+        held = os.fstat(self.fd).st_ino if isinstance(self.fd, int) else None
+        frames: list[Frame] = []
+        for p in rotated(self.path):
+            fd = open_log(p)
+            if not isinstance(fd, int):
+                continue  # dropped by a rotation meanwhile
+            try:
+                if os.fstat(fd).st_ino != held:  # rotated since we opened it: read below
+                    frames += read_frames(fd)[0]
+            finally:
+                close_log(fd)
+        return frames + self.more()
+
+    def more(self) -> list[Frame]:
+        """What was written since the last call."""
+        if not isinstance(self.fd, int):
+            self.fd = open_log(self.path)
+            if not isinstance(self.fd, int):
+                return []
+        frames, self.offset = read_frames(self.fd, self.offset)
+        if frames:
+            return frames
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return []  # removed with its container: what we hold is all there is
+        held = os.fstat(self.fd)
+        if now.st_ino != held.st_ino:
+            os.close(self.fd)
+            self.fd = open_log(self.path)
+            self.offset = 0
+            if isinstance(self.fd, int):
+                frames, self.offset = read_frames(self.fd)
+        elif held.st_size < self.offset:
+            self.offset = 0
+            frames, self.offset = read_frames(self.fd)
+        return frames
+
+    def close(self) -> None:
+        close_log(self.fd)
+        self.fd = self.path

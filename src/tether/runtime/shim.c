@@ -7,7 +7,8 @@
  * under 1 MB.  tetherd prepares everything it can from the outside (network namespace with its
  * interfaces, the files to bind in) and execs this for the rest.
  *
- *   tether-shim run --sync FD --log PATH --exit PATH [--netns PATH] [--hostname NAME]
+ *   tether-shim run --sync FD --log PATH [--log-max-size BYTES --log-max-file N] --exit PATH
+ *                   [--netns PATH] [--hostname NAME]
  *                   --rootfs DIR [--overlay LOWER[:LOWER...]:UPPER:WORK | --root-tmpfs]
  *                   [--ro-bind SRC:DST]... [--symlink TARGET:DST]... [--cow-bind SRC:DST:SCRATCH]...
  *                   [--bind SRC:DST]... [--hide PATH]... [--mask PATH]... [--readonly PATH]...
@@ -113,6 +114,8 @@ struct list { /* grows as needed: Docker sets no limit on MaskedPaths and the li
 struct opts {
     int sync_fd;
     const char *log, *exit_path, *netns, *hostname, *rootfs, *overlay, *cwd;
+    unsigned long long log_max_size; /* --log-max-size BYTES (0: one file, never rotated) */
+    int log_max_file;                /* --log-max-file N */
     struct list binds, ro_binds, symlinks, cow_binds, hides, masks, readonly;
     int root_tmpfs, sys_rw;
     const char *cgroup; /* the container's cgroup (cgroup2 directory) */
@@ -1169,7 +1172,39 @@ static int client_flush(struct client *c) {
     return 0;
 }
 
-static void output(int log_fd, int stream, const char *data, size_t len) {
+/*
+ * The log, rotated as dockerd's json-file driver rotates it (--log-opt max-size, max-file):
+ * once the file has reached max_size, the next frame goes to a new file; with max_file > 1
+ * the full one becomes PATH.1 (PATH.1 becomes PATH.2, ..., the oldest dropped), with
+ * max_file 1 it is emptied.  Readers (tetherd) read PATH.N ... PATH.1 then PATH.
+ */
+static struct {
+    int fd;
+    const char *path;
+    unsigned long long size, max_size; /* max_size 0: never rotated */
+    int max_file;
+} lg = {-1, NULL, 0, 0, 1};
+
+static void log_rotate(void) {
+    if (lg.max_file <= 1) {
+        if (ftruncate(lg.fd, 0) == 0) lg.size = 0;
+        return;
+    }
+    char from[4200], to[4200];
+    for (int i = lg.max_file - 1; i >= 1; i--) {
+        if (i == 1) snprintf(from, sizeof from, "%s", lg.path);
+        else snprintf(from, sizeof from, "%s.%d", lg.path, i - 1);
+        snprintf(to, sizeof to, "%s.%d", lg.path, i);
+        if (rename(from, to) != 0 && errno != ENOENT) return; /* keep writing where we were */
+    }
+    int fd = open(lg.path, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return;
+    close(lg.fd);
+    lg.fd = fd;
+    lg.size = 0;
+}
+
+static void output(int stream, const char *data, size_t len) {
     unsigned char hdr[13];
     uint64_t t = now_ns();
     hdr[0] = (unsigned char)stream;
@@ -1178,7 +1213,11 @@ static void output(int log_fd, int stream, const char *data, size_t len) {
     static char buf[13 + 65536];
     memcpy(buf, hdr, 13);
     memcpy(buf + 13, data, len);
-    if (log_fd >= 0) write_all(log_fd, buf, 13 + len);
+    if (lg.fd >= 0) {
+        if (lg.max_size && lg.size >= lg.max_size) log_rotate();
+        write_all(lg.fd, buf, 13 + len);
+        lg.size += 13 + len;
+    }
     for (int i = 0; i < nclients;) {
         if (client_send(&clients[i], buf, 13 + len) != 0) drop_client(i);
         else i++;
@@ -1270,7 +1309,7 @@ static int receive_master(int sock) {
     return fd;
 }
 
-static void attach_loop(struct opts *o, int log_fd, int src[2], int nsrc, struct stdin_state *in) {
+static void attach_loop(struct opts *o, int src[2], int nsrc, struct stdin_state *in) {
     static char buf[65536];
     int open_srcs = nsrc;
     for (int i = 0; i < nsrc; i++) fcntl(src[i], F_SETFL, fcntl(src[i], F_GETFL) | O_NONBLOCK);
@@ -1299,7 +1338,7 @@ static void attach_loop(struct opts *o, int log_fd, int src[2], int nsrc, struct
             if (p->fd < 0 || !(p->revents & (POLLIN | POLLHUP | POLLERR))) continue;
             ssize_t r = read(src[i], buf, sizeof buf);
             if (r > 0) {
-                output(log_fd, o->tty ? 1 : i + 1, buf, (size_t)r);
+                output(o->tty ? 1 : i + 1, buf, (size_t)r);
             } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
                 /* EOF, or EIO from a pty master once the last slave has closed. */
                 src[i] = -1;
@@ -1440,7 +1479,15 @@ static int cmd_run(struct opts *o) {
         in.fd = inp[1];
     }
     if (o->attach_fd >= 0) add_client(o->attach_fd);
-    attach_loop(o, log_fd, src, nsrc, &in);
+    lg.fd = log_fd;
+    lg.path = o->log;
+    lg.max_size = o->log_max_size;
+    lg.max_file = o->log_max_file > 0 ? o->log_max_file : 1;
+    if (log_fd >= 0) {
+        struct stat st;
+        if (fstat(log_fd, &st) == 0) lg.size = (unsigned long long)st.st_size;
+    }
+    attach_loop(o, src, nsrc, &in);
     if (in.fd >= 0 && !o->tty) close(in.fd);
     if (master >= 0) close(master);
     if (o->listen_fd >= 0) close(o->listen_fd);
@@ -1600,6 +1647,8 @@ int main(int argc, char **argv) {
         int full = 0;
         if (strcmp(a, "--sync") == 0) o.sync_fd = atoi(v);
         else if (strcmp(a, "--log") == 0) o.log = v;
+        else if (strcmp(a, "--log-max-size") == 0) o.log_max_size = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--log-max-file") == 0) o.log_max_file = atoi(v);
         else if (strcmp(a, "--exit") == 0) o.exit_path = v;
         else if (strcmp(a, "--netns") == 0) o.netns = v;
         else if (strcmp(a, "--hostname") == 0) o.hostname = v;

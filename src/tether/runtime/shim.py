@@ -69,6 +69,8 @@ class RunSpec:
     env: list[str]
     argv: list[str]
     host_view: HostView | None = None
+    log_max_size: int = 0  # --log-opt max-size in bytes (0: one file, never rotated)
+    log_max_file: int = 1  # --log-opt max-file
     security: Security = field(default_factory=Security)
     cgroup: str | None = None  # the container's cgroup2 directory (runtime/cgroups.py)
     # (read-only, path in the container, host path): -v/--mount binds and volumes, in
@@ -124,6 +126,9 @@ def run_argv(shim: str, spec: RunSpec, sync_fd: int, env_in: int) -> list[str]:
     argv = [shim, "run", "--sync", str(sync_fd), "--exit", spec.exit_file]
     if spec.log:  # none with --log-driver none
         argv += ["--log", spec.log]
+        if spec.log_max_size:
+            argv += ["--log-max-size", str(spec.log_max_size)]
+            argv += ["--log-max-file", str(spec.log_max_file)]
     if spec.netns:
         argv += ["--netns", spec.netns]
     if spec.hostname:

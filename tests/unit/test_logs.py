@@ -1,0 +1,102 @@
+"""Container logs across rotations (--log-opt max-size/max-file): tether.runtime.logs read
+what tether-shim writes (frames in PATH, PATH.1 the newest rotated, ...).  Pure files."""
+
+from __future__ import annotations
+
+import os
+
+from tether.runtime.logs import HEADER, LogReader, rotated
+
+
+def frame(text: str, stream: int = 1) -> bytes:
+    data = text.encode()
+    return HEADER.pack(stream, len(data), 0) + data
+
+
+def write(path: str, *texts: str) -> None:
+    with open(path, "ab") as f:
+        for t in texts:
+            f.write(frame(t))
+
+
+def rotate(path: str, max_file: int) -> None:
+    """What the shim does when the file is full."""
+    for i in range(max_file - 1, 0, -1):
+        src = path if i == 1 else f"{path}.{i - 1}"
+        if os.path.exists(src):
+            os.replace(src, f"{path}.{i}")
+    open(path, "wb").close()
+
+
+def texts(frames: list) -> list[str]:
+    return [f.data.decode() for f in frames]
+
+
+def test_history_reads_the_rotated_files_oldest_first(tmp_path: os.PathLike[str]) -> None:
+    log = os.path.join(tmp_path, "container.log")
+    write(log, "a")
+    rotate(log, 3)
+    write(log, "b")
+    rotate(log, 3)
+    write(log, "c")
+    assert rotated(log) == [f"{log}.2", f"{log}.1"]
+    r = LogReader(log)
+    assert texts(r.history()) == ["a", "b", "c"]
+    r.close()
+    rotate(log, 3)  # the oldest is dropped, as max-file says
+    write(log, "d")
+    r = LogReader(log)
+    assert texts(r.history()) == ["b", "c", "d"]
+    r.close()
+
+
+def test_a_follower_crosses_a_rotation_without_losing_or_repeating(
+    tmp_path: os.PathLike[str],
+) -> None:
+    log = os.path.join(tmp_path, "container.log")
+    write(log, "1", "2")
+    r = LogReader(log)
+    assert texts(r.history()) == ["1", "2"]
+    write(log, "3")  # written to the old file just before it rotates
+    rotate(log, 2)
+    write(log, "4")
+    got = []
+    for _ in range(4):
+        got += texts(r.more())
+    assert got == ["3", "4"]
+    # A rotation between opening the log and reading its history: each file read once.
+    r2 = LogReader(log)
+    rotate(log, 3)
+    write(log, "5")
+    got = texts(r2.history())
+    for _ in range(3):
+        got += texts(r2.more())
+    assert got == ["1", "2", "3", "4", "5"]
+    r.close()
+    r2.close()
+
+
+def test_a_file_emptied_in_place_is_read_again_from_its_start(
+    tmp_path: os.PathLike[str],
+) -> None:
+    log = os.path.join(tmp_path, "container.log")
+    write(log, "old-1", "old-2")
+    r = LogReader(log)
+    assert texts(r.history()) == ["old-1", "old-2"]
+    with open(log, "r+b") as f:  # max-file 1: the shim truncates
+        f.truncate(0)
+    write(log, "new")
+    assert texts(r.more()) == ["new"]
+    r.close()
+
+
+def test_a_removed_log_still_gives_what_the_held_file_has(tmp_path: os.PathLike[str]) -> None:
+    log = os.path.join(tmp_path, "container.log")
+    write(log, "x")
+    r = LogReader(log)
+    assert texts(r.history()) == ["x"]
+    write(log, "last")
+    os.unlink(log)  # run --rm: removed as it ends
+    assert texts(r.more()) == ["last"]
+    assert r.more() == []
+    r.close()
