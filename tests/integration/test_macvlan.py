@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from nshost import NamespaceHost, make_netns, sh
+from nshost import NamespaceHost, make_netns, namespace_host, sh
 
 pytestmark = pytest.mark.integration
 
@@ -225,6 +225,24 @@ def test_ipv6_without_a_subnet_takes_a_ula_64(bhost: NamespaceHost) -> None:
     # The published port answers on the host's IPv6 loopback too.
     r = h.sh("timeout 3 busybox wget -qO- http://[::1]:8086/", check=False)
     assert r.stdout.startswith("hello-"), r.stderr
+
+
+def test_ipv6_default_pool_is_configurable() -> None:
+    """dockerd's --default-address-pool with an IPv6 base replaces the host's ULA /48 (the
+    flag replaces every default pool, as dockerd's does: an IPv4 one is given too)."""
+    pool = ["--default-address-pool", "base=10.79.0.0/16,size=24"]
+    pool += ["--default-address-pool", "base=fd55:1::/56,size=64"]
+    with namespace_host(pool) as h:
+        h.ok("network", "create", "--ipv6", "cfg6")
+        v6 = [c for c in h.inspect_network("cfg6")["IPAM"]["Config"] if ":" in c["Subnet"]]
+        assert [c["Subnet"] for c in v6] == ["fd55:1::/64"]
+        h.ok("network", "create", "--ipv6", "cfg6b")
+        v6 = [c for c in h.inspect_network("cfg6b")["IPAM"]["Config"] if ":" in c["Subnet"]]
+        assert [c["Subnet"] for c in v6] == ["fd55:1:0:1::/64"]
+        h.import_busybox()
+        h.ok("run", "-d", "--name", "p6", "--network", "cfg6", "busybox", "sleep", "600")
+        nets = h.api.get("/containers/p6/json")["NetworkSettings"]["Networks"]["cfg6"]
+        assert nets["GlobalIPv6Address"].startswith("fd55:1::"), nets
 
 
 def _nibbles(addr: str) -> list[str]:
