@@ -38,9 +38,10 @@ def test_drift_is_named_repaired_and_gone(bhost: NamespaceHost) -> None:
     h.ok("run", "-d", "--name", "web", "--network", "app", "-p", "8080:80", "busybox", *WEB)
     h.ok("run", "-d", "--name", "api", "--network", "app", "busybox", *WEB)
     h.ok("run", "-d", "--name", "client", "--network", "app", "busybox", "sleep", "600")
+    h.ok("run", "-d", "--name", "db", "--network", "app", "busybox", *WEB)
     r = h.cli("doctor")
     assert r.returncode == 0 and r.stdout.startswith("no problems"), r.stdout
-    assert reach(h, "client", "web") and reach(h, "client", "api")
+    assert reach(h, "client", "web") and reach(h, "client", "api") and reach(h, "client", "db")
     # The user's own rules are theirs: never drift.
     h.sh("nft add rule inet tether user ip daddr 192.0.2.1 drop")
     assert doctor(h)[0] == 0
@@ -56,8 +57,11 @@ def test_drift_is_named_repaired_and_gone(bhost: NamespaceHost) -> None:
     h.sh("nft delete element inet tether pub4 '{ tcp . 8080 }'")
     sh(f"nsenter --net={key('client')} ip route del default")
     sh(f"nsenter --net={key('web')} nft delete table ip tether_dns")
+    # 5. the address of a sandbox's interface deleted.
+    db_ip = h.ip_of("db", "app")
+    sh(f"nsenter --net={key('db')} ip addr del {db_ip}/24 dev eth0")
     time.sleep(6)  # a periodic reconcile passes: none of this is what it repairs
-    assert not reach(h, "client", "api")
+    assert not reach(h, "client", "api") and not reach(h, "client", db_ip)
     assert (
         sh(
             f"ip netns exec {lan} timeout 2 busybox wget -qO- http://10.250.0.1:8080/", check=False
@@ -70,6 +74,7 @@ def test_drift_is_named_repaired_and_gone(bhost: NamespaceHost) -> None:
     assert named(report, "nft", "container web (published port 8080/tcp", "pub4 lacks element")
     assert named(report, "route", "container client", "default route should be via 10.91.0.1")
     assert named(report, "dns", "container web", "table ip tether_dns")
+    assert named(report, "address", "container db", f"eth0 lacks its address {db_ip}/24")
     assert all(p["Repair"] for p in report["Problems"])
     r = h.cli("doctor")
     assert r.returncode == 1 and "run `tether doctor --repair`" in r.stdout
@@ -80,7 +85,7 @@ def test_drift_is_named_repaired_and_gone(bhost: NamespaceHost) -> None:
     assert "container api: endpoints rebuilt" in r.stdout
     code, report = doctor(h)
     assert code == 0 and report["Problems"] == []
-    assert reach(h, "client", "api") and reach(h, "client", "web")
+    assert reach(h, "client", "api") and reach(h, "client", "web") and reach(h, "client", "db")
     assert reach(h, "web", "api")  # its names resolve again
     assert sh(
         f"ip netns exec {lan} timeout 3 busybox wget -qO- http://10.250.0.1:8080/"
@@ -141,6 +146,34 @@ def test_kernel_view_of_inspect_verbose(bhost: NamespaceHost) -> None:
     assert "Kernel" not in json.loads(h.ok("inspect", "web"))[0]
 
 
+def test_kernel_view_of_a_macvlan_network(bhost: NamespaceHost) -> None:
+    """macvlan: the parent device, each container's macvlan child with its mode as the kernel
+    reports it, the sandbox's routes; and no nft rule, said so (none applies)."""
+    h = bhost
+    h.ok("network", "create", "-d", "macvlan", "--subnet", "10.93.0.0/24", "lan")
+    h.ok("run", "-d", "--name", "m1", "--network", "lan", "busybox", *WEB)
+    net = json.loads(h.ok("network", "inspect", "--verbose", "lan"))[0]
+    k = net["Kernel"]
+    parent = k["Devices"][0]
+    assert parent["Role"] == "macvlan parent" and parent["MTU"] == 1500
+    assert parent["Name"] in h.links()
+    ep = k["Endpoints"][0]
+    assert ep["Container"] == "m1" and "HostSide" not in ep
+    child = ep["ContainerSide"]
+    assert child["Kind"] == "macvlan" and child["State"] == "up"
+    assert child["Addresses"] == ["10.93.0.2/24"]
+    key = h.api.get("/containers/m1/json")["NetworkSettings"]["SandboxKey"]
+    detail = sh(f"nsenter --net={key} ip -d link show eth0").stdout
+    assert f"macvlan mode {child['Details']['Mode']}" in detail
+    assert f"link/ether {child['MacAddress']}" in detail
+    assert "no rule of tether's applies" in k["Nftables"]["Note"]
+    ctr = json.loads(h.ok("inspect", "--verbose", "m1"))[0]["Kernel"]
+    eth0 = next(i for i in ctr["Interfaces"] if i["Name"] == "eth0")
+    assert eth0["Network"] == "lan" and eth0["Kind"] == "macvlan"
+    assert "default via 10.93.0.1 dev eth0 proto static" in ctr["Routes"]
+    assert "0.0.0.0:80/tcp" in ctr["Listening"] or "[::]:80/tcp" in ctr["Listening"]
+
+
 def test_fdb_cluster_records_and_service_vips_on_an_overlay(host: NamespaceHost) -> None:
     """Two nodes, one overlay: an FDB entry and this node's endpoint record in etcd deleted
     by hand are named (with the remote container and its node) and put back; a service's
@@ -165,6 +198,11 @@ def test_fdb_cluster_records_and_service_vips_on_an_overlay(host: NamespaceHost)
         assert {"MacAddress": mac2, "Vtep": "10.99.0.12", "State": "permanent"} in kernel["FDB"]
         assert [d["Role"] for d in kernel["Devices"]] == ["bridge", "vxlan"]
         assert kernel["Devices"][1]["Details"]["VNI"] == "4096"
+        # explain across nodes: the overlay, the remote node and its VTEP; a probe agrees.
+        x = a.api.post("/tether/explain", {"From": "w1", "To": "w2", "Port": "80", "Probe": True})
+        assert x["Reachable"] and x["Probe"] is True and not x["Contradiction"], x
+        path = next(r for r in x["Reasons"] if r["Step"] == "path")["Text"]
+        assert "w2 runs on node node2 (VTEP 10.99.0.12)" in path and "(VNI 4096)" in path
         a.sh(f"bridge fdb del {mac2} dev {vx} dst 10.99.0.12")
         assert not reach(a, "w1", h_ip(b, "w2"))
         x = a.api.post("/tether/explain", {"From": "w1", "To": "w2", "Port": "80"})
@@ -175,6 +213,18 @@ def test_fdb_cluster_records_and_service_vips_on_an_overlay(host: NamespaceHost)
         code, report = doctor(a, "--repair")
         assert code == 0 and report["Problems"] == [], report
         assert f"{mac2} dst 10.99.0.12 self permanent" in a.sh(f"bridge fdb show dev {vx}").stdout
+        assert reach(a, "w1", "w2")
+        # The VXLAN device's neighbour entry for w2 (what answers w1's ARP), deleted.
+        ip2 = h_ip(b, "w2")
+        a.sh(f"ip neigh del {ip2} dev {vx}")
+        x = a.api.post("/tether/explain", {"From": "w1", "To": "w2", "Port": "80"})
+        assert not x["Reachable"] and f"no neighbour entry for {ip2}" in x["Reasons"][1]["Text"]
+        code, report = doctor(a)
+        assert code == 1
+        assert named(report, "neighbour", "container w2 on node node2", f"no neighbour entry {ip2}")
+        code, report = doctor(a, "--repair")
+        assert code == 0 and report["Problems"] == [], report
+        assert f"{ip2} lladdr {mac2} PERMANENT" in a.sh(f"ip neigh show dev {vx}").stdout
         assert reach(a, "w1", "w2")
         # This node's endpoint record, deleted from etcd by hand.
         ep = b.api.get("/containers/w2/json")["NetworkSettings"]["Networks"]["ov"]["EndpointID"]

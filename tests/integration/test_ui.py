@@ -78,6 +78,8 @@ def graph_text(driver: Any) -> str:
 
 
 def test_live_page_shows_updates_inspects_and_explains(bhost: NamespaceHost, browser: Any) -> None:
+    from selenium.webdriver.support.select import Select
+
     if shutil.which("dot") is None:
         pytest.skip("graphviz is not installed")
     h = bhost
@@ -94,6 +96,12 @@ def test_live_page_shows_updates_inspects_and_explains(bhost: NamespaceHost, bro
         assert status_of(f"{base}/topology.json?token={token}") == 200
         assert status_of(f"{base}/topology.json?token={token}", {"Host": "evil.example:80"}) == 403
         assert base.startswith("http://127.0.0.1:")
+        # The kernel's socket table: the page's only listening socket is on 127.0.0.1.
+        listening = subprocess.run(
+            ["ss", "-Hltnp"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        mine = [line.split()[3] for line in listening if f"pid={proc.pid}," in line]
+        assert mine == [base.removeprefix("http://")], listening
 
         browser.get(url)
         assert wait_for(browser, "return document.querySelector('#graph svg') !== null", 15)
@@ -108,8 +116,13 @@ def test_live_page_shows_updates_inspects_and_explains(bhost: NamespaceHost, bro
         browser.execute_script("window.__marker = 1")
         h.ok("run", "-d", "--name", "late", "--network", "front", "busybox", "sleep", "600")
         started = time.monotonic()
+        # Drawn, and running (the explain form lists running containers only: a redraw
+        # made at its create event shows it grey, not yet there).
         seen = wait_for(
-            browser, "return document.getElementById('graph').textContent.includes('late')", 5
+            browser,
+            "return document.getElementById('graph').textContent.includes('late')"
+            " && [...document.getElementById('from').options].some(o => o.value === 'late')",
+            5,
         )
         elapsed = time.monotonic() - started
         assert seen, graph_text(browser)
@@ -135,11 +148,11 @@ def test_live_page_shows_updates_inspects_and_explains(bhost: NamespaceHost, bro
         assert browser.find_element("id", "inspect-name").text == "container web"
 
         # The explain form asks the daemon (POST /tether/explain) and shows its verdict.
-        browser.execute_script(
-            "document.getElementById('from').value = 'late';"
-            "document.getElementById('to').value = 'db';"
-            "document.getElementById('port').value = '80/tcp';"
-        )
+        Select(browser.find_element("id", "from")).select_by_value("late")
+        Select(browser.find_element("id", "to")).select_by_value("db")
+        port = browser.find_element("id", "port")
+        port.clear()
+        port.send_keys("80/tcp")
         browser.find_element("id", "explain-go").click()
         verdict = wait_for(
             browser,

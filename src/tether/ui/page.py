@@ -40,7 +40,7 @@ PAGE = """<!doctype html>
   <form id="explain-form">
     <label for="from">From</label><select id="from"></select>
     <label for="to">To</label><select id="to"></select>
-    <label for="port">Port (e.g. 80/tcp; empty: any)</label><input id="port" placeholder="80/tcp">
+    <label for="port">Port (e.g. 80/tcp; empty: ICMP echo)</label><input id="port" placeholder="80/tcp">
     <label><input type="checkbox" id="probe" style="width:auto"> probe with real packets</label>
     <button type="submit" id="explain-go">Explain</button>
   </form>
