@@ -66,7 +66,9 @@ def test_topology_of_50_containers_on_8_networks(bhost: NamespaceHost) -> None:
         nodes = [g for g in root.iter(f"{SVG}g") if g.get("class") == "node"]
         assert len(nodes) == 9 + len(multi)
         width, height = (float(root.get(k, "0").rstrip("pt")) for k in ("width", "height"))
-        assert width < 2000 and height < 6000, (width, height)
+        # A page a person reads at 1:1 (drawn: 671 x 1246 pt): a layout that spreads the
+        # containers out as boxes of their own, or stacks the tables, fails this.
+        assert width < 1000 and height < 1800, (width, height)
 
         assert h.cli("topology", "-o", png).returncode == 0
         with open(png, "rb") as f:
