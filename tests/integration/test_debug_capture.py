@@ -232,3 +232,41 @@ def test_capture_of_a_network_taps_its_bridge_and_is_bounded(bhost: NamespaceHos
     assert r.returncode == 1 and "No such container or network: nosuch" in r.stderr
     r = h.cli("capture", "--duration", "soon", "alpha")
     assert r.returncode == 125 and 'invalid duration "soon"' in r.stderr
+
+
+def test_capture_of_an_overlays_vxlan_device_holds_what_crosses_nodes() -> None:
+    """`-i vxlan` on an overlay: the frames that leave for (and arrive from) the other node,
+    as the VXLAN device carries them, in the daemon's namespace."""
+    from test_overlay import three_nodes, wait_for
+
+    with three_nodes(2) as c, tempfile.TemporaryDirectory(prefix="tether-capture-") as d:
+        a, b = c.hosts
+        a.ok("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.65.0.0/24", "ov")
+        wait_for("the network on node 2", lambda: "ov" in b.ok("network", "ls"))
+        a.ok("run", "-d", "--name", "w1", "--network", "ov", "busybox", "sleep", "600")
+        a.ok("run", "-d", "--name", "w3", "--network", "ov", "busybox", "sleep", "600")
+        b.ok("run", "-d", "--name", "w2", "--network", "ov", "busybox", "sleep", "600")
+        ip2, ip3 = b.ip_of("w2", "ov"), a.ip_of("w3", "ov")
+        net = a.api.get("/networks/ov")["Id"][:12]
+        pcap = os.path.join(d, "vx.pcap")
+        env = dict(os.environ, TETHER_HOST=f"unix://{a.socket}")
+        cmd = ["capture", "-i", "vxlan", "-c", "4", "--duration", "30", "-w", pcap, "ov", "icmp"]
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "tether.cli.main", *cmd], stderr=subprocess.PIPE, text=True, env=env
+        )
+        try:
+            line = proc.stderr.readline()  # type: ignore[union-attr]
+            assert f"capturing on vx-{net} of network ov" in line, line
+            proc.stderr.readline()  # type: ignore[union-attr]  (tcpdump: listening on ...)
+            # w3 is on this node: its packets cross the overlay's bridge, never the VXLAN
+            # device (on the bridge they would fill the count before w2's).
+            a.ok("exec", "w1", "ping", "-c", "1", "-W", "2", ip3)
+            a.ok("exec", "w1", "ping", "-c", "2", "-W", "2", ip2)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        read = sh(f"tcpdump -nr {pcap}").stdout
+        assert read.count(f"> {ip2}: ICMP echo request") == 2, read
+        assert read.count("ICMP echo reply") == 2 and ip3 not in read, read

@@ -381,6 +381,24 @@ def test_versions_and_swarm_answers(host: NamespaceHost) -> None:
     assert info["Containers"] == 0 and "local" in info["Plugins"]["Volume"]
     version = json.loads(docker_ok(h, "version", "--format", "{{json .Server}}"))
     assert version["Components"][0]["Details"]["MinAPIVersion"] == "1.24"
+    # The lesson's commands (item 6): tether info prints as docker info does, printf
+    # honours width and precision, a subnet with host bits is refused as by dockerd 25+.
+    text = h.ok("info")
+    assert " Swarm: inactive\n" in text and "  Volume: local\n" in text, text
+    assert "{'" not in text and "['" not in text, text
+    shown = h.ok("network", "inspect", "-f", '{{printf "%-8s|%.3s|" .Name .Driver}}', "bridge")
+    assert shown == "bridge  |bri|\n"
+    for run in (
+        lambda: docker(h, "network", "create", "--subnet", "10.70.0.5/24", "n70"),
+        lambda: h.cli("network", "create", "--subnet", "10.70.0.5/24", "n70"),
+    ):
+        r = run()
+        assert r.returncode != 0
+        assert (
+            "invalid network config:\ninvalid subnet 10.70.0.5/24: it should be 10.70.0.0/24"
+            in (r.stderr)
+        ), r.stderr
+    assert "n70" not in docker_ok(h, "network", "ls")
 
 
 def test_docker_py(bhost: NamespaceHost) -> None:

@@ -323,6 +323,14 @@ def test_signals() -> None:
         ("fe80::/80", "'fe80::/80' clashes with the Link-Local prefix 'fe80::/64'"),
         ("::ffff:10.0.0.0/120", "'::ffff:10.0.0.0/120' is not a valid IPv6 subnet"),
         ("10.155.0.0/33", "Invalid subnet 10.155.0.0/33 : invalid CIDR address: 10.155.0.0/33"),
+        (
+            "10.70.0.5/24",
+            "invalid network config:\ninvalid subnet 10.70.0.5/24: it should be 10.70.0.0/24",
+        ),
+        (
+            "fd00:1::5/64",
+            "invalid network config:\ninvalid subnet fd00:1::5/64: it should be fd00:1::/64",
+        ),
     ],
 )
 def test_unusable_subnets(subnet: str, message: str) -> None:

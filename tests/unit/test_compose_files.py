@@ -145,6 +145,8 @@ def test_unsupported_keys_are_warned_about_not_silently_ignored(tmp_path: Path) 
         "volumes:\n  data: {}\n",
     )
     assert p.warnings == [
+        f"{tmp_path}/myapp/compose.yaml: the attribute `version` is obsolete, it will be "
+        "ignored, please remove it to avoid potential confusion",
         "volumes is not supported by tether yet and is ignored",
         "services.web.volumes is not supported by tether yet and is ignored",
         "services.web.restart is not supported by tether yet and is ignored",

@@ -204,9 +204,15 @@ def check_subnet(text: str) -> None:
     lets through only to fail later in the kernel.
     """
     try:
-        _, subnet = ipamconfig.parse_cidr(text)
+        addr, subnet = ipamconfig.parse_cidr(text)
     except ValueError as exc:
         raise InvalidParameter(f"Invalid subnet {shown(text)} : {exc}") from None
+    if addr != subnet.network_address:
+        # dockerd 25+ (ValidateIPAM); 20.10 took the network silently, which hid typos.
+        raise InvalidParameter(
+            f"invalid network config:\ninvalid subnet {addr}/{subnet.prefixlen}: "
+            f"it should be {subnet}"
+        )
     if subnet.num_addresses == 1:
         raise InvalidParameter(f"Invalid subnet {text} : no available addresses on this pool")
     if subnet.is_multicast:

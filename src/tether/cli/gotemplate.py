@@ -8,6 +8,8 @@ would (maps as map[k:v], lists as [a b], null as <no value> or <nil>).
 
 from __future__ import annotations
 
+import re
+
 from tether import wire
 
 TYPE_CHECKING = False  # see tether/cli/flags.py: keeps `typing` out of CLI start-up
@@ -237,29 +239,67 @@ def truthy(v: Any) -> bool:
     return True
 
 
+_VERB = re.compile(r"%([-+# 0]*)(\d+|\*)?(?:\.(\d*|\*))?([a-zA-Z%])")
+
+
 def _printf(fmt: str, *args: Any) -> str:
+    """Go's fmt.Sprintf for what templates use: flags (- + space 0 #), width and precision
+    (numbers or *), verbs s v q d f e g x X t c; a missing argument is %!v(MISSING)."""
     out: list[str] = []
-    i = 0
+    pos = 0
     ai = 0
-    while i < len(fmt):
-        c = fmt[i]
-        if c != "%" or i + 1 >= len(fmt):
-            out.append(c)
-            i += 1
-            continue
-        verb = fmt[i + 1]
-        i += 2
+
+    def take() -> Any:
+        nonlocal ai
+        arg = args[ai] if ai < len(args) else MISSING
+        ai += 1
+        return arg
+
+    for m in _VERB.finditer(fmt):
+        out.append(fmt[pos : m.start()])
+        pos = m.end()
+        flags, width_s, prec_s, verb = m.groups()
         if verb == "%":
             out.append("%")
             continue
-        arg = args[ai] if ai < len(args) else MISSING
-        ai += 1
-        if verb == "q":
-            out.append(wire.dumps(go_str(arg)))
-        elif verb == "d" and isinstance(arg, int | float):
-            out.append(str(int(arg)))
+        width = int(go_str(take())) if width_s == "*" else int(width_s) if width_s else None
+        prec = (
+            int(go_str(take()))
+            if prec_s == "*"
+            else int(prec_s or 0)
+            if prec_s is not None
+            else None
+        )
+        arg = take()
+        if arg is MISSING:
+            out.append(f"%!{verb}(MISSING)")
+            continue
+        if verb in "dxXob" and isinstance(arg, int | float) and not isinstance(arg, bool):
+            spec = {"d": "d", "x": "x", "X": "X", "o": "o", "b": "b"}[verb]
+            text = format(int(arg), ("+" if "+" in flags else "") + spec)
+        elif verb in "feEgG" and isinstance(arg, int | float) and not isinstance(arg, bool):
+            text = format(float(arg), f".{6 if prec is None else prec}{verb}")
+            prec = None
+        elif verb == "q":
+            text = wire.dumps(go_str(arg))
+        elif verb == "t" and isinstance(arg, bool):
+            text = "true" if arg else "false"
+        elif verb == "c" and isinstance(arg, int):
+            text = chr(arg)
         else:
-            out.append(go_str(arg))
+            text = go_str(arg)
+            if prec is not None:
+                text = text[:prec]
+        if width is not None and len(text) < width:
+            if "-" in flags:
+                text = text.ljust(width)
+            elif "0" in flags and verb in "dfeEgGxX":
+                sign = text[0] if text[:1] in "+-" else ""
+                text = sign + text[len(sign) :].rjust(width - len(sign), "0")
+            else:
+                text = text.rjust(width)
+        out.append(text)
+    out.append(fmt[pos:])
     return "".join(out)
 
 

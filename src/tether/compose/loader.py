@@ -132,11 +132,17 @@ def load(
     env = environment(working_dir, [os.path.join(cwd, f) for f in env_files or []], environ)
 
     document: dict[str, Any] = {}
-    for path in paths:
-        document = merge(document, read_yaml(path))
-    shown = os.path.relpath(paths[0], cwd) if len(paths) == 1 else ", ".join(paths)
-
     warnings: list[str] = []
+    for path in paths:
+        part = read_yaml(path)
+        if isinstance(part, dict) and "version" in part:
+            # docker compose v2's words (the key is read by nothing since the spec merged).
+            warnings.append(
+                f"{path}: the attribute `version` is obsolete, it will be ignored, please "
+                "remove it to avoid potential confusion"
+            )
+        document = merge(document, part)
+    shown = os.path.relpath(paths[0], cwd) if len(paths) == 1 else ", ".join(paths)
 
     def warn(message: str) -> None:
         if message not in warnings:
