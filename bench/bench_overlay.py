@@ -40,9 +40,11 @@ network create, 60 concurrent runs, on a three-node cluster on this machine (clu
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -586,6 +588,7 @@ def main() -> int:
     conv_rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 30
     create_rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 10
     tether = launcher()
+    atexit.register(shutil.rmtree, os.path.dirname(tether), True)  # the launcher's temp dir
     load: dict[str, list[float]] = {"start": loadavg()}
     results: dict[str, Any] = {
         "command": f"bench/bench_overlay.py {iperf_rounds} {conv_rounds} {create_rounds}",
