@@ -90,6 +90,13 @@ DATA = {
         ("{{with .Options}}x{{else}}none{{end}}", "none"),
         ("{{.Name | upper}}-{{len .Containers}}", "WEB-2"),
         ('{{printf "%s/%d" .Name 7}}', "web/7"),
+        # Go's width, precision and flags (the lesson's aligned columns).
+        (
+            '{{printf "%-6s|%.2s|%5d|%-4d|%05.1f" .Name .Name 42 7 3.14159}}',
+            "web   |we|   42|7   |003.1",
+        ),
+        ('{{printf "%s %s" .Name}}', "web %!s(MISSING)"),
+        ('{{printf "%q %v %%" .Name .Name}}', '"web" web %'),
         ("{{(index .IPAM.Config 0).Subnet}}", "10.0.0.0/24"),
         ("{{.Missing}}", "<no value>"),
         ("{{.Labels}}", "map[tier:front]"),
