@@ -3,7 +3,7 @@ the CLI's start-up for image commands.
 
     .venv/bin/python bench/bench_images.py [N]     (default: 5 rounds)
 
-1. Pull of a 5-layer image (busybox + four layers of 400 files each, ~42 MB unpacked, gzip)
+1. Pull of a 5-layer image (busybox + four layers of 400 files each, ~24 MB unpacked, gzip)
    from a local registry (docker-registry in a namespace of its own, reached over a veth),
    store emptied before each round (rmi: layers and blobs removed), against, in the same
    rounds, interleaved:
@@ -16,6 +16,11 @@ the CLI's start-up for image commands.
 2. A cached rebuild of a 10-step Dockerfile (FROM, ENV, WORKDIR, COPY, RUN, RUN, COPY,
    EXPOSE, LABEL, CMD), whole `tether build` calls after a first build.
 3. `tether images` and `tether pull --help` against a bare `python -I -S -c pass`.
+
+The machine may be loaded by other work (a CI run): besides the medians, each round's pull is
+divided by the skopeo copies of the same round (run next to it, the order flipping every
+round), and the median of those paired ratios is reported too; the load average is recorded
+at the start and the end.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import sys
 import tempfile
 import time
 
-from common import PY, REPO, host, launcher, save, stats
+from common import PY, REPO, host, launcher, loadavg, save, stats
 
 sys.path.insert(0, os.path.join(REPO, "tests"))  # (common.py put it there already)
 from imagetools import busybox_layer, config, docker_save, layer
@@ -56,6 +61,14 @@ def make_layers(seed: int = 16) -> list[bytes]:
     return layers
 
 
+def paired(a: list[float], b: list[float]) -> float:
+    """The median of a[i] / b[i]: each round's ratio, taken under that round's load."""
+    ratios = sorted(x / y for x, y in zip(a, b, strict=True))
+    mid = len(ratios) // 2
+    med = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    return round(med, 2)
+
+
 def timed_cmd(cmd: list[str], env: dict[str, str] | None = None) -> float:
     # What the previous round wrote and deleted goes to the disk first (this VM's disk is
     # mounted with online discard): each command starts from the same quiet state.
@@ -70,6 +83,7 @@ def timed_cmd(cmd: list[str], env: dict[str, str] | None = None) -> float:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    load_start = loadavg()
     tether = launcher()
     work = tempfile.mkdtemp(prefix="tether-bench-images-")
     with registry() as reg:
@@ -221,6 +235,11 @@ def main() -> None:
         "tar -x of the five archives from local files (ms)": u,
         "ratio pull / skopeo dir: (median)": round(p["median"] / d["median"], 2),
         "ratio pull / skopeo containers-storage: (median)": round(p["median"] / c["median"], 2),
+        "ratio pull / skopeo dir:, paired per round (median)": paired(pull_ms, dir_ms),
+        "ratio pull / skopeo containers-storage:, paired per round (median)": paired(
+            pull_ms, cs_ms
+        ),
+        "load average at the start (1, 5, 15 min)": load_start,
         "first build, 10 steps (ms)": round(first_ms, 1),
         "cached rebuild, 10 steps (ms)": stats(rebuild_ms),
         "python -I -S -c pass (ms)": stats(bare),

@@ -161,8 +161,12 @@ def test_the_cache_reuses_steps_until_an_input_changes(bhost: NamespaceHost) -> 
     assert fourth.count(" ---> Using cache") == 6
     r = h.ok("build", "--no-cache", "-t", "cached", ctx, timeout=120)
     assert " ---> Using cache" not in r
-    # builder prune drops the cache: the next build runs every step.
+    # builder prune drops what no image needs (the steps of the builds `cached` no longer
+    # names); the steps of the image still here stay.  -a drops everything: the next build
+    # runs every step.
     assert "Total reclaimed space:" in h.ok("builder", "prune", "-f")
+    assert h.ok("build", "-t", "cached", ctx, timeout=120).count(" ---> Using cache") == 6
+    assert "Total reclaimed space:" in h.ok("builder", "prune", "-a", "-f")
     assert " ---> Using cache" not in h.ok("build", "-t", "cached", ctx, timeout=120)
 
 
@@ -297,6 +301,15 @@ def test_a_compose_file_with_build_comes_up(bhost: NamespaceHost) -> None:
     r = h.cli(*compose, "exec", "client", "wget", "-qO-", "http://web")
     assert (r.returncode, r.stdout) == (0, "built by compose\n"), r.stderr
     image = h.api.get("/images/proj-web/json")
+    # compose images: each container's image, as docker compose lists them.
+    lines = h.ok(*compose, "images").splitlines()
+    assert lines[0].split() == ["CONTAINER", "REPOSITORY", "TAG", "IMAGE", "ID", "SIZE"]
+    busybox = h.api.get("/images/busybox/json")["Id"]
+    assert sorted(line.split()[:4] for line in lines[1:]) == [
+        ["proj-client-1", "busybox", "latest", busybox[7:19]],
+        ["proj-web-1", "proj-web", "latest", image["Id"][7:19]],
+    ]
+    assert h.ok(*compose, "images", "-q", "web") == image["Id"] + "\n"
     # up again: the image is there, nothing is built or recreated.
     r = h.cli(*compose, "up", "-d", timeout=120)
     assert r.returncode == 0 and "Building" not in r.stderr and "Recreate" not in r.stderr

@@ -88,6 +88,79 @@ def run_pull(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]
     )
 
 
+IMAGES_HEADERS = {
+    "ContainerName": "CONTAINER",
+    "Repository": "REPOSITORY",
+    "Tag": "TAG",
+    "ID": "IMAGE ID",
+    "Size": "SIZE",
+}
+IMAGES_DEFAULT = "table {{.ContainerName}}\t{{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.Size}}"
+
+
+def run_images(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]) -> int:
+    """docker compose images: the image of each of the project's containers."""
+    from tether.cli.image import human_size
+    from tether.cli.output import render_table_template
+    from tether.client import ApiError, quote
+    from tether.compose import plan
+    from tether.compose.runner import label_filter
+
+    r = _runner(ctx, g)
+    _known(r, args)
+    items = ctx.call(
+        "GET", "/containers/json", query={"all": 1, "filters": label_filter(r.project.name)}
+    )
+    rows: list[dict[str, Any]] = []
+    inspected: dict[str, Any] = {}
+    for c in items:
+        if args and (c.get("Labels") or {}).get(plan.SERVICE) not in args:
+            continue
+        ident = str(c.get("ImageID") or "")
+        if ident not in inspected:
+            try:
+                inspected[ident] = ctx.call("GET", f"/images/{quote(ident)}/json")
+            except ApiError:
+                inspected[ident] = {"Id": ident, "RepoTags": [], "Size": 0}
+        img = inspected[ident]
+        tags = list(img.get("RepoTags") or [])
+        # The tag the container was made from when the image has several, else the first.
+        used = str(c.get("Image") or "")
+        tag = next((t for t in tags if t in (used, f"{used}:latest")), tags[0] if tags else "")
+        repo, _, version = tag.rpartition(":") if tag else ("<none>", "", "<none>")
+        rows.append(
+            {
+                "ContainerName": (c.get("Names") or ["/"])[0].lstrip("/"),
+                "Repository": repo,
+                "Tag": version,
+                "ID": ident.removeprefix("sha256:")[:12],
+                "FullID": ident,
+                "Size": human_size(img.get("Size") or 0),
+            }
+        )
+    rows.sort(key=lambda row: row["ContainerName"])
+    if o["quiet"]:
+        seen: list[str] = []
+        for row in rows:
+            if row["FullID"] not in seen:
+                seen.append(row["FullID"])
+        sys.stdout.write("".join(i + "\n" for i in seen))
+        return 0
+    fmt = o["format"] or "table"
+    if fmt == "json":
+        import json
+
+        keep = ("ContainerName", "Repository", "Tag", "ID", "Size")
+        sys.stdout.write(
+            json.dumps([{k: row[k] for k in keep} | {"ID": row["FullID"]} for row in rows]) + "\n"
+        )
+        return 0
+    if fmt != "table":
+        raise CliError(f"unsupported format type: {fmt}")
+    sys.stdout.write(render_table_template(IMAGES_DEFAULT, rows, IMAGES_HEADERS))
+    return 0
+
+
 def run_down(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]) -> int:
     return _runner(ctx, g).down(o["remove_orphans"], _timeout(o))
 
@@ -330,6 +403,20 @@ SUB: dict[str, Command] = {
             Flag("services", kind="bool", help="Display services"),
         ],
         handler=run_ps,
+    ),
+    "images": Command(
+        "compose images",
+        "[OPTIONS] [SERVICE...]",
+        "List images used by the created containers",
+        [
+            Flag(
+                "format",
+                default="table",
+                help='Format the output. Values: [table | json] (default "table")',
+            ),
+            Flag("quiet", "q", kind="bool", help="Only display IDs"),
+        ],
+        handler=run_images,
     ),
     "logs": Command(
         "compose logs",
