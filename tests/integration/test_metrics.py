@@ -118,6 +118,11 @@ def test_metrics_move_with_traffic(mhost: NamespaceHost) -> None:
         assert "tether_cluster_store_up" not in "".join(after)  # not a cluster node
         # The connection closed: the gauge falls back.
         assert scrape(h)[key] == 0
+        # Containers by state move as they stop.
+        h.ok("stop", "-t", "0", "lost")
+        now = scrape(h)
+        assert now['tether_containers{state="running"}'] == 2
+        assert now['tether_containers{state="exited"}'] == 1
         # A network removed takes its counters along (nothing left in the table).
         h.ok("rm", "-f", "web", "cli", "lost")
         h.ok("network", "rm", "mnet")
