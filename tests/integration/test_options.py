@@ -186,3 +186,25 @@ def test_compose_refuses_the_same_settings_before_creating_anything(bhost: Names
         assert "is not supported by tether yet and is ignored" not in r.stderr
     assert h.api.get("/containers/json", {"all": 1}) == []
     assert sorted(n["Name"] for n in h.api.get("/networks")) == ["bridge", "host", "none"]
+
+
+def test_compose_user_read_only_and_logging_take_effect(bhost: NamespaceHost) -> None:
+    h = bhost
+    d = os.path.join(h.dir, "honoured")
+    os.makedirs(d)
+    path = os.path.join(d, "compose.yaml")
+    with open(path, "w") as f:
+        f.write(
+            "services:\n  web:\n    image: busybox\n    command: sleep 600\n"
+            "    user: '1234:55'\n    read_only: true\n"
+            "    logging:\n      options: {max-size: 1k, max-file: '2'}\n"
+        )
+    r = h.cli("compose", "-f", path, "up", "-d")
+    assert r.returncode == 0, r.stderr
+    assert "ignored" not in r.stderr, r.stderr
+    assert h.ok("compose", "-f", path, "exec", "-T", "web", "id", "-u") == "1234\n"
+    r = h.cli("compose", "-f", path, "exec", "-T", "web", "touch", "/x")
+    assert r.returncode != 0 and "Read-only file system" in r.stderr
+    log_config = h.api.get("/containers/honoured-web-1/json")["HostConfig"]["LogConfig"]
+    assert log_config == {"Type": "json-file", "Config": {"max-size": "1k", "max-file": "2"}}
+    h.ok("compose", "-f", path, "down")

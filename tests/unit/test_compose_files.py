@@ -447,6 +447,45 @@ def test_settings_tether_cannot_enforce_are_refused_in_the_daemons_words(tmp_pat
     assert p.warnings == []
 
 
+def test_user_read_only_and_logging_reach_the_container(tmp_path: Path) -> None:
+    svc = "services:\n  web:\n    image: busybox\n"
+    p = load(
+        tmp_path,
+        svc + "    user: '1000:1000'\n    read_only: true\n"
+        "    logging:\n      driver: json-file\n      options: {max-size: 10m, max-file: '3'}\n",
+    )
+    assert p.warnings == []
+    body = plan.container_body(p, p.services["web"], 1, "sha256:x")
+    assert body["User"] == "1000:1000"
+    assert body["HostConfig"]["ReadonlyRootfs"] is True
+    assert body["HostConfig"]["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-size": "10m", "max-file": "3"},
+    }
+    # What the daemon would refuse is refused before anything is created, in its words.
+    assert error_of(tmp_path, svc + "    logging: {driver: syslog}\n") == (
+        "services.web.logging: tether does not support the syslog log driver: use json-file or none"
+    )
+    assert error_of(tmp_path, svc + "    logging: {options: {max-size: ten}}\n") == (
+        "services.web.logging: invalid size: 'ten'"
+    )
+    # A service without them hashes as before they were supported (no recreation on the
+    # first `up` after an upgrade): the new keys are left out of the hash when unset.
+    import dataclasses
+
+    web = load(tmp_path, svc).services["web"]
+    old = dataclasses.asdict(web)
+    for k in ("user", "read_only", "log_driver", "log_options"):
+        old.pop(k)
+    for k in ("replicas", "replicas_set", "has_build", "security", "build", "pull_policy"):
+        old.pop(k)
+    for k in ("image_given", "privileged", "cap_add", "cap_drop", "security_opt"):
+        old.pop(k)
+    old["image_id"] = "sha256:x"
+    assert plan.service_hash(web, "sha256:x") == plan._digest(old)
+    assert plan.service_hash(p.services["web"], "sha256:x") != plan._digest(old)
+
+
 def test_driver_options_are_checked_as_the_daemon_checks_them(tmp_path: Path) -> None:
     net = "services:\n  s:\n    image: b\n    networks: [n]\nnetworks:\n  n:\n"
     checks.check_all(

@@ -77,6 +77,10 @@ class Service:
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)
     security_opt: list[str] = field(default_factory=list)  # as written (a profile by file name)
+    user: str = ""
+    read_only: bool = False
+    log_driver: str = ""  # logging.driver
+    log_options: dict[str, str] = field(default_factory=dict)  # logging.options
     # What the container's HostConfig gets for the four above, profile files read (secopts).
     security: dict[str, Any] = field(default_factory=dict)
     replicas: int = 1
@@ -389,6 +393,12 @@ def _service(
         cap_add=_string_list(raw.get("cap_add")),
         cap_drop=_string_list(raw.get("cap_drop")),
         security_opt=_string_list(raw.get("security_opt")),
+        user=str(raw.get("user") or ""),
+        read_only=go_bool(raw.get("read_only") or False, f"{where}.read_only"),
+        log_driver=str((raw.get("logging") or {}).get("driver") or ""),
+        log_options={
+            str(k): str(v) for k, v in ((raw.get("logging") or {}).get("options") or {}).items()
+        },
         replicas=replicas,
         replicas_set=replicas_set,
         has_build=raw.get("build") is not None,
@@ -402,6 +412,8 @@ def _service(
     except secopts.SecurityOptError as exc:
         raise ComposeError(f"{where}.security_opt: {exc}") from None
     _refuse_unenforced(raw, where)
+    if svc.log_driver or svc.log_options:
+        _check_logging(svc, where)
     if svc.network_mode and raw.get("networks") is not None:
         raise ComposeError(
             f"service {name} declares mutually exclusive `network_mode` and `networks`"
@@ -416,6 +428,21 @@ def _service(
         target = svc.network_mode.partition(":")[2]
         svc.depends_on.setdefault(target, Dependency())
     return svc
+
+
+def _check_logging(svc: Service, where: str) -> None:
+    """logging: the daemon's own check (json-file with max-size/max-file, or none; other
+    drivers and options refused), before anything is created."""
+    from tether.api.containers import HostConfig
+    from tether.api.decode import decode
+    from tether.errors import InvalidParameter
+    from tether.wire import dumps
+
+    body = {"LogConfig": {"Type": svc.log_driver, "Config": svc.log_options}}
+    try:
+        decode(dumps(body).encode(), HostConfig)
+    except InvalidParameter as exc:
+        raise ComposeError(f"{where}.logging: {exc.message}") from None
 
 
 def _refuse_unenforced(raw: dict[str, Any], where: str) -> None:

@@ -34,7 +34,16 @@ def service_hash(svc: Service, image_id: str) -> str:
     # How the image is made is not the container's configuration (the image id is).
     for k in ("build", "pull_policy", "image_given"):
         doc.pop(k, None)
-    for k in ("privileged", "cap_add", "cap_drop", "security_opt"):
+    for k in (
+        "privileged",
+        "cap_add",
+        "cap_drop",
+        "security_opt",
+        "user",
+        "read_only",
+        "log_driver",
+        "log_options",
+    ):
         if not doc[k]:
             doc.pop(k)  # absent as before these keys were supported: the hash stays
     doc["image_id"] = image_id
@@ -166,6 +175,13 @@ def container_body(
         body["StopSignal"] = svc.stop_signal
     if svc.stop_grace_period is not None:
         body["StopTimeout"] = int(svc.stop_grace_period)
+    if svc.user:
+        body["User"] = svc.user
+    if svc.read_only:
+        body["HostConfig"]["ReadonlyRootfs"] = True
+    if svc.log_driver or svc.log_options:
+        # Checked by the daemon (json-file's max-size/max-file, none; others refused).
+        body["HostConfig"]["LogConfig"] = {"Type": svc.log_driver, "Config": svc.log_options}
     if svc.networks:
         first = svc.networks[0]
         body["NetworkingConfig"]["EndpointsConfig"][mode] = endpoint_config(

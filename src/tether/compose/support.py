@@ -40,9 +40,10 @@ SERVICE = {
     "cap_add",
     "cap_drop",
     "security_opt",
-    # Refused unless they ask for the default (compose/model.py, tether.unsupported).
     "user",
     "read_only",
+    "logging",
+    # Refused unless they ask for the default (compose/model.py, tether.unsupported).
     "pids_limit",
     "mem_limit",
 }
