@@ -113,6 +113,12 @@ def test_tether_cli_run_streams_and_interactive(bhost: NamespaceHost) -> None:
     assert r.returncode == 9
     r = h.cli("run", "-i", "--rm", "busybox", "tr", "a-z", "A-Z", input="shout\n")
     assert r.stdout == "SHOUT\n"
+    # A missing image: docker's words first, then where else an image comes from.
+    r = h.cli("run", "--rm", "nosuchimage")
+    lines = r.stderr.splitlines()
+    assert r.returncode == 125 and lines[0] == "Unable to find image 'nosuchimage:latest' locally"
+    assert lines[1].startswith("tether: Error response from daemon: "), lines
+    assert "tether load -i FILE.tar" in r.stderr and "tether import ROOTFS.tar" in r.stderr
     from nshost import PYTHON
 
     out, code = run_in_pty(

@@ -184,6 +184,8 @@ def _create(ctx: Context, o: dict[str, Any], args: list[str], command: str) -> s
     if policy == "always":
         _pull_image(ctx, o, image, command)
 
+    missing = ""  # the image the daemon did not have
+
     def create() -> Any:
         return ctx.call(
             "POST",
@@ -200,6 +202,7 @@ def _create(ctx: Context, o: dict[str, Any], args: list[str], command: str) -> s
                 raise
             ref = image if ":" in image.rsplit("/", 1)[-1] or "@" in image else f"{image}:latest"
             sys.stderr.write(f"Unable to find image '{ref}' locally\n")
+            missing = ref
             if policy != "missing":
                 raise
             # As docker: the daemon pulls it (progress on stderr), then the create again.
@@ -207,12 +210,28 @@ def _create(ctx: Context, o: dict[str, Any], args: list[str], command: str) -> s
             resp = create()
     except ApiError as exc:
         raise CliError(
-            f"tether: Error response from daemon: {exc.message}\nRun 'tether {command} --help' for more information",
+            f"tether: Error response from daemon: {exc.message}\nRun 'tether {command} --help' for more information"
+            + _image_hint(missing),
             125,
         ) from None
+    except CliError as exc:
+        if not missing:
+            raise
+        raise CliError(exc.message + _image_hint(missing), exc.code) from None
     for w in resp.get("Warnings") or []:
         sys.stderr.write(f"WARNING: {w}\n")
     return str(resp["Id"])
+
+
+def _image_hint(ref: str) -> str:
+    """Beyond docker's words, after them: where else an image comes from on a machine that
+    cannot reach a registry (the lesson's first stumble)."""
+    if not ref:
+        return ""
+    return (
+        f"\nTo use {ref} without a registry: `tether load -i FILE.tar` (an image saved with "
+        f"docker save or tether save), or `tether import ROOTFS.tar {ref}` (a root filesystem)"
+    )
 
 
 def _pull_image(ctx: Context, o: dict[str, Any], image: str, command: str) -> None:
