@@ -145,6 +145,14 @@ def test_rule_texts_and_normal_forms() -> None:
         == "ip6 daddr { fe80::/10, ff00::/8 } accept"
     )
     assert normalized("counter packets 5 bytes 300 drop") == "counter drop"
+    # nft prints a masked mark as wide as its mask; tether may write it shorter.
+    printed = "meta mark & 0x03000000 != 0x00000000 meta mark set meta mark & 0xfcffffff"
+    written = "meta mark & 0x03000000 != 0 meta mark set meta mark & 0xfcffffff"
+    assert normalized(printed) == normalized(written)
+    assert normalized("meta mark 0x00000001 drop") != normalized("meta mark 0x00000002 drop")
+    assert (
+        normalized("ether daddr 02:42:0a:00:00:0a accept") == "ether daddr 02:42:0a:00:00:0a accept"
+    )
 
 
 def test_doctor_reads_elements_in_the_form_render_writes_them() -> None:

@@ -351,12 +351,16 @@ def rule_texts(listing: str) -> dict[int, str]:
 
 
 _COUNTER = re.compile(r"counter packets \d+ bytes \d+")
+_HEX = re.compile(r"\b0x[0-9a-fA-F]+\b")
 
 
 def normalized(text: str) -> str:
     """A rule's text in one form whether it was written by tether or printed by nft:
-    anonymous one-element sets lose their braces, counters their values."""
+    anonymous one-element sets lose their braces, counters their values, and numbers are
+    decimal (nft prints a mark compared under a mask in hex as wide as the mask: `!= 0`
+    comes back as `!= 0x00000000`)."""
     text = _COUNTER.sub("counter", text)
+    text = _HEX.sub(lambda m: str(int(m.group(0), 16)), text)
     text = re.sub(r"\{\s*([^,{}]+?)\s*\}", r"\1", text)
     return " ".join(text.split())
 
