@@ -443,6 +443,35 @@ def test_compacted_revision_is_a_distinct_signal(cluster: Cluster) -> None:
     cluster.arun(main, timeout=30)
 
 
+def test_a_prefix_read_in_pages_is_one_snapshot(cluster: Cluster) -> None:
+    """get_prefix(start=, limit=, revision=) pages through a prefix: the pages together are
+    exactly the keys as of the first page's revision, whatever is written meanwhile (the
+    cluster store's relist reads 10,000 keys this way, cluster/state.py _list_all)."""
+
+    async def main() -> None:
+        async with EtcdClient(cluster.endpoints, prefix="pg/") as c:
+            for i in range(7):
+                await c.put(f"k{i}", str(i))
+            await c.put("other", "x")  # outside the paged prefix, after it in key order
+            first = await c.get_prefix("k", limit=3)
+            assert [kv.key for kv in first.kvs] == ["k0", "k1", "k2"] and first.more
+            await c.put("k3", "changed")  # after the snapshot: not seen
+            await c.put("k9", "new")
+            got = list(first.kvs)
+            page = first
+            while page.more:
+                page = await c.get_prefix(
+                    "k", start=page.kvs[-1].key + "\0", revision=first.revision, limit=3
+                )
+                got.extend(page.kvs)
+            assert [(kv.key, kv.value) for kv in got] == [
+                (f"k{i}", str(i).encode()) for i in range(7)
+            ]
+            await c.delete_prefix("")
+
+    cluster.arun(main, timeout=30)
+
+
 def test_close_stops_everything_it_started(cluster: Cluster) -> None:
     """close() ends keepalives and watches: no task left, no connection to etcd open, and
     the watch's iteration ends.  A cancelled watch closes its connection at once."""

@@ -603,11 +603,19 @@ class EtcdClient:
         return self._kv(kvs[0]) if kvs else None
 
     async def get_prefix(
-        self, prefix: str = "", *, revision: int = 0, limit: int = 0, keys_only: bool = False
+        self,
+        prefix: str = "",
+        *,
+        revision: int = 0,
+        limit: int = 0,
+        keys_only: bool = False,
+        start: str = "",
     ) -> Range:
-        """Every key under prefix (sorted by key), as of `revision` (0: now)."""
+        """Every key under prefix (sorted by key), as of `revision` (0: now).  `start`: the
+        first key to return (under prefix), to page through a large prefix with `limit`
+        at one `revision`."""
         body: dict[str, Any] = {
-            "key": self._b64key(prefix),
+            "key": self._b64key(start or prefix),
             "range_end": self._range_end(prefix),
         }
         if revision:
