@@ -27,9 +27,16 @@ def test_user_chain_is_declared_but_never_flushed() -> None:
     assert "flush chain inet tether user" not in text
     # (the per-network counters come first: they count, they decide nothing)
     forward = [r for r in rules_of(text, "forward") if not r.startswith("counter name")]
-    assert forward[0] == "jump user"
+    # iptables' DOCKER-USER first: what it ACCEPTed (SEEN without RETURNED) is accepted,
+    # the marks cleared either way (firewall/dockeruser.py), then our own user chain.
+    assert forward[:3] == [
+        "meta mark & 0x03000000 == 0x01000000 meta mark set meta mark & 0xfcffffff accept",
+        "meta mark & 0x03000000 != 0 meta mark set meta mark & 0xfcffffff",
+        "jump user",
+    ]
+    assert "type filter hook forward priority filter + 10;" in text
     # (internal networks' drops come next, then published ports: test_policy.py)
-    assert forward[1:3] == ['iifname "tb-bbbb" oifname != "tb-bbbb" drop', "ct status dnat accept"]
+    assert forward[3:5] == ['iifname "tb-bbbb" oifname != "tb-bbbb" drop', "ct status dnat accept"]
 
 
 def test_isolation_icc_and_internal_verdicts() -> None:

@@ -148,4 +148,5 @@ def test_network_counters_in_the_firewall() -> None:
         "add rule inet tether forward counter name iifname map @net_tx",
         "add rule inet tether forward counter name oifname map @net_rx",
     ]
-    assert forward[2] == "add rule inet tether forward jump user"
+    # (then iptables' DOCKER-USER verdict, firewall/dockeruser.py, and the user chain)
+    assert forward[4] == "add rule inet tether forward jump user"

@@ -46,6 +46,7 @@ from tether.engine.reconcile import reconcile_cluster, reconcile_networks, recon
 from tether.engine.sandbox import Sandboxes
 from tether.errors import TetherError
 from tether.events import ClusterNode, EventBus, NetworkCreated, NetworkRemoved
+from tether.firewall import dockeruser
 from tether.firewall.manager import Firewall
 from tether.firewall.policy import Underlay
 from tether.firewall.publish import Publisher, ports_list, ports_view
@@ -338,6 +339,8 @@ class Daemon:
         await self.reconcile()
         self.firewall.sync()
         loop = asyncio.get_running_loop()
+        # iptables' DOCKER-USER, for the commands Docker's documentation gives.
+        await loop.run_in_executor(None, dockeruser.ensure)
         await loop.run_in_executor(None, self.lifecycle.supervisor.ensure_shim)
 
         router = Router()

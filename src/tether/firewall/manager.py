@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from tether.firewall.policy import Underlay
 from tether.firewall.render import (
+    FORWARD_PRIORITY,
     TABLE,
     FirewallState,
     IngressPort,
@@ -56,16 +57,28 @@ class Firewall:
         except NftError:
             return set()
         chains = set()
+        self._forward_priority = None
         for item in json.loads(out or "{}").get("nftables", []):
             chain = item.get("chain")
             if chain and chain.get("table") == TABLE.split()[1]:
                 chains.add(chain["name"])
+                if chain["name"] == "forward":
+                    self._forward_priority = chain.get("prio")
         return chains
+
+    _forward_priority: int | None = None
 
     def sync(self) -> None:
         """Render and apply the whole table in one transaction (the user chain is kept)."""
         state = self.state()
-        text = render(state, self.existing_chains())
+        existing = self.existing_chains()
+        text = render(state, existing)
+        if "forward" in existing and self._forward_priority != FORWARD_PRIORITY:
+            # A table made before forward ran after iptables' FORWARD (dockeruser.py): a
+            # base chain's priority cannot change in place, so it is made again, in the
+            # same transaction (no packet passes unfiltered meanwhile).
+            table = TABLE
+            text = f"flush chain {table} forward\ndelete chain {table} forward\n" + text
         self.nft.run(text)
         log.debug("firewall applied networks=%d ports=%d", len(state.networks), len(state.ports))
 

@@ -27,6 +27,13 @@ from tether.firewall.policy import Decision, Net, Policy, Underlay, decide
 
 TABLE = "inet tether"
 USER_CHAIN = "user"
+# iptables' DOCKER-USER (firewall/dockeruser.py): iptables' FORWARD chain marks a packet
+# SEEN before it jumps to DOCKER-USER and RETURNED after, so a packet that carries SEEN alone
+# was ACCEPTed there, which in Docker skips every later verdict: ours too.  Our forward
+# chain runs after iptables' (priority filter + 10) and clears both bits.
+DOCKER_USER_SEEN = 0x01000000
+DOCKER_USER_RETURNED = 0x02000000
+FORWARD_PRIORITY = 10
 PROTO_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
 
 
@@ -189,7 +196,7 @@ SETS = {
     },
 }
 BASE_CHAINS = {
-    "forward": "type filter hook forward priority filter; policy accept;",
+    "forward": f"type filter hook forward priority filter + {FORWARD_PRIORITY}; policy accept;",
     "prerouting": "type nat hook prerouting priority dstnat; policy accept;",
     "output": "type nat hook output priority -100; policy accept;",
     "postrouting": "type nat hook postrouting priority srcnat; policy accept;",
@@ -288,7 +295,20 @@ def render(state: FirewallState, stale_chains: set[str] | None = None) -> str:
 def _nft(d: Decision, p: Policy) -> list[tuple[str, str]]:
     """How one decision is written: (chain, rule text) in the order they must appear."""
     if d.scope == "user":
-        return [("forward", f"jump {USER_CHAIN}")]
+        both = DOCKER_USER_SEEN | DOCKER_USER_RETURNED
+        keep = 0xFFFFFFFF ^ both
+        return [
+            (
+                "forward",
+                f"meta mark & 0x{both:08x} == 0x{DOCKER_USER_SEEN:08x} "
+                f"meta mark set meta mark & 0x{keep:08x} accept",
+            ),
+            (
+                "forward",
+                f"meta mark & 0x{both:08x} != 0 meta mark set meta mark & 0x{keep:08x}",
+            ),
+            ("forward", f"jump {USER_CHAIN}"),
+        ]
     if d.scope == "published":
         # An internal network's containers reach nothing beyond their bridge, not even a
         # published port of another network's container through the host's address (Docker
