@@ -412,6 +412,8 @@ def test_run_pulls_a_missing_image_as_its_pull_policy_says(
     r = b.cli(*compose, "pull")
     assert r.returncode == 0 and f" Image {REG}/bb:v2  Pulled" in r.stderr, r.stderr
     assert b.api.get(f"/images/{REG}%2Fbb:v2/json")["Id"]
+    r = b.cli(*compose, "pull", "-q")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
     r = b.cli(*compose, "up", "-d")
     assert r.returncode == 0 and "Pulling" not in r.stderr, r.stderr
     b.ok(*compose, "down")

@@ -163,7 +163,8 @@ def build(
     assert b is not None
     if not os.path.isdir(b.context):
         raise ComposeError(f'service "{svc.name}": build context {b.context} is not a directory')
-    r.progress("Image", svc.image, "Building")
+    if not quiet:  # -q: nothing at all, as docker compose
+        r.progress("Image", svc.image, "Building")
     query: dict[str, Any] = {
         "t": [svc.image],
         "buildargs": {**b.args, **(extra_args or {})},
@@ -195,7 +196,8 @@ def build(
         )
     except CliError as exc:
         raise ComposeError(f'failed to build service "{svc.name}": {exc.message}') from None
-    r.progress("Image", svc.image, "Built")
+    if not quiet:
+        r.progress("Image", svc.image, "Built")
     return ident
 
 
@@ -203,14 +205,16 @@ def pull(r: Runner, svc: Service, quiet: bool = False) -> str:
     from tether.cli.context import CliError
     from tether.cli.image import pull as cli_pull
 
-    r.progress("Image", svc.image, "Pulling")
+    if not quiet:  # -q: nothing at all, as docker compose
+        r.progress("Image", svc.image, "Pulling")
     out = r.err if not quiet else None
     try:
         cli_pull(r.api, svc.image, quiet=quiet or True, out=out)
     except CliError as exc:
         text = exc.message.removeprefix("Error response from daemon: ")
         raise ComposeError(f"Error response from daemon: {text}") from None
-    r.progress("Image", svc.image, "Pulled")
+    if not quiet:
+        r.progress("Image", svc.image, "Pulled")
     ident = image_id(r, svc.image)
     if ident is None:
         raise ComposeError(f"No such image: {svc.image}")
@@ -278,10 +282,12 @@ def pull_all(
     failed = []
     for svc in chosen:
         if svc.build is not None and (not svc.image_given or ignore_buildable):
-            r.progress("Image", svc.image, "Skipped - Image is already being built")
+            if not quiet:
+                r.progress("Image", svc.image, "Skipped - Image is already being built")
             continue
         if svc.pull_policy in ("never", "build"):
-            r.progress("Image", svc.image, "Skipped")
+            if not quiet:
+                r.progress("Image", svc.image, "Skipped")
             continue
         try:
             pull(r, svc, quiet)
