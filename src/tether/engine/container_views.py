@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from datetime import datetime
-from typing import Any
 
 from tether.api import version as api_version
-from tether.model import Container, Endpoint, EndpointConfig, Network
 from tether.netmodes import DEFAULT_NETWORK
+
+# `tether ps` imports this module for human_duration: the model (~20 ms), typing and
+# datetime stay out of its start-up (tether/cli/flags.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from tether.model import Container, Endpoint, EndpointConfig, Network
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -18,6 +23,8 @@ def epoch(ts: str) -> float:
     if not ts or ts.startswith("0001-"):
         return 0.0
     try:
+        from datetime import datetime
+
         return datetime.fromisoformat(ts).timestamp()
     except ValueError:
         return 0.0
