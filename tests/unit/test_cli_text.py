@@ -136,3 +136,21 @@ def test_table_format_builds_header_row() -> None:
 def test_natural_sort() -> None:
     names = ["net10", "net2", "bridge", "net1"]
     assert sorted(names, key=natural_key) == ["bridge", "net1", "net2", "net10"]
+
+
+def test_run_help_marks_what_tether_refuses() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "tether.cli.main", "run", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    marked = {
+        next(w for w in line.split() if w.startswith("--"))
+        for line in out.splitlines()
+        if "not supported by tether" in line
+    }
+    assert marked == {"--memory", "--pids-limit"}, out

@@ -871,7 +871,12 @@ RUN_FLAGS = [
     Flag("log-driver", help="Logging driver for the container (json-file or none)"),
     Flag("log-opt", kind="list", metavar="list", help="Log driver options"),
     Flag("mac-address", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
-    Flag("memory", "m", help="Memory limit", check=_check_memory),
+    Flag(
+        "memory",
+        "m",
+        help="Memory limit (not supported by tether: only 0, no limit)",
+        check=_check_memory,
+    ),
     Flag("name", help="Assign a name to the container"),
     Flag("network", kind="list", metavar="network", help="Connect a container to a network"),
     Flag("net", kind="list", hidden=True),
@@ -883,7 +888,11 @@ RUN_FLAGS = [
         check=tc.check_alias,
     ),
     Flag("net-alias", kind="list", hidden=True, check=tc.check_alias),
-    Flag("pids-limit", kind="int", help="Tune container pids limit (set -1 for unlimited)"),
+    Flag(
+        "pids-limit",
+        kind="int",
+        help="Tune container pids limit (not supported by tether: only -1 or 0, unlimited)",
+    ),
     Flag("privileged", kind="bool", help="Give extended privileges to this container"),
     Flag(
         "publish",
