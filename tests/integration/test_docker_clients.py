@@ -221,6 +221,27 @@ def test_containers_exec_logs_top_stats_kill_wait_cp(bhost: NamespaceHost) -> No
     with open(dest) as f:
         assert f.read() == "secret\n"
     assert "A /tmp/f" in docker_ok(h, "diff", "web1")
+    # An exec client that goes away mid-stream: no error, no traceback in tetherd's log
+    # (the lesson saw one; the HTTP layer now takes a vanished client as the end).
+    proc = subprocess.Popen(
+        [
+            docker_cli() or "docker",
+            "exec",
+            "web1",
+            "sh",
+            "-c",
+            "while :; do echo x; sleep 0.01; done",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=_env(h),
+    )
+    assert proc.stdout is not None and proc.stdout.read(4096)
+    proc.kill()
+    proc.wait()
+    time.sleep(0.5)  # (the loop runs on until web1 is killed below)
+    log = h.log()
+    assert "Traceback" not in log and "exec start failed" not in log, log[-3000:]
     docker_ok(h, "pause", "web1")
     assert docker_ok(h, "inspect", "-f", "{{.State.Status}}", "web1").strip() == "paused"
     docker_ok(h, "unpause", "web1")
