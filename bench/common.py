@@ -160,7 +160,8 @@ class Tree:
             old = os.environ.get("PYTHONPATH")
             os.environ["PYTHONPATH"] = self.src  # the daemon's interpreter imports this tree
             try:
-                self.host = NamespaceHost()
+                # An older commit's tetherd may not know --block-registry (it never pulls).
+                self.host = NamespaceHost(block_registries=False)
                 self.host.start()
             finally:
                 if old is None:

@@ -62,7 +62,12 @@ def delete_netns(name: str) -> None:
 class NamespaceHost:
     """A network namespace with its own tetherd, root and exec-root."""
 
-    def __init__(self, extra_args: list[str] | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        extra_args: list[str] | None = None,
+        name: str | None = None,
+        block_registries: bool = True,
+    ) -> None:
         self.netns = name or make_netns()
         self.owns_netns = name is None
         self.dir = tempfile.mkdtemp(prefix=f"tether-{self.netns}-", dir="/tmp")
@@ -74,6 +79,9 @@ class NamespaceHost:
         self.proc: subprocess.Popen[bytes] | None = None
         self.api = Client(self.socket, timeout=60)
         self.lan_peers: list[str] = []
+        # False only for a tetherd of an older commit (bench/common.py's trees), which has no
+        # --block-registry and never pulls.
+        self.block_registries = block_registries
 
     # -- daemon ------------------------------------------------------------------------------
 
@@ -101,8 +109,7 @@ class NamespaceHost:
             resolv,
             # Nothing in the tests reaches past the machine: a name with no registry (nginx)
             # is refused at once instead of being looked for on Docker Hub.
-            "--block-registry",
-            "docker.io",
+            *(["--block-registry", "docker.io"] if self.block_registries else []),
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
