@@ -63,6 +63,9 @@ log = logging.getLogger("tether.cluster")
 
 # Keys of services/ tasks/ tstatus/ leader: the services' caches follow them.
 SERVICE_KINDS = frozenset({"services", "tasks", "tstatus", "ustatus", LEADER})
+# Keys whose values are plain text (a network id, a service id, a node name), not JSON:
+# names/ and subnets/ among them were reported as "holds no JSON" at every relist.
+PLAIN_KINDS = frozenset({"claims", "snames", "names", "subnets", LEADER})
 RELIST_EVERY = 60.0  # seconds: the safety net under the watch
 RELIST_PAGE = 1000  # keys per range request of a relist
 RETRY_EVERY = 1.0  # seconds between attempts to reach the store when it is down
@@ -284,11 +287,7 @@ class ClusterStore:
                 extended[kind].append(kv)
                 continue
             try:
-                data: Any = (
-                    json.loads(kv.value)
-                    if kv.value and kind not in ("claims", "snames", LEADER)
-                    else None
-                )
+                data: Any = json.loads(kv.value) if kv.value and kind not in PLAIN_KINDS else None
             except ValueError:
                 log.warning("cluster store: key %s holds no JSON; ignored", kv.key)
                 continue
@@ -366,7 +365,7 @@ class ClusterStore:
             try:
                 data: Any = (
                     json.loads(ev.kv.value)
-                    if put and ev.kv.value and kind not in ("claims", "snames", LEADER)
+                    if put and ev.kv.value and kind not in PLAIN_KINDS
                     else None
                 )
             except ValueError:
