@@ -17,6 +17,7 @@ BENCHES = [
     "bench_security.py",
     "bench_images.py",
     "bench_encrypted.py",
+    "bench_clients.py",
 ]
 
 
