@@ -76,6 +76,24 @@ def test_a_follower_crosses_a_rotation_without_losing_or_repeating(
     r2.close()
 
 
+def test_a_follower_several_rotations_behind_reads_the_files_between(
+    tmp_path: os.PathLike[str],
+) -> None:
+    log = os.path.join(tmp_path, "container.log")
+    write(log, "a")
+    r = LogReader(log)
+    assert texts(r.history()) == ["a"]
+    write(log, "b")
+    for text in ("c", "d", "e"):  # three rotations before the follower looks again
+        rotate(log, 10)
+        write(log, text)
+    got = []
+    for _ in range(3):
+        got += texts(r.more())
+    assert got == ["b", "c", "d", "e"]
+    r.close()
+
+
 def test_a_file_emptied_in_place_is_read_again_from_its_start(
     tmp_path: os.PathLike[str],
 ) -> None:

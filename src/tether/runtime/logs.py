@@ -146,11 +146,34 @@ class LogReader:
             return []  # removed with its container: what we hold is all there is
         held = os.fstat(self.fd)
         if now.st_ino != held.st_ino:
+            # Rotated since: the held file has been read to its end.  What came after it is
+            # in the rotated files newer than it (a follower can fall several rotations
+            # behind), then in the current file, opened first so that a rotation meanwhile
+            # cannot slip a file between the two.
+            new = open_log(self.path)
+            new_ino = os.fstat(new).st_ino if isinstance(new, int) else None
+            between: list[tuple[str, int]] = []
+            for p in rotated(self.path):
+                try:
+                    between.append((p, os.stat(p).st_ino))
+                except FileNotFoundError:
+                    continue
+            inodes = [ino for _, ino in between]
+            start = inodes.index(held.st_ino) + 1 if held.st_ino in inodes else 0
+            end = inodes.index(new_ino) if new_ino in inodes else len(between)
+            for p, _ in between[start:end]:
+                fd = open_log(p)
+                if isinstance(fd, int):
+                    try:
+                        frames += read_frames(fd)[0]
+                    finally:
+                        close_log(fd)
             os.close(self.fd)
-            self.fd = open_log(self.path)
+            self.fd = new
             self.offset = 0
             if isinstance(self.fd, int):
-                frames, self.offset = read_frames(self.fd)
+                more, self.offset = read_frames(self.fd)
+                frames += more
         elif held.st_size < self.offset:
             self.offset = 0
             frames, self.offset = read_frames(self.fd)
