@@ -272,10 +272,14 @@ class OverlayDriver(NetworkDriver):
     def host_devices(self, net: Network) -> list[HostDevice]:
         mtu, br = self.mtu(net), bridge_name(net)
         info = (("VNI", str(OverlayState.of(net).vni)), ("Local", self.vtep))
-        return [
-            HostDevice(br, "bridge", "bridge", mtu, endpoints_master=True),
-            HostDevice(vxlan_name(net), "vxlan", "vxlan", mtu, info=info, master=br),
-        ]
+        if OverlayState.of(net).encrypted:
+            # No VXLAN device: the bridge's port to tether-crypt carries the frames.
+            from tether.crypt.manager import tap_name
+
+            port = HostDevice(tap_name(net), "tun", "tap", mtu, info=info, master=br)
+        else:
+            port = HostDevice(vxlan_name(net), "vxlan", "vxlan", mtu, info=info, master=br)
+        return [HostDevice(br, "bridge", "bridge", mtu, endpoints_master=True), port]
 
     def firewall(self, net: Network) -> FirewallFacts:
         # The bridge carries no address and no route: its verdicts keep its containers from

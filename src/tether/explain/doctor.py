@@ -243,13 +243,13 @@ class Doctor:
         d = self.d
         if d.cluster is None:
             return []
-        from tether.drivers.overlay import vxlan_name
+        from tether.drivers.overlay import OverlayState, vxlan_name
 
         out = []
         me = d.cluster.node.name
         for net in nets:
-            if net.driver != "overlay":
-                continue
+            if net.driver != "overlay" or OverlayState.of(net).encrypted:
+                continue  # an encrypted overlay has no VXLAN device: tether-crypt holds its peers
             remotes = [
                 (ep.ipv4, ep.mac, ep.vtep, ep.name, ep.node)
                 for ep in d.cluster.endpoints.get(net.id, {}).values()
