@@ -138,6 +138,7 @@ def _container_body(o: dict[str, Any], args: list[str]) -> tuple[dict[str, Any],
         body["User"] = o["user"]
     if o["read_only"]:
         body["HostConfig"]["ReadonlyRootfs"] = True
+    _storage_options(o, body)
     if o["log_driver"] or o["log_opt"]:
         body["HostConfig"]["LogConfig"] = {
             "Type": o["log_driver"] or "",
@@ -170,6 +171,41 @@ def _container_body(o: dict[str, Any], args: list[str]) -> tuple[dict[str, Any],
             }
         }
     return body, image
+
+
+def _storage_options(o: dict[str, Any], body: dict[str, Any]) -> None:
+    """-v, --mount, --tmpfs, --volumes-from, --restart, --group-add, --shm-size into the
+    create request as docker run sends them (docker's client-side checks first)."""
+    from tether.cli import mounts
+
+    hc = body["HostConfig"]
+    try:
+        binds, anonymous = mounts.volume_binds(o["volume"])
+        restart = mounts.parse_restart(o["restart"] or "")
+    except ValueError as exc:
+        raise CliError(f"tether: {str(exc).rstrip('.')}.\nSee 'tether run --help'.", 125) from None
+    if restart and restart["Name"] != "no" and o["rm"]:
+        raise CliError(
+            "tether: Conflicting options: --restart and --rm.\nSee 'tether run --help'.", 125
+        )
+    if binds:
+        hc["Binds"] = binds
+    if anonymous:
+        body["Volumes"] = anonymous
+    if o["mount"]:
+        hc["Mounts"] = [mounts.parse_mount(m) for m in o["mount"]]
+    if o["tmpfs"]:
+        hc["Tmpfs"] = mounts.parse_tmpfs(o["tmpfs"])
+    if o["volumes_from"]:
+        hc["VolumesFrom"] = o["volumes_from"]
+    if restart:
+        hc["RestartPolicy"] = restart
+    if o["group_add"]:
+        hc["GroupAdd"] = o["group_add"]
+    if o["shm_size"]:
+        from tether.unsupported import ram_in_bytes
+
+        hc["ShmSize"] = ram_in_bytes(o["shm_size"])
 
 
 def _create(ctx: Context, o: dict[str, Any], args: list[str], command: str) -> str:
@@ -818,6 +854,12 @@ def _check_memory(value: str) -> str:
     return value
 
 
+def _check_mount(value: str) -> str:
+    from tether.cli.mounts import check_mount
+
+    return check_mount(value)
+
+
 RUN_FLAGS = [
     Flag(
         "add-host",
@@ -856,6 +898,7 @@ RUN_FLAGS = [
         check=tc.check_env,
     ),
     Flag("expose", kind="list", metavar="list", help="Expose a port or a range of ports"),
+    Flag("group-add", kind="list", metavar="list", help="Add additional groups to join"),
     Flag("hostname", "h", help="Container host name", check=tc.check_hostname),
     Flag("interactive", "i", kind="bool", help="Keep STDIN open even if not attached"),
     Flag("ip", help="IPv4 address (e.g., 172.30.100.104)"),
@@ -871,6 +914,13 @@ RUN_FLAGS = [
     Flag("log-driver", help="Logging driver for the container (json-file or none)"),
     Flag("log-opt", kind="list", metavar="list", help="Log driver options"),
     Flag("mac-address", help="Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
+    Flag(
+        "mount",
+        kind="list",
+        metavar="mount",
+        help="Attach a filesystem mount to the container",
+        check=_check_mount,
+    ),
     Flag(
         "memory",
         "m",
@@ -910,12 +960,26 @@ RUN_FLAGS = [
     ),
     Flag("quiet", "q", kind="bool", help="Suppress the pull output"),
     Flag("read-only", kind="bool", help="Mount the container's root filesystem as read only"),
+    Flag(
+        "restart",
+        default="no",
+        help="Restart policy to apply when a container exits",
+    ),
     Flag("rm", kind="bool", help="Automatically remove the container when it exits"),
     Flag("security-opt", kind="list", metavar="list", help="Security Options"),
+    Flag("shm-size", help="Size of /dev/shm", metavar="bytes", check=_check_memory),
     Flag("stop-signal", help="Signal to stop the container"),
     Flag("stop-timeout", kind="int", help="Timeout (in seconds) to stop a container"),
+    Flag("tmpfs", kind="list", metavar="list", help="Mount a tmpfs directory"),
     Flag("tty", "t", kind="bool", help="Allocate a pseudo-TTY"),
     Flag("user", "u", help="Username or UID (format: <name|uid>[:<group|gid>])"),
+    Flag("volume", "v", kind="list", metavar="list", help="Bind mount a volume"),
+    Flag(
+        "volumes-from",
+        kind="list",
+        metavar="list",
+        help="Mount volumes from the specified container(s)",
+    ),
     Flag("workdir", "w", help="Working directory inside the container"),
 ]
 

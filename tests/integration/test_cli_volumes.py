@@ -1,0 +1,83 @@
+"""tether's own CLI with docker's storage and restart flags: -v/--mount named volumes and
+binds, --tmpfs, --restart, and docker's errors for bad input (nothing made)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import pytest
+
+from nshost import NamespaceHost
+
+pytestmark = pytest.mark.integration
+
+
+def test_named_volume_bind_and_tmpfs(bhost: NamespaceHost) -> None:
+    h = bhost
+    h.ok("run", "--rm", "-v", "data:/data", "busybox", "sh", "-c", "echo kept > /data/f")
+    # A second container (through --mount this time) reads what the first wrote.
+    out = h.ok("run", "--rm", "--mount", "source=data,target=/d,readonly", "busybox",
+               "sh", "-c", "cat /d/f; touch /d/g 2>/dev/null || echo read-only")  # fmt: skip
+    assert out.split() == ["kept", "read-only"], out
+    vols = h.api.get("/volumes")["Volumes"]
+    assert [v["Name"] for v in vols] == ["data"], vols
+    with tempfile.TemporaryDirectory(prefix="tt-bind-") as d:
+        with open(os.path.join(d, "host.txt"), "w") as f:
+            f.write("from-host\n")
+        out = h.ok("run", "--rm", "-v", f"{d}:/h", "busybox", "sh", "-c",
+                   "cat /h/host.txt && echo from-container > /h/back.txt")  # fmt: skip
+        assert out == "from-host\n"
+        with open(os.path.join(d, "back.txt")) as f:
+            assert f.read() == "from-container\n"
+        out = h.ok("run", "--rm", "--mount", f"type=bind,src={d},dst=/h,ro", "busybox",
+                   "sh", "-c", "touch /h/x 2>/dev/null || echo read-only")  # fmt: skip
+        assert out == "read-only\n" and not os.path.exists(os.path.join(d, "x"))
+    out = h.ok("run", "--rm", "--tmpfs", "/scratch:size=1m", "--mount",
+               "type=tmpfs,dst=/t2,tmpfs-size=2m", "busybox", "sh", "-c",
+               "grep -E ' /(scratch|t2) ' /proc/mounts")  # fmt: skip
+    lines = sorted(out.splitlines())
+    assert len(lines) == 2, out
+    assert lines[0].split()[1:3] == ["/scratch", "tmpfs"] and "size=1024k" in lines[0], out
+    assert lines[1].split()[1:3] == ["/t2", "tmpfs"] and "size=2048k" in lines[1], out
+
+
+def test_restart_always_brings_the_container_back(bhost: NamespaceHost) -> None:
+    h = bhost
+    h.ok("run", "-d", "--name", "flaky", "--restart=always", "busybox", "sh", "-c", "sleep 1")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        info = h.api.get("/containers/flaky/json")
+        if info["RestartCount"] >= 2 and info["State"]["Running"]:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"not restarted: {info['RestartCount']} {info['State']}")
+    assert info["HostConfig"]["RestartPolicy"] == {"Name": "always", "MaximumRetryCount": 0}
+    h.ok("rm", "-f", "flaky")
+
+
+def test_bad_input_gets_dockers_error_and_makes_nothing(bhost: NamespaceHost) -> None:
+    h = bhost
+    cases = [
+        (["-v", ":/x"], "tether: invalid spec: :/x: empty section between colons."),
+        (["--mount", "type=foo,target=/x"], "mount type unknown"),
+        (["--mount", "type=bind"],
+         'invalid argument "type=bind" for "--mount" flag: target is required'),
+        (["--restart=sometimes"], "invalid restart policy: unknown policy 'sometimes'"),
+        (["--restart=on-failure:x"], "maximum retry count must be an integer"),
+        (["-v", "bad name:/x"], "includes invalid characters for a local volume name"),
+    ]  # fmt: skip
+    for args, message in cases:
+        r = h.cli("run", "-d", *args, "busybox", "true")
+        assert r.returncode == 125, (args, r.returncode, r.stderr)
+        assert message in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+        # One line, then docker's pointer to the help (its words differ for the daemon's errors).
+        assert r.stderr.splitlines()[1:] in (
+            ["See 'tether run --help'."],
+            ["Run 'tether run --help' for more information"],
+        ), r.stderr
+    assert h.ok("ps", "-aq") == ""
+    assert h.api.get("/volumes")["Volumes"] in ([], None)
