@@ -19,6 +19,7 @@ import secrets
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -492,11 +493,43 @@ def _crypt_pid(h: NamespaceHost) -> int:
     return int(dp.get("Pid", 0)) if dp else 0  # ({"Error": ...} while it is gone)
 
 
+@contextlib.contextmanager
+def two_nodes(extra: list[str]) -> Iterator[Nodes]:
+    """three_nodes(2) with more tetherd flags (later ones win over start_node's own)."""
+    from test_overlay import assert_nothing_left_in_etcd, start_node
+
+    from cluster import Cluster
+
+    cluster = Cluster(nodes=2, members=2)
+    cluster.start()
+    hosts: list[NamespaceHost] = []
+    try:
+        for i in range(2):
+            hosts.append(start_node(cluster, i, extra))
+        c = Nodes(cluster, hosts)
+        yield c
+        assert_nothing_left_in_etcd(c)
+    except BaseException:
+        for h in hosts:
+            sys.stderr.write(f"\n--- tetherd log ({h.netns}) ---\n{h.log()[-4000:]}\n")
+        raise
+    finally:
+        for h in hosts:
+            h.cleanup()
+        cluster.cleanup()
+
+
 def test_the_data_path_outlives_tetherd_and_comes_back_from_kill_9_without_plaintext(
     host: NamespaceHost,
 ) -> None:
     del host
-    with three_nodes(2) as c:
+    # The product's lease TTL (10 s), not the suite's 4 s: tetherd killed and started again
+    # takes ~3-4 s on this loaded VM, and a restart that lands as its old lease expires
+    # loses its endpoint records for up to a minute (the cluster's reconcile sees them in
+    # its relist and does not move them to the new lease: reported, not this test's
+    # subject).  What is proven is unchanged: traffic while tetherd is dead, adoption of
+    # the same process, and no plaintext while tether-crypt itself restarts.
+    with two_nodes(["--cluster-store-opt", "discovery.ttl=10s"]) as c:
         a, b = encrypted_pair(c)
         a.ok("run", "-d", "--name", "w1", "--network", "sec", "busybox", *web(MARKER_SEC))
         b.ok("run", "-d", "--name", "w2", "--network", "sec", "busybox", "sleep", "600")
