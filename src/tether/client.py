@@ -223,7 +223,9 @@ class Client:
             hdrs["Content-Length"] = str(len(payload))
         if headers:
             hdrs.update(headers)
-        head = f"{method} /v1.41{path}{encode_query(query)} HTTP/1.1\r\n"
+        # A path may name its own API version (volume prune: 1.42+ prunes anonymous ones only).
+        version = "" if path.startswith("/v1.") else "/v1.41"
+        head = f"{method} {version}{path}{encode_query(query)} HTTP/1.1\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
         buf = b""
         try:

@@ -81,3 +81,52 @@ def test_bad_input_gets_dockers_error_and_makes_nothing(bhost: NamespaceHost) ->
         ), r.stderr
     assert h.ok("ps", "-aq") == ""
     assert h.api.get("/volumes")["Volumes"] in ([], None)
+
+
+def test_volume_commands(bhost: NamespaceHost) -> None:
+    h = bhost
+    assert h.ok("volume", "create", "--label", "team=a", "v1") == "v1\n"
+    assert h.ok("volume", "create", "--name", "v2") == "v2\n"
+    r = h.cli("volume", "create", "--name", "v3", "v4")
+    assert r.returncode == 1 and r.stderr == (
+        "Conflicting options: either specify --name or provide positional arg, not both\n"
+    )
+    r = h.cli("volume", "create", "bad/name")
+    assert r.returncode == 1 and "includes invalid characters" in r.stderr
+    assert r.stderr.count("\n") == 1
+    h.ok("run", "-d", "--name", "user", "-v", "v1:/v1", "-v", "/anon", "busybox", "sleep", "300")
+    anon = [n for n in h.ok("volume", "ls", "-q").split() if n not in ("v1", "v2")]
+    assert len(anon) == 1 and len(anon[0]) == 64, anon
+    table = h.ok("volume", "ls").splitlines()
+    assert table[0].split() == ["DRIVER", "VOLUME", "NAME"], table
+    assert sorted(line.split()[1] for line in table[1:]) == sorted([anon[0], "v1", "v2"])
+    assert h.ok("volume", "ls", "-q", "-f", "label=team=a") == "v1\n"
+    assert h.ok("volume", "ls", "-q", "--filter", "dangling=true") == "v2\n"
+    assert h.ok("volume", "ls", "--format", '{{.Name}} {{.Label "team"}}', "-f", "name=v1") == (
+        "v1 a\n"
+    )
+    mountpoint = h.ok("volume", "inspect", "-f", "{{.Mountpoint}}", "v1").strip()
+    h.ok("exec", "user", "sh", "-c", "echo via-volume > /v1/f")
+    with open(os.path.join(mountpoint, "f")) as f:
+        assert f.read() == "via-volume\n"
+    r = h.cli("volume", "inspect", "nope")
+    assert r.returncode == 1 and r.stdout == "[]\n"
+    assert r.stderr == "Error response from daemon: get nope: no such volume\n", r.stderr
+    r = h.cli("volume", "rm", "v1", "nope")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith("Error response from daemon: remove v1: volume is in use - [")
+    assert "get nope: no such volume" in r.stderr
+    assert h.ok("volume", "rm", "-f", "nope") == "nope\n"
+    # Without -a prune takes anonymous volumes only, and never one in use.
+    out = h.ok("volume", "prune", "-f")
+    assert out == "Total reclaimed space: 0B\n", out
+    h.ok("rm", "-f", "user")
+    out = h.ok("volume", "prune", "-f")
+    assert out == f"Deleted Volumes:\n{anon[0]}\n\nTotal reclaimed space: 0B\n", out
+    r = h.cli("volume", "prune", input="n\n")
+    assert r.stdout.startswith("WARNING! This will remove anonymous local volumes")
+    out = h.ok("volume", "prune", "-a", "-f")
+    assert out.startswith("Deleted Volumes:\n") and "Total reclaimed space: " in out, out
+    assert sorted(out.split("\n\n")[0].splitlines()[1:]) == ["v1", "v2"]
+    assert not os.path.exists(mountpoint)
+    assert h.ok("volume", "ls", "-q") == ""

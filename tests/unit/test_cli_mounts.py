@@ -130,3 +130,11 @@ def test_run_flag_errors() -> None:
         _body("-v", ":/x")
     with pytest.raises(CliError, match="Conflicting options: --restart and --rm"):
         _body("--restart", "always", "--rm")
+
+
+def test_volume_prune_sizes_are_dockers_human_size() -> None:
+    from tether.cli.volume import human_size
+
+    assert [human_size(n) for n in (0, 999, 1500, 12345678, 10**12)] == [
+        "0B", "999B", "1.5kB", "12.35MB", "1TB",
+    ]  # fmt: skip

@@ -16,6 +16,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "image": ("tether.cli.image", "Manage images"),
     "builder": ("tether.cli.build", "Manage builds"),
     "container": ("tether.cli.container", "Manage containers"),
+    "volume": ("tether.cli.volume", "Manage volumes"),
     "node": ("tether.cli.node", "Manage the nodes of a cluster"),
     "service": ("tether.cli.service", "Manage services of a cluster"),
     "stack": ("tether.cli.stack", "Manage stacks of services"),
