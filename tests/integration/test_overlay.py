@@ -9,6 +9,8 @@ nodes by address and by name, isolation, the FDB and neighbour entries tether pr
 from __future__ import annotations
 
 import contextlib
+import os
+import sqlite3
 import time
 from collections.abc import Iterator
 
@@ -280,6 +282,19 @@ def test_node_faults_restart_within_and_after_the_ttl_and_death(host: NamespaceH
         b.start()
         assert fdb_has(a, net_id, "10.99.0.12") and resolves(a, "w1", "w2")
         assert reach(a, "w1", "w2") and reach(b, "w2", "w1")
+
+        # 1b. back within the TTL, but under a new lease while the old one still lives (its
+        # saved id lost): the node's keys move to the new lease, so the old one's expiry
+        # takes nothing with it.
+        b.kill()
+        db = sqlite3.connect(os.path.join(b.root, "tether.db"))
+        with db:
+            db.execute("DELETE FROM meta WHERE key = 'cluster_lease'")
+        db.close()
+        b.start()
+        time.sleep(4 + 3)  # the old lease's TTL, and etcd's expiry sweep
+        assert fdb_has(a, net_id, "10.99.0.12") and resolves(a, "w1", "w2")
+        assert reach(a, "w1", "w2")
 
         # 2. kill -9 for longer than the TTL: withdrawn everywhere, then back on return.
         b.kill()

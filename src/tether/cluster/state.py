@@ -600,18 +600,24 @@ class ClusterStore:
         )
         self.endpoints.setdefault(net.id, {})[ep.id] = ep
 
-    async def republish(self, net: Network, ep: RemoteEndpoint) -> bool:
+    async def republish(self, net: Network, ep: RemoteEndpoint, rebind: bool = False) -> bool:
         """Write one of this node's endpoints again under the current lease (after the old
-        lease expired); False if another node took one of its addresses meanwhile."""
+        lease expired); False if another node took one of its addresses meanwhile.
+
+        `rebind`: the store may still hold the endpoint under this node's previous lease
+        (a new lease was granted while the old one was dying): its keys are moved to the
+        current lease while they are still ours, or they would vanish when the old lease
+        expires (the other nodes would lose this endpoint until the next relist)."""
         lease = self.lease_id()
-        compares = []
         ops = [Op.put(keys.endpoint(net.id, ep.id), _json(asdict(ep)), lease)]
-        for addr in (ep.ipv4, ep.ipv6):
-            if addr:
-                key = keys.address(net.id, addr)
-                compares.append(Compare.absent(key))
-                ops.append(Op.put(key, _json({"Owner": ep.id, "Node": self.node.name}), lease))
-        result = await self.client.txn(compares, ops)
+        owner = _json({"Owner": ep.id, "Node": self.node.name})
+        addr_keys = [keys.address(net.id, a) for a in (ep.ipv4, ep.ipv6) if a]
+        ops += [Op.put(key, owner, lease) for key in addr_keys]
+        if rebind:
+            still_ours = [Compare.value(key, "=", owner) for key in addr_keys]
+            if (await self.client.txn(still_ours, ops)).succeeded:
+                return True
+        result = await self.client.txn([Compare.absent(key) for key in addr_keys], ops)
         return result.succeeded
 
 

@@ -100,6 +100,11 @@ async def reconcile_cluster(
         net = networks.by_id[ep.network_id]
         held = cluster.endpoints.get(net.id, {}).get(ep_id)
         if held is not None and held.vtep == cluster.node.addr:
+            if cluster.fresh_lease:
+                # Held under the lease this node had before: moved to the new one, or it
+                # goes when the old lease expires.
+                await cluster.republish(net, eps.remote_of(c, ep), rebind=True)
+                changes += 1
             continue
         if held is not None:
             # This node came back with another --cluster-advertise: every node must send
