@@ -125,6 +125,11 @@ class Svc:
 class Services:
     by_id: dict[str, Svc] = field(default_factory=dict)
     listeners: list[Any] = field(default_factory=list)
+    change_logs: list[set[str]] = field(default_factory=list)  # as cluster/services.py's
+
+    def logged(self, sid: str) -> None:
+        for changed in self.change_logs:
+            changed.add(sid)
 
 
 @dataclass
@@ -177,6 +182,7 @@ def add_service(store: Store, services: Services, i: int, tasks: int = 2) -> lis
     """Service i with its VIP and `tasks` task endpoints; the endpoint ids."""
     sid = f"svc{i:06d}"
     services.by_id[sid] = Svc(sid, [{"NetworkID": "net1", "Addr": f"{vip_of(i)}/16"}])
+    services.logged(sid)
     eps = store.endpoints.setdefault("net1", {})
     for ip in tasks_of(i)[:tasks]:
         eps[f"ep-{ip}"] = endpoint(sid, ip)
@@ -186,6 +192,7 @@ def add_service(store: Store, services: Services, i: int, tasks: int = 2) -> lis
 def remove_service(store: Store, services: Services, i: int) -> list[str]:
     sid = f"svc{i:06d}"
     del services.by_id[sid]
+    services.logged(sid)
     eps = store.endpoints["net1"]
     gone = [f"ep-{ip}" for ip in tasks_of(i) if f"ep-{ip}" in eps]
     for k in gone:

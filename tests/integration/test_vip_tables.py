@@ -28,6 +28,7 @@ from cluster import run_in_netns
 from nshost import delete_netns, make_netns, sh
 from tether.cluster import lb
 from tether.events import ClusterEndpoints, EventBus
+from tether.explain.nftrules import Ruleset, vip_backends, vip_entries
 from tether.model import RemoteEndpoint
 
 pytestmark = pytest.mark.integration
@@ -132,6 +133,20 @@ class Svc:
 class Services:
     by_id: dict[str, Svc] = field(default_factory=dict)
     listeners: list[Any] = field(default_factory=list)
+    change_logs: list[set[str]] = field(default_factory=list)
+
+    def put(self, svc: Svc) -> None:
+        """As cluster/services.py does on a watch event: the cache, then the change logs."""
+        self.by_id[svc.id] = svc
+        self.logged(svc.id)
+
+    def drop(self, sid: str) -> None:
+        del self.by_id[sid]
+        self.logged(sid)
+
+    def logged(self, sid: str) -> None:
+        for changed in self.change_logs:
+            changed.add(sid)
 
 
 @dataclass
@@ -214,7 +229,20 @@ def test_vip_balances_over_running_tasks_and_follows_changes(ns: str) -> None:
     # What the kernel holds reads back as what was wanted.
     sets = listing(ns, lb.TABLE)
     assert lb.backends_by_vip(sets) == {VIP: sorted(TASKS)}
-    assert balancer.programmed["c1"] == {VIP: ("n3", tuple(TASKS)), EMPTY_VIP: ("n0", ())}
+    assert balancer.programmed["c1"] == {
+        VIP: ("vips_n3", tuple(TASKS)),
+        EMPTY_VIP: ("vips_n0", ()),
+    }
+    # Elements of plain sets, one per task count: no verdict map (its elements made the
+    # kernel validate the chain graph again over every VIP at each change).
+    assert sets["vips_n3"] == [VIP] and sets["vips_n0"] == [EMPTY_VIP]
+    assert "vips" not in sets
+    # explain's and doctor's reader of the table finds the same, and the rule of each VIP.
+    rs = Ruleset(sh(f"ip netns exec {ns} nft -j list table {lb.TABLE}").stdout)
+    assert vip_backends(rs) == {VIP: sorted(TASKS), EMPTY_VIP: []}
+    entries = vip_entries(rs)
+    assert {v: w for v, (w, _r) in entries.items()} == {VIP: "vips_n3", EMPTY_VIP: "vips_n0"}
+    assert all(r is not None and r.chain == "out" for _w, r in entries.values())
 
     # A connection held open; its task stops: new connections go to the two others only,
     # the held one stays with its task (conntrack keeps its DNAT).
@@ -229,6 +257,9 @@ def test_vip_balances_over_running_tasks_and_follows_changes(ns: str) -> None:
         run_pass(f"ep-{gone}")  # the incremental path: only this VIP's elements change
         seen = spread(ns, VIP, 40)
         assert set(seen) == set(TASKS) - {gone}, (gone, seen)
+        # It moved from the 3-task set to the 2-task one (one transaction).
+        sets = listing(ns, lb.TABLE)
+        assert sets["vips_n2"] == [VIP] and sets["vips_n3"] == []
 
         def again() -> str:
             held.sendall(b"?\n")
@@ -240,23 +271,38 @@ def test_vip_balances_over_running_tasks_and_follows_changes(ns: str) -> None:
     assert lb.backends_by_vip(listing(ns, lb.TABLE)) == {VIP: sorted(set(TASKS) - {gone})}
     # The empty service gets a task, the first loses its VIP: both follow.
     cluster.endpoints["net1"]["ep-x"] = task("net1", "s2", TASKS[0])
-    del services.by_id["s1"]
+    services.drop("s1")
     run_pass("ep-x")
     assert ask(ns, EMPTY_VIP) == TASKS[0]
     assert ask(ns, VIP) == ""
     assert set(lb.backends_by_vip(listing(ns, lb.TABLE))) == {EMPTY_VIP}
     # A service's record replaced (the store makes a new object on every change): its
     # new VIP is balanced, its old one no longer.
-    services.by_id["s2"] = Svc("s2", [{"NetworkID": "net1", "Addr": f"{MOVED_VIP}/24"}])
+    services.put(Svc("s2", [{"NetworkID": "net1", "Addr": f"{MOVED_VIP}/24"}]))
     run_pass()
     assert ask(ns, MOVED_VIP) == TASKS[0]
     assert ask(ns, EMPTY_VIP) == ""
     # The incremental state agrees with a computation from nothing (what doctor compares).
-    assert balancer.wanted(client) == balancer.programmed["c1"] == {MOVED_VIP: ("n1", (TASKS[0],))}
+    assert (
+        balancer.wanted(client)
+        == balancer.programmed["c1"]
+        == {MOVED_VIP: ("vips_n1", (TASKS[0],))}
+    )
     # doctor --repair's rebuild makes the same table from scratch.
     assert asyncio.run(balancer.rebuild(client)) == 1
     assert ask(ns, MOVED_VIP) == TASKS[0]
     assert lb.backends_by_vip(listing(ns, lb.TABLE)) == {MOVED_VIP: [TASKS[0]]}
+    # A pass with no change logged and no endpoint changed looks at nothing and sends
+    # nothing (the services are not walked: the change log says what changed).
+    services.by_id["s3"] = Svc("s3", [{"NetworkID": "net1", "Addr": f"{VIP}/24"}])
+    run_pass()
+    assert VIP not in vip_entries(
+        Ruleset(sh(f"ip netns exec {ns} nft -j list table {lb.TABLE}").stdout)
+    )
+    services.logged("s3")  # as the cache does: then the pass looks at s3
+    run_pass()
+    sets = listing(ns, lb.TABLE)
+    assert sets["vips_n0"] == [VIP] and sets["vips_n1"] == [MOVED_VIP]
 
 
 def test_mesh_ports_reach_their_tasks_and_follow_changes(ns: str) -> None:
@@ -281,14 +327,32 @@ def test_mesh_ports_reach_their_tasks_and_follow_changes(ns: str) -> None:
     assert in_ns(lambda: fw.set_ingress([three, one]))
     assert set(spread(ns, NODE_ADDR, 30, port=8080)) == set(TASKS[:2])
     assert set(spread(ns, NODE_ADDR, 30, port=8081)) == set(TASKS[1:])
+    # Both ports are elements of the 2-task set now, none left in the others; no verdict map.
+    sets = listing(ns, "inet tether")
+    assert sorted(sets["ing_tcp_n2"]) == [8080, 8081]
+    assert sets["ing_tcp_n3"] == [] and sets["ing_tcp_n1"] == []
+    assert "ingress" not in sets
+    # doctor finds the table as tether rendered it: the mesh chain's rules in the order the
+    # changes made them, the emptied counts' rules left until the next full render.
+    from tether.explain.doctor import _check_nft
+
+    assert in_ns(lambda: _check_nft(fw.state(), {})) == []
     # A full render from the same state holds the same (the periodic sync, a restart).
     in_ns(fw.sync)
     assert set(spread(ns, NODE_ADDR, 30, port=8081)) == set(TASKS[1:])
     sets = listing(ns, "inet tether")
-    assert sorted(str(e[1]["jump"]["target"]) for e in sets["ingress"]) == [
-        "ing_tcp_n2",
-        "ing_tcp_n2",
-    ]
+    assert sorted(sets["ing_tcp_n2"]) == [8080, 8081]
+    assert sets["ing_tcp_n3"] == []  # an unused set stays, empty, until it is used again
+    mesh = json.loads(sh(f"ip netns exec {ns} nft -j list chain inet tether mesh").stdout)
+    rules = [i["rule"] for i in mesh["nftables"] if "rule" in i]
+    assert len(rules) == 1 and "@ing_tcp_n2" in json.dumps(rules[0]["expr"]), rules
+    # ... and the mesh's rule gone is a fault it names.
+    sh(f"ip netns exec {ns} nft flush chain inet tether mesh")
+    found = [p.text for p in in_ns(lambda: _check_nft(fw.state(), {}))]
+    assert any(t.startswith("chain mesh lacks rule `tcp dport @ing_tcp_n2 dnat") for t in found), (
+        found
+    )
+    in_ns(fw.sync)
     assert len(sets["ingress_tcp"]) == 4
     # The port's last task goes: the port closes (nothing listens on 8080 itself).
     assert in_ns(lambda: fw.set_ingress([one]))

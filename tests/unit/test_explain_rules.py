@@ -215,8 +215,35 @@ def test_the_answer_for_people() -> None:
     assert "         fix: nft delete rule inet tether user handle 40" in lines
 
 
-def test_vip_backends_in_both_layouts_of_tether_svc() -> None:
-    from tether.explain.nftrules import vip_backends
+def test_vip_backends_in_the_three_layouts_of_tether_svc() -> None:
+    from tether.explain.nftrules import vip_backends, vip_entries
+
+    # A plain set per task count, each matched by one rule of chain `out`.
+    by_set = {
+        "nftables": [
+            {"set": {"name": "vips_n2", "elem": ["10.0.1.2"]}},
+            {"set": {"name": "vips_n0", "elem": ["10.0.1.9"]}},
+            {"set": {"name": "vips_n3"}},
+            {
+                "map": {
+                    "name": "backends",
+                    "elem": [
+                        [{"concat": ["10.0.1.2", 1]}, "10.0.1.7"],
+                        [{"concat": ["10.0.1.2", 0]}, "10.0.1.5"],
+                    ],
+                }
+            },
+            _rule("out", 4, {"match": {"op": "==", "left": {}, "right": "@vips_n2"}}),
+            _rule("out", 5, {"match": {"op": "==", "left": {}, "right": "@vips_n0"}}),
+        ]
+    }
+    rs = Ruleset(by_set)
+    assert vip_backends(rs) == {"10.0.1.2": ["10.0.1.5", "10.0.1.7"], "10.0.1.9": []}
+    entries = vip_entries(rs)
+    assert {v: (w, r.handle if r else None) for v, (w, r) in entries.items()} == {
+        "10.0.1.2": ("vips_n2", 4),
+        "10.0.1.9": ("vips_n0", 5),
+    }
 
     counted = {
         "nftables": [

@@ -8,19 +8,27 @@ task sees the client's address), established connections stay with their task (c
 when the set changes.
 
     table ip tether_svc {
-        map vips { type ipv4_addr : verdict; }        VIP -> jump n<N>, N its running tasks
         map backends { typeof ip daddr . numgen random mod 2 : ip daddr; }   VIP . i -> task i
-        chain out { type nat hook output priority -90; ip daddr vmap @vips; }
-        chain n0 { drop; }                            no task runs: the VIP answers nothing
-        chain n3 { dnat to ip daddr . numgen random mod 3 map @backends; }
-        ...                                           one chain per task count in use
+        set vips_n0 { type ipv4_addr; }               VIPs of services with no running task
+        set vips_n3 { type ipv4_addr; }               ... with 3 running tasks
+        chain out {
+            type nat hook output priority -90;
+            ip daddr @vips_n0 drop                    no task runs: the VIP answers nothing
+            ip daddr @vips_n3 dnat to ip daddr . numgen random mod 3 map @backends
+            ...                                       one set and one rule per task count in use
+        }
     }
 
-A service is elements of the two maps, never a chain or an anonymous set of its own: the
-kernel finds a transaction's anonymous sets and chains by walking lists, and libnftables
+A service is elements of a set and of the map, never a chain or an anonymous set of its own:
+the kernel finds a transaction's anonymous sets and chains by walking lists, and libnftables
 lists every set of a table to change one rule, so a chain with its own `numgen ... map { }`
-per service took 70 s to load 10,000 services here and ~300 ms per change afterwards; as map
-elements they take ~1 s and ~10 ms (bench/README.md, bench_services.py).
+per service took 70 s to load 10,000 services here and ~300 ms per change afterwards.  Nor is
+it a verdict: an element of a verdict map (`VIP : jump n3`, the layout before this one) makes
+the kernel validate the chain graph again over every element of the map on each change, so
+a VIP added cost more at 10,000 VIPs than at 10; an element of a plain set costs the same at
+both (bench/README.md, bench_services.py).  A VIP whose task count changes leaves one set for the
+other in the same transaction as its backends change, so a connection never meets it in
+neither (or both).
 
 Changes are incremental: a task starting or stopping replaces its service's elements, a
 service coming or going adds or deletes them, in one transaction per sandbox, applied by one
@@ -60,17 +68,19 @@ log = logging.getLogger("tether.lb")
 TABLE = "ip tether_svc"
 DEBOUNCE = 0.005
 
-# vip -> (the chain its element jumps to, its backends in index order)
+# vip -> (the set it is an element of, its backends in index order)
 Wanted = dict[str, tuple[str, tuple[str, ...]]]
+# The per-service change log's entry for "look at every service" (services.py).
+EVERY = "*"
 
 
-def count_chain(n: int) -> str:
-    """The chain that balances over `n` tasks (n0: drops)."""
-    return f"n{n}"
+def count_set(n: int) -> str:
+    """The set of the VIPs balanced over `n` tasks (vips_n0: dropped)."""
+    return f"vips_n{n}"
 
 
 def entry(backends: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-    return count_chain(len(backends)), backends
+    return count_set(len(backends)), backends
 
 
 def create_table() -> str:
@@ -78,47 +88,48 @@ def create_table() -> str:
         f"add table {TABLE}\n"
         f"delete table {TABLE}\n"
         f"table {TABLE} {{\n"
-        " map vips { type ipv4_addr : verdict; }\n"
         # The key's type is that of `ip daddr . numgen ...` whatever the modulus.
         " map backends { typeof ip daddr . numgen random mod 2 : ip daddr; }\n"
         # Before the DNS redirect's nat hook (-100 is tether_dns's): either order works.
-        " chain out { type nat hook output priority -90; policy accept; ip daddr vmap @vips; }\n"
+        " chain out { type nat hook output priority -90; policy accept; }\n"
         "}\n"
     )
 
 
-def chain_text(chain: str, n: int) -> str:
-    """The chain for `n` tasks (made whole: the commands hold whether it exists or not)."""
+def count_text(name: str, n: int) -> str:
+    """The set for VIPs with `n` tasks and the rule that balances them (appended to `out`:
+    the caller knows the table has neither; the sets are disjoint, so order is moot)."""
     body = "drop" if n == 0 else f"dnat to ip daddr . numgen random mod {n} map @backends"
     return (
-        f"add chain {TABLE} {chain}\nflush chain {TABLE} {chain}\nadd rule {TABLE} {chain} {body}\n"
+        f"add set {TABLE} {name} {{ type ipv4_addr; }}\n"
+        f"add rule {TABLE} out ip daddr @{name} {body}\n"
     )
 
 
 def changes(have: Wanted, want: Wanted, made: set[str] | None = None) -> str:
     """The transaction that turns `have` into `want` (one sandbox; only the VIPs in either
-    are looked at).  `made`: the count chains the sandbox's table has (default: those `have`
-    uses); updated with the ones this transaction makes."""
+    are looked at).  `made`: the count sets (and their rules) the sandbox's table has
+    (default: those `have` uses); updated with the ones this transaction makes."""
     if made is None:
-        made = {chain for chain, _b in have.values()}
+        made = {name for name, _b in have.values()}
     out: list[str] = []
-    for vip, (_chain, backends) in have.items():
+    for vip, (name, backends) in have.items():
         if want.get(vip) == have[vip]:
             continue
-        out.append(f"delete element {TABLE} vips {{ {vip} }}\n")
+        out.append(f"delete element {TABLE} {name} {{ {vip} }}\n")
         if backends:
             keys = ", ".join(f"{vip} . {i}" for i in range(len(backends)))
             out.append(f"delete element {TABLE} backends {{ {keys} }}\n")
-    for vip, (chain, backends) in want.items():
-        if have.get(vip) == (chain, backends):
+    for vip, (name, backends) in want.items():
+        if have.get(vip) == (name, backends):
             continue
-        if chain not in made:
-            out.append(chain_text(chain, len(backends)))
-            made.add(chain)
+        if name not in made:
+            out.append(count_text(name, len(backends)))
+            made.add(name)
         if backends:
             pairs = ", ".join(f"{vip} . {i} : {ip}" for i, ip in enumerate(backends))
             out.append(f"add element {TABLE} backends {{ {pairs} }}\n")
-        out.append(f"add element {TABLE} vips {{ {vip} : jump {chain} }}\n")
+        out.append(f"add element {TABLE} {name} {{ {vip} }}\n")
     return "".join(out)
 
 
@@ -148,7 +159,7 @@ class Balancer:
         self.containers = containers
         self.programmed: dict[str, Wanted] = {}  # container id -> what its table holds
         # Per container: the pass after which its table was in step with its networks'
-        # VIPs (and those networks), and the count chains its table has.
+        # VIPs (and those networks), and the count sets its table has.
         self._basis: dict[str, tuple[int, frozenset[str]]] = {}
         self._chains: dict[str, set[str]] = {}
         # What every network's VIPs want, kept up to date change by change (a pass costs
@@ -162,6 +173,14 @@ class Balancer:
         self._seen: dict[str, tuple[Service, tuple[tuple[str, str], ...]]] = {}
         self._dirty: dict[str, set[str] | None] = {}  # net -> endpoints changed (None: any)
         self._pass = 0
+        # The ids of the services changed since the last pass, as the services cache logs
+        # them (EVERY: look at all of them); None if the cache keeps no log (then every pass
+        # compares every service: ~30 ms at 10,000 on a loaded machine).
+        self._svc_log: set[str] | None = None
+        logs = getattr(services, "change_logs", None)
+        if isinstance(logs, list):
+            self._svc_log = {EVERY}
+            logs.append(self._svc_log)
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.last_pass_ms = 0.0
@@ -272,10 +291,17 @@ class Balancer:
             return tuple(sorted(self._tasks.get((net_id, sid), ())))
 
         current = self.services.by_id
-        changed = [
-            sid for sid, svc in current.items() if self._seen.get(sid, (None,))[0] is not svc
-        ]
-        changed += [sid for sid in self._seen.keys() - current.keys()]
+        log_ = self._svc_log
+        if log_ is not None and EVERY not in log_ and self._pass > 0:
+            # Only the services the cache says changed (a pass costs what changed).
+            changed = list(log_)
+        else:
+            changed = [
+                sid for sid, svc in current.items() if self._seen.get(sid, (None,))[0] is not svc
+            ]
+            changed += [sid for sid in self._seen.keys() - current.keys()]
+        if log_ is not None:
+            log_.clear()
         for sid in changed:
             _old, old_vips = self._seen.pop(sid, (None, ()))
             svc = current.get(sid)

@@ -244,12 +244,17 @@ class Services:
         # Called (synchronously) when services or tasks change: the agent, the balancer,
         # the DNS follow these.
         self.listeners: list[Any] = []
+        # Sets a follower (the balancer) registers and drains: the ids of the services put
+        # or deleted since, "*" for all of them (a relist), so that its pass costs what
+        # changed rather than a walk over every service.
+        self.change_logs: list[set[str]] = []
 
     # -- the watch's side --------------------------------------------------------------
 
     def apply(self, kind: str, key: str, data: Any) -> None:
         """One put (data) or delete (None) of a services/tasks/tstatus/leader key."""
         if kind == "services":
+            self._logged(key)
             if data is None:
                 self.by_id.pop(key, None)
             else:
@@ -291,7 +296,12 @@ class Services:
             except Exception:
                 log.exception("services listener failed")
 
+    def _logged(self, sid: str) -> None:
+        for changed in self.change_logs:
+            changed.add(sid)
+
     def relisted(self) -> None:
+        self._logged("*")
         self._kick.set()
         for fn in self.listeners:
             fn()
@@ -369,6 +379,7 @@ class Services:
                 f"service {svc.name} already exists"
             )
         self.by_id[svc.id] = svc
+        self._logged(svc.id)
         return svc
 
     async def update(self, svc: Service, version: int) -> Service:
@@ -405,6 +416,7 @@ class Services:
             await self._port_in_use(svc, added)
             raise InvalidParameter("rpc error: code = Unknown desc = update out of sequence")
         self.by_id[svc.id] = svc
+        self._logged(svc.id)
         return svc
 
     async def remove(self, svc: Service) -> None:
@@ -420,6 +432,7 @@ class Services:
             ops.append(Op.delete(keys.address(vip["NetworkID"], vip["Addr"].split("/")[0])))
         await c.client.txn([], ops)
         self.by_id.pop(svc.id, None)
+        self._logged(svc.id)
         self.update_status.pop(svc.id, None)
 
     async def report(self, task_id: str, state: str, **fields: Any) -> None:

@@ -34,6 +34,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import socket
 import time
 from collections import defaultdict
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from tether.dns.records import Member, Zone
 from tether.engine.sandbox import gateway_endpoint
 from tether.explain.nftrules import normalized, rule_texts
-from tether.firewall.render import TABLE, USER_CHAIN, FirewallState, render
+from tether.firewall.render import MESH_CHAIN, TABLE, USER_CHAIN, FirewallState, render
 from tether.kernel import observe
 from tether.model import Container, Network
 
@@ -1052,7 +1053,7 @@ def _check_sandbox(w: SandboxWant) -> list[Problem]:
 
 
 def _check_vips(w: SandboxWant) -> list[Problem]:
-    from tether.explain.nftrules import Ruleset, vip_backends
+    from tether.explain.nftrules import Ruleset, vip_backends, vip_entries
 
     obj = f"container {w.name}"
     act = ("vip", w.cid)
@@ -1071,11 +1072,8 @@ def _check_vips(w: SandboxWant) -> list[Problem]:
             )
         ]
     balanced = vip_backends(rs)
-    have: dict[str, str] = {}
-    for elem in rs.sets.get("vips", []):
-        if isinstance(elem, list) and len(elem) == 2 and isinstance(elem[1], dict):
-            jump = elem[1].get("jump") or elem[1].get("goto") or {}
-            have[str(elem[0])] = str(jump.get("target", ""))
+    # VIP -> the set (or, in a table of an older layout, the chain) that balances it.
+    have = {vip: where for vip, (where, _rule) in vip_entries(rs).items()}
     problems = []
     for vip, (chain, backends) in sorted(w.vips.items()):
         if have.get(vip) != chain:
@@ -1204,6 +1202,18 @@ def _check_nft(state: FirewallState, port_owners: dict[str, str]) -> list[Proble
     problems: list[Problem] = []
     fix = ("nft", "")
     repair = "render and apply tether's table again (the user chain is kept)"
+    if MESH_CHAIN in want_chains and MESH_CHAIN in have_chains:
+        # The mesh's rules, one per (protocol, task count): a change appends the rule of a
+        # count no port had and leaves that of a count no port has any more (its set empty)
+        # until the next full render; neither their order nor those leftovers is a fault.
+        wanted = sorted(want_chains[MESH_CHAIN])
+        kept = [
+            (h, t)
+            for h, t in have_chains[MESH_CHAIN]
+            if t in wanted or any(have_elems.get(n) for n in re.findall(r"@(ing_\w+_n\d+)", t))
+        ]
+        want_chains[MESH_CHAIN] = wanted
+        have_chains[MESH_CHAIN] = sorted(kept, key=lambda r: r[1])
     for chain in sorted(set(have_chains) - set(want_chains) - {USER_CHAIN}):
         problems.append(
             Problem(

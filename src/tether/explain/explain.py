@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Literal
 
 from tether.errors import InvalidParameter, NotFound
 from tether.explain.model import Explanation, parse_port
-from tether.explain.nftrules import Outcome, Packet, Rule, Ruleset, rule_texts, vip_backends
+from tether.explain.nftrules import (
+    Outcome,
+    Packet,
+    Rule,
+    Ruleset,
+    rule_texts,
+    vip_backends,
+    vip_entries,
+)
 from tether.explain.probe import probe
 from tether.firewall.policy import Decision, Net, Policy, Where, allowed, decide, path
 from tether.firewall.render import TABLE
@@ -933,8 +941,8 @@ class Explainer:
                 "policy",
                 False,
                 obj,
-                f"{svc.name}'s VIP {vip} is not balanced in {a.name}'s namespace (no element in "
-                "map vips)",
+                f"{svc.name}'s VIP {vip} is not balanced in {a.name}'s namespace (in no set "
+                "vips_n<N>)",
                 "tether doctor --repair",
             )
             return None
@@ -974,16 +982,10 @@ class Explainer:
         except OSError:
             return None, None
         rs = Ruleset(listing)
-        chain = ""
-        for elem in rs.sets.get("vips", []):
-            if isinstance(elem, list) and len(elem) == 2 and str(elem[0]) == vip:
-                target = elem[1]
-                if isinstance(target, dict) and "jump" in target:
-                    chain = str(target["jump"].get("target", ""))
-        if not chain:
+        found = vip_entries(rs).get(vip)
+        if found is None:
             return None, None
-        rules = rs.chains.get(chain, [])
-        return vip_backends(rs).get(vip, []), rules[0] if rules else None
+        return vip_backends(rs).get(vip, []), found[1]
 
     def _task_at(self, ip: str) -> Party | None:
         for c in self.d.containers.by_id.values():

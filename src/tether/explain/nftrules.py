@@ -375,10 +375,38 @@ def counters(rule: Rule) -> tuple[int, int] | None:
     return None
 
 
+_COUNT_SET = re.compile(r"vips_n[0-9]+")
+
+
+def vip_entries(rs: Ruleset) -> dict[str, tuple[str, Rule | None]]:
+    """VIP -> where a sandbox's `ip tether_svc` table balances it (the set it is an element
+    of, or the chain its verdict map element jumps to) and the rule that does it.  Three
+    layouts are read: a plain set per task count (`vips_n3`, matched by one rule of chain
+    `out`), and the two before it, a verdict map `vips` whose elements jump to a chain per
+    task count or per service."""
+    out: dict[str, tuple[str, Rule | None]] = {}
+    for name, elems in rs.sets.items():
+        if not _COUNT_SET.fullmatch(name):
+            continue
+        ref = json.dumps(f"@{name}")
+        rule = next((r for r in rs.chains.get("out", []) if ref in json.dumps(r.expr)), None)
+        for elem in elems:
+            if isinstance(elem, str):
+                out[elem] = (name, rule)
+    for elem in rs.sets.get("vips", []):
+        if not (isinstance(elem, list) and len(elem) == 2 and isinstance(elem[1], dict)):
+            continue
+        jump = elem[1].get("jump") or elem[1].get("goto") or {}
+        chain = str(jump.get("target", ""))
+        rules = rs.chains.get(chain, [])
+        out[str(elem[0])] = (chain, rules[0] if rules else None)
+    return out
+
+
 def vip_backends(rs: Ruleset) -> dict[str, list[str]]:
     """VIP -> the task addresses a sandbox's `ip tether_svc` table balances it over, in index
-    order.  Two layouts are read: a `backends` map keyed by `VIP . index` (one count chain
-    per number of tasks), and a chain per service whose rule DNATs through an anonymous
+    order (layouts: vip_entries'): a `backends` map keyed by `VIP . index` (a set or a chain
+    per number of tasks), or a chain per service whose rule DNATs through an anonymous
     `numgen` map."""
     found: dict[str, dict[int, str]] = {}
     for elem in rs.sets.get("backends", []):
@@ -387,16 +415,13 @@ def vip_backends(rs: Ruleset) -> dict[str, list[str]]:
             if isinstance(key, list) and len(key) == 2:
                 found.setdefault(str(key[0]), {})[int(key[1])] = str(elem[1])
     out = {vip: [by[i] for i in sorted(by)] for vip, by in found.items()}
-    for elem in rs.sets.get("vips", []):
-        if not (isinstance(elem, list) and len(elem) == 2 and isinstance(elem[1], dict)):
-            continue
-        vip = str(elem[0])
+    for vip, (where, _rule) in vip_entries(rs).items():
         if vip in out:
             continue
-        jump = elem[1].get("jump") or elem[1].get("goto") or {}
         targets: list[str] = []
-        for r in rs.chains.get(str(jump.get("target", "")), []):
-            targets += dnat_targets(r.expr)
+        if not _COUNT_SET.fullmatch(where):  # a chain: a service's own map, or n0's drop
+            for r in rs.chains.get(where, []):
+                targets += dnat_targets(r.expr)
         out[vip] = targets
     return out
 

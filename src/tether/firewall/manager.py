@@ -20,6 +20,7 @@ from tether.firewall.render import (
     NetRule,
     PortRule,
     ingress_changes,
+    mesh_counts,
     port_elements,
     render,
 )
@@ -42,6 +43,9 @@ class Firewall:
         self.underlay = underlay
         # The routing mesh's ports as last set (cluster/ingress.py keeps them current).
         self.ingress: list[IngressPort] = []
+        # The mesh's (protocol, task count) sets and rules the table has (a full render
+        # makes those of the ports; set_ingress adds to them).
+        self._mesh_made: set[tuple[str, int]] = set()
 
     def state(self) -> FirewallState:
         return FirewallState(
@@ -80,6 +84,7 @@ class Firewall:
             table = TABLE
             text = f"flush chain {table} forward\ndelete chain {table} forward\n" + text
         self.nft.run(text)
+        self._mesh_made = mesh_counts(state.ingress)
         log.debug("firewall applied networks=%d ports=%d", len(state.networks), len(state.ports))
 
     def present(self) -> bool:
@@ -112,15 +117,17 @@ class Firewall:
             self.sync()
 
     def set_ingress(self, ports: list[IngressPort]) -> bool:
-        """Make the routing mesh's ports `ports`: one transaction of the chains and map
-        elements that differ (a task starting or stopping rewrites one chain).  Returns
-        whether anything was applied."""
-        text = ingress_changes(self.ingress, ports)
+        """Make the routing mesh's ports `ports`: one transaction of the set and map
+        elements that differ (a task starting or stopping moves its port between two sets
+        and rewrites its tasks).  Returns whether anything was applied."""
+        made = set(self._mesh_made)
+        text = ingress_changes(self.ingress, ports, made)
         self.ingress = list(ports)
         if not text:
             return False
         try:
             self.nft.run(text)
+            self._mesh_made = made
         except NftError as exc:
             # The table was restored or flushed meanwhile: render it whole from the state.
             log.warning("routing mesh change re-rendered the table: %s", exc)

@@ -63,9 +63,10 @@ class IngressPort:
     backends: tuple[tuple[str, int], ...]
 
     @property
-    def chain(self) -> str:
-        """The chain its map element jumps to: one per number of tasks, shared by every
-        port with that many (a port is map elements, never a chain of its own)."""
+    def count_set(self) -> str:
+        """The set its port is an element of: one per protocol and number of tasks, shared
+        by every port with that many, each with one rule in chain `mesh` (a port is
+        elements, never a chain or a verdict of its own)."""
         return f"ing_{self.proto}_n{len(self.backends)}"
 
     @property
@@ -115,21 +116,31 @@ def chain_names(state: FirewallState) -> set[str]:
         names |= {f"net_{n.key}_out", f"net_{n.key}_in"}
         if n.internal or n.ingress:
             names.add(f"net_{n.key}_host")
-    names |= {p.chain for p in state.ingress if p.backends}
+    names.add(MESH_CHAIN)
     if state.underlay is not None and state.underlay.encrypted_vnis:
         names.add("guard_out")  # plain VXLAN of encrypted networks never leaves
     return names
 
 
+# The chain the nat hooks send connections to the node's own addresses through, first: one
+# rule per (protocol, task count) in use, `tcp dport @ing_tcp_n3 dnat ...`.
+MESH_CHAIN = "mesh"
+
+
 def ingress_rule(p: IngressPort) -> str:
-    """The DNAT of mesh ports with `len(p.backends)` tasks: a task at random per new
-    connection (conntrack keeps an established one on its task when the set changes).
-    Ports are elements of two maps, so a change costs the same with 10 ports as with 10,000
-    (a chain with its own anonymous map per port took ~50 ms per change at 1,000 ports:
-    the kernel and libnftables walk every set of the table; bench/README.md)."""
+    """The set of mesh ports with `len(p.backends)` tasks (made empty) and its rule: the
+    DNAT to a task at random per new connection (conntrack keeps an established one on its
+    task when the set changes).  Ports are elements of plain sets and a map, so a change
+    costs the same with 10 ports as with 10,000: a chain with its own anonymous map per port
+    took ~50 ms per change at 1,000 ports (the kernel and libnftables walk every set of the
+    table), and an element of a verdict map (`tcp . 8080 : jump ing_tcp_n3`, the layout
+    before this one) makes the kernel validate the chain graph over every element of the
+    map on each addition, which grows with the ports (bench/README.md)."""
     n = len(p.backends)
     return (
-        f"add rule {TABLE} {p.chain} "
+        f"add set {TABLE} {p.count_set} {{ type inet_service; }}\n"
+        f"flush set {TABLE} {p.count_set}\n"
+        f"add rule {TABLE} {MESH_CHAIN} {p.proto} dport @{p.count_set} "
         f"dnat ip to {p.proto} dport . numgen random mod {n} map @{p.tasks_map}\n"
     )
 
@@ -140,27 +151,37 @@ def ingress_elements(p: IngressPort, op: str) -> str:
     if op == "delete":
         keys = ", ".join(f"{p.port} . {i}" for i in range(len(p.backends)))
         return (
-            f"delete element {TABLE} ingress {{ {p.proto} . {p.port} }}\n"
+            f"delete element {TABLE} {p.count_set} {{ {p.port} }}\n"
             f"delete element {TABLE} {p.tasks_map} {{ {keys} }}\n"
         )
     pairs = ", ".join(f"{p.port} . {i} : {ip} . {port}" for i, (ip, port) in enumerate(p.backends))
     return (
         f"add element {TABLE} {p.tasks_map} {{ {pairs} }}\n"
-        f"add element {TABLE} ingress {{ {p.proto} . {p.port} : jump {p.chain} }}\n"
+        f"add element {TABLE} {p.count_set} {{ {p.port} }}\n"
     )
 
 
-def ingress_changes(have: list[IngressPort], want: list[IngressPort]) -> str:
-    """The transaction that turns the mesh's ports `have` into `want`: the map elements of
-    the ports that changed, nothing for the others, and the chain for a number of tasks no
-    port had (made whole; unused ones stay until the next full render).  A port without a
-    running task has no element (the connection meets whatever else the host has on that
-    port)."""
+def mesh_counts(ports: list[IngressPort]) -> set[tuple[str, int]]:
+    """(protocol, task count) of the sets (and rules) a full render makes for `ports`."""
+    return {(p.proto, len(p.backends)) for p in ports if p.backends}
+
+
+def ingress_changes(
+    have: list[IngressPort], want: list[IngressPort], made: set[tuple[str, int]] | None = None
+) -> str:
+    """The transaction that turns the mesh's ports `have` into `want`: the elements of the
+    ports that changed, nothing for the others, and the set and rule for a number of tasks
+    the table has none for.  `made`: the (protocol, count) the table has sets and rules for
+    (default: those `have` uses), updated with the ones this transaction makes; unused ones
+    stay until the next full render.  A port whose task count changes leaves one set for
+    the other in this one transaction.  A port without a running task has no element (the
+    connection meets whatever else the host has on that port)."""
     # Backends compared as tuples (a dataclass's generated __eq__ is ~5x slower: 10,000
     # ports took ~50 ms to compare).
     old = {(p.proto, p.port): p.backends for p in have if p.backends}
     new = {(p.proto, p.port): p.backends for p in want if p.backends}
-    made = {(proto, len(b)) for (proto, _port), b in old.items()}
+    if made is None:
+        made = {(proto, len(b)) for (proto, _port), b in old.items()}
     out: list[str] = []
     for key, b in old.items():
         if new.get(key) != b:
@@ -170,7 +191,6 @@ def ingress_changes(have: list[IngressPort], want: list[IngressPort]) -> str:
             continue
         p = IngressPort(*key, b)
         if (p.proto, len(b)) not in made:
-            out.append(f"add chain {TABLE} {p.chain}\nflush chain {TABLE} {p.chain}\n")
             out.append(ingress_rule(p))
             made.add((p.proto, len(b)))
         out.append(ingress_elements(p, "add"))
@@ -186,7 +206,6 @@ SETS = {
     "entering": "type ifname : verdict;",
     "hostbound": "type ifname : verdict;",
     "vteps": "type ipv4_addr;",
-    "ingress": "type inet_proto . inet_service : verdict;",
     # The routing mesh's tasks, a map per protocol: port . index -> task address . target
     # port (the key's type is that of `... numgen random mod N` whatever N; `th dport` in a
     # typeof does not survive libnftables reading the map back from the kernel).
@@ -195,6 +214,7 @@ SETS = {
         for proto in ("tcp", "udp", "sctp")
     },
 }
+OLD_INGRESS_MAP = "type inet_proto . inet_service : verdict;"
 BASE_CHAINS = {
     "forward": f"type filter hook forward priority filter + {FORWARD_PRIORITY}; policy accept;",
     "prerouting": "type nat hook prerouting priority dstnat; policy accept;",
@@ -217,6 +237,11 @@ def render(state: FirewallState, stale_chains: set[str] | None = None) -> str:
         spec = BASE_CHAINS.get(name, "")
         out.append(f"add chain {TABLE} {name}" + (f" {{ {spec} }}\n" if spec else "\n"))
         out.append(f"flush chain {TABLE} {name}\n")
+    if stale_chains:
+        # The routing mesh's verdict map of the layout before (its elements jump to the
+        # chains deleted just below): gone once the rules naming it are flushed above.
+        out.append(f"add map {TABLE} ingress {{ {OLD_INGRESS_MAP} }}\n")
+        out.append(f"delete map {TABLE} ingress\n")
     for name in sorted((stale_chains or set()) - wanted - {USER_CHAIN}):
         out.append(f"flush chain {TABLE} {name}\n")
         out.append(f"delete chain {TABLE} {name}\n")
@@ -256,9 +281,10 @@ def render(state: FirewallState, stale_chains: set[str] | None = None) -> str:
     counts: set[str] = set()
     for ip in state.ingress:
         if ip.backends:
-            if ip.chain not in counts:
-                counts.add(ip.chain)
-                rules.append(ingress_rule(ip))
+            if ip.count_set not in counts:
+                counts.add(ip.count_set)
+                # Before the elements: it makes the set (empty, whatever it held).
+                out.append(ingress_rule(ip))
             elements.append(ingress_elements(ip, "add"))
 
     policy = decide(nets, state.underlay)
@@ -327,9 +353,9 @@ def _nft(d: Decision, p: Policy) -> list[tuple[str, str]]:
             ("publish", "dnat ip to ip daddr . meta l4proto . th dport map @pub4ip"),
             ("publish", "dnat ip to meta l4proto . th dport map @pub4"),
             # The routing mesh's ports first, as Docker's DOCKER-INGRESS chain comes first.
-            ("prerouting", "fib daddr type local meta l4proto . th dport vmap @ingress"),
+            ("prerouting", f"fib daddr type local jump {MESH_CHAIN}"),
             ("prerouting", "fib daddr type local jump publish"),
-            ("output", "fib daddr type local meta l4proto . th dport vmap @ingress"),
+            ("output", f"fib daddr type local jump {MESH_CHAIN}"),
             ("output", "fib daddr type local jump publish"),
         ]
     if d.scope == "loopback":
