@@ -132,8 +132,9 @@ class OverlayDriver(NetworkDriver):
         # What this node programmed per network: {ip: Remote}; rebuilt from the kernel at
         # start (reconcile), so a restart never reprograms what is already right.
         self.programmed: dict[str, dict[str, Remote]] = {}
-        # What the store says each network's remote endpoints are (the last `program`).
-        self.wanted: dict[str, list[Remote]] = {}
+        # What the store says each network's remote endpoints are: {ip: Remote}, set whole
+        # by `program` and changed in place by `patch`.
+        self.wanted: dict[str, dict[str, Remote]] = {}
         self._lock = asyncio.Lock()
         # Encrypted networks' data path (set by the daemon: crypt/manager.py).
         self.encryption: EncryptedPorts | None = None
@@ -234,7 +235,7 @@ class OverlayDriver(NetworkDriver):
             self.programmed[net.id] = {}
             # A remade device (a restart, a new advertise address) gets what the store says
             # at once, not at the store's next change for this network.
-            await self._apply(net, vx_index, self.wanted.get(net.id, []))
+            await self._apply(net, vx_index, list(self.wanted.get(net.id, {}).values()))
             changed = True
         elif not vx.up:
             await self.rtnl.up(vx.index)
@@ -335,15 +336,55 @@ class OverlayDriver(NetworkDriver):
 
     async def program(self, net: Network, remotes: list[Remote]) -> int:
         """Make the VXLAN device's FDB and neighbour table hold exactly `remotes` (the
-        network's endpoints on other nodes).  Returns the number of entries changed."""
+        network's endpoints on other nodes).  Returns the number of entries changed.  Costs
+        in proportion to the network's size: the path after a relist, a restart or a
+        repair; a change the store names goes through `patch`."""
         async with self._lock:
-            self.wanted[net.id] = list(remotes)
+            self.wanted[net.id] = {r.ip: r for r in remotes}
             if self.encryption is not None and OverlayState.of(net).encrypted:
                 return await self.encryption.program(net, remotes)
             index = await self.rtnl.index(vxlan_name(net))
             if index is None:
                 return 0
             return await self._apply(net, index, remotes)
+
+    async def patch(self, net: Network, drop: list[str], put: list[Remote]) -> int:
+        """Withdraw the addresses in `drop` and make each of `put` present, leaving every
+        other entry alone: a change costs what it changes, not the network's size (the
+        whole diff made every change cost ~230 ms at 5,000 endpoints).  Returns the number
+        of entries changed."""
+        async with self._lock:
+            wanted = self.wanted.setdefault(net.id, {})
+            for ip in drop:
+                wanted.pop(ip, None)
+            for r in put:
+                wanted[r.ip] = r
+            if self.encryption is not None and OverlayState.of(net).encrypted:
+                # tether-crypt's ports take the whole list (crypt/manager.py).
+                return await self.encryption.program(net, list(wanted.values()))
+            index = await self.rtnl.index(vxlan_name(net))
+            if index is None:
+                return 0  # _ensure programs `wanted` when it makes the device
+            have = self.programmed.setdefault(net.id, {})
+            gone: list[tuple[Remote, Remote | None]] = []
+            for ip in drop:
+                if ip in have:
+                    gone.append((have.pop(ip), None))
+            add: list[Remote] = []
+            for r in put:
+                old = have.get(r.ip)
+                if old == r:
+                    continue
+                if old is not None:
+                    gone.append((have.pop(r.ip), r))
+                add.append(r)
+            # Withdrawals before additions, as in _apply.
+            for old, new in gone:
+                await self._withdraw(index, old, new)
+            for r in add:
+                await self._install(index, r)
+                have[r.ip] = r
+            return len(gone) + len(add)
 
     async def _apply(self, net: Network, index: int, remotes: list[Remote]) -> int:
         """The diff between what the device holds and `remotes`, applied (lock held)."""
@@ -354,21 +395,28 @@ class OverlayDriver(NetworkDriver):
             new = want.get(ip)
             if new == old:
                 continue
-            await self.rtnl.neigh_del(index, ip)
-            if new is None or new.mac != old.mac:
-                await self.rtnl.fdb_del(index, old.mac, old.vtep)
-                await self.rtnl.bridge_fdb_del(index, old.mac)
+            await self._withdraw(index, old, new)
             del have[ip]
             changes += 1
         for ip, r in want.items():
             if ip in have:
                 continue
-            await self.rtnl.fdb_replace(index, r.mac, r.vtep)
-            await self.rtnl.bridge_fdb_replace(index, r.mac)
-            await self.rtnl.neigh_replace(index, r.ip, r.mac)
+            await self._install(index, r)
             have[ip] = r
             changes += 1
         return changes
+
+    async def _withdraw(self, index: int, old: Remote, new: Remote | None) -> None:
+        """`old`'s neighbour entry goes; its MAC's FDB entries too unless `new` keeps it."""
+        await self.rtnl.neigh_del(index, old.ip)
+        if new is None or new.mac != old.mac:
+            await self.rtnl.fdb_del(index, old.mac, old.vtep)
+            await self.rtnl.bridge_fdb_del(index, old.mac)
+
+    async def _install(self, index: int, r: Remote) -> None:
+        await self.rtnl.fdb_replace(index, r.mac, r.vtep)
+        await self.rtnl.bridge_fdb_replace(index, r.mac)
+        await self.rtnl.neigh_replace(index, r.ip, r.mac)
 
     async def relearn(self, net: Network) -> None:
         """Read back what the kernel holds (after a daemon restart), so `program` only
