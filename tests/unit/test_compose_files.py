@@ -138,18 +138,17 @@ def test_unsupported_keys_are_warned_about_not_silently_ignored(tmp_path: Path) 
         tmp_path,
         "version: '3.8'\n"
         "x-anchors: &a {image: busybox}\n"
-        "services:\n  web:\n    <<: *a\n    volumes: ['/a:/b']\n    restart: always\n"
+        "services:\n  web:\n    <<: *a\n    volumes: ['/a:/b']\n    cpus: 2\n"
         "    x-note: fine\n    deploy:\n      replicas: 2\n      resources: {limits: {cpus: '1'}}\n"
         "    depends_on:\n      db: {condition: service_healthy}\n"
         "  db:\n    image: busybox\n    healthcheck: {test: ['CMD', 'true']}\n"
-        "volumes:\n  data: {}\n",
+        "volumes:\n  data: {}\nsecrets:\n  s: {file: ./x}\n",
     )
     assert p.warnings == [
         f"{tmp_path}/myapp/compose.yaml: the attribute `version` is obsolete, it will be "
         "ignored, please remove it to avoid potential confusion",
-        "volumes is not supported by tether yet and is ignored",
-        "services.web.volumes is not supported by tether yet and is ignored",
-        "services.web.restart is not supported by tether yet and is ignored",
+        "secrets is not supported by tether yet and is ignored",
+        "services.web.cpus is not supported by tether yet and is ignored",
         "services.web.deploy.resources is not supported by tether yet and is ignored",
         "services.db.healthcheck is not supported by tether yet and is ignored",
         "services.web.depends_on.db.condition: service_healthy needs a healthcheck, which "
@@ -480,6 +479,8 @@ def test_user_read_only_and_logging_reach_the_container(tmp_path: Path) -> None:
     for k in ("replicas", "replicas_set", "has_build", "security", "build", "pull_policy"):
         old.pop(k)
     for k in ("image_given", "privileged", "cap_add", "cap_drop", "security_opt"):
+        old.pop(k)
+    for k in ("volumes", "tmpfs", "restart"):
         old.pop(k)
     old["image_id"] = "sha256:x"
     assert plan.service_hash(web, "sha256:x") == plan._digest(old)

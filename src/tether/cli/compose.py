@@ -162,7 +162,7 @@ def run_images(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[st
 
 
 def run_down(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]) -> int:
-    return _runner(ctx, g).down(o["remove_orphans"], _timeout(o))
+    return _runner(ctx, g).down(o["remove_orphans"], _timeout(o), o["volumes"])
 
 
 def _known(r: Runner, names: list[str]) -> None:
@@ -384,6 +384,12 @@ SUB: dict[str, Command] = {
                 help="Remove containers for services not defined in the Compose file",
             ),
             TIMEOUT,
+            Flag(
+                "volumes",
+                "v",
+                kind="bool",
+                help='Remove named volumes declared in the "volumes" section of the Compose file',
+            ),
         ],
         max_args=0,
         handler=run_down,

@@ -81,6 +81,10 @@ class Service:
     read_only: bool = False
     log_driver: str = ""  # logging.driver
     log_options: dict[str, str] = field(default_factory=dict)  # logging.options
+    # volumes (compose/volumes.py: VolumeMount, long form), tmpfs, restart as written.
+    volumes: list[Any] = field(default_factory=list)
+    tmpfs: list[str] = field(default_factory=list)
+    restart: str = ""
     # What the container's HostConfig gets for the four above, profile files read (secopts).
     security: dict[str, Any] = field(default_factory=dict)
     replicas: int = 1
@@ -118,6 +122,7 @@ class Project:
     networks: dict[str, NetworkDef]
     warnings: list[str] = field(default_factory=list)
     order: list[list[str]] = field(default_factory=list)  # start order, set by loader.load
+    volumes: dict[str, Any] = field(default_factory=dict)  # key -> compose/volumes.VolumeDef
 
 
 def normalize_project_name(text: str) -> str:
@@ -515,6 +520,20 @@ def build(
         str(k): _service(str(k), v or {}, env, read_file, warnings.append)
         for k, v in (document.get("services") or {}).items()
     }
+    from tether.compose import volumes as compose_volumes
+
+    for k, v in (document.get("services") or {}).items():
+        svc, where = services[str(k)], f"services.{k}"
+        svc.volumes = compose_volumes.service_volumes(
+            (v or {}).get("volumes"), where, working_dir, env
+        )
+        svc.tmpfs = compose_volumes.service_tmpfs((v or {}).get("tmpfs"))
+        svc.restart = compose_volumes.service_restart((v or {}).get("restart"), where)
+    volume_defs = {
+        str(k): compose_volumes.volume_def(name, str(k), v)
+        for k, v in (document.get("volumes") or {}).items()
+    }
+    compose_volumes.check_references(services, volume_defs)
     from tether.compose import images
 
     for k, v in (document.get("services") or {}).items():
@@ -532,4 +551,5 @@ def build(
         services=services,
         networks=networks,
         warnings=warnings,
+        volumes=volume_defs,
     )

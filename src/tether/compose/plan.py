@@ -43,6 +43,9 @@ def service_hash(svc: Service, image_id: str) -> str:
         "read_only",
         "log_driver",
         "log_options",
+        "volumes",
+        "tmpfs",
+        "restart",
     ):
         if not doc[k]:
             doc.pop(k)  # absent as before these keys were supported: the hash stays
@@ -179,6 +182,10 @@ def container_body(
         body["User"] = svc.user
     if svc.read_only:
         body["HostConfig"]["ReadonlyRootfs"] = True
+    if svc.volumes or svc.tmpfs or svc.restart:
+        from tether.compose.volumes import host_config
+
+        body["HostConfig"].update(host_config(svc, project.volumes))
     if svc.log_driver or svc.log_options:
         # Checked by the daemon (json-file's max-size/max-file, none; others refused).
         body["HostConfig"]["LogConfig"] = {"Type": svc.log_driver, "Config": svc.log_options}

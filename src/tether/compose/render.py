@@ -65,6 +65,14 @@ def _service(svc: Service) -> dict[str, Any]:
         out["networks"] = nets
     if svc.privileged:
         out["privileged"] = True
+    if svc.restart:
+        out["restart"] = svc.restart
+    if svc.tmpfs:
+        out["tmpfs"] = svc.tmpfs
+    if svc.volumes:
+        from tether.compose.volumes import render_mounts
+
+        out["volumes"] = render_mounts(svc)
     if svc.security_opt:
         out["security_opt"] = svc.security_opt
     if svc.ports:
@@ -121,7 +129,16 @@ def model_dict(project: Project) -> dict[str, Any]:
         "name": project.name,
         "services": {name: _service(svc) for name, svc in sorted(project.services.items())},
         "networks": {key: _network(net) for key, net in sorted(project.networks.items())},
+        **_volumes(project),
     }
+
+
+def _volumes(project: Project) -> dict[str, Any]:
+    if not project.volumes:
+        return {}
+    from tether.compose.volumes import render_volume
+
+    return {"volumes": {k: render_volume(v) for k, v in sorted(project.volumes.items())}}
 
 
 def to_yaml(project: Project) -> str:

@@ -185,6 +185,10 @@ class Runner:
                 "project. If you removed or renamed this service in your compose file, you "
                 "can run this command with the --remove-orphans flag to clean it up."
             )
+        # Volumes first: a missing external volume stops `up` before anything is made.
+        from tether.compose.volumes import ensure_volumes
+
+        ensure_volumes(self, wanted)
         self._ensure_networks(wanted, host, existing, timeout)
         existing = [e for e in existing if e.service in project.services and e.state != "removed"]
 
@@ -384,7 +388,7 @@ class Runner:
             levels.setdefault(rank.get(e.service, 0), []).append(e)
         return [levels[k] for k in sorted(levels)]
 
-    def down(self, remove_orphans: bool, timeout: float | None) -> int:
+    def down(self, remove_orphans: bool, timeout: float | None, volumes: bool = False) -> int:
         existing = self.containers()
         ours = [e for e in existing if e.service in self.project.services or remove_orphans]
         orphans = [e for e in existing if e not in ours]
@@ -413,6 +417,10 @@ class Runner:
                 status = 1
                 continue
             self.progress("Network", n["Name"], "Removed")
+        if volumes:
+            from tether.compose.volumes import remove_volumes
+
+            status = remove_volumes(self) or status
         return status
 
     # -- attach (up without -d) ----------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-TOP = {"version", "name", "services", "networks"}
+TOP = {"version", "name", "services", "networks", "volumes"}
 SERVICE = {
     "image",
     "build",
@@ -43,6 +43,9 @@ SERVICE = {
     "user",
     "read_only",
     "logging",
+    "volumes",
+    "tmpfs",
+    "restart",
     # Refused unless they ask for the default (compose/model.py, tether.unsupported).
     "pids_limit",
     "mem_limit",
@@ -74,6 +77,9 @@ NETWORK = {
     "labels",
 }
 IPAM = {"driver", "config", "options"}
+# A service's volume in the long syntax, and a top-level volume (compose/volumes.py).
+SERVICE_VOLUME = {"type", "source", "target", "read_only", "bind", "volume", "tmpfs"}
+VOLUME = {"name", "driver", "driver_opts", "external", "labels"}
 IPAM_CONFIG = {"subnet", "gateway", "ip_range", "aux_addresses"}
 
 
@@ -103,12 +109,20 @@ def unsupported(document: dict[str, Any]) -> list[str]:
                 out += _extra(cfg, ATTACHMENT, f"{at}.networks.{key}")
         for i, port in enumerate(svc.get("ports") or []):
             out += _extra(port, PORT, f"{at}.ports.{i}")
+        for i, vol in enumerate(svc.get("volumes") or []):
+            out += _extra(vol, SERVICE_VOLUME, f"{at}.volumes.{i}")
+            if isinstance(vol, dict):
+                out += _extra(vol.get("bind"), {"create_host_path"}, f"{at}.volumes.{i}.bind")
+                out += _extra(vol.get("volume"), {"nocopy"}, f"{at}.volumes.{i}.volume")
+                out += _extra(vol.get("tmpfs"), {"size"}, f"{at}.volumes.{i}.tmpfs")
         deps = svc.get("depends_on")
         if isinstance(deps, dict):
             for dep, cfg in deps.items():
                 if isinstance(cfg, dict) and cfg.get("restart") in (True, "true"):
                     out.append(f"{at}.depends_on.{dep}.restart")
                 out += _extra(cfg, DEPENDENCY, f"{at}.depends_on.{dep}")
+    for key, vol in (document.get("volumes") or {}).items():
+        out += _extra(vol, VOLUME, f"volumes.{key}")
     for key, net in (document.get("networks") or {}).items():
         at = f"networks.{key}"
         out += _extra(net, NETWORK, at)

@@ -1,0 +1,97 @@
+"""compose volumes/tmpfs/restart: the model, the create request and `config`'s long form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tether.compose import loader, plan, render
+from tether.compose.model import ComposeError, Project
+
+
+def load(tmp_path: Path, text: str) -> Project:
+    d = tmp_path / "myapp"
+    d.mkdir(exist_ok=True)
+    (d / "compose.yaml").write_text(text)
+    return loader.load([], cwd=str(d), environ={"HOME": "/home/u"})
+
+
+DOC = """\
+services:
+  web:
+    image: busybox
+    restart: on-failure:3
+    tmpfs: /run
+    volumes:
+      - data:/data:ro
+      - ./site:/site
+      - ~/conf:/conf:ro
+      - /anon
+      - {type: bind, source: ./b, target: /b, read_only: true}
+      - {type: tmpfs, target: /t, tmpfs: {size: 1m}}
+volumes:
+  data: {labels: {team: a}}
+  ext: {external: true}
+"""
+
+
+def test_volumes_in_the_create_request(tmp_path: Path) -> None:
+    p = load(tmp_path, DOC)
+    d = str(tmp_path / "myapp")
+    assert not p.warnings, p.warnings
+    body = plan.container_body(p, p.services["web"], 1, "sha256:x")
+    hc = body["HostConfig"]
+    assert hc["Binds"] == [f"{d}/site:/site:rw", "/home/u/conf:/conf:ro"]
+    assert hc["Mounts"] == [
+        {"Type": "volume", "Target": "/data", "Source": "myapp_data", "ReadOnly": True},
+        {"Type": "volume", "Target": "/anon"},
+        {"Type": "bind", "Target": "/b", "Source": f"{d}/b", "ReadOnly": True},
+        {"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 1024 * 1024}},
+    ]
+    assert hc["Tmpfs"] == {"/run": ""}
+    assert hc["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+    assert p.volumes["ext"].name == "ext" and p.volumes["ext"].external
+
+
+def test_config_prints_the_long_form(tmp_path: Path) -> None:
+    model = render.model_dict(load(tmp_path, DOC))
+    d = str(tmp_path / "myapp")
+    web = model["services"]["web"]
+    assert web["restart"] == "on-failure:3" and web["tmpfs"] == ["/run"]
+    assert web["volumes"][0] == {
+        "type": "volume", "source": "data", "target": "/data", "read_only": True, "volume": {},
+    }  # fmt: skip
+    assert web["volumes"][1] == {
+        "type": "bind", "source": f"{d}/site", "target": "/site",
+        "bind": {"create_host_path": True},
+    }  # fmt: skip
+    assert model["volumes"] == {
+        "data": {"name": "myapp_data", "labels": {"team": "a"}},
+        "ext": {"name": "ext", "external": True},
+    }
+
+
+def test_hash_unchanged_without_the_new_keys(tmp_path: Path) -> None:
+    # A service without volumes/tmpfs/restart keeps the hash it had before they existed:
+    # upgrading tether does not recreate every container.
+    plain = load(tmp_path, "services:\n  a:\n    image: busybox\n")
+    with_restart = load(tmp_path, "services:\n  a:\n    image: busybox\n    restart: always\n")
+    h1 = plan.service_hash(plain.services["a"], "x")
+    assert h1 != plan.service_hash(with_restart.services["a"], "x")
+    doc = plan.dataclasses.asdict(plain.services["a"])
+    assert doc["volumes"] == [] and doc["tmpfs"] == [] and doc["restart"] == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("    volumes: [nope:/x]\n", 'service "a" refers to undefined volume nope'),
+        ("    restart: sometimes\n", "unknown policy 'sometimes'"),
+        ("    restart: always:3\n", "maximum retry count can only be used with 'on-failure'"),
+        ("    volumes: ['/a:/b:ro:x']\n", "too many colons"),
+    ],
+)
+def test_bad_volumes_are_compose_errors(tmp_path: Path, text: str, error: str) -> None:
+    with pytest.raises(ComposeError, match=error):
+        load(tmp_path, "services:\n  a:\n    image: busybox\n" + text)
