@@ -130,3 +130,36 @@ def test_volume_commands(bhost: NamespaceHost) -> None:
     assert sorted(out.split("\n\n")[0].splitlines()[1:]) == ["v1", "v2"]
     assert not os.path.exists(mountpoint)
     assert h.ok("volume", "ls", "-q") == ""
+
+
+def test_pause_rename_top_update(bhost: NamespaceHost) -> None:
+    h = bhost
+    h.ok("run", "-d", "--name", "c1", "busybox", "sleep", "300")
+    pid = h.api.get("/containers/c1/json")["State"]["Pid"]
+    top = h.ok("top", "c1").splitlines()
+    assert top[0].split()[:2] == ["UID", "PID"], top
+    assert any(line.split()[1] == str(pid) and line.endswith("sleep 300") for line in top[1:])
+    assert h.ok("pause", "c1") == "c1\n"
+    assert h.api.get("/containers/c1/json")["State"]["Paused"] is True
+    # Frozen by the cgroup freezer: the kernel says so for the container's cgroup.
+    with open(f"/proc/{pid}/cgroup") as f:
+        cgroup = f.read().strip().rpartition("::")[2]
+    roots = [r for r in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup") if os.path.exists(
+        f"{r}{cgroup}/cgroup.freeze")]  # fmt: skip
+    with open(f"{roots[0]}{cgroup}/cgroup.freeze") as f:
+        assert f.read().strip() == "1"
+    assert h.ok("unpause", "c1") == "c1\n"
+    assert h.api.get("/containers/c1/json")["State"]["Paused"] is False
+    r = h.cli("rename", "c1", "")
+    assert r.returncode == 1 and r.stderr == "Error: Neither old nor new names may be empty\n"
+    assert h.ok("rename", "c1", "c2") == ""
+    assert h.api.get("/containers/c2/json")["Name"] == "/c2"
+    r = h.cli("rename", "nope", "c3")
+    assert r.returncode == 1 and r.stderr.endswith("Error: failed to rename container named nope\n")
+    assert h.ok("update", "--restart", "on-failure:2", "c2") == "c2\n"
+    policy = h.api.get("/containers/c2/json")["HostConfig"]["RestartPolicy"]
+    assert policy == {"Name": "on-failure", "MaximumRetryCount": 2}
+    r = h.cli("update", "--restart", "sometimes", "c2")
+    assert r.returncode == 1 and "unknown policy 'sometimes'" in r.stderr, r.stderr
+    assert h.api.get("/containers/c2/json")["HostConfig"]["RestartPolicy"] == policy
+    h.ok("rm", "-f", "c2")

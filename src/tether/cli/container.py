@@ -1193,3 +1193,14 @@ COMMANDS = {
     "inspect": INSPECT,
     "port": PORT,
 }
+
+
+def _ops() -> None:
+    # pause, unpause, rename, top, update live in container_ops.py (tether container X too).
+    from tether.cli import container_ops as ops
+
+    for name in ("pause", "unpause", "rename", "top", "update"):
+        COMMANDS[name] = getattr(ops, name.upper())
+
+
+_ops()

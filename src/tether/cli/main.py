@@ -48,6 +48,27 @@ TOP: dict[str, tuple[str, str, str]] = {
         "PORT",
         "List port mappings or a specific mapping for the container",
     ),
+    "pause": (
+        "tether.cli.container_ops",
+        "PAUSE",
+        "Pause all processes within one or more containers",
+    ),
+    "unpause": (
+        "tether.cli.container_ops",
+        "UNPAUSE",
+        "Unpause all processes within one or more containers",
+    ),
+    "rename": ("tether.cli.container_ops", "RENAME", "Rename a container"),
+    "top": (
+        "tether.cli.container_ops",
+        "TOP",
+        "Display the running processes of a container",
+    ),
+    "update": (
+        "tether.cli.container_ops",
+        "UPDATE",
+        "Update configuration of one or more containers",
+    ),
     "images": ("tether.cli.image", "LS", "List images"),
     "pull": ("tether.cli.image", "PULL", "Download an image from a registry"),
     "push": ("tether.cli.image", "PUSH", "Upload an image to a registry"),

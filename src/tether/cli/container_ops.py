@@ -1,0 +1,133 @@
+"""tether pause|unpause|rename|top|update: docker's flags and output on routes tetherd
+already serves (the docker CLI used them first)."""
+
+from __future__ import annotations
+
+import sys
+
+from tether.cli.context import CliError, Context
+from tether.cli.flags import Command, Flag
+from tether.client import ApiError, quote
+
+TYPE_CHECKING = False  # see tether/cli/flags.py
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def _each(ctx: Context, names: list[str], action: str) -> int:
+    failed = False
+    for name in names:
+        try:
+            ctx.call("POST", f"/containers/{quote(name)}/{action}")
+        except ApiError as exc:
+            sys.stderr.write(f"Error response from daemon: {exc.message}\n")
+            failed = True
+            continue
+        print(name)
+    if failed:
+        raise CliError("", 1)
+    return 0
+
+
+def run_pause(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    return _each(ctx, args, "pause")
+
+
+def run_unpause(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    return _each(ctx, args, "unpause")
+
+
+def run_rename(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    old, new = args[0].strip(), args[1].strip()
+    if not old or not new:
+        raise CliError("Error: Neither old nor new names may be empty")
+    try:
+        ctx.call("POST", f"/containers/{quote(old)}/rename", query={"name": new})
+    except ApiError as exc:
+        sys.stderr.write(f"Error response from daemon: {exc.message}\n")
+        raise CliError(f"Error: failed to rename container named {old}") from None
+    return 0
+
+
+def run_top(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    from tether.cli.output import tabwrite
+
+    query = {"ps_args": " ".join(args[1:])} if len(args) > 1 else None
+    try:
+        top = ctx.call("GET", f"/containers/{quote(args[0])}/top", query=query)
+    except ApiError as exc:
+        raise CliError(f"Error response from daemon: {exc.message}") from None
+    # docker: tabwriter.NewWriter(out, 20, 1, 3, ' ', 0)
+    sys.stdout.write(tabwrite([top["Titles"], *top["Processes"]], minwidth=20))
+    return 0
+
+
+def run_update(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    from tether.cli.mounts import parse_restart
+
+    if not o["restart"]:
+        raise CliError("you must provide one or more flags when using this command")
+    try:
+        policy = parse_restart(o["restart"])
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    failed = False
+    for name in args:
+        try:
+            resp = ctx.call(
+                "POST", f"/containers/{quote(name)}/update", body={"RestartPolicy": policy}
+            )
+        except ApiError as exc:
+            sys.stderr.write(f"Error response from daemon: {exc.message}\n")
+            failed = True
+            continue
+        for warning in (resp or {}).get("Warnings") or []:
+            sys.stderr.write(f"{warning}\n")
+        print(name)
+    if failed:
+        raise CliError("", 1)
+    return 0
+
+
+PAUSE = Command(
+    "pause",
+    "CONTAINER [CONTAINER...]",
+    "Pause all processes within one or more containers",
+    [],
+    min_args=1,
+    handler=run_pause,
+)
+UNPAUSE = Command(
+    "unpause",
+    "CONTAINER [CONTAINER...]",
+    "Unpause all processes within one or more containers",
+    [],
+    min_args=1,
+    handler=run_unpause,
+)
+RENAME = Command(
+    "rename",
+    "CONTAINER NEW_NAME",
+    "Rename a container",
+    [],
+    min_args=2,
+    max_args=2,
+    handler=run_rename,
+)
+TOP = Command(
+    "top",
+    "CONTAINER [ps OPTIONS]",
+    "Display the running processes of a container",
+    [],
+    min_args=1,
+    interspersed=False,
+    handler=run_top,
+)
+UPDATE = Command(
+    "update",
+    "[OPTIONS] CONTAINER [CONTAINER...]",
+    "Update configuration of one or more containers",
+    [Flag("restart", help="Restart policy to apply when a container exits")],
+    min_args=1,
+    handler=run_update,
+)
