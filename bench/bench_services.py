@@ -3,6 +3,7 @@ a node dies, and the VIP and mesh tables at 10,000 services.
 
     .venv/bin/python bench/bench_services.py [RATE_ROUNDS] [CREATE_ROUNDS] [CHURN_ROUNDS]
                                              (defaults: 4, 5, 30)
+    .venv/bin/python bench/bench_services.py scale [CHURN_ROUNDS]   (1. alone)
 
 Scale, on one node, no network traffic beyond the bench's own namespaces (synthetic tasks):
 
@@ -830,7 +831,31 @@ def bench_cluster(
         underlay.close()
 
 
+def scale_only(churn_rounds: int) -> int:
+    """`bench_services.py scale [CHURN_ROUNDS]`: part 1's VIP table alone (a minute and a
+    half), saved as results/services-scale.json."""
+    results: dict[str, Any] = {
+        "command": f"bench/bench_services.py scale {churn_rounds}",
+        "code": f"commit {COMMIT}" if COMMIT else f"the working tree at {head()}",
+    }
+    load = {"start": loadavg()}
+    idle: dict[str, Any] = {}
+    try:
+        bench_scale(churn_rounds, results, idle)
+    finally:
+        if "socket" in idle:
+            idle["socket"].close()
+        if "close big" in idle:
+            idle["close big"]()
+    load["end"] = loadavg()
+    results["load average (1, 5, 15 min)"] = load
+    print(save("services-scale", results))
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["scale"]:
+        return scale_only(int(sys.argv[2]) if len(sys.argv) > 2 else 30)
     rate_rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 4
     create_rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     churn_rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 30
