@@ -10,6 +10,7 @@ import tempfile
 import pytest
 
 from nshost import NamespaceHost, delete_netns, make_netns
+from tether import API_VERSION
 
 pytestmark = pytest.mark.integration
 
@@ -102,5 +103,5 @@ def test_help_usage_errors_and_version(host: NamespaceHost) -> None:
     assert r.returncode == 1 and "is not a tether command" in r.stderr
     out = host.ok("version")
     assert out.startswith("Client:\n Version:") and "Server: tether" in out
-    assert host.ok("version", "--format", "{{.Server.ApiVersion}}") == "1.41\n"
+    assert host.ok("version", "--format", "{{.Server.ApiVersion}}") == f"{API_VERSION}\n"
     assert host.ok("--version").startswith("tether version ")

@@ -524,14 +524,14 @@ class ClusterStore:
             ep.ipv4, ep.ipv6 = v4, v6
             ep.mac = user_mac or (mac_from_ipv4(v4) if v4 else v6_only_mac)
             compares = [Compare.version(keys.network(net.id), ">", 0)]
-            ops = [Op.put(keys.endpoint(net.id, ep.id), _json(asdict(ep)), lease)]
+            doc = _json(asdict(ep))
+            ops = [Op.put(keys.endpoint(net.id, ep.id), doc, lease)]
             for addr in (v4, v6):
                 if addr:
                     compares.append(Compare.absent(keys.address(net.id, addr)))
                     owner = _json({"Owner": ep.id, "Node": self.node.name})
                     ops.append(Op.put(keys.address(net.id, addr), owner, lease))
-            result = await self.client.txn(compares, ops)
-            if result.succeeded:
+            if await self._txn_checked(compares, ops, keys.endpoint(net.id, ep.id), doc):
                 held = self.addresses.setdefault(net.id, set())
                 held.update(a for a in (v4, v6) if a)
                 self.endpoints.setdefault(net.id, {})[ep.id] = ep
@@ -599,6 +599,24 @@ class ClusterStore:
             keys.endpoint(net.id, ep.id), _json(asdict(ep)), lease=self.lease_id()
         )
         self.endpoints.setdefault(net.id, {})[ep.id] = ep
+
+    async def _txn_checked(
+        self, compares: list[Compare], ops: list[Op], key: str, value: str
+    ) -> bool:
+        """A transaction whose first put (`key` = `value`, unique to this request) tells
+        whether it was applied: when a member took too long to answer (an election under
+        load) the outcome is read back instead of failing the user's request, and the
+        transaction is sent once more if it was not applied."""
+        for attempt in range(2):
+            try:
+                return (await self.client.txn(compares, ops)).succeeded
+            except StoreUnavailable as exc:
+                if not exc.outcome_unknown or attempt:
+                    raise
+                held = await self.client.get(key)
+                if held is not None and held.value == value.encode():
+                    return True
+        return False
 
     async def republish(self, net: Network, ep: RemoteEndpoint, rebind: bool = False) -> bool:
         """Write one of this node's endpoints again under the current lease (after the old
