@@ -95,10 +95,16 @@ def compose(
 
 
 def run_in_pty(
-    argv: list[str], inputs: list[bytes], env: dict[str, str], timeout: float = 30
+    argv: list[str],
+    inputs: list[bytes],
+    env: dict[str, str],
+    timeout: float = 30,
+    ready: bytes | None = None,
 ) -> tuple[bytes, int]:
     """Run argv on a pseudo-terminal of 33x101, typing each input once the output has been
-    quiet for a moment; (everything it printed, its exit code)."""
+    quiet for a moment (and, with `ready`, once that has been printed: a shell's prompt,
+    since ash takes typeahead for the answer to its cursor query); (everything it printed,
+    its exit code)."""
     import fcntl
     import pty
     import select
@@ -120,8 +126,8 @@ def run_in_pty(
     deadline = time.monotonic() + timeout
     last = time.monotonic()
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.1)
-        if ready:
+        readable, _, _ = select.select([fd], [], [], 0.1)
+        if readable:
             try:
                 data = os.read(fd, 4096)
             except OSError:
@@ -130,7 +136,7 @@ def run_in_pty(
                 break
             out += data
             last = time.monotonic()
-        elif pending and time.monotonic() - last > 0.5:
+        elif pending and time.monotonic() - last > 0.5 and (ready is None or ready in out):
             os.write(fd, pending.pop(0))
             last = time.monotonic()
     else:

@@ -78,6 +78,7 @@ def test_run_it_on_a_terminal_detach_and_attach(bhost: NamespaceHost) -> None:
         [cli, "run", "-it", "--rm", "busybox", "sh"],
         [b"echo answer-$((6*7)); tty; stty size\r", b"exit 5\r"],
         _env(h),
+        ready=b"# ",
     )
     text = out.decode(errors="replace")
     assert code == 5, text
@@ -89,6 +90,7 @@ def test_run_it_on_a_terminal_detach_and_attach(bhost: NamespaceHost) -> None:
         [cli, "run", "-it", "--name", "keep", "busybox", "sh"],
         [b"echo before\r", b"\x10\x11"],
         _env(h),
+        ready=b"# ",
     )
     assert code == 0, out
     assert docker_ok(h, "inspect", "-f", "{{.State.Running}}", "keep").strip() == "true"
@@ -125,6 +127,7 @@ def test_tether_cli_run_streams_and_interactive(bhost: NamespaceHost) -> None:
         [PYTHON, "-m", "tether.cli.main", "run", "-it", "--rm", "busybox", "sh"],
         [b"echo it-$((3*3)); stty size\r", b"exit 4\r"],
         {"TETHER_HOST": f"unix://{h.socket}"},
+        ready=b"# ",
     )
     assert code == 4, out
     assert b"it-9" in out and b"33 101" in out
@@ -493,7 +496,13 @@ def test_compose_129_up_run_down(bhost: NamespaceHost, tmp_path: os.PathLike[str
     r = compose(h, project, "-p", "p1", "up", "--exit-code-from", "client")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "web-started" in r.stdout and "resolved-web" in r.stdout and "client-done" in r.stdout
-    r = compose(h, project, "-p", "p1", "run", "--rm", "client", "sh", "-c", "echo run-$((2+3))")
+    # (compose 1.29 attaches only after the start, dockerpty's lazy map: a command that ends
+    # at once has no output to show, with dockerd as here; the run must still end.)
+    r = compose(h, project, "-p", "p1", "run", "--rm", "client", "sh", "-c", "true")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = compose(
+        h, project, "-p", "p1", "run", "--rm", "client", "sh", "-c", "sleep 2; echo run-$((2+3))"
+    )
     assert r.returncode == 0 and "run-5" in r.stdout, r.stdout + r.stderr
     r = compose(h, project, "-p", "p1", "up", "-d")
     assert r.returncode == 0, r.stderr

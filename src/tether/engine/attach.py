@@ -159,6 +159,12 @@ class Attacher:
         log.debug("attach session added id=%s running=%s", c.short_id, c.state.running)
         if c.state.running:
             await self._connect(c, hub)
+            if hub.writer is None:
+                # The shim no longer listens: the command's output has ended and only the
+                # exit is left to be reaped.  Nothing more will come; the stream ends now
+                # (a session left waiting here hung docker-compose 1.29's `run`, which
+                # attaches only after the start: dockerpty's lazy map).
+                session.ended.set()
 
     def detach(self, c: Container, session: Session) -> None:
         hub = self.hubs.get(c.id)
