@@ -12,8 +12,10 @@ not it runs a task, and the task sees the node's ingress address as the client (
 the ingress-sbox's with Docker).
 
 Tasks of a service that publishes in ingress mode join the ingress network (the agent does
-that); the ingress network gets no DNS names (swarm gives it none).  Changes are incremental:
-a task starting or stopping rewrites one chain in one transaction (firewall/manager.py).
+that); the ingress network gets no DNS names (swarm gives it none).  The kernel's side of a
+change is incremental: a task starting or stopping moves its port between two sets (one per
+task count) and rewrites its tasks, in one transaction (firewall/manager.py); the pass that
+computes the ports (`wanted`) still walks every service.
 """
 
 from __future__ import annotations
