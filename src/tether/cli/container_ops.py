@@ -7,6 +7,7 @@ import sys
 
 from tether.cli.context import CliError, Context
 from tether.cli.flags import Command, Flag
+from tether.cli.output import for_each_name
 from tether.client import ApiError, quote
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
@@ -15,18 +16,9 @@ if TYPE_CHECKING:
 
 
 def _each(ctx: Context, names: list[str], action: str) -> int:
-    failed = False
-    for name in names:
-        try:
-            ctx.call("POST", f"/containers/{quote(name)}/{action}")
-        except ApiError as exc:
-            sys.stderr.write(f"Error response from daemon: {exc.message}\n")
-            failed = True
-            continue
-        print(name)
-    if failed:
-        raise CliError("", 1)
-    return 0
+    return for_each_name(
+        names, lambda name: ctx.call("POST", f"/containers/{quote(name)}/{action}")
+    )
 
 
 def run_pause(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
@@ -71,22 +63,13 @@ def run_update(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         policy = parse_restart(o["restart"])
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    failed = False
-    for name in args:
-        try:
-            resp = ctx.call(
-                "POST", f"/containers/{quote(name)}/update", body={"RestartPolicy": policy}
-            )
-        except ApiError as exc:
-            sys.stderr.write(f"Error response from daemon: {exc.message}\n")
-            failed = True
-            continue
+
+    def update(name: str) -> None:
+        resp = ctx.call("POST", f"/containers/{quote(name)}/update", body={"RestartPolicy": policy})
         for warning in (resp or {}).get("Warnings") or []:
             sys.stderr.write(f"{warning}\n")
-        print(name)
-    if failed:
-        raise CliError("", 1)
-    return 0
+
+    return for_each_name(args, update)
 
 
 PAUSE = Command(

@@ -12,6 +12,7 @@ import sys
 import time
 
 from tether import wire
+from tether.cli.output import human_size
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
 if TYPE_CHECKING:
@@ -19,16 +20,6 @@ if TYPE_CHECKING:
     from typing import Any, TextIO
 
     from tether.client import Response
-
-
-def human_size(n: float) -> str:
-    """go-units HumanSize (4 significant digits, decimal units)."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000
-        i += 1
-    return f"{n:.4g}{units[i]}"
 
 
 def render_progress(p: dict[str, Any], width: int) -> str:

@@ -7,12 +7,7 @@ import sys
 from tether import netmodes
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
-from tether.cli.output import (
-    natural_key,
-    parse_filters,
-    print_inspected,
-    render_table_template,
-)
+from tether.cli.output import inspect_each, natural_key, parse_filters, print_listing
 from tether.client import ApiError
 from tether.textcheck import check_alias, check_label_arg
 
@@ -102,31 +97,18 @@ def run_ls(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         raise api_error(exc) from None
     nets.sort(key=lambda n: natural_key(n["Name"]))
     rows = [_ls_row(n, o["no_trunc"]) for n in nets]
-    if o["quiet"]:
-        sys.stdout.write("".join(r["ID"] + "\n" for r in rows))
-        return 0
-    fmt = o["format"] or "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
-    if fmt == "json":
-        fmt = "{{json .}}"
-        rows = [{k: v for k, v in r.items() if k != "Label"} for r in rows]
-    sys.stdout.write(render_table_template(fmt, rows, LS_HEADERS))
+    print_listing(o, rows, LS_HEADERS, "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}", "ID")
     return 0
 
 
 def run_inspect(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
-    found: list[dict[str, Any]] = []
-    errors: list[str] = []
-    for name in args:
-        try:
-            found.append(
-                ctx.call(
-                    "GET", f"/networks/{_q(name)}", query={"verbose": "1"} if o["verbose"] else None
-                )
-            )
-        except ApiError as exc:
-            errors.append(f"Error response from daemon: {exc.message}")
+    query = {"verbose": "1"} if o["verbose"] else None
     fmt = o["format"] or ""
-    print_inspected("" if fmt == "json" else fmt, found, errors)
+    inspect_each(
+        "" if fmt == "json" else fmt,
+        args,
+        lambda name: ctx.call("GET", f"/networks/{_q(name)}", query=query),
+    )
     return 0
 
 

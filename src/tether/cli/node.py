@@ -6,7 +6,7 @@ import sys
 
 from tether.cli.context import Context, api_error
 from tether.cli.flags import Command, Flag
-from tether.cli.output import print_inspected, render_table_template
+from tether.cli.output import inspect_each, render_table_template
 from tether.client import ApiError
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
@@ -61,14 +61,8 @@ def run_ls(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
 
 
 def run_inspect(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
-    found: list[dict[str, Any]] = []
-    errors: list[str] = []
-    for name in args:
-        try:
-            found.append(ctx.call("GET", f"/nodes/{name}"))
-        except ApiError as exc:
-            errors.append(f"Error response from daemon: {exc.message}")
-    print_inspected(o["format"] or "", found, errors)
+    # No json alias here: docker's node inspect takes --format json as a template.
+    inspect_each(o["format"] or "", args, lambda name: ctx.call("GET", f"/nodes/{name}"))
     return 0
 
 

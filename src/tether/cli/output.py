@@ -8,7 +8,7 @@ from tether import wire
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
 
@@ -74,6 +74,70 @@ def print_inspected(fmt: str, found: list[Any], errors: list[str]) -> None:
         print_json(found)
     if errors:
         raise CliError("\n".join(errors))
+
+
+def print_listing(
+    o: dict[str, Any],
+    rows: list[dict[str, Any]],
+    headers: dict[str, str],
+    default_fmt: str,
+    quiet_key: str,
+) -> None:
+    """An `ls` body: -q prints each row's `quiet_key`; --format json each row as JSON (no
+    Label function in it); else a table (header row from `headers`) or plain template."""
+    if o["quiet"]:
+        sys.stdout.write("".join(r[quiet_key] + "\n" for r in rows))
+        return
+    fmt = o["format"] or default_fmt
+    if fmt == "json":
+        fmt = "{{json .}}"
+        rows = [{k: v for k, v in r.items() if k != "Label"} for r in rows]
+    sys.stdout.write(render_table_template(fmt, rows, headers))
+
+
+def inspect_each(fmt: str, names: list[str], get: Callable[[str], Any]) -> None:
+    """An `inspect` of several names: each fetched by `get`; a name the daemon refuses is
+    reported after the others are printed (exit 1), as docker does."""
+    from tether.client import ApiError
+
+    found: list[Any] = []
+    errors: list[str] = []
+    for name in names:
+        try:
+            found.append(get(name))
+        except ApiError as exc:
+            errors.append(f"Error response from daemon: {exc.message}")
+    print_inspected(fmt, found, errors)
+
+
+def for_each_name(names: list[str], act: Callable[[str], object]) -> int:
+    """docker's loop over `rm`/`pause` arguments: each name done is printed, each refusal
+    goes to stderr and the rest still run; exit 1 at the end if any was refused."""
+    from tether.cli.context import CliError
+    from tether.client import ApiError
+
+    failed = False
+    for name in names:
+        try:
+            act(name)
+        except ApiError as exc:
+            sys.stderr.write(f"Error response from daemon: {exc.message}\n")
+            failed = True
+            continue
+        print(name)
+    if failed:
+        raise CliError("", 1)
+    return 0
+
+
+def human_size(n: float) -> str:
+    """go-units HumanSize (4 significant digits, decimal units): progress bars, volume prune."""
+    units = ["B", "kB", "MB", "GB", "TB", "PB"]
+    i = 0
+    while n >= 1000 and i < len(units) - 1:
+        n /= 1000
+        i += 1
+    return f"{n:.4g}{units[i]}"
 
 
 def natural_key(text: str) -> list[Any]:

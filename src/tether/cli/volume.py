@@ -6,7 +6,14 @@ import sys
 
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
-from tether.cli.output import natural_key, parse_filters, print_inspected, render_table_template
+from tether.cli.output import (
+    for_each_name,
+    human_size,
+    inspect_each,
+    natural_key,
+    parse_filters,
+    print_listing,
+)
 from tether.client import ApiError
 from tether.textcheck import check_label_arg
 
@@ -36,16 +43,6 @@ def _q(text: str) -> str:
 
 def _map(values: list[str]) -> dict[str, str]:
     return dict(v.partition("=")[::2] for v in values)
-
-
-def human_size(n: float) -> str:
-    """docker's units.HumanSize (4 significant digits, decimal units), as volume prune says."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000
-        i += 1
-    return f"{n:.4g}{units[i]}"
 
 
 def run_create(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
@@ -93,43 +90,21 @@ def run_ls(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         raise api_error(exc) from None
     vols = sorted(resp.get("Volumes") or [], key=lambda v: natural_key(v["Name"]))
     rows = [_ls_row(v) for v in vols]
-    if o["quiet"]:
-        sys.stdout.write("".join(r["Name"] + "\n" for r in rows))
-        return 0
-    fmt = o["format"] or "table {{.Driver}}\t{{.Name}}"
-    if fmt == "json":
-        fmt = "{{json .}}"
-        rows = [{k: v for k, v in r.items() if k != "Label"} for r in rows]
-    sys.stdout.write(render_table_template(fmt, rows, LS_HEADERS))
+    print_listing(o, rows, LS_HEADERS, "table {{.Driver}}\t{{.Name}}", "Name")
     return 0
 
 
 def run_inspect(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
-    found: list[dict[str, Any]] = []
-    errors: list[str] = []
-    for name in args:
-        try:
-            found.append(ctx.call("GET", f"/volumes/{_q(name)}"))
-        except ApiError as exc:
-            errors.append(f"Error response from daemon: {exc.message}")
     fmt = o["format"] or ""
-    print_inspected("" if fmt == "json" else fmt, found, errors)
+    inspect_each(
+        "" if fmt == "json" else fmt, args, lambda name: ctx.call("GET", f"/volumes/{_q(name)}")
+    )
     return 0
 
 
 def run_rm(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
-    failed = False
-    for name in args:
-        try:
-            ctx.call("DELETE", f"/volumes/{_q(name)}", query={"force": "1"} if o["force"] else None)
-        except ApiError as exc:
-            sys.stderr.write(f"Error response from daemon: {exc.message}\n")
-            failed = True
-            continue
-        print(name)
-    if failed:
-        raise CliError("", 1)
-    return 0
+    query = {"force": "1"} if o["force"] else None
+    return for_each_name(args, lambda name: ctx.call("DELETE", f"/volumes/{_q(name)}", query=query))
 
 
 def run_prune(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
