@@ -153,6 +153,20 @@ def go_bool(value: Any, where: str) -> bool:
     raise ComposeError(f"{where}: invalid boolean value {text!r}")
 
 
+def resource_name(project: str, key: str, raw: Mapping[str, Any], where: str) -> tuple[str, bool]:
+    """A top-level network's or volume's name, and whether it is external: an external one
+    (`external: {name: x}`, the old form, names it too) is used as it is named, any other
+    is <project>_<key> unless `name:` says otherwise."""
+    external = raw.get("external")
+    ext_name = ""
+    if isinstance(external, dict):
+        ext_name = str(external.get("name") or "")
+        external = True
+    is_external = go_bool(external, f"{where}.external") if external is not None else False
+    name = str(raw.get("name") or ext_name or (key if is_external else f"{project}_{key}"))
+    return name, is_external
+
+
 def as_int(value: Any, where: str) -> int:
     try:
         return int(str(value).strip())
@@ -474,13 +488,7 @@ def _refuse_unenforced(raw: dict[str, Any], where: str) -> None:
 def _network(project: str, key: str, raw: Any) -> NetworkDef:
     raw = raw or {}
     where = f"networks.{key}"
-    external = raw.get("external")
-    ext_name = ""
-    if isinstance(external, dict):
-        ext_name = str(external.get("name") or "")
-        external = True
-    is_external = go_bool(external, f"{where}.external") if external is not None else False
-    name = str(raw.get("name") or ext_name or (key if is_external else f"{project}_{key}"))
+    name, is_external = resource_name(project, key, raw, where)
     ipam = raw.get("ipam") or {}
     configs: list[dict[str, Any]] = []
     for cfg in ipam.get("config") or []:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.compose.model import ComposeError, go_bool
+from tether.compose.model import ComposeError, go_bool, resource_name
 
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
 VOLUME_LABEL = "com.docker.compose.volume"
@@ -133,13 +133,7 @@ def service_restart(raw: Any, where: str) -> str:
 def volume_def(project: str, key: str, raw: Any) -> VolumeDef:
     raw = raw or {}
     where = f"volumes.{key}"
-    external = raw.get("external")
-    ext_name = ""
-    if isinstance(external, dict):
-        ext_name = str(external.get("name") or "")
-        external = True
-    is_external = go_bool(external, f"{where}.external") if external is not None else False
-    name = str(raw.get("name") or ext_name or (key if is_external else f"{project}_{key}"))
+    name, is_external = resource_name(project, key, raw, where)
     return VolumeDef(
         key=key,
         name=name,
