@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -33,6 +35,25 @@ def addrs(text: str) -> dict[str, list[str]]:
         if parts:
             out[parts[0].split("@")[0]] = sorted(parts[2:])
     return out
+
+
+@contextlib.contextmanager
+def capturing(h: NamespaceHost, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`tether capture ARGS` against h's daemon, its stderr piped to the test; killed if it
+    still runs at the end."""
+    env = dict(os.environ, TETHER_HOST=f"unix://{h.socket}")
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "tether.cli.main", "capture", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_debug_runs_host_tools_in_the_containers_network_and_leaves_nothing(
@@ -143,36 +164,12 @@ def test_capture_of_a_container_holds_the_pings(bhost: NamespaceHost) -> None:
     b = h.ip_of("beta", "cap")
     with tempfile.TemporaryDirectory(prefix="tether-capture-") as d:
         pcap = os.path.join(d, "a.pcap")
-        env = dict(os.environ, TETHER_HOST=f"unix://{h.socket}")
-        proc = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "tether.cli.main",
-                "capture",
-                "-w",
-                pcap,
-                "-c",
-                "6",
-                "--duration",
-                "20",
-                "alpha",
-                "icmp",
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        try:
+        with capturing(h, "-w", pcap, "-c", "6", "--duration", "20", "alpha", "icmp") as proc:
             # tcpdump is listening once it says so (on stderr)
             line = proc.stderr.readline() + proc.stderr.readline()  # type: ignore[union-attr]
             assert "capturing on eth0 of container alpha" in line, line
             h.ok("exec", "alpha", "ping", "-c", "3", "-W", "1", b)
             assert proc.wait(20) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         read = sh(f"tcpdump -nr {pcap}").stdout.splitlines()
         requests = [line for line in read if "ICMP echo request" in line]
         replies = [line for line in read if "ICMP echo reply" in line]
@@ -187,25 +184,7 @@ def test_capture_of_a_network_taps_its_bridge_and_is_bounded(bhost: NamespaceHos
     h.ok("run", "-d", "--name", "beta", "--network", "capnet", "busybox", "sleep", "600")
     with tempfile.TemporaryDirectory(prefix="tether-capture-") as d:
         pcap = os.path.join(d, "net.pcap")
-        env = dict(os.environ, TETHER_HOST=f"unix://{h.socket}")
-        proc = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "tether.cli.main",
-                "capture",
-                "--duration",
-                "20",
-                "-w",
-                pcap,
-                "capnet",
-                "icmp",
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        try:
+        with capturing(h, "--duration", "20", "-w", pcap, "capnet", "icmp") as proc:
             line = proc.stderr.readline()  # type: ignore[union-attr]
             bridge = h.api.get("/networks")  # (the list, not inspect: any id prefix of it)
             bridge = next(n["Id"][:12] for n in bridge if n["Name"] == "capnet")
@@ -214,10 +193,6 @@ def test_capture_of_a_network_taps_its_bridge_and_is_bounded(bhost: NamespaceHos
             h.ok("exec", "alpha", "ping", "-c", "2", "-W", "1", h.ip_of("beta", "capnet"))
             proc.send_signal(2)  # Ctrl-C: the capture ends cleanly
             assert proc.wait(10) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         read = sh(f"tcpdump -nr {pcap}").stdout
         assert read.count("ICMP echo request") == 2 and read.count("ICMP echo reply") == 2
     # Without -c, the default bound still ends it; --duration bounds it as asked.
@@ -249,12 +224,8 @@ def test_capture_of_an_overlays_vxlan_device_holds_what_crosses_nodes() -> None:
         ip2, ip3 = b.ip_of("w2", "ov"), a.ip_of("w3", "ov")
         net = a.api.get("/networks/ov")["Id"][:12]
         pcap = os.path.join(d, "vx.pcap")
-        env = dict(os.environ, TETHER_HOST=f"unix://{a.socket}")
-        cmd = ["capture", "-i", "vxlan", "-c", "4", "--duration", "30", "-w", pcap, "ov", "icmp"]
-        proc = subprocess.Popen(
-            [PYTHON, "-m", "tether.cli.main", *cmd], stderr=subprocess.PIPE, text=True, env=env
-        )
-        try:
+        cmd = ["-i", "vxlan", "-c", "4", "--duration", "30", "-w", pcap, "ov", "icmp"]
+        with capturing(a, *cmd) as proc:
             line = proc.stderr.readline()  # type: ignore[union-attr]
             assert f"capturing on vx-{net} of network ov" in line, line
             proc.stderr.readline()  # type: ignore[union-attr]  (tcpdump: listening on ...)
@@ -263,10 +234,6 @@ def test_capture_of_an_overlays_vxlan_device_holds_what_crosses_nodes() -> None:
             a.ok("exec", "w1", "ping", "-c", "1", "-W", "2", ip3)
             a.ok("exec", "w1", "ping", "-c", "2", "-W", "2", ip2)
             assert proc.wait(30) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         read = sh(f"tcpdump -nr {pcap}").stdout
         assert read.count(f"> {ip2}: ICMP echo request") == 2, read
         assert read.count("ICMP echo reply") == 2 and ip3 not in read, read

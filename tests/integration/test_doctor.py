@@ -26,6 +26,16 @@ def named(report: dict, kind: str, obj: str, text: str) -> bool:  # type: ignore
     )
 
 
+def found_then_repaired(h: NamespaceHost, *problems: tuple[str, str, str]) -> None:
+    """doctor names each (kind, object, text) problem and exits 1; --repair mends them all."""
+    code, report = doctor(h)
+    assert code == 1
+    for problem in problems:
+        assert named(report, *problem)
+    code, report = doctor(h, "--repair")
+    assert code == 0 and report["Problems"] == [], report
+
+
 def reach(h: NamespaceHost, client: str, target: str) -> bool:
     r = h.cli("exec", client, "timeout", "3", "wget", "-qO-", f"http://{target}/")
     return r.returncode == 0 and r.stdout.startswith("hello-")
@@ -101,12 +111,11 @@ def test_stray_objects_and_a_rewritten_chain(bhost: NamespaceHost) -> None:
     # A veth with tether's name that no container has; a rule added to tether's own chain.
     h.sh("ip link add tv0123456789ab type veth peer name tq-peer")
     h.sh(f"nft add rule inet tether net_{net[:12]}_out tcp dport 22 drop")
-    code, report = doctor(h)
-    assert code == 1
-    assert named(report, "link", "veth tv0123456789ab", "no container has")
-    assert named(report, "nft", "network app", "rule tether did not render: `tcp dport 22 drop`")
-    code, report = doctor(h, "--repair")
-    assert code == 0 and report["Problems"] == [], report
+    found_then_repaired(
+        h,
+        ("link", "veth tv0123456789ab", "no container has"),
+        ("nft", "network app", "rule tether did not render: `tcp dport 22 drop`"),
+    )
     assert "tv0123456789ab" not in h.links()
     assert "dport 22" not in h.sh(f"nft list chain inet tether net_{net[:12]}_out").stdout
 
@@ -207,11 +216,9 @@ def test_fdb_cluster_records_and_service_vips_on_an_overlay(host: NamespaceHost)
         assert not reach(a, "w1", h_ip(b, "w2"))
         x = a.api.post("/tether/explain", {"From": "w1", "To": "w2", "Port": "80"})
         assert not x["Reachable"] and "no entry sending" in x["Reasons"][1]["Text"]
-        code, report = doctor(a)
-        assert code == 1
-        assert named(report, "fdb", "container w2 on node node2 (network ov)", f"sending {mac2}")
-        code, report = doctor(a, "--repair")
-        assert code == 0 and report["Problems"] == [], report
+        found_then_repaired(
+            a, ("fdb", "container w2 on node node2 (network ov)", f"sending {mac2}")
+        )
         assert f"{mac2} dst 10.99.0.12 self permanent" in a.sh(f"bridge fdb show dev {vx}").stdout
         assert reach(a, "w1", "w2")
         # The VXLAN device's neighbour entry for w2 (what answers w1's ARP), deleted.
@@ -219,11 +226,9 @@ def test_fdb_cluster_records_and_service_vips_on_an_overlay(host: NamespaceHost)
         a.sh(f"ip neigh del {ip2} dev {vx}")
         x = a.api.post("/tether/explain", {"From": "w1", "To": "w2", "Port": "80"})
         assert not x["Reachable"] and f"no neighbour entry for {ip2}" in x["Reasons"][1]["Text"]
-        code, report = doctor(a)
-        assert code == 1
-        assert named(report, "neighbour", "container w2 on node node2", f"no neighbour entry {ip2}")
-        code, report = doctor(a, "--repair")
-        assert code == 0 and report["Problems"] == [], report
+        found_then_repaired(
+            a, ("neighbour", "container w2 on node node2", f"no neighbour entry {ip2}")
+        )
         assert f"{ip2} lladdr {mac2} PERMANENT" in a.sh(f"ip neigh show dev {vx}").stdout
         assert reach(a, "w1", "w2")
         # This node's endpoint record, deleted from etcd by hand.
