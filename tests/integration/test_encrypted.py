@@ -19,7 +19,6 @@ import secrets
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -181,6 +180,21 @@ def encrypted_pair(c: Nodes, name: str = "sec") -> tuple[NamespaceHost, Namespac
     for h in c.hosts:
         wait_for(f"{name} on every node", lambda h=h: name in h.ok("network", "ls"))
     return a, b
+
+
+def iperf_pair(c: Nodes) -> tuple[NamespaceHost, NamespaceHost, str]:
+    """encrypted_pair, with an iperf3 server `srv` on node 2 that a container `cli` on node 1
+    reaches: (node 1, node 2, srv's address)."""
+    a, b = encrypted_pair(c)
+    b.ok("run", "-d", "--name", "srv", "--network", "sec", "host", "iperf3", "-s")
+    a.ok("run", "-d", "--name", "cli", "--network", "sec", "host", "sleep", "600")
+    ip = b.ip_of("srv", "sec")
+    wait_for(
+        "srv reachable",
+        lambda: a.cli("exec", "cli", "busybox", "ping", "-c1", "-W1", ip).returncode == 0,
+        20,
+    )
+    return a, b, ip
 
 
 def web(page: str) -> list[str]:
@@ -366,15 +380,7 @@ def _rule_packets(chain: str, needle: str) -> int:
 def test_key_rotation_does_not_disturb_a_running_tcp_stream(host: NamespaceHost) -> None:
     del host
     with three_nodes(2) as c:
-        a, b = encrypted_pair(c)
-        b.ok("run", "-d", "--name", "srv", "--network", "sec", "host", "iperf3", "-s")
-        a.ok("run", "-d", "--name", "cli", "--network", "sec", "host", "sleep", "600")
-        ip = b.ip_of("srv", "sec")
-        wait_for(
-            "srv reachable",
-            lambda: a.cli("exec", "cli", "busybox", "ping", "-c1", "-W1", ip).returncode == 0,
-            20,
-        )
+        a, b, ip = iperf_pair(c)
         assert encryption(a, "sec")["KeyEpoch"] == 1
         result: dict[str, Any] = {}
 
@@ -447,15 +453,7 @@ def test_keys_rotate_on_schedule_over_a_tls_cluster_store(
         for i in range(2):
             hosts.append(start_node(cluster, i, opts))
         c = Nodes(cluster, hosts)
-        a, b = encrypted_pair(c)
-        b.ok("run", "-d", "--name", "srv", "--network", "sec", "host", "iperf3", "-s")
-        a.ok("run", "-d", "--name", "cli", "--network", "sec", "host", "sleep", "600")
-        ip = b.ip_of("srv", "sec")
-        wait_for(
-            "srv reachable",
-            lambda: a.cli("exec", "cli", "busybox", "ping", "-c1", "-W1", ip).returncode == 0,
-            20,
-        )
+        a, b, ip = iperf_pair(c)
         first = encryption(a, "sec")["KeyEpoch"]
         r = a.cli(
             "exec", "cli", "iperf3", "-c", ip, "-t", "24", "-i", "1", "-b", "100M", "-J",
@@ -493,32 +491,6 @@ def _crypt_pid(h: NamespaceHost) -> int:
     return int(dp.get("Pid", 0)) if dp else 0  # ({"Error": ...} while it is gone)
 
 
-@contextlib.contextmanager
-def two_nodes(extra: list[str]) -> Iterator[Nodes]:
-    """three_nodes(2) with more tetherd flags (later ones win over start_node's own)."""
-    from test_overlay import assert_nothing_left_in_etcd, start_node
-
-    from cluster import Cluster
-
-    cluster = Cluster(nodes=2, members=2)
-    cluster.start()
-    hosts: list[NamespaceHost] = []
-    try:
-        for i in range(2):
-            hosts.append(start_node(cluster, i, extra))
-        c = Nodes(cluster, hosts)
-        yield c
-        assert_nothing_left_in_etcd(c)
-    except BaseException:
-        for h in hosts:
-            sys.stderr.write(f"\n--- tetherd log ({h.netns}) ---\n{h.log()[-4000:]}\n")
-        raise
-    finally:
-        for h in hosts:
-            h.cleanup()
-        cluster.cleanup()
-
-
 def test_the_data_path_outlives_tetherd_and_comes_back_from_kill_9_without_plaintext(
     host: NamespaceHost,
 ) -> None:
@@ -529,7 +501,7 @@ def test_the_data_path_outlives_tetherd_and_comes_back_from_kill_9_without_plain
     # its relist and does not move them to the new lease: reported, not this test's
     # subject).  What is proven is unchanged: traffic while tetherd is dead, adoption of
     # the same process, and no plaintext while tether-crypt itself restarts.
-    with two_nodes(["--cluster-store-opt", "discovery.ttl=10s"]) as c:
+    with three_nodes(2, ["--cluster-store-opt", "discovery.ttl=10s"]) as c:
         a, b = encrypted_pair(c)
         a.ok("run", "-d", "--name", "w1", "--network", "sec", "busybox", *web(MARKER_SEC))
         b.ok("run", "-d", "--name", "w2", "--network", "sec", "busybox", "sleep", "600")

@@ -64,13 +64,15 @@ def start_node(cluster: Cluster, i: int, extra: list[str] | None = None) -> Name
 
 
 @contextlib.contextmanager
-def three_nodes(n: int = 3) -> Iterator[Nodes]:
+def three_nodes(n: int = 3, extra: list[str] | None = None) -> Iterator[Nodes]:
+    """n nodes (etcd members on up to three), each tetherd with start_node's flags and then
+    `extra` (later ones win)."""
     cluster = Cluster(nodes=n, members=min(n, 3))
     cluster.start()
     hosts: list[NamespaceHost] = []
     try:
         for i in range(n):
-            hosts.append(start_node(cluster, i))
+            hosts.append(start_node(cluster, i, extra))
         nodes = Nodes(cluster, hosts)
         yield nodes
         assert_nothing_left_in_etcd(nodes)
