@@ -172,6 +172,8 @@ class ClusterStore:
                 self.connected.set()
                 if self.fresh_lease:
                     await self._call_new_lease()
+                    # Done: the periodic reconcile must not move the keys again each pass.
+                    self.fresh_lease = False
                 await self._follow()
             except asyncio.CancelledError:
                 raise
