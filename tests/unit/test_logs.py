@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
+from tether.runtime import logs
 from tether.runtime.logs import HEADER, LogReader, rotated
 
 
@@ -118,3 +121,43 @@ def test_a_removed_log_still_gives_what_the_held_file_has(tmp_path: os.PathLike[
     assert texts(r.more()) == ["last"]
     assert r.more() == []
     r.close()
+
+
+def test_a_follower_drains_what_the_held_file_got_just_before_it_rotated(
+    tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shim appends and rotates between the follower's read of the held file and its look
+    at PATH's inode: the last lines of the old file still reach the follower."""
+    log = os.path.join(tmp_path, "container.log")
+    write(log, "1")
+    r = LogReader(log)
+    assert texts(r.history()) == ["1"]
+    real = logs.read_frames
+    calls = []
+
+    def read_then_rotate(path: int | str, offset: int = 0) -> tuple[list[logs.Frame], int]:
+        got = real(path, offset)
+        if not calls:  # right after more()'s first read of the held file
+            write(log, "2", "3")
+            rotate(log, 3)
+            write(log, "4")
+        calls.append(path)
+        return got
+
+    monkeypatch.setattr(logs, "read_frames", read_then_rotate)
+    got = texts(r.more())
+    for _ in range(2):
+        got += texts(r.more())
+    assert got == ["2", "3", "4"]
+    r.close()
+
+
+def test_rotated_lists_the_files_while_the_rename_chain_has_a_gap(
+    tmp_path: os.PathLike[str],
+) -> None:
+    log = os.path.join(tmp_path, "container.log")
+    for name in (f"{log}.3", f"{log}.2", log, f"{log}.x", f"{log}.10"):
+        write(name, "x")
+    # Mid-rotation: .1 was renamed to .2 and PATH not yet to .1.
+    assert rotated(log) == [f"{log}.10", f"{log}.3", f"{log}.2"]
+    assert rotated(os.path.join(tmp_path, "absent", "container.log")) == []

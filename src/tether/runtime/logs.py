@@ -93,12 +93,17 @@ def rfc3339_nano(ns: int) -> str:
 def rotated(path: str) -> list[str]:
     """The rotated files of a log (--log-opt max-size/max-file: PATH.1 the newest), oldest
     first."""
-    out = []
-    n = 1
-    while os.path.exists(f"{path}.{n}"):
-        out.append(f"{path}.{n}")
-        n += 1
-    return out[::-1]
+    # Listed, not probed from .1 upwards: during the shim's rename chain (.2 -> .3, .1 -> .2,
+    # PATH -> .1) .1 is briefly absent, and stopping there would hide every older file.
+    d, base = os.path.split(path)
+    prefix = base + "."
+    try:
+        names = os.listdir(d or ".")
+    except FileNotFoundError:
+        return []
+    tails = [n[len(prefix) :] for n in names if n.startswith(prefix)]
+    nums = [int(t) for t in tails if t.isascii() and t.isdigit()]
+    return [f"{path}.{n}" for n in sorted(nums, reverse=True)]
 
 
 class LogReader:
@@ -146,10 +151,12 @@ class LogReader:
             return []  # removed with its container: what we hold is all there is
         held = os.fstat(self.fd)
         if now.st_ino != held.st_ino:
-            # Rotated since: the held file has been read to its end.  What came after it is
+            # Rotated since.  The shim may have appended to the held file after the read
+            # above and then renamed it: drain it first.  What came after it is
             # in the rotated files newer than it (a follower can fall several rotations
             # behind), then in the current file, opened first so that a rotation meanwhile
             # cannot slip a file between the two.
+            frames, self.offset = read_frames(self.fd, self.offset)
             new = open_log(self.path)
             new_ino = os.fstat(new).st_ino if isinstance(new, int) else None
             between: list[tuple[str, int]] = []
