@@ -16,7 +16,14 @@ from tether.api.containers import ContainerCreate, exposed_ports, parse_signal, 
 from tether.api.networks import EndpointSettings
 from tether.errors import InvalidParameter, NotFound
 from tether.model import Container, EndpointConfig, Network
-from tether.netmodes import DEFAULT_NETWORK, is_container, is_user_defined, normalize
+from tether.netmodes import (
+    DEFAULT_NETWORK,
+    is_container,
+    is_host,
+    is_none,
+    is_user_defined,
+    normalize,
+)
 from tether.runtime.images import DEFAULT_PATH, Image
 from tether.timefmt import now_iso
 
@@ -25,6 +32,19 @@ def msgspec_to_builtins(obj: object) -> object:
     import msgspec
 
     return msgspec.to_builtins(obj)
+
+
+# dockerd's runconfig errors for networks a container cannot join together (the same words
+# as `network connect`: Lifecycle.connect).
+SHARED_NETWORK = (
+    "container sharing network namespace with another container or host cannot be connected"
+    " to any other network"
+)
+HOST_NETWORK = "container cannot be disconnected from host network or connected to host network"
+NO_NETWORK = (
+    "container cannot be connected to multiple networks with one of the networks in private"
+    " (none) mode"
+)
 
 
 def build(
@@ -48,6 +68,13 @@ def build(
         raise InvalidParameter(
             "Container cannot be connected to network endpoints: " + ", ".join(endpoints_cfg)
         )
+    extras = [k for k in endpoints_cfg if k not in (mode, normalize(mode), "default")]
+    if extras and (is_host(mode) or is_container(mode)):
+        # dockerd 25+ takes them and fails at start (updateNetworkSettings); refused here,
+        # where nothing is made yet, in its words (runconfig.ErrConflictSharedNetwork).
+        raise InvalidParameter(SHARED_NETWORK)
+    if extras and is_none(mode):
+        raise InvalidParameter(NO_NETWORK)
     if is_container(mode) and (hc.PortBindings or hc.PublishAllPorts):
         raise InvalidParameter(
             "conflicting options: port publishing and the container type network mode"
@@ -185,6 +212,11 @@ def build(
                 other = find_network(key)
             except NotFound:
                 raise InvalidParameter(f"network {key} not found") from None
+            # dockerd's updateNetworkSettings, for the extras of a private container.
+            if other.driver == "host":
+                raise InvalidParameter(HOST_NETWORK)
+            if is_none(other.name):
+                raise InvalidParameter(NO_NETWORK)
             ecfg2 = endpoint_config(extra, "")
             if ecfg2.aliases and not is_user_defined(other.name):
                 raise InvalidParameter(
