@@ -280,6 +280,11 @@ def test_json_file_rotation_options_as_dockerd_reads_them() -> None:
     assert log_rotation({}) == (0, 1)
     assert log_rotation({"max-size": "10m", "max-file": "3"}) == (10_000_000, 3)
     assert log_rotation({"max-file": "3"}) == (0, 3)  # dockerd: accepted, never rotated
+    # A number Go's ParseFloat refuses: its words, a 400 (not a 500).
+    assert (
+        refused({"Image": "b", "HostConfig": {"LogConfig": {"Config": {"max-size": "1.2.3m"}}}})
+        == 'strconv.ParseFloat: parsing "1.2.3": invalid syntax'
+    )
     req = decode(
         json.dumps(
             {

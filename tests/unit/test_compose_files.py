@@ -468,6 +468,9 @@ def test_user_read_only_and_logging_reach_the_container(tmp_path: Path) -> None:
     assert error_of(tmp_path, svc + "    logging: {options: {max-size: ten}}\n") == (
         "services.web.logging: invalid size: 'ten'"
     )
+    assert error_of(tmp_path, svc + "    logging: {options: {max-size: 1.2.3m}}\n") == (
+        'services.web.logging: strconv.ParseFloat: parsing "1.2.3": invalid syntax'
+    )
     # A service without them hashes as before they were supported (no recreation on the
     # first `up` after an upgrade): the new keys are left out of the hash when unset.
     import dataclasses

@@ -349,7 +349,14 @@ def human_size(value: str) -> int:
     if m is None:
         raise InvalidParameter(f"invalid size: '{value}'")
     power = "kmgtp".find(m.group(2).lower()) + 1 if m.group(2) else 0
-    return int(float(m.group(1)) * 1000**power)
+    try:
+        number = float(m.group(1))
+    except ValueError:
+        # "1.2.3m": the pattern takes it, Go's ParseFloat does not; go-units passes its error on.
+        raise InvalidParameter(
+            f"strconv.ParseFloat: parsing {go_quote(m.group(1))}: invalid syntax"
+        ) from None
+    return int(number * 1000**power)
 
 
 def log_rotation(opts: dict[str, str]) -> tuple[int, int]:
