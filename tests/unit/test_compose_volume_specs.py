@@ -95,3 +95,28 @@ def test_hash_unchanged_without_the_new_keys(tmp_path: Path) -> None:
 def test_bad_volumes_are_compose_errors(tmp_path: Path, text: str, error: str) -> None:
     with pytest.raises(ComposeError, match=error):
         load(tmp_path, "services:\n  a:\n    image: busybox\n" + text)
+
+
+def test_short_syntax_options_reach_the_daemon_or_are_refused_in_its_words(
+    tmp_path: Path,
+) -> None:
+    svc = "services:\n  a:\n    image: busybox\n    volumes:\n"
+    p = load(
+        tmp_path,
+        svc
+        + "      - ./d:/d:ro,z\n      - ./e:/e:rprivate\n      - v:/v:nocopy\nvolumes: {v: {}}\n",
+    )
+    d = str(tmp_path / "myapp")
+    hc = plan.container_body(p, p.services["a"], 1, "sha256:x")["HostConfig"]
+    assert hc["Binds"] == [f"{d}/d:/d:ro,z", f"{d}/e:/e:rw,rprivate"]
+    assert hc["Mounts"] == [
+        {"Type": "volume", "Target": "/v", "Source": "myapp_v", "VolumeOptions": {"NoCopy": True}}
+    ]
+    long = render.model_dict(p)["services"]["a"]["volumes"]
+    assert long[0]["bind"] == {"create_host_path": True, "selinux": "z"}
+    assert long[1]["bind"] == {"create_host_path": True, "propagation": "rprivate"}
+    # What `tether run -v ./d:/d:rshared` is told by the daemon, before anything is created.
+    for mode in ("rshared", "ro,slave", "bogus"):
+        with pytest.raises(ComposeError) as exc:
+            load(tmp_path, svc + f"      - ./d:/d:{mode}\n")
+        assert str(exc.value) == f"services.a.volumes.0: invalid mode: {mode}"

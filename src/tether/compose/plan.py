@@ -49,6 +49,9 @@ def service_hash(svc: Service, image_id: str) -> str:
     ):
         if not doc[k]:
             doc.pop(k)  # absent as before these keys were supported: the hash stays
+    for mount in doc.get("volumes") or []:
+        if not mount["options"]:
+            mount.pop("options")  # as before short-syntax options were kept: the hash stays
     doc["image_id"] = image_id
     return _digest(doc)
 

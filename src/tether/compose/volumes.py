@@ -26,6 +26,9 @@ class VolumeMount:
     create_host_path: bool = False  # short syntax binds: the host directory is made
     nocopy: bool = False
     tmpfs_size: int = 0
+    # Short syntax's options other than ro/rw that the daemon honours (z, Z, private,
+    # rprivate), passed on in Binds as docker compose does.
+    options: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -65,6 +68,9 @@ def service_volumes(
                 read_only=spec["ReadOnly"],
                 create_host_path=spec["Type"] == "bind",
             )
+            sections = item.split(":")
+            if len(sections) == 3:  # SRC:DST:OPTIONS (parse_volume refused more colons)
+                _short_options(m, sections[2], at)
         else:
             kind = str(item.get("type") or "volume")
             m = VolumeMount(
@@ -130,6 +136,22 @@ def service_restart(raw: Any, where: str) -> str:
     return text
 
 
+def _short_options(m: VolumeMount, section: str, at: str) -> None:
+    """The OPTIONS of a short-syntax volume: what the daemon refuses in `-v SRC:DST:OPTIONS`
+    (propagation other than private, anything it does not know) is refused here in its words,
+    before anything is created; nocopy is the volume's; the rest goes on with the bind."""
+    from tether.engine.volumes import BIND_MODES
+
+    words = section.split(",")
+    if any(w not in BIND_MODES for w in words):
+        raise ComposeError(f"{at}: invalid mode: {section}")
+    for w in words:
+        if w == "nocopy" and m.type == "volume":
+            m.nocopy = True
+        elif w not in ("ro", "rw", "nocopy", "copy") and w not in m.options:
+            m.options.append(w)
+
+
 def volume_def(project: str, key: str, raw: Any) -> VolumeDef:
     raw = raw or {}
     where = f"volumes.{key}"
@@ -170,7 +192,8 @@ def host_config(svc: Any, volumes: Mapping[str, VolumeDef]) -> dict[str, Any]:
     mounts: list[dict[str, Any]] = []
     for m in svc.volumes:
         if m.type == "bind" and m.create_host_path:
-            binds.append(f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}")
+            mode = ",".join(["ro" if m.read_only else "rw", *m.options])
+            binds.append(f"{m.source}:{m.target}:{mode}")
             continue
         mount: dict[str, Any] = {"Type": m.type, "Target": m.target}
         if m.type == "volume" and m.source:
@@ -210,7 +233,10 @@ def render_mounts(svc: Any) -> list[dict[str, Any]]:
         if m.read_only:
             entry["read_only"] = True
         if m.type == "bind":
-            entry["bind"] = {"create_host_path": True} if m.create_host_path else {}
+            bind: dict[str, Any] = {"create_host_path": True} if m.create_host_path else {}
+            for o in m.options:  # compose's long form of the short syntax's options
+                bind["selinux" if o in ("z", "Z") else "propagation"] = o
+            entry["bind"] = bind
         elif m.type == "volume":
             entry["volume"] = {"nocopy": True} if m.nocopy else {}
         elif m.tmpfs_size:
