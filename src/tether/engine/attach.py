@@ -64,6 +64,8 @@ class Hub:
         # Frames for the shim sent before it was there (stdin typed before the start).
         self.pending: list[bytes] = []
         self.size: tuple[int, int] | None = None  # the last resize, for the start
+        # Sends of `pending` under way: asyncio holds tasks weakly, the hub keeps them.
+        self.flushes: set[asyncio.Task[None]] = set()
 
 
 def _frame(kind: bytes, payload: bytes = b"") -> bytes:
@@ -259,7 +261,9 @@ class Attacher:
                 except OSError:
                     pass
 
-            asyncio.get_running_loop().create_task(flush())
+            task = asyncio.get_running_loop().create_task(flush())
+            hub.flushes.add(task)
+            task.add_done_callback(hub.flushes.discard)
 
     async def _relay(
         self, c: Container, hub: Hub, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
