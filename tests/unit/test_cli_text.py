@@ -97,6 +97,9 @@ DATA = {
         ),
         ('{{printf "%s %s" .Name}}', "web %!s(MISSING)"),
         ('{{printf "%q %v %%" .Name .Name}}', '"web" web %'),
+        # Go's words for a bad * argument, and U+FFFD for %c of what is no character.
+        ('{{printf "%*d|%*d|%.*s" "x" 5 -3 7 -1 .Name}}', "%!(BADWIDTH)5|7  |%!(BADPREC)web"),
+        ('{{printf "%c%c%c" 65 -1 1114112}}', "A\ufffd\ufffd"),
         ("{{(index .IPAM.Config 0).Subnet}}", "10.0.0.0/24"),
         ("{{.Missing}}", "<no value>"),
         ("{{.Labels}}", "map[tier:front]"),

@@ -242,6 +242,14 @@ def truthy(v: Any) -> bool:
 _VERB = re.compile(r"%([-+# 0]*)(\d+|\*)?(?:\.(\d*|\*))?([a-zA-Z%])")
 
 
+def _int_arg(v: Any) -> int | None:
+    """A * width or precision as Go's intFromArg takes it: an int within a million, else
+    None (Go prints %!(BADWIDTH) or %!(BADPREC))."""
+    if isinstance(v, int) and not isinstance(v, bool) and -1_000_000 <= v <= 1_000_000:
+        return v
+    return None
+
+
 def _printf(fmt: str, *args: Any) -> str:
     """Go's fmt.Sprintf for what templates use: flags (- + space 0 #), width and precision
     (numbers or *), verbs s v q d f e g x X t c; a missing argument is %!v(MISSING)."""
@@ -262,14 +270,19 @@ def _printf(fmt: str, *args: Any) -> str:
         if verb == "%":
             out.append("%")
             continue
-        width = int(go_str(take())) if width_s == "*" else int(width_s) if width_s else None
-        prec = (
-            int(go_str(take()))
-            if prec_s == "*"
-            else int(prec_s or 0)
-            if prec_s is not None
-            else None
-        )
+        width = int(width_s) if width_s and width_s != "*" else None
+        if width_s == "*":
+            width = _int_arg(take())
+            if width is None:
+                out.append("%!(BADWIDTH)")  # Go's, and the verb goes on without a width
+            elif width < 0:  # Go: a negative width pads on the right
+                width, flags = -width, flags.replace("0", "") + "-"
+        prec = int(prec_s or 0) if prec_s is not None and prec_s != "*" else None
+        if prec_s == "*":
+            prec = _int_arg(take())
+            if prec is None or prec < 0:
+                prec = None
+                out.append("%!(BADPREC)")
         arg = take()
         if arg is MISSING:
             out.append(f"%!{verb}(MISSING)")
@@ -285,7 +298,9 @@ def _printf(fmt: str, *args: Any) -> str:
         elif verb == "t" and isinstance(arg, bool):
             text = "true" if arg else "false"
         elif verb == "c" and isinstance(arg, int):
-            text = chr(arg)
+            # Go's fmtC: what is not a Unicode scalar value (a negative int is a huge uint64
+            # there, a surrogate) prints as U+FFFD.
+            text = chr(arg) if 0 <= arg <= 0x10FFFF and not 0xD800 <= arg <= 0xDFFF else "\ufffd"
         else:
             text = go_str(arg)
             if prec is not None:
