@@ -224,6 +224,12 @@ class Attacher:
         if hub.sender is None:
             hub.pending.append(frame)  # for the start
             return
+        # What was typed before the start goes first: a frame sent past it (the stdin close
+        # of a short `run -i`, above all) would reorder the stream or cut its end off.
+        while hub.flushes:
+            await asyncio.gather(*list(hub.flushes), return_exceptions=True)
+        if hub.sender is None:
+            return
         try:
             await asyncio.get_running_loop().sock_sendall(hub.sender, frame)
         except OSError:

@@ -1241,11 +1241,16 @@ static int client_frames(struct client *c, struct stdin_state *in) {
         unsigned char type = c->in[0];
         const unsigned char *payload = c->in + 5;
         if (type == 'i' && in->fd >= 0 && len > 0) {
-            char *more = realloc(in->pending, in->len - in->off + len);
+            /* Compact first: a realloc to the smaller size before the move would cut off
+             * the unwritten tail that still sits past `off` (a short last frame after a
+             * long one lost the end of `run -i`'s input). */
+            if (in->off) {
+                memmove(in->pending, in->pending + in->off, in->len - in->off);
+                in->len -= in->off;
+                in->off = 0;
+            }
+            char *more = realloc(in->pending, in->len + len);
             if (!more) return -1;
-            if (in->off) memmove(more, more + in->off, in->len - in->off);
-            in->len -= in->off;
-            in->off = 0;
             memcpy(more + in->len, payload, len);
             in->len += len;
             in->pending = more;
