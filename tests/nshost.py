@@ -72,6 +72,7 @@ class NamespaceHost:
         self.owns_netns = name is None
         self.dir = tempfile.mkdtemp(prefix=f"tether-{self.netns}-", dir="/tmp")
         self.root = os.path.join(self.dir, "root")
+        self._shim_cgroups: set[str] = set()  # cgroups of shims killed at cleanup
         self.exec_root = os.path.join(self.dir, "run")
         self.socket = os.path.join(self.exec_root, "tether.sock")
         self.log_path = os.path.join(self.dir, "tetherd.log")
@@ -250,6 +251,12 @@ class NamespaceHost:
                     os.kill(int(pid), signal.SIGKILL)
                 continue
             if b"tether-shim" in cmdline and marker in cmdline:
+                args = cmdline.split(b"\0")
+                if b"--cgroup" in args[:-1]:
+                    # Its container may be gone from the store already (run --rm): the
+                    # cgroup is found by the shim's own argument, not by a container dir.
+                    cg = args[args.index(b"--cgroup") + 1].decode()
+                    self._shim_cgroups.add(os.path.basename(cg))
                 try:
                     with open(f"/proc/{pid}/task/{pid}/children") as f:
                         children = [int(c) for c in f.read().split()]
@@ -265,7 +272,7 @@ class NamespaceHost:
         from tether.runtime import cgroups
 
         cdir = os.path.join(self.root, "containers")
-        ids = os.listdir(cdir) if os.path.isdir(cdir) else []
+        ids = set(os.listdir(cdir) if os.path.isdir(cdir) else []) | self._shim_cgroups
         deadline = time.monotonic() + 5
         for cid in ids:
             while cgroups.existing(cid) and time.monotonic() < deadline:

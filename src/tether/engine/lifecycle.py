@@ -98,6 +98,7 @@ class Lifecycle:
         self._waiters: dict[str, list[tuple[str, asyncio.Future[int]]]] = {}
         # Restart policies: the pending restart of each container and its next backoff.
         self.restarting: dict[str, asyncio.Task[None]] = {}
+        self._reaping: set[asyncio.Task[None]] = set()  # cgroups left to remove
         self._backoff: dict[str, float] = {}
 
     # -- start -----------------------------------------------------------------------------
@@ -611,6 +612,13 @@ class Lifecycle:
                     shutil.rmtree(self.containers.cdir(c), ignore_errors=True)
                     self.containers.forget(c)
                     self.attacher.forget(c)
+                    if cgroups.existing(c.id):
+                        # Its last processes are still being reaped (a pid namespace takes
+                        # a moment, longer under load than the shim's own second of tries):
+                        # once the container's directory is gone nothing else would look.
+                        task = asyncio.get_running_loop().create_task(_reap_cgroup(c.id))
+                        self._reaping.add(task)
+                        task.add_done_callback(self._reaping.discard)
                     break
                 # Killed here, removed by this call (not by --rm's auto-remove).
                 c.host_config["AutoRemove"] = False
@@ -979,3 +987,11 @@ def _write_in_place(path: str, text: str) -> None:
         os.pwrite(fd, data, 0)
     finally:
         os.close(fd)
+
+
+async def _reap_cgroup(container_id: str, within: float = 30.0) -> None:
+    """Remove a removed container's cgroup as soon as its last process is gone."""
+    deadline = time.monotonic() + within
+    while cgroups.existing(container_id) and time.monotonic() < deadline:
+        cgroups.remove(container_id)
+        await asyncio.sleep(0.1)
