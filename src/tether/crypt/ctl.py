@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tether.kernel.fds import lift
+from tether.processes import helper_pids
 
 log = logging.getLogger("tether.crypt")
 
@@ -40,19 +41,7 @@ class CryptError(Exception):
 
 def crypt_pids(exec_root: str) -> list[int]:
     """Live tether-crypt processes of this exec-root."""
-    want = f"--exec-root\0{exec_root}\0".encode()
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if MARKER.encode() in cmdline and want in cmdline:
-            out.append(int(entry))
-    return out
+    return helper_pids(MARKER, exec_root)
 
 
 class CryptClient:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tether.kernel.fds import lift
+from tether.processes import helper_pids
 
 log = logging.getLogger("tether.relay")
 
@@ -42,19 +43,7 @@ class RelayError(Exception):
 
 def relay_pids(exec_root: str) -> list[int]:
     """Live relay processes of this exec-root (whatever their control socket says)."""
-    want = f"--exec-root\0{exec_root}\0".encode()
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if MARKER.encode() in cmdline and want in cmdline:
-            out.append(int(entry))
-    return out
+    return helper_pids(MARKER, exec_root)
 
 
 class RelayClient:
