@@ -103,6 +103,14 @@ def container_body(
         host_config["DnsSearch"] = list(dns["Search"])
     if dns.get("Options"):
         host_config["DnsOptions"] = list(dns["Options"])
+    log_driver = tmpl.get("LogDriver") or {}
+    if log_driver.get("Name") or log_driver.get("Options"):
+        # --log-driver json-file --log-opt max-size=...: the task's log rotates as a
+        # container's does (service logs reads the rotated files too: nodeapi.py).
+        host_config["LogConfig"] = {
+            "Type": log_driver.get("Name") or "json-file",
+            "Config": {str(k): str(v) for k, v in (log_driver.get("Options") or {}).items()},
+        }
     body: dict[str, Any] = {
         "Image": cs.get("Image") or "",
         "Env": list(cs.get("Env") or []),

@@ -181,29 +181,33 @@ class NodeApi:
     async def local_frames(
         self, c: Container, follow: bool, tail: int | None, since: float = 0.0
     ) -> AsyncIterator[list[logfile.Frame]]:
-        """A local container's log, a line a frame: what is there, then (follow) what comes
-        until the container stops."""
-        path = self.containers.paths(c)["log"]
-        frames, offset = logfile.read_frames(path)
-        lines = [f for f in logfile.split_lines(frames) if f.time_ns / 1e9 >= since]
-        if tail is not None:
-            lines = lines[-tail:] if tail > 0 else []
-        if lines:
-            yield lines
-        if not follow:
-            return
-        run = self.lifecycle.supervisor.run_of(c)
-        delay = 0.005
-        while run is not None and not run.finished.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.finished.wait(), delay)
-            more, offset = logfile.read_frames(path, offset)
+        """A local container's log, a line a frame: what is there (the rotated files of
+        --log-opt max-file, oldest first, then the current one), then (follow) what comes
+        until the container stops; read as `logs` reads a container's (runtime/logs.py)."""
+        reader = logfile.LogReader(self.containers.paths(c)["log"])
+        try:
+            frames = reader.history()
+            lines = [f for f in logfile.split_lines(frames) if f.time_ns / 1e9 >= since]
+            if tail is not None:
+                lines = lines[-tail:] if tail > 0 else []
+            if lines:
+                yield lines
+            if not follow:
+                return
+            run = self.lifecycle.supervisor.run_of(c)
+            delay = 0.005
+            while run is not None and not run.finished.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(run.finished.wait(), delay)
+                more = reader.more()
+                if more:
+                    yield list(logfile.split_lines(more))
+                delay = 0.005 if more else min(delay * 2, 0.1)
+            more = reader.more()
             if more:
                 yield list(logfile.split_lines(more))
-            delay = 0.005 if more else min(delay * 2, 0.1)
-        more, offset = logfile.read_frames(path, offset)
-        if more:
-            yield list(logfile.split_lines(more))
+        finally:
+            reader.close()
 
     async def remote_frames(
         self, node: str, task_id: str, follow: bool, tail: int | None, since: float = 0.0

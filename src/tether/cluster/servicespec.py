@@ -108,6 +108,16 @@ def check(spec: dict[str, Any]) -> dict[str, Any]:
     log_driver = (tmpl.get("LogDriver") or {}).get("Name")
     if log_driver not in (None, "", "json-file"):
         raise InvalidParameter(f"log driver {log_driver!r} is not supported (json-file only)")
+    log_opts = (tmpl.get("LogDriver") or {}).get("Options")
+    if log_opts:
+        # Checked as a container's --log-opt (max-size, max-file): the tasks' containers
+        # get them (agent.container_body), and a bad one is refused here, not per task.
+        from tether.api.containers import HostConfig, LogConfig
+
+        if not isinstance(log_opts, dict):
+            raise InvalidParameter("TaskTemplate.LogDriver.Options must be a map of strings")
+        opts = {str(k): str(v) for k, v in log_opts.items()}
+        HostConfig(LogConfig=LogConfig(Type="json-file", Config=opts))._check_log_config()
     placement = tmpl.get("Placement") or {}
     _refuse_unknown(placement, {"Constraints"}, "TaskTemplate.Placement")
     for c in placement.get("Constraints") or []:
