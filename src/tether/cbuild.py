@@ -1,4 +1,5 @@
-"""Building tether's two small C parts on first use: tether-shim and the DNS fast path.
+"""Building tether's small C parts on first use: tether-shim, the DNS fast path and the
+encrypted overlay's data path (tether-crypt's per-frame work, linked with libcrypto).
 
 Each build is cached under a name carrying the hash of its source (and, for the extension,
 the Python version), so an upgrade never runs a stale binary and many daemons share one
@@ -9,12 +10,14 @@ both ahead of time.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
 import tempfile
+from types import ModuleType
 
 from tether.errors import SystemFailure
 
@@ -26,10 +29,11 @@ def _digest(source: str, extra: str = "") -> str:
         return hashlib.sha256(f.read() + extra.encode()).hexdigest()[:16]
 
 
-def build(source: str, name: str, extension: bool = False) -> str:
-    """The path of the built program (or CPython extension module), building it if needed."""
+def build(source: str, name: str, extension: bool = False, libs: tuple[str, ...] = ()) -> str:
+    """The path of the built program (or CPython extension module), building it if needed.
+    `libs`: libraries to link (["crypto"] for -lcrypto)."""
     if extension:
-        tag = sys.implementation.cache_tag
+        tag = sys.implementation.cache_tag + " ".join(libs)
         path = os.path.join(
             CACHE_DIR, f"{name}-{_digest(source, tag)}{sysconfig.get_config_var('EXT_SUFFIX')}"
         )
@@ -53,6 +57,7 @@ def build(source: str, name: str, extension: bool = False) -> str:
             "-o",
             tmp,
             source,
+            *[f"-l{lib}" for lib in libs],
         ]
     else:
         args = [cc, "-O2", "-static", "-Wall", "-o", tmp, source]
@@ -66,3 +71,14 @@ def build(source: str, name: str, extension: bool = False) -> str:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def load_extension(source: str, name: str, libs: tuple[str, ...] = ()) -> ModuleType:
+    """The CPython extension built from `source` (building it if needed), imported."""
+    path = build(source, name, extension=True, libs=libs)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise SystemFailure(f"{path} is not a loadable extension")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

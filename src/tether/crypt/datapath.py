@@ -41,6 +41,7 @@ Control requests: 4-byte big-endian length + JSON, answered the same way
 
 from __future__ import annotations
 
+import array
 import base64
 import errno
 import ipaddress
@@ -104,6 +105,11 @@ RX_REASONS = (
     "bad_frame",
 )
 TX_REASONS = ("no_route", "no_key", "multicast", "send_failed")
+# Send failures that are counted, not logged: a full queue, a peer that is gone.
+QUIET_SEND_ERRORS = frozenset(
+    (0, errno.ENOBUFS, errno.EAGAIN, errno.EHOSTUNREACH, errno.ENETUNREACH,
+     errno.ECONNREFUSED, errno.EPERM)
+)  # fmt: skip
 
 
 def log(msg: str) -> None:
@@ -115,17 +121,70 @@ def log(msg: str) -> None:
         pass
 
 
-def new_stats() -> dict[str, int]:
-    st = dict.fromkeys(("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "proxy_replies"), 0)
-    for r in RX_REASONS:
-        st["rx_drop_" + r] = 0
-    for r in TX_REASONS:
-        st["tx_drop_" + r] = 0
-    return st
+COUNTERS = (
+    "rx_packets",
+    "rx_bytes",
+    "tx_packets",
+    "tx_bytes",
+    "proxy_replies",
+    *("rx_drop_" + r for r in RX_REASONS),
+    *("tx_drop_" + r for r in TX_REASONS),
+)
+COUNTER_INDEX = {name: i for i, name in enumerate(COUNTERS)}
+
+
+class Stats:
+    """A network's counters by name, kept in an array('Q') that the C fast path
+    (_fastcrypt.c) counts into directly, in the order of COUNTERS."""
+
+    __slots__ = ("a",)
+
+    def __init__(self) -> None:
+        self.a = array.array("Q", bytes(8 * len(COUNTERS)))
+
+    def __getitem__(self, name: str) -> int:
+        return self.a[COUNTER_INDEX[name]]
+
+    def __setitem__(self, name: str, value: int) -> None:
+        self.a[COUNTER_INDEX[name]] = value
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(zip(COUNTERS, self.a, strict=True))
+
+
+def load_fast() -> Any:
+    """The C fast path (_fastcrypt.c, built on first use), or None: then every frame goes
+    through the Python code below (TETHER_CRYPT_PURE_PYTHON=1 asks for that)."""
+    if os.environ.get("TETHER_CRYPT_PURE_PYTHON"):
+        return None
+    from tether.cbuild import load_extension
+    from tether.crypt.fastbuild import LIBS, SOURCE
+
+    try:
+        module = load_extension(SOURCE, "_fastcrypt", libs=LIBS)
+    except Exception as exc:
+        log(f"C data path unavailable, moving frames in Python: {exc}")
+        return None
+    if tuple(module.COUNTERS) != COUNTERS:
+        log("C data path's counters differ from datapath.COUNTERS: not used")
+        return None
+    return module
 
 
 class Net:
-    __slots__ = ("arp", "fd", "keys", "macs", "nd", "send_epoch", "stats", "tap", "vni")
+    __slots__ = (
+        "arp",
+        "fd",
+        "keys",
+        "macs",
+        "nd",
+        "routes",
+        "routes_of",
+        "send_epoch",
+        "stats",
+        "tap",
+        "vni",
+    )
 
     def __init__(self, vni: int, tap_name: str) -> None:
         self.vni = vni
@@ -136,21 +195,41 @@ class Net:
         self.macs: dict[bytes, str] = {}  # remote MAC -> its node's address
         self.arp: dict[bytes, bytes] = {}  # remote IPv4 (4 bytes) -> MAC
         self.nd: dict[bytes, bytes] = {}  # remote IPv6 (16 bytes) -> MAC
-        self.stats = new_stats()
+        self.stats = Stats()
+        # The C sender's table (remote MAC -> TxRoute), and what it was built from: it is
+        # built again when any of those objects is replaced (the control requests replace
+        # them whole).
+        self.routes: dict[bytes, Any] = {}
+        self.routes_of: tuple[Any, ...] = ()
 
 
 class RxState:
-    """What receiving from one sender (network, epoch, node, session) needs."""
+    """What receiving from one sender (network, epoch, node, session) needs: its key and
+    replay window (the C fast path's RxRoute has the same methods)."""
 
-    __slots__ = ("aead", "window")
+    __slots__ = ("active", "aead", "window")
 
     def __init__(self, aead: AESGCM) -> None:
         self.aead = aead
         self.window = ReplayWindow()
+        self.active = True
+
+    def check(self, counter: int) -> bool:
+        return self.window.check(counter)
+
+    def accept(self, counter: int) -> None:
+        self.window.accept(counter)
+
+    def open_into(self, counter: int, ct: bytes | memoryview, aad: bytes, out: memoryview) -> bool:
+        try:
+            self.aead.decrypt_into(ZERO4 + counter.to_bytes(8, "big"), ct, aad, out)
+        except InvalidTag:
+            return False
+        return True
 
 
 class DataPath:
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, fast: Any = None) -> None:
         self.ep = select.epoll()
         self.handlers: dict[int, Any] = {}
         self.control = control
@@ -163,7 +242,16 @@ class DataPath:
         # This process's session: part of every key it uses, so a restart never reuses a
         # (key, nonce) pair and never accepts what was recorded before it (wire.py).
         self.session = int.from_bytes(os.urandom(8), "big")
-        self.counter = 0
+        self.counter = 0  # the last counter sealed with (the C Sender's, with the fast path)
+        # The C fast path (load_fast()), or None.  With it the common frames never reach
+        # the Python below: Python keeps the control, the keys, ARP/ND answers, and every
+        # frame or buffer that is not the usual case (on_tap, on_udp).
+        self.fast = fast
+        self.sender = fast.Sender(self.session) if fast is not None else None
+        self.receiver = fast.Receiver() if fast is not None else None
+        # Receive states by (network, epoch, node, session), and the same objects by the
+        # bytes the C receiver looks up (node's IPv4 + header bytes 4..19).
+        self.rxtab: dict[bytes, Any] = {}
         self.addr = ""
         self.port = 0
         self.mtu = 1500
@@ -176,10 +264,10 @@ class DataPath:
         self.nets: dict[int, Net] = {}
         self.by_fd: dict[int, Net] = {}
         self.peers: dict[str, int] = {}  # node address -> its data path's session
-        self.tx_keys: dict[tuple[int, int, str, int], AESGCM] = {}
-        self.rx: dict[tuple[int, int, str, int], RxState] = {}
+        self.tx_keys: dict[tuple[int, int, str, int], Any] = {}  # AESGCM, or TxRoute
+        self.rx: dict[tuple[int, int, str, int], Any] = {}  # RxState, or RxRoute
         self.pending: dict[tuple[str, bytes], list[Any]] = {}
-        self.glob = new_stats()
+        self.glob = Stats()
         self.rbuf = bytearray(RECV_SIZE)
         self.rview = memoryview(self.rbuf)
         # Frames read from the TAPs, and sealed (one of each at a time: one thread).
@@ -245,6 +333,9 @@ class DataPath:
         net = self.by_fd.get(fd)
         if net is None:
             return
+        if self.sender is not None and self.sock is not None:
+            self._pump_tap(fd, net, self.sender)
+            return
         tbuf, tview = self.tbuf, self.tview
         for _ in range(BATCH):
             try:
@@ -268,7 +359,42 @@ class DataPath:
                 continue
             self.send(net, peer, data)
 
-    def tx_key(self, net: Net, peer: str) -> AESGCM | None:
+    def _pump_tap(self, fd: int, net: Net, sender: Any) -> None:
+        """The C sender moves this TAP's unicast frames; what it hands back is ours."""
+        fast = self.fast
+        if net.routes_of != (net.macs, net.keys, net.send_epoch, self.peers, self.sock):
+            self._build_routes(net)
+        for _ in range(BATCH):
+            status, _frames, extra = sender.pump(fd, net.routes, net.stats.a)
+            if status == fast.FRAME:
+                self.local(net, memoryview(extra))
+                continue
+            if status == fast.GONE:
+                self._detach(net)
+            elif isinstance(extra, int) and extra not in QUIET_SEND_ERRORS:
+                log(f"{'send' if status != fast.ERROR else 'tap read'}: {os.strerror(extra)}")
+            return
+
+    def _build_routes(self, net: Net) -> None:
+        """The C sender's table: each remote MAC to the route to its node (one per node,
+        shared by its MACs; a route without a key counts the frames as no_key)."""
+        assert self.fast is not None
+        routes: dict[bytes, Any] = {}
+        by_peer: dict[str, Any] = {}
+        for mac, peer in net.macs.items():
+            route = by_peer.get(peer)
+            if route is None:
+                route = self.tx_key(net, peer)
+                if route is None:
+                    route = self.fast.TxRoute(None, peer, self.port, net.vni, 0)
+                by_peer[peer] = route
+            routes[mac] = route
+        net.routes = routes
+        net.routes_of = (net.macs, net.keys, net.send_epoch, self.peers, self.sock)
+
+    def tx_key(self, net: Net, peer: str) -> Any:
+        """The sealing key for `peer` on this network now (AESGCM; the C path's TxRoute),
+        or None if there is none yet."""
         session = self.peers.get(peer)
         epoch = net.send_epoch
         if session is None or epoch not in net.keys:
@@ -276,20 +402,35 @@ class DataPath:
         k = (net.vni, epoch, peer, session)
         aead = self.tx_keys.get(k)
         if aead is None:
-            aead = AESGCM(
-                pair_key(net.keys[epoch], net.vni, epoch, self.addr, self.session, peer, session)
-            )
+            key = pair_key(net.keys[epoch], net.vni, epoch, self.addr, self.session, peer, session)
+            if self.fast is not None:
+                aead = self.fast.TxRoute(key, peer, self.port, net.vni, epoch)
+            else:
+                aead = AESGCM(key)
             self.tx_keys[k] = aead
         return aead
 
     def send(self, net: Net, peer: str, data: bytes | memoryview) -> None:
-        aead = self.tx_key(net, peer)
+        """One frame sealed and sent from Python (the reference path: what the C sender
+        does for every frame when it is there)."""
+        session = self.peers.get(peer)
+        epoch = net.send_epoch
         sock = self.sock
-        if aead is None or sock is None:
+        if session is None or epoch not in net.keys or sock is None:
             net.stats["tx_drop_no_key"] += 1
             return
-        self.counter += 1
-        counter = self.counter
+        aead = (
+            AESGCM(
+                pair_key(net.keys[epoch], net.vni, epoch, self.addr, self.session, peer, session)
+            )
+            if self.fast is not None
+            else self.tx_key(net, peer)
+        )
+        if self.sender is not None:
+            counter = self.counter = self.sender.next()
+        else:
+            self.counter += 1
+            counter = self.counter
         tail = TAIL.pack(net.vni, net.send_epoch, self.session, counter)
         # Sealed into a buffer of our own: no 64 KiB object per frame.
         mv = self.cview[: len(data) + TAG_LEN]
@@ -315,8 +456,7 @@ class DataPath:
                     sock.sendmsg(iov[2 * first : 2 * (first + group)], seg, 0, dest)
         except OSError as exc:
             net.stats["tx_drop_send_failed"] += 1
-            if exc.errno not in (errno.ENOBUFS, errno.EAGAIN, errno.EHOSTUNREACH,
-                                 errno.ENETUNREACH, errno.ECONNREFUSED, errno.EPERM):  # fmt: skip
+            if exc.errno not in QUIET_SEND_ERRORS:
                 log(f"send to {peer}: {exc}")
             return
         net.stats["tx_packets"] += 1
@@ -346,6 +486,9 @@ class DataPath:
     def on_udp(self, fd: int) -> None:
         sock = self.sock
         if sock is None:
+            return
+        if self.receiver is not None:
+            self._pump_udp(self.receiver)
             return
         cmsg_space = socket.CMSG_SPACE(4)
         iov = self.rx_iov
@@ -392,6 +535,22 @@ class DataPath:
             # Anything else: the bytes as they came, taken apart datagram by datagram.
             whole = _gather(iov, n)
             self.block(addr[0], memoryview(whole), n, seg)
+
+    def _pump_udp(self, receiver: Any) -> None:
+        """The C receiver opens the usual buffers; what it hands back is ours."""
+        fast = self.fast
+        for _ in range(BATCH):
+            status, _frames, extra = receiver.pump(self.rxtab)
+            if status == fast.BUFFER:
+                src, n, seg, data = extra
+                if seg <= HEADER_LEN:
+                    self.glob["rx_drop_malformed"] += 1
+                else:
+                    self.block(src, memoryview(data), n, seg)
+                continue
+            if status == fast.ERROR:
+                log(f"receive: {os.strerror(extra)}")
+            return
 
     def block(self, src: str, view: memoryview, n: int, seg: int) -> None:
         """A buffer of `n` bytes: datagrams of `seg` bytes (the last may be shorter), as one
@@ -449,6 +608,34 @@ class DataPath:
             del self.pending[key]
             self.open(src, tail, b"".join([runs[i] for i in sorted(runs)]))
 
+    def _new_rx(self, k: tuple[int, int, str, int], net: Net, key: bytes) -> Any:
+        """The receive state of one sender (network, epoch, node, session)."""
+        if self.fast is None:
+            rx: Any = RxState(AESGCM(key))
+        else:
+            rx = self.fast.RxRoute(key, net.fd, net.stats.a)
+            vni, epoch, src, session = k
+            self.rxtab[socket.inet_aton(src) + struct.pack(">IIQ", vni, epoch, session)] = rx
+        self.rx[k] = rx
+        return rx
+
+    def _drop_rx(self, keys: list[tuple[int, int, str, int]]) -> None:
+        for k in keys:
+            rx = self.rx.pop(k, None)
+            if rx is not None and self.fast is not None:
+                vni, epoch, src, session = k
+                self.rxtab.pop(
+                    socket.inet_aton(src) + struct.pack(">IIQ", vni, epoch, session), None
+                )
+
+    def _current_senders(self) -> None:
+        """The C receiver opens only for active senders: a sender whose node has another
+        session now, or whose epoch is no longer kept, goes back to Python's checks (which
+        count the drop by its reason)."""
+        for (vni, epoch, src, session), rx in self.rx.items():
+            net = self.nets.get(vni)
+            rx.active = net is not None and epoch in net.keys and self.peers.get(src) == session
+
     def _count_rx(self, vni: int, reason: str) -> None:
         net = self.nets.get(vni)
         (net.stats if net is not None else self.glob)["rx_drop_" + reason] += 1
@@ -470,9 +657,11 @@ class DataPath:
         k = (vni, epoch, src, session)
         rx = self.rx.get(k)
         if rx is None:
-            rx = RxState(AESGCM(pair_key(key, vni, epoch, src, session, self.addr, self.session)))
-            self.rx[k] = rx
-        if not rx.window.check(counter):
+            rx = self._new_rx(
+                k, net, pair_key(key, vni, epoch, src, session, self.addr, self.session)
+            )
+        rx.active = True  # checked just now: current sender, known epoch
+        if not rx.check(counter):
             st["rx_drop_replayed"] += 1
             return
         size = len(ct) - TAG_LEN
@@ -480,12 +669,10 @@ class DataPath:
             st["rx_drop_auth_failed" if size < 0 else "rx_drop_bad_frame"] += 1
             return
         frame = self.pview[:size]
-        try:
-            rx.aead.decrypt_into(ZERO4 + counter.to_bytes(8, "big"), ct, tail, frame)
-        except InvalidTag:
+        if not rx.open_into(counter, ct, tail, frame):
             st["rx_drop_auth_failed"] += 1
             return
-        rx.window.accept(counter)
+        rx.accept(counter)
         if net.fd < 0:
             st["rx_drop_bad_frame"] += 1
             return
@@ -586,15 +773,20 @@ class DataPath:
             for k in [k for k in self.tx_keys if k[0] == net.vni and k[1] in changed]:
                 del self.tx_keys[k]
             # Receive windows stay as long as this process does (one thrown away would
-            # accept a replay, should its epoch come back), but for epochs long gone.
+            # accept a replay, should its epoch come back), but for epochs long gone, and
+            # for an epoch whose key changed (what was sealed with the old key cannot
+            # open with the new one: nothing to replay).
             newest = max(keys, default=0)
-            for k in [k for k in self.rx if k[0] == net.vni and k[1] < newest - 2]:
-                del self.rx[k]
+            self._drop_rx(
+                [k for k in self.rx if k[0] == net.vni and (k[1] < newest - 2 or k[1] in changed)]
+            )
+            self._current_senders()
             return {"ok": True}
         if op == "peers":
             self.peers = {str(ip): int(s, 16) for ip, s in req["sessions"].items()}
             for k in [k for k in self.tx_keys if self.peers.get(k[2]) != k[3]]:
                 del self.tx_keys[k]
+            self._current_senders()
             return {"ok": True}
         if op == "remotes":
             net = self.nets[int(req["vni"])]
@@ -616,7 +808,7 @@ class DataPath:
                 "session": f"{self.session:016x}",
                 "addr": self.addr,
                 "port": self.port,
-                "global": self.glob,
+                "global": self.glob.as_dict(),
                 "networks": {
                     str(vni): {
                         "tap": net.tap,
@@ -624,7 +816,7 @@ class DataPath:
                         "epochs": sorted(net.keys),
                         "send_epoch": net.send_epoch,
                         "remotes": len(net.macs),
-                        **net.stats,
+                        **net.stats.as_dict(),
                     }
                     for vni, net in self.nets.items()
                 },
@@ -661,11 +853,15 @@ class DataPath:
             self._watch(s.fileno(), self.on_udp)
             self.tx_keys.clear()  # our address is part of every key
             self.rx.clear()
+            self.rxtab.clear()
             self.addr, self.port = addr, port
         self.mtu = mtu
         self.seg = mtu - OUTER_LEN
         self.chunk = self.seg - HEADER_LEN
         self.group = max(1, MAX_UDP_PAYLOAD // self.seg)
+        if self.sender is not None and self.receiver is not None and self.sock is not None:
+            self.sender.configure(self.sock.fileno(), self.seg)
+            self.receiver.configure(self.sock.fileno(), self.seg)
         self.seg_cmsg = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", self.seg))]
         c = self.chunk
         # Enough datagrams for the largest receive (64 KiB of them, or one of any size).
@@ -692,6 +888,7 @@ class DataPath:
             net.fd = fd
             self.by_fd[fd] = net
             self._watch(fd, self.on_tap)
+            self._rx_fd(net)
 
     def _detach(self, net: Net) -> None:
         if net.fd >= 0:
@@ -699,15 +896,23 @@ class DataPath:
             self.by_fd.pop(net.fd, None)
             os.close(net.fd)
             net.fd = -1
+            self._rx_fd(net)
+
+    def _rx_fd(self, net: Net) -> None:
+        """The C receiver writes a network's frames to the TAP its routes name."""
+        if self.fast is not None:
+            for k, rx in self.rx.items():
+                if k[0] == net.vni:
+                    rx.fd = net.fd
 
     def forget(self, vni: int) -> None:
         net = self.nets.pop(vni, None)
         if net is None:
             return
         self._detach(net)
-        for cache in (self.tx_keys, self.rx):
-            for k in [k for k in cache if k[0] == vni]:
-                del cache[k]
+        for k in [k for k in self.tx_keys if k[0] == vni]:
+            del self.tx_keys[k]
+        self._drop_rx([k for k in self.rx if k[0] == vni])
 
 
 def _gather(iov: list[memoryview], n: int) -> bytes:
@@ -795,7 +1000,7 @@ def main(argv: list[str]) -> int:
     import gc
 
     gc.freeze()  # what was made at start stays; frames make no reference cycles
-    DataPath(socket.socket(fileno=control_fd)).run()
+    DataPath(socket.socket(fileno=control_fd), fast=load_fast()).run()
     return 0
 
 
