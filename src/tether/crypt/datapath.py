@@ -384,9 +384,13 @@ class DataPath:
         for mac, peer in net.macs.items():
             route = by_peer.get(peer)
             if route is None:
-                route = self.tx_key(net, peer)
-                if route is None:
-                    route = self.fast.TxRoute(None, peer, self.port, net.vni, 0)
+                try:
+                    route = self.tx_key(net, peer)
+                    if route is None:
+                        route = self.fast.TxRoute(None, peer, self.port, net.vni, 0)
+                except ValueError as exc:  # not an IPv4 address: no route (counted so)
+                    log(f"no route to {peer}: {exc}")
+                    continue
                 by_peer[peer] = route
             routes[mac] = route
         net.routes = routes
@@ -808,6 +812,7 @@ class DataPath:
                 "session": f"{self.session:016x}",
                 "addr": self.addr,
                 "port": self.port,
+                "engine": "C" if self.fast is not None else "Python",
                 "global": self.glob.as_dict(),
                 "networks": {
                     str(vni): {

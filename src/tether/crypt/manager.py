@@ -262,6 +262,8 @@ class Encryption:
                 "Pid": stats["pid"],
                 "Session": stats["session"],
                 "Port": stats["port"],
+                # "C" (_fastcrypt.c moves the frames) or "Python" (it could not be built).
+                "Engine": stats.get("engine", ""),
                 "Attached": bool(mine.get("attached")),
                 "Counters": {
                     k: v
