@@ -7,7 +7,6 @@ Plain HTTP/1.1 on the low-level _socket module: importing `socket`, `http.client
 from __future__ import annotations
 
 import _socket
-import os
 import sys
 import time
 
@@ -327,6 +326,8 @@ def start_daemon(
     socket_path: str = DEFAULT_SOCKET, root: str = DEFAULT_ROOT, wait: float = 20.0
 ) -> int:
     """Start tetherd in the background (same interpreter) and wait until it answers."""
+    import os  # here only: `os` is a tenth of a `tether ps` (tether/cli/fast.py)
+
     exec_root = os.path.dirname(socket_path)
     os.makedirs(root, mode=0o711, exist_ok=True)
     log_path = os.path.join(root, "tetherd.log")

@@ -211,8 +211,8 @@ PS_DEFAULT = "table {{.Name}}\t{{.Image}}\t{{.Command}}\t{{.Service}}\t{{.Runnin
 
 
 def run_ps(ctx: Context, g: dict[str, Any], o: dict[str, Any], args: list[str]) -> int:
-    from tether.cli.container import _ps_row
     from tether.cli.output import render_table_template
+    from tether.cli.views import ps_row as _ps_row
     from tether.compose import plan
     from tether.compose.runner import label_filter
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from tether import netmodes
 from tether import textcheck as tc
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
+from tether.cli.output import demux as _demux
 from tether.cli.output import parse_filters, print_inspected, render_table_template
+from tether.cli.views import PS_DEFAULT, PS_HEADERS, host_port, ps_row
 from tether.client import ApiError, quote
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
@@ -18,25 +19,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from tether.client import Response
-
-PS_HEADERS = {
-    "ID": "CONTAINER ID",
-    "Image": "IMAGE",
-    "Command": "COMMAND",
-    "CreatedAt": "CREATED AT",
-    "RunningFor": "CREATED",
-    "Ports": "PORTS",
-    "Status": "STATUS",
-    "Size": "SIZE",
-    "Names": "NAMES",
-    "Labels": "LABELS",
-    "Mounts": "MOUNTS",
-    "Networks": "NETWORKS",
-    "State": "STATE",
-}
-PS_DEFAULT = (
-    "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
-)
 
 
 def _q(s: str) -> str:
@@ -447,16 +429,6 @@ def _raw_container_terminal(ctx: Context, cid: str) -> Any:
     return restore
 
 
-def _demux(resp: Response) -> None:
-    """Docker's multiplexed stream to our stdout/stderr."""
-    out = sys.stdout.buffer
-    err = sys.stderr.buffer
-    for stream, data in resp.frames():
-        target = err if stream == 2 else out
-        target.write(data)
-        target.flush()
-
-
 def _each(
     ctx: Context,
     names: list[str],
@@ -530,92 +502,6 @@ def run_wait(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     return status
 
 
-def _ellipsis(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def _go_quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _join(ip: str, port: object) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def format_ports(ports: list[dict[str, Any]]) -> str:
-    """docker ps's PORTS column (docker/cli DisplayablePorts, step for step).
-
-    Ports published on the same number fold into ranges per address and protocol; the
-    others are listed after them, one by one.
-    """
-
-    def key(p: dict[str, Any]) -> tuple[int, str, int, str]:
-        return (
-            int(p["PrivatePort"]),
-            str(p.get("IP") or ""),
-            int(p.get("PublicPort") or 0),
-            str(p.get("Type") or ""),
-        )
-
-    groups: dict[str, list[int]] = {}
-    order: list[str] = []
-    result: list[str] = []
-    mappings: list[str] = []
-
-    def form(k: str, first: int, last: int) -> str:
-        ip, _, proto = k.rpartition("/")
-        group = f"{first}" if first == last else f"{first}-{last}"
-        return f"{_join(ip, group)}->{group}/{proto}" if ip else f"{group}/{proto}"
-
-    for p in sorted(ports, key=key):
-        current = int(p["PrivatePort"])
-        proto = str(p.get("Type") or "tcp")
-        k = proto
-        ip = str(p.get("IP") or "")
-        if ip:
-            public = int(p.get("PublicPort") or 0)
-            if public != current:
-                mappings.append(f"{_join(ip, public)}->{current}/{proto}")
-                continue
-            k = f"{ip}/{proto}"
-        g = groups.get(k)
-        if g is None:
-            groups[k] = [current, current]
-            order.append(k)
-            continue
-        if current == g[1] + 1:
-            g[1] = current
-            continue
-        result.append(form(k, g[0], g[1]))
-        groups[k] = [current, current]
-    result += [form(k, *groups[k]) for k in order]
-    return ", ".join(result + mappings)
-
-
-def _ps_row(c: dict[str, Any], no_trunc: bool) -> dict[str, Any]:
-    from tether.engine.container_views import human_duration
-
-    labels = c.get("Labels") or {}
-    command = c.get("Command", "")
-    created = int(c.get("Created") or 0)
-    return {
-        "ID": c["Id"] if no_trunc else c["Id"][:12],
-        "Image": c.get("Image", ""),
-        "Command": _go_quote(command if no_trunc else _ellipsis(command, 20)),
-        "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(created)),
-        "RunningFor": human_duration(time.time() - created) + " ago",
-        "Ports": format_ports(c.get("Ports") or []),
-        "Status": c.get("Status", ""),
-        "State": c.get("State", ""),
-        "Size": "0B",
-        "Names": ",".join(n.lstrip("/") for n in c.get("Names") or []),
-        "Labels": ",".join(f"{k}={labels[k]}" for k in sorted(labels)),
-        "Mounts": "",
-        "Networks": ",".join(sorted((c.get("NetworkSettings") or {}).get("Networks") or {})),
-        "Label": lambda key: labels.get(key, ""),
-    }
-
-
 def run_ps(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     filters = parse_filters(o["filter"])
     show_all = o["all"] or o["latest"] or o["last"] not in (None, -1)
@@ -631,7 +517,7 @@ def run_ps(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         items = items[:1]
     elif o["last"] not in (None, -1):
         items = items[: o["last"]]
-    rows = [_ps_row(c, o["no_trunc"]) for c in items]
+    rows = [ps_row(c, o["no_trunc"]) for c in items]
     if o["quiet"]:
         sys.stdout.write("".join(r["ID"] + "\n" for r in rows))
         return 0
@@ -835,10 +721,10 @@ def run_port(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         bindings = ports.get(want)
         if not bindings:
             raise CliError(f"Error: No public port '{want}' published for {args[0]}")
-        lines = [_join(b["HostIp"], b["HostPort"]) for b in bindings]
+        lines = [host_port(b["HostIp"], b["HostPort"]) for b in bindings]
     else:
         lines = [
-            f"{key} -> {_join(b['HostIp'], b['HostPort'])}"
+            f"{key} -> {host_port(b['HostIp'], b['HostPort'])}"
             for key in ports
             for b in ports[key] or []
         ]

@@ -8,8 +8,6 @@ would (maps as map[k:v], lists as [a b], null as <no value> or <nil>).
 
 from __future__ import annotations
 
-import re
-
 from tether import wire
 
 TYPE_CHECKING = False  # see tether/cli/flags.py: keeps `typing` out of CLI start-up
@@ -239,7 +237,9 @@ def truthy(v: Any) -> bool:
     return True
 
 
-_VERB = re.compile(r"%([-+# 0]*)(\d+|\*)?(?:\.(\d*|\*))?([a-zA-Z%])")
+# Compiled at printf's first use: `re` (with the enum it loads) would be most of the start-up
+# of a `tether ps --format ...` that never calls printf.
+_VERB = r"%([-+# 0]*)(\d+|\*)?(?:\.(\d*|\*))?([a-zA-Z%])"
 
 
 def _int_arg(v: Any) -> int | None:
@@ -263,7 +263,9 @@ def _printf(fmt: str, *args: Any) -> str:
         ai += 1
         return arg
 
-    for m in _VERB.finditer(fmt):
+    import re
+
+    for m in re.finditer(_VERB, fmt):
         out.append(fmt[pos : m.start()])
         pos = m.end()
         flags, width_s, prec_s, verb = m.groups()

@@ -15,6 +15,15 @@ from tether.cli.build import BUILD
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
 from tether.cli.output import print_inspected, render_table_template
+from tether.cli.views import (
+    IMAGE_DEFAULT,
+    IMAGE_DIGESTS,
+    IMAGE_HEADERS,
+    image_ids,
+    image_rows,
+    image_size,
+    since,
+)
 from tether.client import ApiError, quote
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
@@ -23,16 +32,8 @@ if TYPE_CHECKING:
 
     from tether.client import Response
 
-HEADERS = {
-    "Repository": "REPOSITORY",
-    "Tag": "TAG",
-    "Digest": "DIGEST",
-    "ID": "IMAGE ID",
-    "CreatedSince": "CREATED",
-    "CreatedAt": "CREATED AT",
-    "Size": "SIZE",
-    "Containers": "CONTAINERS",
-}
+HEADERS = IMAGE_HEADERS
+human_size = image_size  # compose.py and build.py take it from here
 HISTORY_HEADERS = {
     "ID": "IMAGE",
     "CreatedSince": "CREATED",
@@ -41,50 +42,6 @@ HISTORY_HEADERS = {
     "Size": "SIZE",
     "Comment": "COMMENT",
 }
-
-
-def human_size(n: float) -> str:
-    """docker's units.HumanSizeWithPrecision(size, 3): decimal units."""
-    units = ["B", "kB", "MB", "GB", "TB"]
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000
-        i += 1
-    text = f"{n:.3g}"
-    return f"{text}{units[i]}"
-
-
-def _since(ts: int) -> str:
-    return _human_duration(time.time() - ts) + " ago"
-
-
-def _human_duration(seconds: float) -> str:
-    """go-units HumanDuration, as `images` and `history` print it (here rather than imported
-    from the engine's views: that import alone would triple `tether images`'s start-up)."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def _stream_error(resp: Response) -> CliError | None:
@@ -343,42 +300,11 @@ def run_ls(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         images = ctx.call("GET", "/images/json", query=query or None)
     except ApiError as exc:
         raise api_error(exc) from None
-    rows = []
-    for img in images:
-        tags = img.get("RepoTags") or ["<none>:<none>"]
-        digests = img.get("RepoDigests") or []
-        for t in tags:
-            repo, _, tag = t.rpartition(":")
-            short = img["Id"] if o["no_trunc"] else img["Id"].removeprefix("sha256:")[:12]
-            digest = next(
-                (d.split("@", 1)[1] for d in digests if d.split("@", 1)[0] == repo), "<none>"
-            )
-            rows.append(
-                {
-                    "Repository": repo,
-                    "Tag": tag,
-                    "Digest": digest,
-                    "ID": short,
-                    "CreatedSince": _since(img["Created"]),
-                    "CreatedAt": time.strftime(
-                        "%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(img["Created"])
-                    ),
-                    "Size": human_size(img.get("Size", 0)),
-                    "Containers": "N/A",
-                }
-            )
+    rows = image_rows(images, o["no_trunc"])
     if o["quiet"]:
-        seen = []
-        for r in rows:
-            if r["ID"] not in seen:
-                seen.append(r["ID"])
-        sys.stdout.write("".join(i + "\n" for i in seen))
+        sys.stdout.write(image_ids(rows))
         return 0
-    default = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
-    if o["digests"]:
-        default = (
-            "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
-        )
+    default = IMAGE_DIGESTS if o["digests"] else IMAGE_DEFAULT
     sys.stdout.write(render_table_template(o["format"] or default, rows, HEADERS))
     return 0
 
@@ -459,7 +385,7 @@ def run_history(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         rows.append(
             {
                 "ID": ident,
-                "CreatedSince": _since(h["Created"])
+                "CreatedSince": since(h["Created"])
                 if human
                 else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(h["Created"])),
                 "CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(h["Created"])),

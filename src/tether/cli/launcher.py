@@ -3,7 +3,10 @@
 pip's console-script wrapper imports `re` (about 12 ms here) and the interpreter's `site`
 processing costs about 5 ms more; together they were half of the CLI's 40 ms start-up budget.
 The launcher runs the virtualenv's interpreter with -S and puts exactly the two directories
-the CLI needs on sys.path.  The pip-made .venv/bin/tether still works; it is only slower.
+the CLI needs on sys.path.  It enters through tether/cli/fast.py, which runs the everyday
+plain forms (ps, network ls, inspect, ...) without loading main.py and the command modules,
+and hands everything else to main.py.  The pip-made .venv/bin/tether still works; it is
+only slower.
 
     python -m tether.cli.launcher /usr/local/bin/tether
 """
@@ -18,7 +21,7 @@ TEMPLATE = """#!{python} -S
 # tether CLI launcher, written by `python -m tether.cli.launcher` (see that module for why).
 import sys
 sys.path[0:0] = {paths!r}
-from tether.cli.main import main
+from tether.cli.fast import main
 sys.exit(main())
 """
 

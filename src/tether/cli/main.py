@@ -152,8 +152,16 @@ def _group_usage(group: str, commands: dict[str, object]) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, fast: bool = True) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if fast:
+        # The everyday plain forms (ps, network ls, ...) without this module's machinery;
+        # None for everything else (tether/cli/fast.py).
+        from tether.cli.fast import attempt
+
+        code = attempt(argv)
+        if code is not None:
+            return code
     host: str | None = None
     debug = False
     i = 0

@@ -7,24 +7,14 @@ import sys
 from tether import netmodes
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
-from tether.cli.output import inspect_each, natural_key, parse_filters, print_listing
+from tether.cli.output import inspect_each, parse_filters, print_listing
+from tether.cli.views import NETWORK_DEFAULT, NETWORK_HEADERS, network_rows
 from tether.client import ApiError
 from tether.textcheck import check_alias, check_label_arg
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
 if TYPE_CHECKING:
     from typing import Any
-
-LS_HEADERS = {
-    "ID": "NETWORK ID",
-    "Name": "NAME",
-    "Driver": "DRIVER",
-    "Scope": "SCOPE",
-    "IPv6": "IPV6",
-    "Internal": "INTERNAL",
-    "Labels": "LABELS",
-    "CreatedAt": "CREATED AT",
-}
 
 
 def parse_map(values: list[str], flag: str) -> dict[str, str]:
@@ -74,30 +64,13 @@ def run_create(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     return 0
 
 
-def _ls_row(net: dict[str, Any], no_trunc: bool) -> dict[str, Any]:
-    labels = net.get("Labels") or {}
-    return {
-        "ID": net["Id"] if no_trunc else net["Id"][:12],
-        "Name": net["Name"],
-        "Driver": net["Driver"],
-        "Scope": net["Scope"],
-        "IPv6": "true" if net.get("EnableIPv6") else "false",
-        "Internal": "true" if net.get("Internal") else "false",
-        "Labels": ",".join(f"{k}={labels[k]}" for k in sorted(labels)),
-        "CreatedAt": net.get("Created", ""),
-        "Label": lambda key: labels.get(key, ""),
-    }
-
-
 def run_ls(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     filters = parse_filters(o["filter"])
     try:
         nets = ctx.call("GET", "/networks", query={"filters": filters} if filters else None)
     except ApiError as exc:
         raise api_error(exc) from None
-    nets.sort(key=lambda n: natural_key(n["Name"]))
-    rows = [_ls_row(n, o["no_trunc"]) for n in nets]
-    print_listing(o, rows, LS_HEADERS, "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}", "ID")
+    print_listing(o, network_rows(nets, o["no_trunc"]), NETWORK_HEADERS, NETWORK_DEFAULT, "ID")
     return 0
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
 
-from tether import API_VERSION, __version__
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
+from tether.cli.views import client_info, version_text
 from tether.client import ApiError
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
@@ -16,19 +14,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def _client_info() -> dict[str, Any]:
-    machine = os.uname().machine
-    return {
-        "Version": __version__,
-        "ApiVersion": API_VERSION,
-        "PythonVersion": platform.python_version(),
-        "Os": "linux",
-        "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine),
-    }
-
-
 def run_version(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
-    client = _client_info()
+    client = client_info()
     server: dict[str, Any] | None = None
     error: str | None = None
     try:
@@ -42,25 +29,7 @@ def run_version(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
 
         sys.stdout.write(Template(o["format"]).render({"Client": client, "Server": server}) + "\n")
         return 0 if error is None else 1
-    out = [
-        "Client:",
-        f" Version:           {client['Version']}",
-        f" API version:       {client['ApiVersion']}",
-        f" Python version:    {client['PythonVersion']}",
-        f" OS/Arch:           {client['Os']}/{client['Arch']}",
-        "",
-    ]
-    if server is not None:
-        out += [
-            "Server: tether",
-            " Engine:",
-            f"  Version:          {server['Version']}",
-            f"  API version:      {server['ApiVersion']} (minimum version {server['MinAPIVersion']})",
-            f"  Python version:   {server['GoVersion'].removeprefix('python')}",
-            f"  OS/Arch:          {server['Os']}/{server['Arch']}",
-            f"  Kernel version:   {server['KernelVersion']}",
-        ]
-    sys.stdout.write("\n".join(out) + "\n")
+    sys.stdout.write(version_text(client, server))
     if error:
         raise CliError(error)
     return 0

@@ -10,29 +10,16 @@ from tether.cli.output import (
     for_each_name,
     human_size,
     inspect_each,
-    natural_key,
     parse_filters,
     print_listing,
 )
+from tether.cli.views import VOLUME_DEFAULT, VOLUME_HEADERS, volume_rows
 from tether.client import ApiError
 from tether.textcheck import check_label_arg
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
 if TYPE_CHECKING:
     from typing import Any
-
-LS_HEADERS = {
-    "Name": "VOLUME NAME",
-    "Driver": "DRIVER",
-    "Scope": "SCOPE",
-    "Mountpoint": "MOUNTPOINT",
-    "Labels": "LABELS",
-    "Links": "LINKS",
-    "Size": "SIZE",
-    "CreatedAt": "CREATED AT",
-    "Availability": "AVAILABILITY",
-    "Group": "GROUP",
-}
 
 
 def _q(text: str) -> str:
@@ -64,33 +51,13 @@ def run_create(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     return 0
 
 
-def _ls_row(vol: dict[str, Any]) -> dict[str, Any]:
-    labels = vol.get("Labels") or {}
-    return {
-        "Name": vol["Name"],
-        "Driver": vol["Driver"],
-        "Scope": vol.get("Scope") or "local",
-        "Mountpoint": vol.get("Mountpoint") or "",
-        "Labels": ",".join(f"{k}={labels[k]}" for k in sorted(labels)),
-        # docker prints N/A where the list does not carry usage data (only `system df` does).
-        "Links": "N/A",
-        "Size": "N/A",
-        "CreatedAt": vol.get("CreatedAt") or "",
-        "Availability": "N/A",
-        "Group": "N/A",
-        "Label": lambda key: labels.get(key, ""),
-    }
-
-
 def run_ls(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     filters = parse_filters(o["filter"])
     try:
         resp = ctx.call("GET", "/volumes", query={"filters": filters} if filters else None)
     except ApiError as exc:
         raise api_error(exc) from None
-    vols = sorted(resp.get("Volumes") or [], key=lambda v: natural_key(v["Name"]))
-    rows = [_ls_row(v) for v in vols]
-    print_listing(o, rows, LS_HEADERS, "table {{.Driver}}\t{{.Name}}", "Name")
+    print_listing(o, volume_rows(resp), VOLUME_HEADERS, VOLUME_DEFAULT, "Name")
     return 0
 
 
