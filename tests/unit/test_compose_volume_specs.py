@@ -115,8 +115,44 @@ def test_short_syntax_options_reach_the_daemon_or_are_refused_in_its_words(
     long = render.model_dict(p)["services"]["a"]["volumes"]
     assert long[0]["bind"] == {"create_host_path": True, "selinux": "z"}
     assert long[1]["bind"] == {"create_host_path": True, "propagation": "rprivate"}
-    # What `tether run -v ./d:/d:rshared` is told by the daemon, before anything is created.
-    for mode in ("rshared", "ro,slave", "bogus"):
+    # What `tether run -v ./d:/d:ro,rw` is told by the daemon, before anything is created.
+    for mode in ("ro,rw", "shared,slave", "bogus", "copy"):
         with pytest.raises(ComposeError) as exc:
             load(tmp_path, svc + f"      - ./d:/d:{mode}\n")
         assert str(exc.value) == f"services.a.volumes.0: invalid mode: {mode}"
+    with pytest.raises(ComposeError, match="field BindOptions must not be specified"):
+        load(tmp_path, svc + "      - v:/v:rshared\nvolumes: {v: {}}\n")
+
+
+def test_bind_propagation_short_and_long_syntax(tmp_path: Path) -> None:
+    svc = "services:\n  a:\n    image: busybox\n    volumes:\n"
+    p = load(
+        tmp_path,
+        svc
+        + "      - ./d:/d:ro,rshared\n"
+        + "      - {type: bind, source: ./e, target: /e, bind: {propagation: rslave}}\n"
+        + "      - {type: bind, source: ./f, target: /f, bind: {propagation: shared, create_host_path: true}}\n",
+    )
+    assert not p.warnings, p.warnings  # bind.propagation is honoured, not warned about
+    d = str(tmp_path / "myapp")
+    hc = plan.container_body(p, p.services["a"], 1, "sha256:x")["HostConfig"]
+    assert hc["Binds"] == [f"{d}/d:/d:ro,rshared", f"{d}/f:/f:rw,shared"]
+    assert hc["Mounts"] == [
+        {
+            "Type": "bind",
+            "Target": "/e",
+            "Source": f"{d}/e",
+            "BindOptions": {"Propagation": "rslave"},
+        }
+    ]
+    long = render.model_dict(p)["services"]["a"]["volumes"]
+    assert [v["bind"].get("propagation") for v in long] == ["rshared", "rslave", "shared"]
+    with pytest.raises(ComposeError) as exc:
+        load(
+            tmp_path,
+            svc + "      - {type: bind, source: ./e, target: /e, bind: {propagation: up}}\n",
+        )
+    assert str(exc.value) == (
+        'services.a.volumes.0.bind.propagation: invalid mount config for type "bind": '
+        "invalid propagation mode: up"
+    )

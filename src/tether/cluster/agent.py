@@ -240,6 +240,7 @@ class Agent:
         try:
             req = msgspec.convert(body, ContainerCreate)
             c = self.containers.create(req, name)
+            await self.containers.populate(c)
             # The other networks: connected before the start (recorded only).
             for net_name, aliases in attachments(svc, networks, ingress)[1:]:
                 await self.lifecycle.connect(net_name, c.id, EndpointSettings(Aliases=aliases))

@@ -112,7 +112,9 @@ def unsupported(document: dict[str, Any]) -> list[str]:
         for i, vol in enumerate(svc.get("volumes") or []):
             out += _extra(vol, SERVICE_VOLUME, f"{at}.volumes.{i}")
             if isinstance(vol, dict):
-                out += _extra(vol.get("bind"), {"create_host_path"}, f"{at}.volumes.{i}.bind")
+                out += _extra(
+                    vol.get("bind"), {"create_host_path", "propagation"}, f"{at}.volumes.{i}.bind"
+                )
                 out += _extra(vol.get("volume"), {"nocopy"}, f"{at}.volumes.{i}.volume")
                 out += _extra(vol.get("tmpfs"), {"size"}, f"{at}.volumes.{i}.tmpfs")
         deps = svc.get("depends_on")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.compose.model import ComposeError, go_bool, resource_name
+from tether.mountmodes import PROPAGATIONS, valid_mode
 
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
 VOLUME_LABEL = "com.docker.compose.volume"
@@ -26,8 +27,8 @@ class VolumeMount:
     create_host_path: bool = False  # short syntax binds: the host directory is made
     nocopy: bool = False
     tmpfs_size: int = 0
-    # Short syntax's options other than ro/rw that the daemon honours (z, Z, private,
-    # rprivate), passed on in Binds as docker compose does.
+    # Short syntax's options other than ro/rw that the daemon honours (z, Z, a propagation),
+    # passed on in Binds as docker compose does; long syntax's bind.propagation too.
     options: list[str] = field(default_factory=list)
 
 
@@ -83,6 +84,14 @@ def service_volumes(
                 ),
                 nocopy=go_bool((item.get("volume") or {}).get("nocopy") or False, f"{at}.volume"),
             )
+            propagation = (item.get("bind") or {}).get("propagation")
+            if propagation:
+                if propagation not in PROPAGATIONS:
+                    raise ComposeError(
+                        f'{at}.bind.propagation: invalid mount config for type "bind": '
+                        f"invalid propagation mode: {propagation}"
+                    )
+                m.options.append(str(propagation))
             size = (item.get("tmpfs") or {}).get("size")
             if size is not None:
                 try:
@@ -138,17 +147,20 @@ def service_restart(raw: Any, where: str) -> str:
 
 def _short_options(m: VolumeMount, section: str, at: str) -> None:
     """The OPTIONS of a short-syntax volume: what the daemon refuses in `-v SRC:DST:OPTIONS`
-    (propagation other than private, anything it does not know) is refused here in its words,
-    before anything is created; nocopy is the volume's; the rest goes on with the bind."""
-    from tether.engine.volumes import BIND_MODES
-
+    (words it does not know, two of a kind, a propagation on a volume) is refused here in
+    its words, before anything is created; nocopy is the volume's; the rest goes on with
+    the bind."""
     words = section.split(",")
-    if any(w not in BIND_MODES for w in words):
+    if not valid_mode(section):
         raise ComposeError(f"{at}: invalid mode: {section}")
+    if m.type == "volume" and any(w in PROPAGATIONS for w in words):
+        raise ComposeError(
+            f'{at}: invalid mount config for type "volume": field BindOptions must not be specified'
+        )
     for w in words:
         if w == "nocopy" and m.type == "volume":
             m.nocopy = True
-        elif w not in ("ro", "rw", "nocopy", "copy") and w not in m.options:
+        elif w not in ("ro", "rw", "nocopy") and w not in m.options:
             m.options.append(w)
 
 
@@ -204,6 +216,9 @@ def host_config(svc: Any, volumes: Mapping[str, VolumeDef]) -> dict[str, Any]:
             mount["ReadOnly"] = True
         if m.type == "volume" and m.nocopy:
             mount["VolumeOptions"] = {"NoCopy": True}
+        propagation = next((o for o in m.options if o in PROPAGATIONS), "")
+        if m.type == "bind" and propagation:
+            mount["BindOptions"] = {"Propagation": propagation}
         if m.type == "tmpfs" and m.tmpfs_size:
             mount["TmpfsOptions"] = {"SizeBytes": m.tmpfs_size}
         mounts.append(mount)

@@ -44,6 +44,7 @@ def register(router: Router, daemon: Daemon) -> None:
 
     async def create(req: Request) -> Response:
         c = containers.create(req.decode(ContainerCreate), query.container_name(req.arg("name")))
+        await containers.populate(c)  # new volumes filled from the image, as dockerd's create
         warnings: list[str] = []
         if is_host(c.network_mode) and c.host_config.get("PortBindings"):
             warnings.append("Published ports are discarded when using host network mode")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -20,9 +21,10 @@ from tether.engine import container_views as views
 from tether.engine import names, specs
 from tether.engine.filters import Filters, check_keys, label_match, regex_match
 from tether.engine.volumes import Volumes
-from tether.errors import Conflict, InvalidParameter, NotFound
-from tether.events import ContainerCreated, EventBus
+from tether.errors import Conflict, InvalidParameter, NotFound, SystemFailure
+from tether.events import ContainerCreated, ContainerDestroyed, EventBus
 from tether.model import Container, Network
+from tether.runtime import volfill
 from tether.runtime.confine import Confiner
 from tether.runtime.images import ImageStore
 from tether.store import records
@@ -56,6 +58,10 @@ class Containers:
         self.by_id: dict[str, Container] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.volumes = Volumes(store, root)
+        # Volumes a created container fills from its image (populate), by container id;
+        # one lock per volume: two containers created with one new volume copy once.
+        self._to_fill: dict[str, list[tuple[str, str]]] = {}
+        self._fill_locks: dict[str, asyncio.Lock] = {}
 
     # -- records ---------------------------------------------------------------------------
 
@@ -141,9 +147,11 @@ class Containers:
         )
         c = specs.build(req, name, img, self.find_network, security_fields)
         # -v, --mount, --tmpfs, --volumes-from and VOLUMEs (the image's, then the request's).
-        c.mounts = self.volumes.resolve(
+        c.mounts, fill = self.volumes.resolve(
             hc, [*(img.config.get("Volumes") or {}), *(req.Volumes or {})], self.find
         )
+        if fill:
+            self._to_fill[c.id] = fill
         os.makedirs(self.cdir(c), mode=0o700, exist_ok=True)  # see store/statedir.py
         self.by_id[c.id] = c
         self.save(c)
@@ -156,6 +164,32 @@ class Containers:
         )
         self.events.publish(ContainerCreated(c))
         return c
+
+    async def populate(self, c: Container, at_create: bool = True) -> None:
+        """Fill the new container's empty volumes from its image, as dockerd does at create
+        (runtime/volfill.py); called right after create (and by the first start, for a
+        creator that did not).  A failure at create is the create's: the container is not
+        kept."""
+        fill = self._to_fill.pop(c.id, [])
+        img = self.images.by_id.get(c.image_id)
+        # The built-in host image is a view of the host's programs, not content of its own.
+        layers = (self.images.rootfs(img) or "").split(":") if img is not None else []
+        for name, dst in fill:
+            vol = self.volumes.by_name.get(name)
+            if vol is None or not layers or not layers[0]:
+                continue
+            lock = self._fill_locks.setdefault(name, asyncio.Lock())
+            try:
+                async with lock:
+                    await volfill.fill(vol["Mountpoint"], dst, layers)
+            except (OSError, volfill.FillError) as exc:
+                if at_create:
+                    self.forget(c)
+                    shutil.rmtree(self.cdir(c), ignore_errors=True)
+                    self.events.publish(ContainerDestroyed(c))
+                raise SystemFailure(
+                    f"failed to populate volume {name} from the image's {dst}: {exc}"
+                ) from None
 
     # -- views -----------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from tether.engine.supervisor import (
     kill_shim_tree,
     running_state,
 )
+from tether.engine.volumes import check_propagation
 from tether.errors import (
     Conflict,
     Forbidden,
@@ -131,6 +132,7 @@ class Lifecycle:
         return c
 
     async def _start(self, c: Container) -> None:
+        await self.containers.populate(c, at_create=False)  # for a creator that did not
         img = self.images.by_id.get(c.image_id)
         if img is None:
             raise NotFound(f"No such image: {c.image}")
@@ -152,6 +154,7 @@ class Lifecycle:
             plan.append((gw.name, EndpointConfig(network_id=gw.id), gw))
         try:
             async with Undo() as undo:
+                check_propagation(c.mounts)  # the host's mounts as they are now (dockerd's)
                 await self._allocate(c, plan, join_path)
                 undo.push(lambda: self._teardown(c), "sandbox and addresses")
                 await self.endpoints.build_sandbox(c, plan)
@@ -397,7 +400,12 @@ class Lifecycle:
             tty=bool(cfg.get("Tty")),
             tty_size=self.attacher.tty_size(c) or _console_size(hc.get("ConsoleSize")),
             volumes=[
-                (not m.get("RW", True), str(m["Destination"]), str(m["Source"]))
+                (
+                    not m.get("RW", True),
+                    str(m["Destination"]),
+                    str(m["Source"]),
+                    str(m.get("Propagation") or ""),
+                )
                 for m in sorted(c.mounts, key=lambda m: str(m["Destination"]).count("/"))
                 if m.get("Type") in ("bind", "volume")
             ],

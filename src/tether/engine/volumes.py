@@ -20,16 +20,15 @@ from typing import Any
 
 from tether.api.containers import HostConfig, Mount
 from tether.engine.filters import Filters, check_keys, label_match
-from tether.errors import Conflict, InvalidParameter, NotFound
+from tether.errors import Conflict, InvalidParameter, NotFound, SystemFailure
 from tether.model import Container
+from tether.mountmodes import DEFAULT_PROPAGATION, PROPAGATIONS, valid_mode
 from tether.store.sqlite import Store
 from tether.timefmt import now_iso
 
 VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 ANONYMOUS = "com.docker.volume.anonymous"
 VOLUME_FILTERS = {"name", "label", "driver", "dangling", "all"}
-PROPAGATIONS = ("", "rprivate", "private")
-BIND_MODES = {"ro", "rw", "z", "Z", "rprivate", "private", "nocopy", "copy"}
 
 
 class Volumes:
@@ -163,11 +162,14 @@ class Volumes:
         hc: HostConfig,
         volumes: Iterable[str],
         find_container: Callable[[str], Container],
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
         """HostConfig.Binds, Mounts, Tmpfs, VolumesFrom and Config/image Volumes as the
         records inspect shows (volumes made as named); the later of two on one path wins,
-        as dockerd's do (explicit ones over anonymous ones)."""
+        as dockerd's do (explicit ones over anonymous ones).  Also the (volume, path) pairs
+        to fill from the image (runtime/volfill.py): volumes but those of --volumes-from
+        and those mounted with nocopy."""
         out: dict[str, dict[str, Any]] = {}
+        copy: dict[str, bool] = {}  # destination -> filled from the image
         for entry in hc.VolumesFrom or []:
             name, _, mode = entry.partition(":")
             if mode not in ("", "ro", "rw"):
@@ -177,18 +179,21 @@ class Volumes:
             except NotFound:
                 raise NotFound(f"No such container: {name}") from None
             for m in other.mounts:
-                copy = dict(m)
+                theirs = dict(m)
                 if mode:
-                    copy["RW"] = mode == "rw"
-                out[m["Destination"]] = copy
+                    theirs["RW"] = mode == "rw"
+                out[m["Destination"]] = theirs
+                copy[m["Destination"]] = False
         for spec in hc.Binds or []:
             m = self._bind_spec(spec)
             out[m["Destination"]] = m
+            copy[m["Destination"]] = "nocopy" not in str(m["Mode"]).split(",")
         for mount in hc.Mounts or []:
             m = self._mount(mount)
             if m["Destination"] in out:
                 raise InvalidParameter(f"Duplicate mount point: {m['Destination']}")
             out[m["Destination"]] = m
+            copy[m["Destination"]] = not (mount.VolumeOptions and mount.VolumeOptions.NoCopy)
         for dst, options in (hc.Tmpfs or {}).items():
             _check_target(dst, "tmpfs")
             out[dst] = _tmpfs(dst, options)
@@ -197,7 +202,13 @@ class Volumes:
                 _check_target(dst, "volume")
                 vol = self.create(None)
                 out[dst] = _volume(vol, dst, True, "")
-        return list(out.values())
+                copy[dst] = True
+        fill = [
+            (str(m["Name"]), dst)
+            for dst, m in out.items()
+            if m["Type"] == "volume" and copy.get(dst, False)
+        ]
+        return list(out.values()), fill
 
     def _bind_spec(self, spec: str) -> dict[str, Any]:
         """One -v SRC:DST[:MODE] (or DST alone: an anonymous volume)."""
@@ -209,13 +220,18 @@ class Volumes:
             raise InvalidParameter(f"invalid volume specification: '{spec}'")
         src, dst = parts[0], parts[1]
         mode = parts[2] if len(parts) == 3 else ""
-        words = [w for w in mode.split(",") if w]
-        bad = [w for w in words if w not in BIND_MODES]
-        if bad:
+        if not valid_mode(mode):
             raise InvalidParameter(f"invalid mode: {mode}")
+        words = mode.split(",")
         rw = "ro" not in words
+        propagation = next((w for w in words if w in PROPAGATIONS), "")
         if src.startswith("/"):
             _check_target(dst, "bind", spec)
+            if "nocopy" in words:
+                raise InvalidParameter(
+                    f"invalid volume specification: '{spec}': invalid mount config for type "
+                    '"bind": field VolumeOptions must not be specified'
+                )
             if not os.path.exists(src):
                 # -v makes a missing host directory (--mount does not), as dockerd does.
                 os.makedirs(src, mode=0o755, exist_ok=True)
@@ -225,9 +241,14 @@ class Volumes:
                 "Destination": dst,
                 "Mode": mode,
                 "RW": rw,
-                "Propagation": "rprivate",
+                "Propagation": propagation or DEFAULT_PROPAGATION,
             }
         _check_target(dst, "volume", spec)
+        if propagation:
+            raise InvalidParameter(
+                f"invalid volume specification: '{spec}': invalid mount config for type "
+                '"volume": field BindOptions must not be specified'
+            )
         if not VOLUME_NAME.fullmatch(src):
             raise InvalidParameter(
                 f'create {src}: "{src}" includes invalid characters for a local volume name, '
@@ -250,6 +271,16 @@ class Volumes:
                 f'invalid mount config for type "{kind}": field Target must not be empty'
             )
         _check_target(target, kind)
+        # dockerd's validateExclusiveOptions: each type's options on that type only.
+        for field, owner in (
+            ("BindOptions", "bind"),
+            ("VolumeOptions", "volume"),
+            ("TmpfsOptions", "tmpfs"),
+        ):
+            if kind != owner and getattr(m, field) is not None:
+                raise InvalidParameter(
+                    f'invalid mount config for type "{kind}": field {field} must not be specified'
+                )
         rw = not m.ReadOnly
         if kind == "bind":
             src = m.Source or ""
@@ -257,16 +288,19 @@ class Volumes:
                 raise InvalidParameter(
                     'invalid mount config for type "bind": field Source must not be empty'
                 )
-            if not os.path.exists(src):
-                raise InvalidParameter(
-                    f'invalid mount config for type "bind": bind source path does not exist: {src}'
-                )
             opts = m.BindOptions
-            if opts is not None and (opts.Propagation or "") not in PROPAGATIONS:
+            propagation = (opts.Propagation or "") if opts is not None else ""
+            if propagation and propagation not in PROPAGATIONS:
                 raise InvalidParameter(
-                    f"tether does not support bind propagation {opts.Propagation!r} yet: "
-                    "mounts are private"
+                    f'invalid mount config for type "bind": invalid propagation mode: {propagation}'
                 )
+            if not os.path.exists(src):
+                if opts is None or not opts.CreateMountpoint:
+                    raise InvalidParameter(
+                        'invalid mount config for type "bind": bind source path does not '
+                        f"exist: {src}"
+                    )
+                os.makedirs(src, mode=0o755, exist_ok=True)
             if opts is not None and (opts.NonRecursive or opts.ReadOnlyNonRecursive):
                 raise InvalidParameter(
                     "tether does not support non-recursive bind mounts yet: binds are recursive"
@@ -277,7 +311,7 @@ class Volumes:
                 "Destination": target,
                 "Mode": "",
                 "RW": rw,
-                "Propagation": "rprivate",
+                "Propagation": propagation or DEFAULT_PROPAGATION,
             }
         if kind == "volume":
             vo = m.VolumeOptions
@@ -296,6 +330,50 @@ class Volumes:
         entry = _tmpfs(target, ",".join(options))
         entry["RW"] = rw
         return entry
+
+
+def check_propagation(
+    mounts: list[dict[str, Any]], mountinfo: str = "/proc/self/mountinfo"
+) -> None:
+    """dockerd's ensureShared / ensureSharedOrSlave at start: a bind that shares its mounts
+    needs its source on a shared mount of the host, one that receives them a shared or slave
+    one (the kernel would otherwise give the container a mount that propagates nothing)."""
+    binds = [
+        m
+        for m in mounts
+        if m.get("Type") == "bind" and m.get("Propagation") not in ("", "private", "rprivate")
+    ]
+    if not binds:
+        return
+    with open(mountinfo) as f:
+        table = [_mountinfo_entry(line) for line in f]
+    for m in binds:
+        path = os.path.realpath(str(m["Source"]))
+        best, optional = "", ""
+        for point, opts in table:
+            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(
+                best
+            ):
+                best, optional = point, opts  # later entries win: they are mounted on top
+        fields = optional.split()
+        shared = any(f.startswith("shared:") for f in fields)
+        slave = any(f.startswith("master:") for f in fields)
+        if "shared" in m["Propagation"] and not shared:
+            raise SystemFailure(
+                f"path {m['Source']} is mounted on {best} but it is not a shared mount"
+            )
+        if "slave" in m["Propagation"] and not (shared or slave):
+            raise SystemFailure(
+                f"path {m['Source']} is mounted on {best} but it is not a shared or slave mount"
+            )
+
+
+def _mountinfo_entry(line: str) -> tuple[str, str]:
+    """(mount point, optional fields) of a /proc/self/mountinfo line."""
+    fields = line.split()
+    end = fields.index("-")
+    point = re.sub(r"\\([0-7]{3})", lambda x: chr(int(x[1], 8)), fields[4])
+    return point, " ".join(fields[6:end])
 
 
 def _check_target(dst: str, kind: str, spec: str = "") -> None:

@@ -130,7 +130,7 @@ struct opts {
     int attach_fd;     /* --attach-fd: a connected client from the start (-1: none) */
     int listen_fd;     /* --attach-listen: a listening socket for later clients (-1: none) */
     unsigned short rows, cols; /* --tty-size ROWSxCOLS */
-    struct list volumes; /* --volume ro|rw:DST:SRC */
+    struct list volumes; /* --volume ro|rw[,PROPAGATION]:DST:SRC */
     struct list tmpfs;   /* --tmpfs DST:OPTIONS */
     int readonly_root;   /* --read-only */
     unsigned long long shm_size; /* --shm-size BYTES */
@@ -357,6 +357,45 @@ static void setup_host_view(struct opts *o, const char *root) {
         mkdirs(path, 0755);
         snprintf(data, sizeof data, "lowerdir=%s,upperdir=%s,workdir=%s", p[0], upper, work);
         do_mount("overlay", path, "overlay", MS_NOSUID, data);
+    }
+}
+
+/* A volume's FLAGS (ro|rw[,PROPAGATION]): read-only or not, and the propagation the bind
+ * gets once made (0: none given; the volume keeps what the bind brought). */
+static unsigned long vol_flags(char *flags, int *readonly) {
+    unsigned long prop = 0;
+    *readonly = 0;
+    for (char *w = strtok(flags, ","); w; w = strtok(NULL, ",")) {
+        if (strcmp(w, "ro") == 0) *readonly = 1;
+        else if (strcmp(w, "rw") == 0) *readonly = 0;
+        else if (strcmp(w, "private") == 0) prop = MS_PRIVATE;
+        else if (strcmp(w, "rprivate") == 0) prop = MS_PRIVATE | MS_REC;
+        else if (strcmp(w, "slave") == 0) prop = MS_SLAVE;
+        else if (strcmp(w, "rslave") == 0) prop = MS_SLAVE | MS_REC;
+        else if (strcmp(w, "shared") == 0) prop = MS_SHARED;
+        else if (strcmp(w, "rshared") == 0) prop = MS_SHARED | MS_REC;
+        else fail(126, "bad --volume flag %s", w);
+    }
+    return prop;
+}
+
+/* A shared bind must be a peer of its source's mount on the host: the container's copy of
+ * the host's mounts then stays in their peer groups (not made slaves), and what the shim
+ * mounts before pivot_root must not propagate back.  Everything it mounts is under the
+ * root, so the mount the root directory is on is made private (runc's
+ * rootfsParentMountPrivate): found by walking up until MS_PRIVATE takes (EINVAL: not a
+ * mount point). */
+static void root_parent_private(const char *root) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s", root);
+    for (;;) {
+        char *slash = strrchr(path, '/');
+        if (!slash) fail(126, "no mount holds %s", root);
+        if (slash == path) slash[1] = 0;
+        else *slash = 0;
+        if (mount(NULL, path, NULL, MS_PRIVATE, NULL) == 0) return;
+        if (errno != EINVAL) fail(126, "make %s private: %s", path, strerror(errno));
+        if (strcmp(path, "/") == 0) fail(126, "no mount holds %s", root);
     }
 }
 
@@ -940,8 +979,19 @@ static void container_child(struct opts *o, int out_w, int err_w, int in_r, int 
         close(fd);
     }
     if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC) != 0) fail(126, "unshare: %s", strerror(errno));
-    /* Slave, not private: unmounts of sandbox files in the daemon's namespace reach us. */
-    do_mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL);
+    int shared = 0; /* a volume with shared propagation: see root_parent_private */
+    for (int i = 0; i < o->volumes.n; i++) {
+        char buf[8192], *p[3];
+        int ro;
+        split(o->volumes.items[i], "--volume", p, 3, buf, sizeof buf);
+        if (vol_flags(p[0], &ro) & MS_SHARED) shared = 1;
+    }
+    if (shared) {
+        root_parent_private(o->rootfs);
+    } else {
+        /* Slave, not private: unmounts of sandbox files in the daemon's namespace reach us. */
+        do_mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL);
+    }
     if (o->hostname && sethostname(o->hostname, strlen(o->hostname)) != 0)
         fail(126, "sethostname: %s", strerror(errno));
 
@@ -980,16 +1030,22 @@ static void container_child(struct opts *o, int out_w, int err_w, int in_r, int 
     /* Volumes (-v, --mount): FLAGS:DST:SRC, the source opened now, on the host's side. */
     int *vol_fds = calloc((size_t)o->volumes.n + 1, sizeof *vol_fds);
     int *vol_ro = calloc((size_t)o->volumes.n + 1, sizeof *vol_ro);
+    unsigned long *vol_prop = calloc((size_t)o->volumes.n + 1, sizeof *vol_prop);
     char **vol_dst = calloc((size_t)o->volumes.n + 1, sizeof *vol_dst);
-    if (!vol_fds || !vol_ro || !vol_dst) fail(126, "volumes: out of memory");
+    if (!vol_fds || !vol_ro || !vol_prop || !vol_dst) fail(126, "volumes: out of memory");
     for (int i = 0; i < o->volumes.n; i++) {
         char buf[8192], *p[3];
         split(o->volumes.items[i], "--volume", p, 3, buf, sizeof buf);
-        vol_ro[i] = strcmp(p[0], "ro") == 0;
+        vol_prop[i] = vol_flags(p[0], &vol_ro[i]);
+        /* In a shared root, what has no propagation of its own is made what it would have
+         * been otherwise: a slave of the host's mount. */
+        if (shared && !vol_prop[i]) vol_prop[i] = MS_SLAVE | MS_REC;
         vol_dst[i] = strdup(p[1]);
         vol_fds[i] = open(p[2], O_PATH | O_CLOEXEC);
         if (vol_fds[i] < 0 || !vol_dst[i]) fail(126, "error while creating mount source path '%s': %s", p[2], strerror(errno));
     }
+    int old_root = shared ? open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC) : -1;
+    if (shared && old_root < 0) fail(126, "open /: %s", strerror(errno));
     if (chdir(root) != 0) fail(126, "chdir %s: %s", root, strerror(errno));
     if (syscall(SYS_pivot_root, ".", ".") != 0) fail(126, "pivot_root: %s", strerror(errno));
     /* From here every absolute path is the container's.  The old root is still stacked on
@@ -998,10 +1054,22 @@ static void container_child(struct opts *o, int out_w, int err_w, int in_r, int 
     for (int i = 0; i < o->volumes.n; i++) {
         bind_fd_opts(vol_fds[i], vol_dst[i], 1, vol_ro[i]);
         close(vol_fds[i]);
+        /* -v/--mount's propagation (rprivate for binds unless given), as runc applies a
+         * mount's propagation flags once it is bound. */
+        if (vol_prop[i]) do_mount(NULL, vol_dst[i], NULL, vol_prop[i], NULL);
     }
     for (int i = 0; i < o->binds.n; i++) {
         bind_fd(bind_fds[i], bind_dst[i]);
         close(bind_fds[i]);
+        if (shared) do_mount(NULL, bind_dst[i], NULL, MS_SLAVE, NULL);
+    }
+    /* The old root's mounts are peers of the host's in a shared root: made slaves first, or
+     * detaching them would unmount their peers on the host too (runc does the same).  From
+     * a descriptor of it: "." is the new root below it, whose binds keep their propagation. */
+    if (shared) {
+        if (fchdir(old_root) != 0) fail(126, "fchdir old root: %s", strerror(errno));
+        close(old_root);
+        do_mount(NULL, ".", NULL, MS_REC | MS_SLAVE, NULL);
     }
     if (umount2(".", MNT_DETACH) != 0) fail(126, "umount old root: %s", strerror(errno));
     if (chdir("/") != 0) fail(126, "chdir /: %s", strerror(errno));

@@ -73,9 +73,9 @@ class RunSpec:
     log_max_file: int = 1  # --log-opt max-file
     security: Security = field(default_factory=Security)
     cgroup: str | None = None  # the container's cgroup2 directory (runtime/cgroups.py)
-    # (read-only, path in the container, host path): -v/--mount binds and volumes, in
-    # mount order (parents before what is mounted inside them).
-    volumes: list[tuple[bool, str, str]] = field(default_factory=list)
+    # (read-only, path in the container, host path, propagation or ""): -v/--mount binds
+    # and volumes, in mount order (parents before what is mounted inside them).
+    volumes: list[tuple[bool, str, str, str]] = field(default_factory=list)
     tmpfs: list[tuple[str, str]] = field(default_factory=list)  # (path, options)
     readonly_root: bool = False  # --read-only
     shm_size: int = 0  # bytes of /dev/shm (0: Docker's 64 MiB)
@@ -149,8 +149,9 @@ def run_argv(shim: str, spec: RunSpec, sync_fd: int, env_in: int) -> list[str]:
             argv += ["--hide", path]
     for src, dst in spec.binds:
         argv += ["--bind", f"{src}:{dst}"]
-    for readonly, dst, src in spec.volumes:
-        argv += ["--volume", f"{'ro' if readonly else 'rw'}:{dst}:{src}"]
+    for readonly, dst, src, propagation in spec.volumes:
+        flags = ",".join(["ro" if readonly else "rw", *([propagation] if propagation else [])])
+        argv += ["--volume", f"{flags}:{dst}:{src}"]
     for dst, options in spec.tmpfs:
         argv += ["--tmpfs", f"{dst}:{options}"]
     if spec.readonly_root:
