@@ -204,6 +204,17 @@ static int key_arg(Py_buffer *key) {
     return 0;
 }
 
+/* configure(sock_fd, seg): the data socket and the size of a full datagram. */
+static int configure_args(PyObject *args, int *sock, int *seg) {
+    if (!PyArg_ParseTuple(args, "ii", sock, seg))
+        return -1;
+    if (*seg <= HEADER_LEN || *seg > MAX_UDP_PAYLOAD) {
+        PyErr_SetString(PyExc_ValueError, "bad datagram size");
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- TxRoute ----------------------------------------------------------------------- */
 
 typedef struct {
@@ -307,12 +318,8 @@ static void Sender_dealloc(Sender *self) {
 
 static PyObject *Sender_configure(Sender *self, PyObject *args) {
     int sock, seg;
-    if (!PyArg_ParseTuple(args, "ii", &sock, &seg))
+    if (configure_args(args, &sock, &seg) < 0)
         return NULL;
-    if (seg <= HEADER_LEN || seg > MAX_UDP_PAYLOAD) {
-        PyErr_SetString(PyExc_ValueError, "bad datagram size");
-        return NULL;
-    }
     self->sock = sock;
     self->seg = seg;
     self->chunk = seg - HEADER_LEN;
@@ -668,12 +675,8 @@ static void Receiver_dealloc(Receiver *self) {
 
 static PyObject *Receiver_configure(Receiver *self, PyObject *args) {
     int sock, seg;
-    if (!PyArg_ParseTuple(args, "ii", &sock, &seg))
+    if (configure_args(args, &sock, &seg) < 0)
         return NULL;
-    if (seg <= HEADER_LEN || seg > MAX_UDP_PAYLOAD) {
-        PyErr_SetString(PyExc_ValueError, "bad datagram size");
-        return NULL;
-    }
     int chunk = seg - HEADER_LEN;
     /* Enough datagrams for the largest receive (64 KiB of them, or one of any size). */
     int segments = (MAX_RECEIVE + seg - 1) / seg + 1;

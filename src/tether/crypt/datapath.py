@@ -74,6 +74,7 @@ from tether.crypt.wire import (
     ReplayWindow,
     pair_key,
 )
+from tether.firewall.relay import accept_root
 
 SOL_UDP = 17
 UDP_SEGMENT = 103
@@ -692,21 +693,8 @@ class DataPath:
     # -- control ---------------------------------------------------------------------------
 
     def on_accept(self, fd: int) -> None:
-        try:
-            conn, _ = self.control.accept()
-        except OSError:
-            return
-        # Only root (tetherd) gives orders: the socket is 0600 in tetherd's exec-root, and
-        # whoever else reaches it is hung up on.
-        try:
-            _pid, uid, _gid = struct.unpack(
-                "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            )
-        except OSError:
-            uid = -1
-        if uid not in (0, os.geteuid()):
-            log(f"control connection from uid {uid} refused")
-            conn.close()
+        conn = accept_root(self.control, log)
+        if conn is None:
             return
         # Replies are small and tetherd waits for them; a client that stops reading for a
         # second is dropped rather than stalling the data path.

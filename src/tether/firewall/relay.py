@@ -336,21 +336,8 @@ class Relay:
     # -- control -------------------------------------------------------------------------
 
     def on_control_accept(self, events: int) -> None:
-        try:
-            conn, _ = self.control.accept()
-        except OSError:
-            return
-        # Only root (tetherd) gives orders: whoever else reaches the socket (its mode is
-        # 0600, but a file's mode is not the only way to a socket) is hung up on.
-        try:
-            _pid, uid, _gid = struct.unpack(
-                "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            )
-        except OSError:
-            uid = -1
-        if uid not in (0, os.geteuid()):
-            log(f"control connection from uid {uid} refused")
-            conn.close()
+        conn = accept_root(self.control, log)
+        if conn is None:
             return
         conn.setblocking(False)
         self.clients[conn.fileno()] = conn
@@ -460,6 +447,27 @@ class Relay:
             conn.close()
         for port in self.ports.values():
             port.close()
+
+
+def accept_root(control: socket.socket, log: Any) -> socket.socket | None:
+    """The next control connection, if it comes from root (tetherd) or our own uid: only
+    they give orders.  Whoever else reaches the socket (its mode is 0600, but a file's mode
+    is not the only way to a socket) is hung up on.  tether-crypt's control uses it too."""
+    try:
+        conn, _ = control.accept()
+    except OSError:
+        return None
+    try:
+        _pid, uid, _gid = struct.unpack(
+            "3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        )
+    except OSError:
+        uid = -1
+    if uid not in (0, os.geteuid()):
+        log(f"control connection from uid {uid} refused")
+        conn.close()
+        return None
+    return conn
 
 
 def _key(entry: dict[str, Any]) -> Key:
