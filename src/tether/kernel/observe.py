@@ -19,19 +19,19 @@ from dataclasses import dataclass, field
 
 from tether.kernel import netns
 from tether.kernel.rtdump import (
-    _IFADDRMSG,
     _IFINFOMSG,
     _NLMSGHDR,
     _RTATTR,
     _RTMSG,
-    NETLINK_GET_STRICT_CHK,
-    NLM_F_DUMP,
     NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
-    SOL_NETLINK,
     _attrs,
     _cstr,
+    _dump,
+    dump_socket,
+    link_request,
+    raw_addresses,
 )
 
 NETLINK_ROUTE = 0
@@ -184,34 +184,6 @@ class Listener:
         return f"{host}:{self.port}/{self.proto}"
 
 
-def _dump(sock: socket.socket, msg_type: int, payload: bytes) -> list[tuple[int, bytes]]:
-    seq = int.from_bytes(os.urandom(4), "little")
-    hdr = _NLMSGHDR.pack(
-        _NLMSGHDR.size + len(payload), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
-    )
-    sock.send(hdr + payload)
-    out: list[tuple[int, bytes]] = []
-    while True:
-        data = sock.recv(1 << 20)
-        if not data:
-            return out
-        off = 0
-        while off + _NLMSGHDR.size <= len(data):
-            length, kind, _flags, mseq, _pid = _NLMSGHDR.unpack_from(data, off)
-            if length < _NLMSGHDR.size:
-                return out
-            if mseq == seq:
-                if kind == NLMSG_DONE:
-                    return out
-                if kind == NLMSG_ERROR:
-                    (err,) = struct.unpack_from("=i", data, off + _NLMSGHDR.size)
-                    if err:
-                        raise OSError(-err, os.strerror(-err))
-                    return out
-                out.append((kind, data[off + _NLMSGHDR.size : off + length]))
-            off += (length + 3) & ~3
-
-
 def _mac(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
@@ -230,16 +202,10 @@ class View:
     def __init__(self, path: str | None = None) -> None:
         self.path = path
         if path is None:
-            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
         else:
-            self.sock = netns.socket_in(path, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
-            self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
-            self.sock.bind((0, 0))
-        except OSError:
-            self.sock.close()
-            raise
+            sock = netns.socket_in(path, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        self.sock = dump_socket(sock)
 
     def __enter__(self) -> View:
         return self
@@ -253,15 +219,8 @@ class View:
     # -- links ------------------------------------------------------------------------------
 
     def links(self, kind: str = "") -> list[Link]:
-        payload = _IFINFOMSG.pack(0, 0, 0, 0, 0)
-        if kind:
-            raw = kind.encode() + b"\0"
-            inner = (
-                _RTATTR.pack(4 + len(raw), IFLA_INFO_KIND) + raw + b"\0" * ((4 - len(raw) % 4) % 4)
-            )
-            payload += _RTATTR.pack(4 + len(inner), IFLA_LINKINFO) + inner
         out = []
-        for msg_kind, body in _dump(self.sock, RTM_GETLINK, payload):
+        for msg_kind, body in _dump(self.sock, RTM_GETLINK, link_request(kind)):
             if msg_kind != RTM_NEWLINK:
                 continue
             link = _parse_link(body)
@@ -270,20 +229,11 @@ class View:
         return out
 
     def addresses(self, family: int = 0) -> list[Address]:
-        out = []
-        for kind, body in _dump(self.sock, RTM_GETADDR, _IFADDRMSG.pack(family, 0, 0, 0, 0)):
-            if kind != RTM_NEWADDR:
-                continue
-            _family, plen, _flags, _scope, index = _IFADDRMSG.unpack_from(body, 0)
-            a = _attrs(body, _IFADDRMSG.size, len(body))
-            raw = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS)
-            if raw is None:
-                continue
-            addr = _ip(raw)
-            if not addr or addr.startswith("fe80:"):
-                continue
-            out.append(Address(index, f"{addr}/{plen}"))
-        return out
+        return [
+            Address(index, f"{_ip(raw)}/{plen}")
+            for index, _fam, raw, plen in raw_addresses(self.sock, family)
+            if _ip(raw)
+        ]
 
     def routes(self, table: int = 254) -> list[Route]:
         """The routes of one table (main by default), both families, default routes too."""

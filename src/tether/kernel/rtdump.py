@@ -96,6 +96,8 @@ def _dump(sock: socket.socket, msg_type: int, payload: bytes) -> list[tuple[int,
     out: list[tuple[int, bytes]] = []
     while True:
         data = sock.recv(1 << 20)
+        if not data:
+            return out
         off = 0
         while off + _NLMSGHDR.size <= len(data):
             length, kind, _flags, mseq, _pid = _NLMSGHDR.unpack_from(data, off)
@@ -113,32 +115,63 @@ def _dump(sock: socket.socket, msg_type: int, payload: bytes) -> list[tuple[int,
             off += (length + 3) & ~3
 
 
+def dump_socket(sock: socket.socket) -> socket.socket:
+    """`sock` (a NETLINK_ROUTE socket, opened in the namespace to read) made ready for
+    dumps; closed if that fails."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+        # Strict checking makes the kernel apply the filters in dump requests (table, oif)
+        # instead of sending everything.
+        sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        sock.bind((0, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def link_request(kind: str = "") -> bytes:
+    """A link dump request, for one kind of link only if `kind` (filtered by the kernel: a
+    host with 500 containers has 500 veths that a bridge check need not read)."""
+    payload = _IFINFOMSG.pack(0, 0, 0, 0, 0)
+    if kind:
+        raw = kind.encode() + b"\0"
+        inner = _RTATTR.pack(4 + len(raw), IFLA_INFO_KIND) + raw + b"\0" * ((4 - len(raw) % 4) % 4)
+        payload += _RTATTR.pack(4 + len(inner), IFLA_LINKINFO) + inner
+    return payload
+
+
+def raw_addresses(sock: socket.socket, family: int = 0) -> list[tuple[int, int, bytes, int]]:
+    """(interface index, family, packed address, prefix length) of every address but
+    IPv6 link-local ones."""
+    out = []
+    for kind, body in _dump(sock, RTM_GETADDR, _IFADDRMSG.pack(family, 0, 0, 0, 0)):
+        if kind != RTM_NEWADDR:
+            continue
+        fam, plen, _flags, _scope, index = _IFADDRMSG.unpack_from(body, 0)
+        a = _attrs(body, _IFADDRMSG.size, len(body))
+        raw = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS)
+        if raw is None or (len(raw) == 16 and raw[:2] == b"\xfe\x80"):
+            continue
+        out.append((index, fam, raw, plen))
+    return out
+
+
 class Dumper:
     """A netlink socket for dumps; bound to the namespace it was created in."""
 
     def __init__(self, sock: socket.socket | None = None) -> None:
-        self.sock = sock or socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
-        # Strict checking makes the kernel apply the filters in dump requests (table, oif)
-        # instead of sending everything.
-        self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
-        self.sock.bind((0, 0))
+        self.sock = dump_socket(
+            sock or socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        )
 
     def close(self) -> None:
         self.sock.close()
 
     def links(self, kind: str = "") -> list[LinkInfo]:
-        """All links, or only those of one kind (filtered by the kernel: a host with 500
-        containers has 500 veths that a bridge check need not read)."""
-        payload = _IFINFOMSG.pack(0, 0, 0, 0, 0)
-        if kind:
-            raw = kind.encode() + b"\0"
-            inner = (
-                _RTATTR.pack(4 + len(raw), IFLA_INFO_KIND) + raw + b"\0" * ((4 - len(raw) % 4) % 4)
-            )
-            payload += _RTATTR.pack(4 + len(inner), IFLA_LINKINFO) + inner
+        """All links, or only those of one kind."""
         out = []
-        for msg_kind, body in _dump(self.sock, RTM_GETLINK, payload):
+        for msg_kind, body in _dump(self.sock, RTM_GETLINK, link_request(kind)):
             if msg_kind != RTM_NEWLINK:
                 continue
             _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(body, 0)
@@ -165,21 +198,11 @@ class Dumper:
         return out
 
     def addresses(self) -> list[AddrInfo]:
-        out = []
-        for kind, body in _dump(self.sock, RTM_GETADDR, _IFADDRMSG.pack(0, 0, 0, 0, 0)):
-            if kind != RTM_NEWADDR:
-                continue
-            family, plen, _flags, _scope, index = _IFADDRMSG.unpack_from(body, 0)
-            a = _attrs(body, _IFADDRMSG.size, len(body))
-            raw = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS)
-            if raw is None:
-                continue
-            fam = socket.AF_INET if family == socket.AF_INET else socket.AF_INET6
-            addr = socket.inet_ntop(fam, raw)
-            if addr.startswith("fe80:"):
-                continue
-            out.append(AddrInfo(index, f"{addr}/{plen}"))
-        return out
+        return [
+            AddrInfo(index, f"{socket.inet_ntop(fam, raw)}/{plen}")
+            for index, fam, raw, plen in raw_addresses(self.sock)
+            if fam in (socket.AF_INET, socket.AF_INET6)
+        ]
 
     def routes(self, table: int, oif: int = 0) -> list[RouteRaw]:
         """Routes of one table (and one device, if oif), filtered by the kernel.
