@@ -214,3 +214,30 @@ def test_propagation_refused_as_dockerd_refuses_it(bhost: NamespaceHost) -> None
         assert "field BindOptions must not be specified" in r.stderr, r
         # private propagation needs nothing of the host's mount.
         assert h.ok("run", "--rm", "-v", f"{d}:/m:private", "busybox", "echo", "ok") == "ok\n"
+
+
+def test_compose_nocopy_and_bind_propagation(bhost: NamespaceHost) -> None:
+    h = bhost
+    with tmpfs_dir("shared") as shared, tempfile.TemporaryDirectory(prefix="tt-proj-") as proj:
+        with open(os.path.join(proj, "compose.yaml"), "w") as f:
+            f.write(
+                "services:\n"
+                "  app:\n"
+                "    image: busybox\n"
+                "    command: [sh, -c, 'trap \"exit 0\" TERM; sleep 600 & wait']\n"
+                "    volumes:\n"
+                "      - filled:/etc\n"
+                "      - {type: volume, source: bare, target: /opt/etc, volume: {nocopy: true}}\n"
+                f"      - {{type: bind, source: {shared}, target: /m, bind: {{propagation: rslave}}}}\n"
+                "volumes: {filled: {}, bare: {}}\n"
+            )
+        r = h.cli("compose", "-f", f"{proj}/compose.yaml", "-p", "pr", "up", "-d")
+        assert r.returncode == 0, r
+        assert "propagation" not in r.stderr  # honoured, not warned about
+        assert {"group", "passwd"} <= set(os.listdir(volume_dir(h, "pr_filled")))
+        assert os.listdir(volume_dir(h, "pr_bare")) == []
+        os.mkdir(os.path.join(shared, "late"))
+        sh(f"mount -t tmpfs late {shared}/late && echo seen > {shared}/late/f")
+        assert h.ok("compose", "-f", f"{proj}/compose.yaml", "-p", "pr", "exec", "app",
+                    "cat", "/m/late/f") == "seen\n"  # fmt: skip
+        h.ok("compose", "-f", f"{proj}/compose.yaml", "-p", "pr", "down", "-v")
