@@ -1044,6 +1044,11 @@ static void container_child(struct opts *o, int out_w, int err_w, int in_r, int 
         vol_fds[i] = open(p[2], O_PATH | O_CLOEXEC);
         if (vol_fds[i] < 0 || !vol_dst[i]) fail(126, "error while creating mount source path '%s': %s", p[2], strerror(errno));
     }
+    /* In a shared root, what the shim bound into the new root from the host (the host
+     * image's views) becomes a slave, as it would have been; the volumes, bound after
+     * pivot_root from the old root's mounts (still peers of the host's), keep the
+     * propagation they are given. */
+    if (shared) do_mount(NULL, root, NULL, MS_REC | MS_SLAVE, NULL);
     int old_root = shared ? open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC) : -1;
     if (shared && old_root < 0) fail(126, "open /: %s", strerror(errno));
     if (chdir(root) != 0) fail(126, "chdir %s: %s", root, strerror(errno));
