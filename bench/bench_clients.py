@@ -11,7 +11,11 @@ falls on both alike:
 - the same docker CLI binary against each daemon: network create+rm, run -d, run --rm true,
   ps, network ls;
 - each project's own CLI against its own daemon: `tether` (the launcher ./run install
-  writes) against tetherd, `docker` against dockerd.
+  writes) against tetherd, `docker` against dockerd; the same operations and the everyday
+  reads besides: ps -a, network inspect, inspect, images, volume ls, version, logs of a
+  short container, exec CONTAINER true, stop -t 0 + rm;
+- the daemons alone: one GET /containers/json and one GET /networks on a fresh unix-socket
+  connection from this process (no client start-up), 200 each, against both daemons.
 
 Everything of dockerd is removed at the end: its containers, its processes (dockerd,
 containerd, shims: everything whose command line names the temporary directory), the mounts
@@ -22,6 +26,7 @@ tests: dockerd runs only here.
 
 from __future__ import annotations
 
+import _socket
 import os
 import shutil
 import signal
@@ -174,6 +179,24 @@ def run_timed(argv: list[str], env: dict[str, str]) -> float:
     return ms
 
 
+def raw_get(socket_path: str, path: str) -> float:
+    """One request on a fresh connection, read to the end: the daemon's share of a `ps`."""
+    t = time.perf_counter()
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        s.connect(socket_path)
+        s.sendall(f"GET /v1.41{path} HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    finally:
+        s.close()
+    ms = (time.perf_counter() - t) * 1000
+    if not data.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"GET {path}: {data[:200]!r}")
+    return ms
+
+
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
     tether_cli = launcher()
@@ -199,6 +222,9 @@ def main() -> None:
                 run_timed(
                     [DOCKER, "run", "-d", "--name", f"bg{i}", "busybox", "sleep", "3600"], env
                 )
+        for env in (t_env, d_env):
+            # A short container's logs: what `logs` reads.
+            run_timed([DOCKER, "run", "--name", "short", "busybox", "echo", "hello"], env)
         # (label, argv prefix, env) per client/daemon pair.
         pairs = {
             "docker CLI -> tetherd": ([DOCKER], t_env),
@@ -226,12 +252,30 @@ def main() -> None:
         def network_ls(cli: list[str], env: dict[str, str], i: int) -> float:
             return run_timed([*cli, "network", "ls"], env)
 
+        def read(*argv: str) -> Callable[[list[str], dict[str, str], int], float]:
+            return lambda cli, env, i: run_timed([*cli, *argv], env)
+
+        def stop_rm(cli: list[str], env: dict[str, str], i: int) -> float:
+            run_timed([*cli, "run", "-d", "--name", f"st{i}", "busybox", "sleep", "60"], env)
+            return run_timed([*cli, "stop", "-t", "0", f"st{i}"], env) + run_timed(
+                [*cli, "rm", f"st{i}"], env
+            )
+
         ops = {
             "network create+rm": net_create_rm,
             "run -d": run_d,
             "run --rm true": run_rm,
             "ps": ps,
             "network ls": network_ls,
+            "ps -a": read("ps", "-a"),
+            "network inspect bridge": read("network", "inspect", "bridge"),
+            "inspect CONTAINER": read("inspect", "bg0"),
+            "images": read("images"),
+            "volume ls": read("volume", "ls"),
+            "version": read("version"),
+            "logs (short container)": read("logs", "short"),
+            "exec CONTAINER true": read("exec", "bg0", "true"),
+            "stop -t 0 + rm": stop_rm,
         }
         times: dict[str, dict[str, list[float]]] = {op: {p: [] for p in pairs} for op in ops}
         for op, fn in ops.items():
@@ -249,6 +293,14 @@ def main() -> None:
                 {label: stats(times[op][label])["median"] for label in pairs},
                 flush=True,
             )
+        daemons = {"tetherd": h.socket, "dockerd": d.socket}
+        raw: dict[str, dict[str, list[float]]] = {}
+        for path in ("/containers/json", "/networks"):
+            raw[path] = {name: [] for name in daemons}
+            for _ in range(200):
+                for name, sock in daemons.items():
+                    raw[path][name].append(raw_get(sock, path))
+            print(path, {n: stats(xs)["median"] for n, xs in raw[path].items()}, flush=True)
     finally:
         cleanup = d.stop()
         h.cleanup()
@@ -278,6 +330,9 @@ def main() -> None:
                 "the client process, start-up included"
             ),
             "results": results,
+            "one request, no client (GET on a fresh connection from the bench, ms)": {
+                path: {name: stats(xs) for name, xs in by.items()} for path, by in raw.items()
+            },
             "dockerd cleanup": cleanup,
         },
     )

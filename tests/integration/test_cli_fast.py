@@ -102,6 +102,14 @@ def test_everyday_commands_print_the_same_on_both_paths(bhost: NamespaceHost) ->
             ["exec", "nosuch", "true"],
             ["exec", "gone", "true"],
             ["exec", "web", "nosuchcommand"],
+            # each run of these leaves the state the next one finds: the same answers
+            ["stop", "-t", "0", "quiet"],
+            ["start", "quiet"],
+            ["rm", "web"],  # running: refused
+            ["rm", "-f", "nosuch"],
+            ["stop", "nosuch", "quiet"],
+            ["kill", "gone"],  # not running
+            ["start", "nosuch"],
         ]
         for argv in commands:
             runs = _three(h, launcher, argv)

@@ -191,6 +191,20 @@ def route(method: str, path: str, body: bytes) -> Answer | bytes:
         if base.endswith("/logs"):
             head = b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\n"
             return head + b"Connection: close\r\n\r\n" + LOGS
+        running = found["State"] == "running"
+        if method == "DELETE":
+            if running and "force=1" not in query:
+                return 409, {
+                    "message": f"You cannot remove a running container {found['Id']}. Stop the "
+                    "container before attempting removal or force remove"
+                }
+            return 204, None
+        if base.endswith(("/stop", "/start")):
+            return (204 if running == base.endswith("/stop") else 304), None
+        if base.endswith("/kill"):
+            if not running:
+                return 409, {"message": f"Container {found['Id']} is not running"}
+            return 204, None
         if base.endswith("/exec"):
             if found["State"] != "running":
                 return 409, {"message": f"Container {found['Id']} is not running"}
@@ -326,6 +340,17 @@ SERVED = [
     ["exec", "web10", "sh", "-c", "exit 3"],
     ["exec", "nosuch", "true"],  # refused at create: the fast path words it
     ["exec", "done", "true"],  # not running: 409
+    ["stop", "web10"],
+    ["stop", "-t", "0", "web10", "nosuch", "web9"],
+    ["stop", "--time", "07", "done"],
+    ["container", "stop", "web9"],
+    ["rm", "done"],
+    ["rm", "web10", "done"],  # running: refused, the other removed
+    ["rm", "-f", "web10", "nosuch"],
+    ["container", "rm", "--force", "web9"],
+    ["kill", "web10", "done"],
+    ["start", "done"],
+    ["start", "nosuch", "done", "gone"],
 ]
 
 
@@ -385,7 +410,18 @@ HANDED_OVER = [
     ["exec", "-u", "1", "web10", "id"],
     ["run", "-d", "busybox"],
     ["network", "create", "n1"],
-    ["rm", "-f", "web10"],
+    ["rm", "-v", "web10"],
+    ["rm"],
+    ["rm", "-f"],
+    ["stop"],
+    ["stop", "-t", "x", "web10"],
+    ["stop", "-t", "-1", "web10"],
+    ["stop", "-t5", "web10"],
+    ["stop", "--time=1", "web10"],
+    ["stop", "-t", "\u0663", "web10"],
+    ["kill", "-s", "HUP", "web10"],
+    ["start", "-a", "done"],
+    ["restart", "web10"],
     [],
 ]
 

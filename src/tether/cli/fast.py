@@ -12,14 +12,16 @@ people type all day and runs them on the same client (tether/client.py), the sam
     images [-a] [-q] [--no-trunc] [--digests]     (also image ls|list)
     volume ls [-q]                   inspect CONTAINER...     version
     logs CONTAINER                   exec CONTAINER COMMAND [ARG...]
+    stop [-t N] CONTAINER...         rm [-f] CONTAINER...
+    kill CONTAINER...                start CONTAINER...
 
 One grammar: this is a recogniser of a few of its sentences, never a second parser.  Any
 other token (a global flag, --format, -f, --help, `--`, an argument where none is taken)
 hands the command to the full CLI (main.py) before anything is sent.  So does a daemon that
 is not there (the full CLI starts one) and, for the read-only forms, any refusal from the
-daemon: the full command asks again and words the error as it always does.  Only `exec`
-changes anything, and it hands over only when its first connection fails; its errors after
-that are worded here as run_exec words them.
+daemon: the full command asks again and words the error as it always does.  The forms that
+change something (exec, stop, rm, kill, start) hand over only when their first connection
+fails; their errors after that are worded here as container.py words them.
 
 No `from __future__` and nothing but tether.client, views and output (which load _socket and
 _json): every module is a few tenths of a millisecond of each `tether ps`.
@@ -45,6 +47,14 @@ if TYPE_CHECKING:
 
 class _HandOver(Exception):
     """Not for this module: the full CLI runs the command (nothing was printed or changed)."""
+
+
+class _Exit(Exception):
+    """The command ends here with this exit code (its message is out)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 def _flags(args: "list[str]", allowed: "dict[str, str]") -> "tuple[set[str], list[str]]":
@@ -230,6 +240,81 @@ def _exec(client: Client, args: "list[str]") -> int:
     return int(code) if code is not None else 0
 
 
+def _each(
+    client: Client, names: "list[str]", method: str, path: str, query: "dict[str, Any] | None"
+) -> "list[str]":
+    """container.py's _each: each name done is printed, each refusal goes to stderr and the
+    rest still run; the refused names are returned.  Only a daemon that is not there at the
+    first name hands over (nothing was sent)."""
+    failed = []
+    for i, name in enumerate(names):
+        try:
+            client.call(method, path.format(quote(name)), query)
+        except ApiError as exc:
+            sys.stderr.write(f"Error response from daemon: {exc.message}\n")
+            failed.append(name)
+            continue
+        except DaemonUnavailable as exc:
+            if i == 0:
+                raise
+            sys.stderr.write(f"{exc}\n")  # as the Context's CliError words it
+            raise _Exit(1) from None
+        print(name)
+    return failed
+
+
+def _names_after_time(args: "list[str]") -> "tuple[dict[str, Any] | None, list[str]]":
+    """stop's arguments: -t N / --time N (N in decimal digits) and the names."""
+    query = None
+    names: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in ("-t", "--time") and i + 1 < len(args) and args[i + 1].isdecimal():
+            if not args[i + 1].isascii():
+                raise _HandOver
+            query = {"t": int(args[i + 1])}
+            i += 2
+            continue
+        if a.startswith("-"):
+            raise _HandOver
+        names.append(a)
+        i += 1
+    if not names:
+        raise _HandOver
+    return query, names
+
+
+def _stop(client: Client, args: "list[str]") -> int:
+    query, names = _names_after_time(args)
+    return 1 if _each(client, names, "POST", "/containers/{}/stop", query) else 0
+
+
+def _rm(client: Client, args: "list[str]") -> int:
+    f, names = _flags(args, {"-f": "force", "--force": "force"})
+    if not names:
+        raise _HandOver
+    query = {"force": 1} if "force" in f else None
+    return 1 if _each(client, names, "DELETE", "/containers/{}", query) else 0
+
+
+def _kill(client: Client, args: "list[str]") -> int:
+    _, names = _flags(args, {})
+    if not names:
+        raise _HandOver
+    return 1 if _each(client, names, "POST", "/containers/{}/kill", None) else 0
+
+
+def _start(client: Client, args: "list[str]") -> int:
+    _, names = _flags(args, {})
+    if not names:
+        raise _HandOver
+    failed = _each(client, names, "POST", "/containers/{}/start", None)
+    if failed:
+        return _error("Error: failed to start containers: " + ", ".join(failed))
+    return 0
+
+
 def _error(message: str) -> int:
     sys.stderr.write(message + "\n")
     return 1
@@ -242,6 +327,10 @@ TOP: "dict[str, Callable[[Client, list[str]], int]]" = {
     "version": _version,
     "logs": _logs,
     "exec": _exec,
+    "stop": _stop,
+    "rm": _rm,
+    "kill": _kill,
+    "start": _start,
 }
 GROUPS: "dict[tuple[str, str], Callable[[Client, list[str]], int]]" = {
     ("container", "ls"): _ps,
@@ -250,6 +339,10 @@ GROUPS: "dict[tuple[str, str], Callable[[Client, list[str]], int]]" = {
     ("container", "inspect"): _inspect,
     ("container", "logs"): _logs,
     ("container", "exec"): _exec,
+    ("container", "stop"): _stop,
+    ("container", "rm"): _rm,
+    ("container", "kill"): _kill,
+    ("container", "start"): _start,
     ("network", "ls"): _network_ls,
     ("network", "list"): _network_ls,
     ("network", "inspect"): _network_inspect,
@@ -292,6 +385,8 @@ def attempt(argv: "list[str]") -> "int | None":
         return form(Client(socket_path), rest)
     except (_HandOver, DaemonUnavailable):
         return None
+    except _Exit as exc:
+        return exc.code
     # What main._run does with the same exceptions from the full command.
     except ConnectionLost as exc:
         return _error(exc.message)
