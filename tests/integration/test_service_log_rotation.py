@@ -30,24 +30,21 @@ def test_service_logs_read_the_rotated_files(host: NamespaceHost) -> None:
     del host
     with three_nodes(2) as c:
         a, b = c.hosts
-        spec = {
-            "Name": "chatty",
-            "TaskTemplate": {
-                "ContainerSpec": {"Image": "busybox", "Args": CHATTY},
-                "LogDriver": {
-                    "Name": "json-file",
-                    "Options": {"max-size": "1k", "max-file": "100"},
-                },
-            },
-            "Mode": {"Replicated": {"Replicas": 2}},
-        }
-        a.api.post("/services/create", spec)
+        # As a user types it: the options reach each task's container.
+        a.ok("service", "create", "-d", "--name", "chatty", "--replicas", "2",
+             "--log-driver", "json-file", "--log-opt", "max-size=1k", "--log-opt", "max-file=100",
+             "busybox", *CHATTY)  # fmt: skip
 
         def task_logs(h: NamespaceHost) -> list[str]:
             out = []
             for ctr in h.api.get("/containers/json", {"all": 1}):
                 if "com.docker.swarm.task.id" in (ctr.get("Labels") or {}):
-                    out.append(h.api.get(f"/containers/{ctr['Id']}/json")["LogPath"])
+                    info = h.api.get(f"/containers/{ctr['Id']}/json")
+                    assert info["HostConfig"]["LogConfig"] == {
+                        "Type": "json-file",
+                        "Config": {"max-size": "1k", "max-file": "100"},
+                    }
+                    out.append(info["LogPath"])
             return out
 
         wait_for("a task on each node", lambda: all(task_logs(h) for h in (a, b)), 30)
@@ -73,10 +70,12 @@ def test_service_logs_read_the_rotated_files(host: NamespaceHost) -> None:
         tail = a.ok("service", "logs", "--raw", "--tail", "2", "chatty").split()
         assert sorted(int(x) for x in tail if x.isdigit()) == [LINES - 1, LINES - 1, LINES, LINES]
         # A bad option is refused at create, in the words of a container's --log-opt.
-        spec2 = dict(spec, Name="bad")
-        spec2["TaskTemplate"] = {
-            "ContainerSpec": {"Image": "busybox", "Args": CHATTY},
-            "LogDriver": {"Name": "json-file", "Options": {"max-file": "0"}},
+        spec2 = {
+            "Name": "bad",
+            "TaskTemplate": {
+                "ContainerSpec": {"Image": "busybox", "Args": CHATTY},
+                "LogDriver": {"Name": "json-file", "Options": {"max-file": "0"}},
+            },
         }
         with pytest.raises(ApiError, match="max-file cannot be less than 1"):
             a.api.post("/services/create", spec2)

@@ -76,8 +76,6 @@ REFUSED: dict[str, str] = {
     "limit-pids": "resource limits",
     "reserve-cpu": "resource reservations",
     "reserve-memory": "resource reservations",
-    "log-driver": "log drivers other than its own",
-    "log-opt": "log driver options",
     "max-concurrent": "jobs",
     "mount": "mounts (tether has no volumes yet)",
     "oom-score-adj": "OOM score adjustments",
@@ -323,6 +321,9 @@ def build_spec(o: dict[str, Any], args: list[str]) -> dict[str, Any]:
         )
     if o["network"]:
         tmpl["Networks"] = _networks(o["network"])
+    log_driver = _log_driver(o)
+    if log_driver is not None:
+        tmpl["LogDriver"] = log_driver
     spec: dict[str, Any] = {
         "Name": o["name"] or "",
         "Labels": _labels(o["label"]),
@@ -336,6 +337,16 @@ def build_spec(o: dict[str, Any], args: list[str]) -> dict[str, Any]:
         "EndpointSpec": {"Mode": o["endpoint_mode"] or "vip", "Ports": _ports(o["publish"])},
     }
     return spec
+
+
+def _log_driver(o: dict[str, Any], current: dict[str, Any] | None = None) -> Any:
+    """TaskTemplate.LogDriver from --log-driver and --log-opt (None: neither given).  docker's
+    CLI drops --log-opt given without --log-driver; tether keeps it, for the driver the
+    service has (json-file, the only one its tasks take: the daemon refuses others)."""
+    if not o.get("log_driver") and not o.get("log_opt"):
+        return None
+    name = o.get("log_driver") or (current or {}).get("Name") or "json-file"
+    return {"Name": name, "Options": _labels(o.get("log_opt") or [])}
 
 
 def run_create(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
@@ -803,6 +814,9 @@ def run_update(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         cs["Hostname"] = o["hostname"]
     if o["workdir"] is not None:
         cs["Dir"] = o["workdir"]
+    log_driver = _log_driver(o, tmpl.get("LogDriver"))
+    if log_driver is not None:
+        tmpl["LogDriver"] = log_driver  # as docker's: the options given replace the old ones
     if o["env_rm"] or o["env_add"]:
         env = _remove_env(list(cs.get("Env") or []), o["env_rm"])
         added = _env({"env": o["env_add"]})
@@ -1033,6 +1047,11 @@ UPDATE_FLAGS = [
     ),
 ]
 
+LOG_FLAGS = [
+    Flag("log-driver", help="Logging driver for service (json-file)"),
+    Flag("log-opt", kind="list", metavar="list", help="Logging driver options"),
+]
+
 CREATE = Command(
     "service create",
     "[OPTIONS] IMAGE [COMMAND] [ARG...]",
@@ -1066,6 +1085,7 @@ CREATE = Command(
         Flag("replicas", metavar="uint", help="Number of tasks", check=_uint),
         Flag("restart-condition", help='Restart when condition is met ("any" only)'),
         *UPDATE_FLAGS,
+        *LOG_FLAGS,
         Flag(
             "with-registry-auth",
             kind="bool",
@@ -1201,6 +1221,7 @@ UPDATE = Command(
         Flag("replicas", metavar="uint", help="Number of tasks", check=_uint),
         Flag("restart-condition", help='Restart when condition is met ("any" only)'),
         *UPDATE_FLAGS,
+        *LOG_FLAGS,
         Flag(
             "with-registry-auth",
             kind="bool",
