@@ -3,6 +3,7 @@ sends it, checked by the daemon as a container's --log-opt."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -67,3 +68,17 @@ def test_the_tasks_container_gets_the_options() -> None:
         "Type": "json-file",
         "Config": {"max-size": "1k", "max-file": "4"},
     }
+
+
+def test_inspect_pretty_shows_the_log_driver_as_docker() -> None:
+    from tether.cli.service import pretty
+
+    spec = spec_of("--log-opt", "max-size=1k", "--log-opt", "max-file=4", "busybox")
+    text = pretty({"ID": "x1", "Spec": spec}, {})
+    # (tabs become docker's tabwriter columns)
+    assert re.search(
+        r"\n Image: +busybox\nLog Driver:\n Name: +json-file\n LogOpts:\n"
+        r"  max-file:       4\n  max-size:       1k\n\nEndpoint Mode:",
+        text,
+    ), text
+    assert "Log Driver" not in pretty({"ID": "x1", "Spec": spec_of("busybox")}, {})

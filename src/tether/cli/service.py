@@ -655,6 +655,16 @@ def pretty(svc: dict[str, Any], net_names: dict[str, str]) -> str:
         lines.append(" Env:\t\t" + "".join(f"{e} " for e in cs["Env"]))
     if cs.get("Dir"):
         lines.append(f" Dir:\t\t{cs['Dir']}")
+    log_driver = tmpl.get("LogDriver")
+    if log_driver is not None:  # docker's template, its blank line after the options too
+        lines.append("Log Driver:")
+        if log_driver.get("Name"):
+            lines.append(f" Name:\t\t{log_driver['Name']}")
+        if log_driver.get("Options"):
+            lines.append(" LogOpts:")
+            for k, v in sorted(log_driver["Options"].items()):
+                lines.append(f"  {k}:       {v}" if v else f"  {k}")
+        lines.append("")
     nets = [net_names.get(n["Target"], n["Target"]) for n in tmpl.get("Networks") or []]
     if nets:
         lines.append("Networks:" + "".join(f" {n}" for n in nets) + " ")
