@@ -537,6 +537,13 @@ def test_every_accepted_flag_is_honoured_or_refused(bhost: NamespaceHost) -> Non
     assert r.returncode == 1 and "does not match the specified platform" in r.stderr
     assert h.cli("images", "-q", "armbb").stdout == ""
     assert h.ok("load", "--platform", "linux/arm64", "-i", path) == "Loaded image: armbb:latest\n"
+    # run --platform: a local image of another platform is not run (dockerd's 404, then the
+    # client tries to pull that platform: here no registry may be asked).
+    r = h.cli("run", "--rm", "--platform", "linux/amd64", "armbb", "true")
+    assert r.returncode == 125, r.stderr
+    assert "Unable to find image 'armbb:latest' locally" in r.stderr
+    assert h.ok("ps", "-aq") == ""
+    h.ok("run", "--rm", "--platform", "linux/arm64", "armbb", "true")
     # push --platform: refused before any registry is asked when the image is not of it.
     h.ok("tag", "armbb", "10.251.0.1:5000/armbb")
     r = h.cli("push", "--platform", "linux/amd64", "10.251.0.1:5000/armbb")

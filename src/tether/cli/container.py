@@ -204,19 +204,20 @@ def _create(ctx: Context, o: dict[str, Any], args: list[str], command: str) -> s
 
     missing = ""  # the image the daemon did not have
 
+    params = {k: v for k, v in (("name", o["name"]), ("platform", o.get("platform"))) if v}
+
     def create() -> Any:
-        return ctx.call(
-            "POST",
-            "/containers/create",
-            query={"name": o["name"]} if o["name"] else None,
-            body=body,
-        )
+        return ctx.call("POST", "/containers/create", query=params or None, body=body)
 
     try:
         try:
             resp = create()
         except ApiError as exc:
-            if exc.status != 404 or not exc.message.startswith("No such image"):
+            # Not here, or here for another platform (--platform): pulled, as docker does.
+            if exc.status != 404 or not (
+                exc.message.startswith("No such image")
+                or "does not match the specified platform" in exc.message
+            ):
                 raise
             ref = image if ":" in image.rsplit("/", 1)[-1] or "@" in image else f"{image}:latest"
             sys.stderr.write(f"Unable to find image '{ref}' locally\n")

@@ -43,12 +43,28 @@ def register(router: Router, daemon: Daemon) -> None:
         return daemon.ports_view(c)
 
     async def create(req: Request) -> Response:
-        c = containers.create(req.decode(ContainerCreate), query.container_name(req.arg("name")))
+        spec = req.decode(ContainerCreate)
+        name = query.container_name(req.arg("name"))
+        platform = req.arg("platform")
+        if platform:
+            _check_platform(spec.Image or "", platform)
+        c = containers.create(spec, name)
         await containers.populate(c)  # new volumes filled from the image, as dockerd's create
         warnings: list[str] = []
         if is_host(c.network_mode) and c.host_config.get("PortBindings"):
             warnings.append("Published ports are discarded when using host network mode")
         return json_response({"Id": c.id, "Warnings": warnings}, 201)
+
+    def _check_platform(ref: str, platform: str) -> None:
+        """?platform= (run --platform): the local image must be of that platform, or the
+        create fails as dockerd's does (404: the client then pulls that platform)."""
+        from tether.images import oci
+        from tether.images.archive import check_platform
+
+        want = oci.parse_platform(platform)
+        img = containers.images.lookup(ref) if ref else None
+        if img is not None:  # (a missing one is create's own "No such image")
+            check_platform(ref, want, img.platform)
 
     async def list_(req: Request) -> Response:
         return json_response(
