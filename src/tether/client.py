@@ -14,7 +14,7 @@ from tether import wire
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from typing import Any
 
 DEFAULT_SOCKET = "/run/tether/tether.sock"
@@ -181,6 +181,24 @@ class Response:
             pass
 
 
+class ChunkWriter:
+    """A request body written as HTTP chunks, for what is too big to hold (docker cp's tar)."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self.sock.sendall(b"%x\r\n" % len(data) + bytes(data) + b"\r\n")
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.sock.sendall(b"0\r\n\r\n")
+
+
 class Client:
     def __init__(self, socket_path: str = DEFAULT_SOCKET, timeout: float | None = None) -> None:
         self.socket_path = socket_path
@@ -208,7 +226,9 @@ class Client:
         body: Any = None,
         raw: bytes | None = None,
         headers: dict[str, str] | None = None,
+        stream: Callable[[ChunkWriter], None] | None = None,
     ) -> Response:
+        """`stream`, if given, writes the request body as it goes (chunked encoding)."""
         s = self._connect()
         payload = b""
         hdrs = {"Host": "tether", "User-Agent": "tether-cli", "Connection": "close"}
@@ -218,7 +238,9 @@ class Client:
         elif body is not None:
             payload = wire.dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
-        if payload or method in ("POST", "PUT"):
+        if stream is not None:
+            hdrs["Transfer-Encoding"] = "chunked"
+        elif payload or method in ("POST", "PUT"):
             hdrs["Content-Length"] = str(len(payload))
         if headers:
             hdrs.update(headers)
@@ -229,6 +251,13 @@ class Client:
         buf = b""
         try:
             s.sendall(head.encode() + payload)
+            if stream is not None:
+                writer = ChunkWriter(s)
+                try:
+                    stream(writer)
+                    writer.close()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the daemon answered before the end of the body: read that answer
             while b"\r\n\r\n" not in buf:
                 data = s.recv(65536)
                 if not data:

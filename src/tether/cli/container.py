@@ -354,7 +354,13 @@ def _detach_bytes(keys: str | None) -> bytes:
 
 
 def _stream(
-    ctx: Context, cid: str, resp: Response, tty: bool, interactive: bool, keys: str | None
+    ctx: Context,
+    cid: str,
+    resp: Response,
+    tty: bool,
+    interactive: bool,
+    keys: str | None,
+    sig_proxy: bool = True,
 ) -> bool:
     """Relay an attach stream to our stdout/stderr (and our stdin to it) until it ends;
     True when the user detached (the detach keys, on a terminal)."""
@@ -365,7 +371,7 @@ def _stream(
     restore = None
     if tty and sys.stdin.isatty():
         restore = _raw_container_terminal(ctx, cid)
-    else:
+    elif sig_proxy:
         # Without a terminal, signals go to the container (docker's --sig-proxy).
         def forward(sig: int, _frame: object) -> None:
             try:
@@ -1086,8 +1092,14 @@ def _ops() -> None:
     # pause, unpause, rename, top, update live in container_ops.py (tether container X too).
     from tether.cli import container_ops as ops
 
-    for name in ("pause", "unpause", "rename", "top", "update"):
+    for name in ("pause", "unpause", "rename", "top", "update", "diff"):
         COMMANDS[name] = getattr(ops, name.upper())
+    # cp, stats, attach: their own modules (light at import), here for `tether container X`.
+    from tether.cli import attach, cp, stats
+
+    COMMANDS["cp"] = cp.CP
+    COMMANDS["stats"] = stats.STATS
+    COMMANDS["attach"] = attach.ATTACH
 
 
 _ops()

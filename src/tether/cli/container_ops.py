@@ -1,4 +1,4 @@
-"""tether pause|unpause|rename|top|update: docker's flags and output on routes tetherd
+"""tether pause|unpause|rename|top|update|diff: docker's flags and output on routes tetherd
 already serves (the docker CLI used them first)."""
 
 from __future__ import annotations
@@ -72,6 +72,19 @@ def run_update(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     return for_each_name(args, update)
 
 
+def run_diff(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    try:
+        changes = ctx.call("GET", f"/containers/{quote(args[0])}/changes")
+    except ApiError as exc:
+        raise CliError(f"Error response from daemon: {exc.message}") from None
+    # docker's container.ChangeType: 0 modified, 1 added, 2 deleted.
+    kinds = {0: "C", 1: "A", 2: "D"}
+    sys.stdout.write(
+        "".join(f"{kinds.get(ch.get('Kind'), '?')} {ch.get('Path')}\n" for ch in changes or [])
+    )
+    return 0
+
+
 PAUSE = Command(
     "pause",
     "CONTAINER [CONTAINER...]",
@@ -113,4 +126,13 @@ UPDATE = Command(
     [Flag("restart", help="Restart policy to apply when a container exits")],
     min_args=1,
     handler=run_update,
+)
+DIFF = Command(
+    "diff",
+    "CONTAINER",
+    "Inspect changes to files or directories on a container's filesystem",
+    [],
+    min_args=1,
+    max_args=1,
+    handler=run_diff,
 )

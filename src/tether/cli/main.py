@@ -69,6 +69,26 @@ TOP: dict[str, tuple[str, str, str]] = {
         "UPDATE",
         "Update configuration of one or more containers",
     ),
+    "attach": (
+        "tether.cli.attach",
+        "ATTACH",
+        "Attach local standard input, output, and error streams to a running container",
+    ),
+    "cp": (
+        "tether.cli.cp",
+        "CP",
+        "Copy files/folders between a container and the local filesystem",
+    ),
+    "diff": (
+        "tether.cli.container_ops",
+        "DIFF",
+        "Inspect changes to files or directories on a container's filesystem",
+    ),
+    "stats": (
+        "tether.cli.stats",
+        "STATS",
+        "Display a live stream of container(s) resource usage statistics",
+    ),
     "images": ("tether.cli.image", "LS", "List images"),
     "pull": ("tether.cli.image", "PULL", "Download an image from a registry"),
     "push": ("tether.cli.image", "PUSH", "Upload an image to a registry"),

@@ -630,7 +630,9 @@ def register_more(router: Router, daemon: Daemon) -> None:
         await lifecycle.update(req.params["id"], policy)
         return json_response({"Warnings": []})
 
-    async def _helper(op: str, c: Any, path: str, stdin: bytes | None = None) -> Any:
+    async def _helper(
+        op: str, c: Any, path: str, stdin: bytes | None = None, flags: tuple[str, ...] = ()
+    ) -> Any:
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-I",
@@ -639,6 +641,7 @@ def register_more(router: Router, daemon: Daemon) -> None:
             op,
             str(c.state.pid),
             path,
+            *flags,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -700,19 +703,31 @@ def register_more(router: Router, daemon: Daemon) -> None:
 
     async def archive_put(req: Request) -> Response:
         c = _cp_target(req)
-        proc = await _helper("put", c, req.arg("path") or "", b"")
+        # docker cp sends noOverwriteDirNonDir=true; copyUIDGID (cp -a) gives everything to
+        # the container's user, if it has one (as dockerd's tarCopyOptions).
+        flags = tuple(f for f in ("noOverwriteDirNonDir", "copyUIDGID") if req.flag(f))
+        if c.config.get("User"):
+            flags += (f"user={c.config['User']}",)
+        proc = await _helper("put", c, req.arg("path") or "", b"", flags)
         assert proc.stdin is not None and proc.stderr is not None
         first = await proc.stderr.readline()
         _archive_error(first, c)
-        async for chunk in req.body_chunks():
-            proc.stdin.write(chunk)
-            await proc.stdin.drain()
-        proc.stdin.close()
+        try:
+            async for chunk in req.body_chunks():
+                proc.stdin.write(chunk)
+                await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the helper stopped reading: its error follows on stderr
+        finally:
+            proc.stdin.close()
         rest = await proc.stderr.read()
         if await proc.wait() != 0:
-            raise InvalidParameter(
-                f"extracting the archive failed: {rest.decode(errors='replace').strip()}"
-            )
+            text = rest.decode(errors="replace").strip()
+            try:
+                text = str(json.loads(text.splitlines()[-1])["error"])
+            except (ValueError, KeyError, IndexError, TypeError):
+                text = f"Error processing tar file: {text}"
+            raise InvalidParameter(text)
         return Response(200)
 
     router.add("GET", "/containers/{id}/top", top)
