@@ -197,3 +197,15 @@ def test_stats_table_and_formats() -> None:
     assert '"NetIO":"2kB / 1kB"' in stats.render("json", [e], True)
     assert stats.human_size(999) == "999B" and stats.human_size(1_234_567) == "1.23MB"
     assert stats.bytes_size(1536) == "1.5KiB"
+
+
+def test_block_io_from_cgroup_io_stat() -> None:
+    from tether.daemon.routes_containers import io_service_bytes
+
+    entries = io_service_bytes(
+        "8:0 rbytes=4096 wbytes=2500000 rios=1 wios=9 dbytes=0 dios=0\n"
+        "253:1 rbytes=1000 wbytes=0 rios=2 wios=0 dbytes=0 dios=0\n"
+    )
+    assert entries[0] == {"major": 8, "minor": 0, "op": "read", "value": 4096}
+    e = stats.entry("web", _doc(blkio_stats={"io_service_bytes_recursive": entries}))
+    assert stats.row(e, True)["BlockIO"] == "5.1kB / 2.5MB"
