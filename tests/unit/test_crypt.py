@@ -465,12 +465,12 @@ def test_an_encrypted_overlay_is_refused_on_a_node_advertising_ipv6() -> None:
 # -- frames from the TAP and buffers from the socket: the loop tether-crypt runs ----------
 
 
-def gso_send(a: Node, b: Node, dgrams: list[bytes]) -> None:
+def gso_send(a: Node, b: Node, dgrams: list[bytes], port: int = PORT) -> None:
     """Datagrams from a's socket to b's in one UDP GSO send (one GRO buffer at b), as a's
     data path sends a frame."""
     assert a.dp.sock is not None
     cmsg = [(socket.SOL_UDP, 103, struct.pack("=H", len(dgrams[0])))] if len(dgrams) > 1 else []
-    a.dp.sock.sendmsg(dgrams, cmsg, 0, (b.addr, PORT))
+    a.dp.sock.sendmsg(dgrams, cmsg, 0, (b.addr, port))
 
 
 @pytest.mark.parametrize("size", [60, 1400, 9000, 65000])
@@ -623,3 +623,23 @@ def array_of_counters() -> object:
     from tether.crypt.datapath import Stats
 
     return Stats().a
+
+
+def test_a_new_data_port_keeps_the_replay_windows(pair: tuple[Node, Node]) -> None:
+    """The port is no part of any key: frames recorded before tetherd moved the data port
+    (config with another port: a new socket) are still replays on the new one."""
+    a, b = pair
+    recorded = sealed(a, b, frame(2000), counter=21)
+    gso_send(a, b, recorded)
+    b.receive()
+    assert len(b.delivered()) == 1
+    port = PORT + 1000  # another range than any test process's PORT
+    b.dp.configure(b.addr, port, 1500)
+    gso_send(a, b, recorded, port)
+    b.receive()
+    assert b.delivered() == []
+    assert b.net.stats["rx_drop_replayed"] == 1
+    # And what is new still opens there.
+    gso_send(a, b, sealed(a, b, frame(2000), counter=22), port)
+    b.receive()
+    assert len(b.delivered()) == 1

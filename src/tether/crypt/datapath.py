@@ -844,9 +844,12 @@ class DataPath:
                 self.sock.close()
             self.sock = s
             self._watch(s.fileno(), self.on_udp)
-            self.tx_keys.clear()  # our address is part of every key
-            self.rx.clear()
-            self.rxtab.clear()
+            self.tx_keys.clear()  # the port is in every route, our address in every key
+            if addr != self.addr:
+                # Receive states go with the keys, but only then: the port is no part of a
+                # key, and a window thrown away would accept what was recorded before.
+                self.rx.clear()
+                self.rxtab.clear()
             self.addr, self.port = addr, port
         self.mtu = mtu
         self.seg = mtu - OUTER_LEN
