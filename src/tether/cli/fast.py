@@ -57,26 +57,72 @@ class _Exit(Exception):
         self.code = code
 
 
-def _flags(args: "list[str]", allowed: "dict[str, str]") -> "tuple[set[str], list[str]]":
+def _flags(
+    args: "list[str]", allowed: "dict[str, str]", values: "dict[str, str] | None" = None
+) -> "tuple[set[str], list[str]]":
     """Boolean flags as pflag takes them (`-a -q`, `-aq`, `--all`) and the arguments;
     `allowed` maps each spelling (-a, --all) to its name.  Anything else hands over."""
+    seen, given, rest = _options(args, allowed, values or {})
+    if given:
+        raise _HandOver
+    return seen, rest
+
+
+def _options(
+    args: "list[str]", allowed: "dict[str, str]", values: "dict[str, str]"
+) -> "tuple[set[str], dict[str, list[str]], list[str]]":
+    """_flags, and flags with a value (`values`: -f, --filter, --format -> name) given as
+    `--format X`, `--format=X` or `-f X`, each value kept in order (a repeated string flag:
+    the last wins, as pflag does; a list flag: all)."""
     seen: set[str] = set()
+    given: dict[str, list[str]] = {}
     rest: list[str] = []
-    for a in args:
+    i = 0
+    while i < len(args):
+        a = args[i]
+        i += 1
         name = allowed.get(a)
         if name is not None:
             seen.add(name)
-        elif a.startswith("--") or a == "-":
-            raise _HandOver
-        elif a.startswith("-"):
+            continue
+        name = values.get(a)
+        if name is not None:
+            if i >= len(args):
+                raise _HandOver  # pflag's "flag needs an argument": the full CLI's words
+            given.setdefault(name, []).append(args[i])
+            i += 1
+            continue
+        if a.startswith("--"):
+            key, eq, value = a.partition("=")
+            name = values.get(key)
+            if name is None or not eq:
+                raise _HandOver
+            given.setdefault(name, []).append(value)
+        elif a.startswith("-") and a != "-":
             for c in a[1:]:
                 name = allowed.get("-" + c)
                 if name is None:
                     raise _HandOver
                 seen.add(name)
+        elif a == "-":
+            raise _HandOver
         else:
             rest.append(a)
-    return seen, rest
+    return seen, given, rest
+
+
+def _last(given: "dict[str, list[str]]", name: str) -> "str | None":
+    values = given.get(name)
+    return values[-1] if values else None
+
+
+def _filters(given: "dict[str, list[str]]") -> "dict[str, list[str]]":
+    """--filter as output.parse_filters reads it; one without `=` hands over (the full
+    command words the refusal)."""
+    values = given.get("filter", [])
+    if not all("=" in v for v in values):
+        raise _HandOver
+    return output.parse_filters(values)
 
 
 def _get(client: Client, path: str, query: "dict[str, Any] | None" = None) -> "Any":
@@ -87,18 +133,25 @@ def _get(client: Client, path: str, query: "dict[str, Any] | None" = None) -> "A
 
 
 _PS = {"-a": "all", "--all": "all", "-q": "quiet", "--quiet": "quiet", "--no-trunc": "no_trunc"}
+_LISTING = {"--format": "format", "-f": "filter", "--filter": "filter"}
 
 
 def _ps(client: Client, args: "list[str]") -> int:
-    f, rest = _flags(args, _PS)
+    f, given, rest = _options(args, _PS, _LISTING)
     if rest:
         raise _HandOver
-    items = _get(client, "/containers/json", {"all": 1} if "all" in f else None)
+    filters = _filters(given)
+    query = {"all": 1 if "all" in f else None, "filters": filters or None}
+    items = _get(client, "/containers/json", query)
     rows = [views.ps_row(c, "no_trunc" in f) for c in items]
     if "quiet" in f:
         sys.stdout.write("".join(r["ID"] + "\n" for r in rows))
         return 0
-    sys.stdout.write(output.render_table_template(views.PS_DEFAULT, rows, views.PS_HEADERS))
+    fmt = _last(given, "format") or views.PS_DEFAULT
+    if fmt == "json":
+        fmt = "{{json .}}"
+        rows = [{k: v for k, v in r.items() if k != "Label"} for r in rows]
+    sys.stdout.write(output.render_table_template(fmt, rows, views.PS_HEADERS))
     return 0
 
 
@@ -106,21 +159,24 @@ _NETWORK_LS = {"-q": "quiet", "--quiet": "quiet", "--no-trunc": "no_trunc"}
 
 
 def _network_ls(client: Client, args: "list[str]") -> int:
-    f, rest = _flags(args, _NETWORK_LS)
+    f, given, rest = _options(args, _NETWORK_LS, _LISTING)
     if rest:
         raise _HandOver
-    rows = views.network_rows(_get(client, "/networks"), "no_trunc" in f)
-    o = {"quiet": "quiet" in f, "format": None}
+    filters = _filters(given)
+    nets = _get(client, "/networks", {"filters": filters} if filters else None)
+    rows = views.network_rows(nets, "no_trunc" in f)
+    o = {"quiet": "quiet" in f, "format": _last(given, "format")}
     output.print_listing(o, rows, views.NETWORK_HEADERS, views.NETWORK_DEFAULT, "ID")
     return 0
 
 
 def _volume_ls(client: Client, args: "list[str]") -> int:
-    f, rest = _flags(args, {"-q": "quiet", "--quiet": "quiet"})
+    f, given, rest = _options(args, {"-q": "quiet", "--quiet": "quiet"}, _LISTING)
     if rest:
         raise _HandOver
-    rows = views.volume_rows(_get(client, "/volumes"))
-    o = {"quiet": "quiet" in f, "format": None}
+    filters = _filters(given)
+    rows = views.volume_rows(_get(client, "/volumes", {"filters": filters} if filters else None))
+    o = {"quiet": "quiet" in f, "format": _last(given, "format")}
     output.print_listing(o, rows, views.VOLUME_HEADERS, views.VOLUME_DEFAULT, "Name")
     return 0
 
@@ -136,42 +192,55 @@ _IMAGES = {
 
 
 def _images(client: Client, args: "list[str]") -> int:
-    f, rest = _flags(args, _IMAGES)
-    if rest:  # a REPOSITORY[:TAG] argument is a filter: the full command's
+    # images' filters are its own (name=value into {name: {value: true}}): the full command's
+    f, given, rest = _options(args, _IMAGES, {"--format": "format"})
+    if rest:  # a REPOSITORY[:TAG] argument is a filter too
         raise _HandOver
     images = _get(client, "/images/json", {"all": 1} if "all" in f else None)
     rows = views.image_rows(images, "no_trunc" in f)
     if "quiet" in f:
         sys.stdout.write(views.image_ids(rows))
         return 0
-    fmt = views.IMAGE_DIGESTS if "digests" in f else views.IMAGE_DEFAULT
+    default = views.IMAGE_DIGESTS if "digests" in f else views.IMAGE_DEFAULT
+    fmt = _last(given, "format") or default
     sys.stdout.write(output.render_table_template(fmt, rows, views.IMAGE_HEADERS))
     return 0
 
 
-def _inspect_each(client: Client, args: "list[str]", path: str) -> int:
-    _, names = _flags(args, {})
+_FORMAT = {"-f": "format", "--format": "format"}
+
+
+def _inspect_each(client: Client, names: "list[str]", path: str, fmt: str) -> int:
     if not names:
         raise _HandOver
     found = [_get(client, path.format(quote(name))) for name in names]
-    output.print_inspected("", found, [])
+    output.print_inspected(fmt, found, [])
     return 0
 
 
 def _inspect(client: Client, args: "list[str]") -> int:
     # Only containers: for a name that is an image or a network (404 here) the full
     # command looks further, as docker inspect does.
-    return _inspect_each(client, args, "/containers/{}/json")
+    _, given, names = _options(args, {}, _FORMAT)
+    fmt = _last(given, "format") or ""
+    return _inspect_each(client, names, "/containers/{}/json", fmt)
 
 
 def _network_inspect(client: Client, args: "list[str]") -> int:
-    return _inspect_each(client, args, "/networks/{}")
+    _, given, names = _options(args, {}, _FORMAT)
+    fmt = _last(given, "format") or ""
+    return _inspect_each(client, names, "/networks/{}", "" if fmt == "json" else fmt)
 
 
 def _version(client: Client, args: "list[str]") -> int:
-    if args:
+    _, given, rest = _options(args, {}, _FORMAT)
+    if rest:
         raise _HandOver
     server = _get(client, "/version")
+    fmt = _last(given, "format")
+    if fmt:
+        sys.stdout.write(views.version_format(fmt, views.client_info(), server) + "\n")
+        return 0
     sys.stdout.write(views.version_text(views.client_info(), server))
     return 0
 
@@ -396,6 +465,16 @@ def attempt(argv: "list[str]") -> "int | None":
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        # A --format the engine refuses (CliError, from output.py or views.py): its message
+        # and exit 1, as main._run prints it.  Imported here: only an error pays for it.
+        from tether.cli.context import CliError
+
+        if isinstance(exc, CliError):
+            if exc.message:
+                sys.stderr.write(exc.message + "\n")
+            return exc.code
+        raise
 
 
 def main() -> int:

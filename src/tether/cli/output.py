@@ -40,15 +40,21 @@ def render_table_template(fmt: str, items: list[dict[str, Any]], headers: dict[s
     plain = _plain_table(body, is_table, items, headers)
     if plain is not None:
         return plain
-    from tether.cli.gotemplate import Template
+    from tether.cli.gotemplate import Template, TemplateError
 
-    tmpl = Template(body)
-    lines = []
-    if is_table:
-        header_ctx: dict[str, Any] = {k: v for k, v in headers.items()}
-        header_ctx["Label"] = lambda key: "LABEL"
-        lines.append(tmpl.render(header_ctx))
-    lines += [tmpl.render(item) for item in items]
+    try:
+        tmpl = Template(body)
+        lines = []
+        if is_table:
+            header_ctx: dict[str, Any] = {k: v for k, v in headers.items()}
+            header_ctx["Label"] = lambda key: "LABEL"
+            lines.append(tmpl.render(header_ctx))
+        lines += [tmpl.render(item) for item in items]
+    except TemplateError as exc:
+        # One line and exit 1, as print_inspected says it (a traceback before).
+        from tether.cli.context import CliError
+
+        raise CliError(str(exc)) from None
     if is_table:
         return tabwrite([line.split("\t") for line in lines])
     return "".join(line + "\n" for line in lines)
@@ -213,12 +219,12 @@ def write(text: str) -> None:
 
 def parse_filters(values: list[str]) -> dict[str, list[str]]:
     """--filter name=value (repeatable) as docker's filters.ParseFlag reads it."""
-    from tether.cli.context import CliError
-
     filters: dict[str, list[str]] = {}
     for f in values:
         key, sep, val = f.partition("=")
         if not sep:
+            from tether.cli.context import CliError  # only here: it loads `os`
+
             raise CliError(
                 f'invalid argument "{f}" for "-f, --filter" flag: bad format of filter '
                 "(expected name=value)"

@@ -6,7 +6,7 @@ import sys
 
 from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
-from tether.cli.views import client_info, version_text
+from tether.cli.views import client_info, version_format, version_text
 from tether.client import ApiError
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
@@ -25,9 +25,7 @@ def run_version(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     except CliError as exc:
         error = exc.message
     if o["format"]:
-        from tether.cli.gotemplate import Template
-
-        sys.stdout.write(Template(o["format"]).render({"Client": client, "Server": server}) + "\n")
+        sys.stdout.write(version_format(o["format"], client, server) + "\n")
         return 0 if error is None else 1
     sys.stdout.write(version_text(client, server))
     if error:

@@ -338,3 +338,16 @@ def version_text(client: "dict[str, Any]", server: "dict[str, Any] | None") -> s
             f"  Kernel version:   {server['KernelVersion']}",
         ]
     return "\n".join(out) + "\n"
+
+
+def version_format(fmt: str, client: "dict[str, Any]", server: "dict[str, Any] | None") -> str:
+    """`version --format`: a template the engine refuses is one line and exit 1 (CliError),
+    as every other --format says it."""
+    from tether.cli.gotemplate import Template, TemplateError
+
+    try:
+        return Template(fmt).render({"Client": client, "Server": server})
+    except TemplateError as exc:
+        from tether.cli.context import CliError
+
+        raise CliError(str(exc)) from None
