@@ -643,3 +643,19 @@ def test_a_new_data_port_keeps_the_replay_windows(pair: tuple[Node, Node]) -> No
     gso_send(a, b, sealed(a, b, frame(2000), counter=22), port)
     b.receive()
     assert len(b.delivered()) == 1
+
+
+def test_a_datagram_larger_than_ours_from_a_node_of_a_larger_mtu_opens(
+    pair: tuple[Node, Node],
+) -> None:
+    """A node whose underlay MTU is larger sends datagrams larger than ours: a frame in one
+    such datagram opens (the scatter receive spread it over two of our slots)."""
+    a, b = pair
+    data = frame(3000)
+    k = wire.pair_key(KEY, VNI, 1, a.addr, a.dp.session, b.addr, b.dp.session)
+    (dgram,) = wire.seal(k, VNI, 1, a.dp.session, 30, data, wire.chunk_size(9000))
+    assert len(dgram) > b.dp.seg
+    gso_send(a, b, [dgram])
+    b.receive()
+    assert b.delivered() == [data]
+    assert b.net.stats["rx_packets"] == 1

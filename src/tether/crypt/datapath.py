@@ -515,7 +515,9 @@ class DataPath:
                 self.glob["rx_drop_malformed"] += 1
                 continue
             k = -(-n // seg)
-            if seg == ours or k == 1:
+            # (One datagram larger than ours, from a node of a larger MTU, was spread over
+            # two of our header and chunk slots: it is taken apart below, as in C.)
+            if seg == ours or (k == 1 and n <= ours):
                 # Laid out as we expect: headers in hview, the chunks end to end in ctview.
                 # The usual case is the whole of one frame, in order (one GSO send, passed
                 # through or put back together by GRO): it is opened where it landed.
