@@ -230,6 +230,8 @@ class StubDaemon:
         self.sock.settimeout(0.2)
         self.answer = answer
         self.requests: list[tuple[str, str]] = []
+        # Every request as it came: method, path, headers but Host/User-Agent, body.
+        self.sent: list[tuple[str, str, list[str], bytes]] = []
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -260,6 +262,7 @@ class StubDaemon:
         lines = head.decode().split("\r\n")
         method, path, _ = lines[0].split(" ")
         length = 0
+        headers = sorted(line for line in lines[1:] if not line.startswith("Content-Length"))
         for line in lines[1:]:
             k, _, v = line.partition(":")
             if k.lower() == "content-length":
@@ -267,6 +270,7 @@ class StubDaemon:
         while len(body) < length:
             body += conn.recv(65536)
         self.requests.append((method, path))
+        self.sent.append((method, path, headers, body))
         answer = self.answer(method, path, body)
         if isinstance(answer, bytes):
             conn.sendall(answer)
@@ -385,9 +389,14 @@ def test_fast_path_prints_what_the_full_cli_prints(
 ) -> None:
     got = _run(capfd, lambda: fast.attempt(argv))
     assert got[0] is not None, f"{argv} was handed over"
+    sent = list(daemon.sent)
+    daemon.sent.clear()
     want = _run(capfd, lambda: main(argv, fast=False))
     assert got == want
     assert got[1] or got[2]
+    # The same requests, byte for byte: a field the full command starts sending (an exec
+    # option, a query parameter) must reach the fast path too.
+    assert sent == daemon.sent
 
 
 def test_fast_path_answers_ps_in_one_request(
