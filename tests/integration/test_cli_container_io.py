@@ -128,7 +128,35 @@ def test_cp_in_and_out_keeps_bytes_and_modes(bhost: NamespaceHost) -> None:
             'overwrite directory "/data/sub" with non-directory "/data"'
         )
         assert h.ok("exec", "box", "cat", "/data/sub/note") == "note\n"
-    h.ok("rm", "-f", "box")
+
+        # A stopped container: its filesystem mounted for the copy (as dockerd does), what
+        # went in is there when it starts again, and nothing stays mounted.
+        h.ok("run", "-d", "--name", "stopped", "-v", "vol:/vol", "busybox", "sh", "-c",
+             "echo made-inside > /made; sleep 3600")  # fmt: skip
+        deadline = time.monotonic() + 30
+        while h.cli("exec", "stopped", "cat", "/made").stdout != "made-inside\n":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        h.ok("stop", "-t", "0", "stopped")
+        mounts_before = _mounts(h)
+        h.ok("cp", os.path.join(src, "blob.bin"), "stopped:/in.bin")
+        h.ok("cp", "stopped:/made", os.path.join(d, "made"))
+        with open(os.path.join(d, "made")) as f:
+            assert f.read() == "made-inside\n"
+        # Its volume is not mounted then: refused, not copied to or from the wrong place.
+        r = h.cli("cp", os.path.join(src, "blob.bin"), "stopped:/vol/x")
+        assert r.returncode == 1 and "/vol of stopped is mounted when it runs" in r.stderr, r
+        assert _mounts(h) == mounts_before
+        h.ok("start", "stopped")
+        inside = h.ok("exec", "stopped", "sh", "-c", "sha256sum /in.bin; ls /vol")
+        assert inside.split() == [want["blob.bin"][0], "/in.bin"], inside
+    h.ok("rm", "-f", "box", "stopped")
+
+
+def _mounts(h: NamespaceHost) -> list[str]:
+    """This host's mounts as the machine sees them (others' tests come and go meanwhile)."""
+    with open("/proc/self/mounts") as f:
+        return sorted(p for p in (line.split()[1] for line in f) if p.startswith(h.dir))
 
 
 def _counters(h: NamespaceHost, container: str) -> tuple[int, int]:

@@ -93,6 +93,13 @@ def _stat(ctx: Context, container: str, path: str) -> dict[str, Any] | None:
 
     resp = ctx.open("HEAD", f"/containers/{quote(container)}/archive", query={"path": path})
     resp.close()
+    if resp.status == 409:
+        # tetherd's refusal (a stopped container's volume): a HEAD has no body to say so,
+        # and docker's "ignore the stat" would hide it behind a misleading error.
+        resp = ctx.open("GET", f"/containers/{quote(container)}/archive", query={"path": path})
+        if resp.status >= 400:
+            raise _api_failure(resp, container, path)
+        resp.close()
     if resp.status >= 400:
         return None
     header = resp.headers.get("x-docker-container-path-stat", "")

@@ -28,6 +28,8 @@ from tether.runtime import logs as logfile
 from tether.tasks import background
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from tether.daemon.app import Daemon
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -352,6 +354,7 @@ def register(router: Router, daemon: Daemon) -> None:
 def register_more(router: Router, daemon: Daemon) -> None:
     """top, stats, changes, archive (docker cp), pause, rename, update, prune."""
     import base64
+    import contextlib
     import json
     import os
     import sys
@@ -648,7 +651,7 @@ def register_more(router: Router, daemon: Daemon) -> None:
             "-m",
             "tether.runtime.cparchive",
             op,
-            str(c.state.pid),
+            str(c.state.pid) if c.state.running else "offline",
             path,
             *flags,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
@@ -670,18 +673,84 @@ def register_more(router: Router, daemon: Daemon) -> None:
 
     def _cp_target(req: Request) -> Any:
         c = containers.find(req.params["id"])
-        if not c.state.running:
-            raise Conflict(
-                f"tether copies from and to running containers only: {c.name} is not running"
-            )
         if not req.arg("path"):
             raise InvalidParameter("path cannot be empty")
         return c
 
+    def _offline(c: Any, path: str, op: str) -> tuple[str, ...]:
+        """The helper's flags for a container that is not running: its overlay (image layers,
+        its own upper directory) to mount in a mount namespace of the helper's own, as
+        dockerd mounts a stopped container's filesystem for docker cp."""
+        import posixpath
+
+        img = daemon.images.by_id.get(c.image_id)
+        rootfs = daemon.images.rootfs(img) if img is not None else None
+        if not rootfs:
+            raise Conflict(
+                f"tether copies from and to a container of the host image only while it "
+                f"runs: {c.name} is not running"
+            )
+        # Its volumes and binds are not mounted then: a path in one (or, to archive, one
+        # that holds one) is refused, and an archive put above one may not write into it,
+        # rather than copied to or from the wrong place.
+        wanted = posixpath.normpath("/" + path.lstrip("/"))
+        below: list[str] = []
+        for m in c.mounts:
+            dest = posixpath.normpath("/" + str(m["Destination"]).lstrip("/"))
+            inside = (wanted.rstrip("/") + "/").startswith(dest.rstrip("/") + "/")
+            holds = dest.startswith(wanted.rstrip("/") + "/")
+            if inside or (holds and op == "get"):
+                raise Conflict(
+                    f"tether copies from and to a container's mounts only while it runs: "
+                    f"{dest} of {c.name} is mounted when it runs"
+                )
+            if holds:
+                below.append(dest)
+        flags: tuple[str, ...] = ()
+        if below and op == "put":
+            flags = ("mounts=" + json.dumps({"name": c.name, "paths": below}),)
+        d = containers.cdir(c)
+        for sub in ("upper", "work", "rootfs"):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+        spec = {
+            "lower": rootfs.split(":"),
+            "upper": os.path.join(d, "upper"),
+            "work": os.path.join(d, "work"),
+            "target": os.path.join(d, "rootfs"),
+        }
+        return ("overlay=" + json.dumps(spec), *flags)
+
+    @contextlib.asynccontextmanager
+    async def _filesystem(c: Any, path: str, op: str) -> AsyncIterator[tuple[str, ...]]:
+        """How the helper reaches the container's files: through a running container's root,
+        or (held against a start, which mounts the same upper directory) its overlay."""
+        if c.state.running:
+            yield ()
+            return
+        async with containers.lock(c):
+            yield () if c.state.running else _offline(c, path, op)
+
+    async def _reap(proc: Any) -> None:
+        """A helper whose client went away is not left blocked on a full pipe."""
+        if proc.returncode is None:
+            try:
+                proc.kill()
+            except ProcessLookupError:
+                pass
+            await proc.wait()
+
     async def archive_get(req: Request) -> Response | None:
         c = _cp_target(req)
         path = req.arg("path") or ""
-        proc = await _helper("stat" if req.method == "HEAD" else "get", c, path)
+        op = "stat" if req.method == "HEAD" else "get"
+        async with _filesystem(c, path, op) as where:
+            proc = await _helper(op, c, path, None, where)
+            try:
+                return await _send_archive(req, c, proc)
+            finally:
+                await _reap(proc)
+
+    async def _send_archive(req: Request, c: Any, proc: Any) -> Response | None:
         assert proc.stderr is not None and proc.stdout is not None
         first = await proc.stderr.readline()
         _archive_error(first, c)
@@ -717,7 +786,15 @@ def register_more(router: Router, daemon: Daemon) -> None:
         flags = tuple(f for f in ("noOverwriteDirNonDir", "copyUIDGID") if req.flag(f))
         if c.config.get("User"):
             flags += (f"user={c.config['User']}",)
-        proc = await _helper("put", c, req.arg("path") or "", b"", flags)
+        path = req.arg("path") or ""
+        async with _filesystem(c, path, "put") as where:
+            proc = await _helper("put", c, path, b"", flags + where)
+            try:
+                return await _receive_archive(req, c, proc)
+            finally:
+                await _reap(proc)
+
+    async def _receive_archive(req: Request, c: Any, proc: Any) -> Response:
         assert proc.stdin is not None and proc.stderr is not None
         first = await proc.stderr.readline()
         _archive_error(first, c)

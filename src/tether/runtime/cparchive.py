@@ -4,6 +4,9 @@ tar extraction both sides of `cp` share.
     python -m tether.runtime.cparchive stat|get PID PATH
     python -m tether.runtime.cparchive put PID PATH [noOverwriteDirNonDir] [copyUIDGID] [user=U]
 
+PID "offline" with overlay=JSON: a container that is not running, whose overlay the helper
+mounts in a mount namespace of its own first.
+
 The helper chroots into /proc/PID/root, so every path, and every symlink in it, resolves
 inside the container's own root (and its mounts): `/x -> /etc` names the container's /etc,
 never the host's.  Everything it needs is imported before the chroot.  The first line on
@@ -198,7 +201,11 @@ def write_tar(out: IO[bytes], path: str, name: str) -> None:
 
 
 def _members(
-    tar: tarfile.TarFile, dest: str, no_overwrite: bool, owner: tuple[int, int] | None
+    tar: tarfile.TarFile,
+    dest: str,
+    no_overwrite: bool,
+    owner: tuple[int, int] | None,
+    forbidden: tuple[list[str], str],
 ) -> Iterator[tarfile.TarInfo]:
     root = os.path.realpath(dest)
     for member in tar:
@@ -208,6 +215,12 @@ def _members(
         if rel.startswith("../") or rel == "..":
             raise CopyError(f"invalid archive entry {member.name!r}: outside of {dest!r}")
         target = os.path.join(root, rel) if rel else root
+        for mount in forbidden[0]:
+            if (target.rstrip("/") + "/").startswith(mount.rstrip("/") + "/"):
+                raise CopyError(
+                    f"tether copies to a container's mounts only while it runs: {mount} "
+                    f"of {forbidden[1]} is mounted when it runs"
+                )
         parent = os.path.dirname(target)
         # No entry may write through a symlink an earlier entry (or the destination) made.
         if rel and not (os.path.realpath(parent) + "/").startswith(root.rstrip("/") + "/"):
@@ -261,12 +274,14 @@ def untar(
     no_overwrite_dir_nondir: bool = True,
     owner: tuple[int, int] | None = None,
     chown: bool = True,
+    forbidden: tuple[list[str], str] = ([], ""),
 ) -> None:
     """Extract a tar stream into the directory `dest` as dockerd's Untar does: an existing
     directory is never replaced by a file (nor a file by a directory) when
     `no_overwrite_dir_nondir`; other existing entries are replaced; `owner` (uid, gid) for
     every entry, or the archive's own; `chown` False leaves ownership to the process (the
-    CLI's NoLchown)."""
+    CLI's NoLchown); no entry may land in the `forbidden` paths (a stopped container's
+    mount points, with its name)."""
     tar = _Tar.open(fileobj=stream, mode="r|*")
     tar.keep_owner = chown
     if hasattr(tarfile, "fully_trusted_filter"):
@@ -274,7 +289,9 @@ def untar(
         tar.extraction_filter = staticmethod(tarfile.fully_trusted_filter)
     try:
         tar.extractall(
-            dest, members=_members(tar, dest, no_overwrite_dir_nondir, owner), numeric_owner=True
+            dest,
+            members=_members(tar, dest, no_overwrite_dir_nondir, owner, forbidden),
+            numeric_owner=True,
         )
     except tarfile.ReadError as exc:
         raise CopyError(f"invalid tar stream: {exc}") from None
@@ -330,10 +347,30 @@ def _say(info: dict[str, object]) -> None:
     sys.stderr.flush()
 
 
+def _mount_offline(spec: dict[str, Any]) -> str:
+    """A stopped container's filesystem, as its shim mounts it (the image's layers below,
+    its own upper directory), in a mount namespace of this helper's own: nothing stays
+    mounted once it exits."""
+    from tether.images import copyin
+
+    copyin._check(copyin._libc.unshare(copyin.CLONE_NEWNS), "unshare")
+    copyin._check(
+        copyin._libc.mount(None, b"/", None, copyin.MS_REC | copyin.MS_PRIVATE, None),
+        "make / private",
+    )
+    copyin._mount_overlay(spec["lower"], spec["upper"], spec["work"], spec["target"])
+    return str(spec["target"])
+
+
 def main() -> int:
     op, pid, path = sys.argv[1], sys.argv[2], sys.argv[3]
     flags = set(sys.argv[4:])
-    os.chroot(f"/proc/{pid}/root")
+    overlay = next((f[len("overlay=") :] for f in flags if f.startswith("overlay=")), "")
+    try:
+        root = _mount_offline(json.loads(overlay)) if overlay else f"/proc/{pid}/root"
+    except Exception as exc:  # the one line the daemon hands on
+        return fail(f"mounting the container's filesystem failed: {exc}")
+    os.chroot(root)
     os.chdir("/")
     wanted = "/" + path.lstrip("/")
     if op in ("stat", "get"):
@@ -367,8 +404,18 @@ def main() -> int:
             owner = lookup_owner(user) if "copyUIDGID" in flags and user else None
         except CopyError as exc:
             return fail(str(exc), 4)
+        mounts = json.loads(
+            next((f[len("mounts=") :] for f in flags if f.startswith("mounts=")), "{}")
+        )
+        forbidden = (list(mounts.get("paths") or []), str(mounts.get("name") or ""))
         try:
-            untar(sys.stdin.buffer, target, "noOverwriteDirNonDir" in flags, owner)
+            untar(
+                sys.stdin.buffer,
+                target,
+                "noOverwriteDirNonDir" in flags,
+                owner,
+                forbidden=forbidden,
+            )
         except (CopyError, OSError, tarfile.TarError) as exc:
             return fail(f"Error processing tar file(exit status 1): {exc}", 4)
         return 0
