@@ -216,7 +216,7 @@ def test_create_ls_ps_inspect_logs_scale_rm(host: NamespaceHost) -> None:
         assert r.returncode == 125
         assert (
             r.stderr
-            == "--mount: tether's services do not support mounts (tether has no volumes yet)\n"
+            == "--mount: tether's services do not support mounts in tasks\n"
         )
         r = a.cli(
             "service", "create", "--name", "g", "--mode", "global", "--replicas", "2", "busybox"

@@ -77,7 +77,7 @@ REFUSED: dict[str, str] = {
     "reserve-cpu": "resource reservations",
     "reserve-memory": "resource reservations",
     "max-concurrent": "jobs",
-    "mount": "mounts (tether has no volumes yet)",
+    "mount": "mounts in tasks",
     "oom-score-adj": "OOM score adjustments",
     "placement-pref": "placement preferences",
     "read-only": "read-only root filesystems",
