@@ -659,3 +659,37 @@ def test_a_datagram_larger_than_ours_from_a_node_of_a_larger_mtu_opens(
     b.receive()
     assert b.delivered() == [data]
     assert b.net.stats["rx_packets"] == 1
+
+
+def test_an_epoch_that_comes_back_keeps_its_replay_window(pair: tuple[Node, Node]) -> None:
+    """tetherd's plan can drop an epoch and hold it again (the send epoch steps back when a
+    node joins before every node acknowledged the newest): frames recorded under it are
+    still replays when it is back.  A key that really changed starts a new window."""
+    import base64
+
+    a, b = pair
+    new = bytes(range(1, 33))
+
+    def keys(ks: dict[int, bytes], send: int) -> None:
+        enc = {str(e): base64.b64encode(k).decode() for e, k in ks.items()}
+        assert b.dp.handle({"op": "keys", "vni": VNI, "keys": enc, "send": send})["ok"]
+
+    recorded = sealed(a, b, frame(2000), counter=40)
+    gso_send(a, b, recorded)
+    b.receive()
+    assert len(b.delivered()) == 1
+    keys({2: new}, 2)
+    keys({1: KEY, 2: new}, 1)
+    gso_send(a, b, recorded)
+    b.receive()
+    assert b.delivered() == []
+    assert b.net.stats["rx_drop_replayed"] == 1
+    # Epoch 1 with another key: nothing sealed with the old one opens, new frames do.
+    keys({1: new, 2: new}, 1)
+    gso_send(a, b, recorded)
+    b.receive()
+    assert b.delivered() == []
+    assert b.net.stats["rx_drop_auth_failed"] == 1
+    gso_send(a, b, sealed(a, b, frame(2000), counter=40, key=new))
+    b.receive()
+    assert len(b.delivered()) == 1

@@ -181,6 +181,7 @@ class Net:
         "nd",
         "routes",
         "routes_of",
+        "rx_keys",
         "send_epoch",
         "stats",
         "tap",
@@ -202,6 +203,9 @@ class Net:
         # them whole).
         self.routes: dict[bytes, Any] = {}
         self.routes_of: tuple[Any, ...] = ()
+        # The network key each epoch's receive states were made with, kept while the epoch
+        # is out of `keys` (its windows stay: it may come back).
+        self.rx_keys: dict[int, bytes] = {}
 
 
 class RxState:
@@ -769,10 +773,15 @@ class DataPath:
             # Receive windows stay as long as this process does (one thrown away would
             # accept a replay, should its epoch come back), but for epochs long gone, and
             # for an epoch whose key changed (what was sealed with the old key cannot
-            # open with the new one: nothing to replay).
+            # open with the new one: nothing to replay).  An epoch merely left out keeps
+            # its windows: tetherd's plan may hold it again (after a restart, say).
+            replaced = {e for e, key in keys.items() if net.rx_keys.get(e, key) != key}
             newest = max(keys, default=0)
+            net.rx_keys.update(keys)
+            for e in [e for e in net.rx_keys if e < newest - 2]:
+                del net.rx_keys[e]
             self._drop_rx(
-                [k for k in self.rx if k[0] == net.vni and (k[1] < newest - 2 or k[1] in changed)]
+                [k for k in self.rx if k[0] == net.vni and (k[1] < newest - 2 or k[1] in replaced)]
             )
             self._current_senders()
             return {"ok": True}
