@@ -318,3 +318,19 @@ def test_attach_without_a_terminal_streams_and_proxies_signals(bhost: NamespaceH
             proc.kill()
     assert (out, err, proc.returncode) == (b"got TERM\n", b"bye\n", 7)
     h.ok("rm", "talker")
+
+
+def test_start_attached_streams_input_and_exit_code(bhost: NamespaceHost) -> None:
+    h = bhost
+    h.ok("create", "--name", "once", "busybox", "sh", "-c", "echo out; echo err >&2; exit 6")
+    r = h.cli("start", "-a", "once")
+    assert (r.stdout, r.stderr, r.returncode) == ("out\n", "err\n", 6)
+    h.ok("create", "-i", "--name", "cat1", "busybox", "cat")
+    r = h.cli("start", "-ai", "cat1", input="through stdin\n")
+    assert (r.stdout, r.returncode) == ("through stdin\n", 0), r
+    r = h.cli("start", "-a", "once", "cat1")
+    assert (r.returncode, r.stderr) == (
+        1,
+        "you cannot start and attach multiple containers at once\n",
+    )
+    h.ok("rm", "once", "cat1")

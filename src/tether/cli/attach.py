@@ -89,6 +89,44 @@ def _answered(resp: Any, timeout: float) -> bool:
     return bool(readable)
 
 
+def run_start_attached(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    """docker start -a|-i (start.go): attached before the start, the wait asked for, then
+    the start; the container's exit code is ours, a detach leaves it running (0)."""
+    from tether.cli.container import _attach, _detach_bytes, _stream, _wait_status
+
+    if len(args) > 1:
+        raise CliError("you cannot start and attach multiple containers at once")
+    keys = o["detach_keys"] or None
+    if keys:
+        _detach_bytes(keys)
+    try:
+        c: dict[str, Any] = ctx.call("GET", f"/containers/{quote(args[0])}/json")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise CliError(f"Error: No such container: {args[0]}") from None
+        raise api_error(exc) from None
+    cid = str(c["Id"])
+    config = c.get("Config") or {}
+    tty = bool(config.get("Tty"))
+    stdin = bool(o["interactive"]) and bool(config.get("OpenStdin"))
+    if tty and stdin and not sys.stdin.isatty():
+        raise CliError("the input device is not a TTY")
+    stream = _attach(ctx, cid, stdin, keys)
+    auto_remove = bool((c.get("HostConfig") or {}).get("AutoRemove"))
+    condition = "removed" if auto_remove else "next-exit"
+    waiting = ctx.open("POST", f"/containers/{cid}/wait", query={"condition": condition})
+    try:
+        ctx.call("POST", f"/containers/{cid}/start")
+    except ApiError as exc:
+        waiting.close()
+        stream.close()
+        raise api_error(exc) from None
+    if _stream(ctx, cid, stream, tty, stdin, keys, sig_proxy=not tty):
+        waiting.close()
+        return 0
+    return _wait_status(waiting)
+
+
 ATTACH = Command(
     "attach",
     "[OPTIONS] CONTAINER",

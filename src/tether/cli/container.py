@@ -457,6 +457,10 @@ def _each(
 
 
 def run_start(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
+    if o["attach"] or o["interactive"]:
+        from tether.cli.attach import run_start_attached
+
+        return run_start_attached(ctx, o, args)
     failed = []
     for name in args:
         try:
@@ -912,7 +916,11 @@ START = Command(
     "start",
     "[OPTIONS] CONTAINER [CONTAINER...]",
     "Start one or more stopped containers",
-    [Flag("attach", "a", kind="bool", help="Attach STDOUT/STDERR and forward signals")],
+    [
+        Flag("attach", "a", kind="bool", help="Attach STDOUT/STDERR and forward signals"),
+        Flag("detach-keys", help="Override the key sequence for detaching a container"),
+        Flag("interactive", "i", kind="bool", help="Attach container's STDIN"),
+    ],
     min_args=1,
     handler=run_start,
 )
