@@ -693,3 +693,37 @@ def test_an_epoch_that_comes_back_keeps_its_replay_window(pair: tuple[Node, Node
     gso_send(a, b, sealed(a, b, frame(2000), counter=40, key=new))
     b.receive()
     assert len(b.delivered()) == 1
+
+
+def test_the_c_objects_never_count_again_nor_open_without_a_key() -> None:
+    """Made again, a Sender would count from 0 under the same keys (nonces reused); an
+    RxRoute or Receiver that was never made has no key or buffers to work with.  Each
+    refuses, in a child: what this guards against was a crash."""
+    import subprocess
+    import sys
+
+    assert FAST is not None
+    code = """
+import sys
+from tether.crypt.datapath import load_fast
+F = load_fast()
+s = F.Sender(5)
+s.next(), s.next()
+try:
+    s.__init__(5)
+except RuntimeError:
+    pass
+assert s.next() == 3, "counted again"
+r = F.RxRoute.__new__(F.RxRoute)
+for call in (lambda: r.open_into(1, bytes(40), bytes(24), bytearray(40)),
+             lambda: setattr(r, "active", True),
+             lambda: F.Receiver.__new__(F.Receiver).configure(0, 1472),
+             lambda: F.Sender.__new__(F.Sender).configure(0, 1472)):
+    try:
+        call()
+    except RuntimeError:
+        continue
+    sys.exit("accepted")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-500:] or r.returncode

@@ -294,17 +294,20 @@ static int Sender_init(Sender *self, PyObject *args, PyObject *kw) {
     unsigned long long session;
     if (!PyArg_ParseTuple(args, "K", &session))
         return -1;
+    /* Once: made again, it would count from 0 under the same keys (nonces reused). */
+    if (self->frame != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a Sender is made once");
+        return -1;
+    }
     self->session = session;
     self->counter = 0;
     self->sock = -1;
-    if (self->frame == NULL) {
-        self->frame = PyMem_Malloc(READ_SIZE);
-        self->sealed = PyMem_Malloc(READ_SIZE + TAG_LEN);
-        self->hdrs = PyMem_Malloc(MAX_SEGMENTS * HEADER_LEN);
-        if (self->frame == NULL || self->sealed == NULL || self->hdrs == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
+    self->frame = PyMem_Malloc(READ_SIZE);
+    self->sealed = PyMem_Malloc(READ_SIZE + TAG_LEN);
+    self->hdrs = PyMem_Malloc(MAX_SEGMENTS * HEADER_LEN);
+    if (self->frame == NULL || self->sealed == NULL || self->hdrs == NULL) {
+        PyErr_NoMemory();
+        return -1;
     }
     return 0;
 }
@@ -318,6 +321,10 @@ static void Sender_dealloc(Sender *self) {
 
 static PyObject *Sender_configure(Sender *self, PyObject *args) {
     int sock, seg;
+    if (self->frame == NULL || self->sealed == NULL || self->hdrs == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Sender not made");
+        return NULL;
+    }
     if (configure_args(args, &sock, &seg) < 0)
         return NULL;
     self->sock = sock;
@@ -388,7 +395,7 @@ static PyObject *Sender_pump(Sender *self, PyObject *args) {
     PyObject *routes, *counters;
     if (!PyArg_ParseTuple(args, "iO!O", &fd, &PyDict_Type, &routes, &counters))
         return NULL;
-    if (self->sock < 0) {
+    if (self->sock < 0 || self->frame == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Sender not configured");
         return NULL;
     }
@@ -586,7 +593,9 @@ static PyObject *RxRoute_open_into(RxRoute *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "Ky*y*w*", &counter, &ct, &aad, &out))
         return NULL;
     int ok = -1;
-    if (aad.len != TAIL_LEN || ct.len < TAG_LEN || out.len < ct.len - TAG_LEN)
+    if (self->ctx == NULL)
+        PyErr_SetString(PyExc_RuntimeError, "RxRoute not made");
+    else if (aad.len != TAIL_LEN || ct.len < TAG_LEN || out.len < ct.len - TAG_LEN)
         PyErr_SetString(PyExc_ValueError, "open_into: bad sizes");
     else
         ok = open_(self->ctx, counter, aad.buf, ct.buf, (int)ct.len, out.buf) == 0;
@@ -603,6 +612,11 @@ static int RxRoute_set_active(RxRoute *self, PyObject *v, void *c) {
     int t = PyObject_IsTrue(v);
     if (t < 0)
         return -1;
+    /* The receiver opens only with an active route: never one without its key. */
+    if (t && (self->ctx == NULL || self->k.c == NULL)) {
+        PyErr_SetString(PyExc_RuntimeError, "RxRoute not made");
+        return -1;
+    }
     self->active = t;
     return 0;
 }
@@ -675,6 +689,10 @@ static void Receiver_dealloc(Receiver *self) {
 
 static PyObject *Receiver_configure(Receiver *self, PyObject *args) {
     int sock, seg;
+    if (self->ct == NULL || self->plain == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Receiver not made");
+        return NULL;
+    }
     if (configure_args(args, &sock, &seg) < 0)
         return NULL;
     int chunk = seg - HEADER_LEN;
@@ -725,7 +743,7 @@ static PyObject *Receiver_pump(Receiver *self, PyObject *args) {
     PyObject *routes;
     if (!PyArg_ParseTuple(args, "O!", &PyDict_Type, &routes))
         return NULL;
-    if (self->sock < 0) {
+    if (self->sock < 0 || self->iov == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Receiver not configured");
         return NULL;
     }
