@@ -216,6 +216,13 @@ def test_stats_net_io_is_the_sandboxes_own_counters(bhost: NamespaceHost) -> Non
         h.ok("stats", "--no-stream", "--no-trunc", "--format", "{{.ID}}", "idle").strip()
         == (h.api.get("/containers/idle/json")["Id"])
     )
+    # CPU %: a shell spinning shows its share of the machine's CPU time over a second.
+    h.ok("run", "-d", "--name", "busy", "busybox", "sh", "-c", "while :; do :; done")
+    busy = h.ok("stats", "--no-stream", "--format", "{{.CPUPerc}}", "busy").strip()
+    assert busy.endswith("%") and float(busy[:-1]) > 10, busy
+    idle = h.ok("stats", "--no-stream", "--format", "{{.CPUPerc}}", "idle").strip()
+    assert float(idle[:-1]) < 5, idle
+    h.ok("rm", "-f", "busy")
     r = h.cli("stats", "--no-stream", "nosuch", "idle")
     assert (r.returncode, r.stderr) == (
         1,

@@ -139,7 +139,9 @@ def render(fmt: str, entries: list[dict[str, Any]], trunc: bool) -> str:
 
     rows = [row(e, trunc) for e in entries]
     if fmt == "json":
+        # docker marshals a map here: the keys come out sorted.
         fmt = "{{json .}}"
+        rows = [dict(sorted(r.items())) for r in rows]
     return render_table_template(fmt, rows, HEADERS)
 
 
