@@ -727,3 +727,21 @@ for call in (lambda: r.open_into(1, bytes(40), bytes(24), bytearray(40)),
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-500:] or r.returncode
+
+
+def test_the_c_replay_window_decides_as_the_python_one_over_all_64_bits() -> None:
+    """Counters are 64 bits: one with its top bit set (a forged header, in practice) is
+    decided as wire.ReplayWindow does, so its drop is counted by its real reason."""
+    assert FAST is not None
+    for start in (2**63 - 3, 2**64 - 5000):
+        c_win = FAST.RxRoute(KEY, -1, array_of_counters())
+        ref = wire.ReplayWindow()
+        for counter in (5, start, start + 2, start + 1, start + 2, 7, 2**64 - 1, start + 3):
+            ok = ref.check(counter)
+            assert c_win.check(counter) == ok, counter
+            if ok:
+                ref.accept(counter)
+                c_win.accept(counter)
+    # A forged counter's drop: auth_failed on both paths, never replayed.
+    fresh = FAST.RxRoute(KEY, -1, array_of_counters())
+    assert fresh.check(2**63)

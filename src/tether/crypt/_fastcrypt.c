@@ -498,7 +498,8 @@ typedef struct {
     EVP_CIPHER_CTX *ctx;
     int fd;
     int active;
-    int64_t top; /* the newest counter accepted, -1 before the first */
+    uint64_t top; /* the newest counter accepted (all 64 bits: as wire.ReplayWindow) */
+    int any;      /* one was accepted */
     uint64_t bits[WORDS]; /* counter c accepted (within the window): bit c % WINDOW */
     Counters k;
 } RxRoute;
@@ -529,7 +530,8 @@ static int RxRoute_init(RxRoute *self, PyObject *args, PyObject *kw) {
     Py_INCREF(counters);
     self->fd = fd;
     self->active = 1;
-    self->top = -1;
+    self->top = 0;
+    self->any = 0;
     memset(self->bits, 0, sizeof(self->bits));
     return 0;
 }
@@ -546,9 +548,9 @@ static void RxRoute_dealloc(RxRoute *self) {
 /* The replay window (RFC 6479's ring of bits: no shifting).  check before opening, accept
  * after the tag verified: a forged packet never moves the window. */
 static int window_check(RxRoute *r, uint64_t counter) {
-    if ((int64_t)counter > r->top)
+    if (!r->any || counter > r->top)
         return 1;
-    uint64_t behind = (uint64_t)r->top - counter;
+    uint64_t behind = r->top - counter;
     if (behind >= WINDOW)
         return 0;
     uint64_t i = counter % WINDOW;
@@ -556,17 +558,17 @@ static int window_check(RxRoute *r, uint64_t counter) {
 }
 
 static void window_accept(RxRoute *r, uint64_t counter) {
-    if ((int64_t)counter > r->top) {
-        uint64_t from = (uint64_t)(r->top + 1);
-        if (counter - from >= WINDOW) {
+    if (!r->any || counter > r->top) {
+        if (!r->any || counter - r->top > WINDOW) {
             memset(r->bits, 0, sizeof(r->bits));
         } else {
-            for (uint64_t c = from; c < counter; c++) {
+            for (uint64_t c = r->top + 1; c < counter; c++) {
                 uint64_t i = c % WINDOW;
                 r->bits[i / 64] &= ~(1ull << (i % 64));
             }
         }
-        r->top = (int64_t)counter;
+        r->top = counter;
+        r->any = 1;
     }
     uint64_t i = counter % WINDOW;
     r->bits[i / 64] |= 1ull << (i % 64);

@@ -165,7 +165,12 @@ class ReplayWindow:
     def accept(self, counter: int) -> None:
         if counter > self.top:
             shift = counter - self.top
-            self.bits = ((self.bits << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
+            # (A jump past the window forgets it all, without a shift of that many bits.)
+            self.bits = (
+                1
+                if shift >= REPLAY_WINDOW
+                else ((self.bits << shift) | 1) & ((1 << REPLAY_WINDOW) - 1)
+            )
             self.top = counter
         else:
             self.bits |= 1 << (self.top - counter)
