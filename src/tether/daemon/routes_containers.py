@@ -771,7 +771,7 @@ def register_more(router: Router, daemon: Daemon) -> None:
             )
         )
         while True:
-            data = await proc.stdout.read(1 << 16)
+            data = await proc.stdout.read(1 << 20)
             if not data:
                 break
             await write_chunk(req, data)

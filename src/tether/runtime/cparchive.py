@@ -51,6 +51,10 @@ GO_STICKY = 1 << 20
 GO_IRREGULAR = 1 << 19
 
 
+# A megabyte per read and write of an archive (tarfile's own default is 10 KiB).
+BUFSIZE = 1 << 20
+
+
 class CopyError(Exception):
     """A copy that cannot be done, in docker's words."""
 
@@ -187,7 +191,8 @@ def path_stat(path: str, name: str) -> dict[str, object]:
 
 def write_tar(out: IO[bytes], path: str, name: str) -> None:
     """`path` as a tar stream whose entries begin with `name` ("." for a directory's content)."""
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=BUFSIZE) as tar:
+        tar.copybufsize = BUFSIZE  # type: ignore[attr-defined]  # (typeshed lacks it)
         base = _base(path)
         if name == "." or base == "/":
             tar.add(base, arcname=".", recursive=False)
@@ -206,9 +211,14 @@ def _members(
     no_overwrite: bool,
     owner: tuple[int, int] | None,
     forbidden: tuple[list[str], str],
+    rename: tuple[str, str] | None,
 ) -> Iterator[tarfile.TarInfo]:
     root = os.path.realpath(dest)
     for member in tar:
+        if rename is not None:
+            member.name = rebase_name(member.name, *rename)
+            if member.islnk():
+                member.linkname = rebase_name(member.linkname, *rename)
         rel = posixpath.normpath(member.name.lstrip("/"))
         if rel == ".":
             rel = ""
@@ -269,20 +279,23 @@ class _Tar(tarfile.TarFile):
 
 
 def untar(
-    stream: IO[bytes],
+    stream: Any,
     dest: str,
     no_overwrite_dir_nondir: bool = True,
     owner: tuple[int, int] | None = None,
     chown: bool = True,
     forbidden: tuple[list[str], str] = ([], ""),
+    rename: tuple[str, str] | None = None,
 ) -> None:
     """Extract a tar stream into the directory `dest` as dockerd's Untar does: an existing
     directory is never replaced by a file (nor a file by a directory) when
     `no_overwrite_dir_nondir`; other existing entries are replaced; `owner` (uid, gid) for
     every entry, or the archive's own; `chown` False leaves ownership to the process (the
     CLI's NoLchown); no entry may land in the `forbidden` paths (a stopped container's
-    mount points, with its name)."""
-    tar = _Tar.open(fileobj=stream, mode="r|*")
+    mount points, with its name); `rename` (old, new): entries' first element renamed on
+    the way (docker's RebaseArchiveEntries)."""
+    tar = _Tar.open(fileobj=stream, mode="r|*", bufsize=BUFSIZE)
+    tar.copybufsize = BUFSIZE  # type: ignore[attr-defined]  # (typeshed lacks it)
     tar.keep_owner = chown
     if hasattr(tarfile, "fully_trusted_filter"):
         # _members checks every path itself; the newer default filter would change modes.
@@ -290,7 +303,7 @@ def untar(
     try:
         tar.extractall(
             dest,
-            members=_members(tar, dest, no_overwrite_dir_nondir, owner, forbidden),
+            members=_members(tar, dest, no_overwrite_dir_nondir, owner, forbidden, rename),
             numeric_owner=True,
         )
     except tarfile.ReadError as exc:
