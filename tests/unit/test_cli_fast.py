@@ -566,6 +566,7 @@ ALLOWED = {
     "tether.cli",
     "tether.cli.fast",
     "tether.cli.views",
+    "tether.humanize",  # go-units HumanDuration: no imports of its own
     "tether.cli.output",
     "tether.client",
     "tether.wire",

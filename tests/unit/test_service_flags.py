@@ -73,9 +73,14 @@ def test_go_durations_both_ways() -> None:
         "1m30s",
         "500ms",
     ]
-    assert svcopts.human_duration(0.2) == "Less than a second"
-    assert svcopts.human_duration(5) == "5 seconds"
-    assert svcopts.human_duration(70) == "About a minute"
+    from tether.humanize import human_duration
+
+    assert human_duration(0.2) == "Less than a second"
+    assert human_duration(5) == "5 seconds"
+    assert human_duration(70) == "About a minute"
+    # go-units rounds hours half up, and counts years from whole hours.
+    assert human_duration(5400) == "2 hours"
+    assert human_duration(3 * 365 * 86400 + 7200) == "3 years"
 
 
 def test_env_file(tmp_path: pathlib.Path) -> None:

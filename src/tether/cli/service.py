@@ -17,6 +17,7 @@ from tether.cli.context import CliError, Context
 from tether.cli.flags import Command, Flag
 from tether.cli.output import natural_key, parse_filters, render_table_template
 from tether.client import ApiError
+from tether.humanize import human_duration
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
 if TYPE_CHECKING:
@@ -549,7 +550,7 @@ def task_rows(
                 "Node": t["NodeID"],
                 "DesiredState": t["DesiredState"].capitalize(),
                 "CurrentState": (
-                    f"{status['State'].capitalize()} {svcopts.human_duration(since).lower()} ago"
+                    f"{status['State'].capitalize()} {human_duration(since).lower()} ago"
                 ),
                 "Error": f'"{err}"' if err else "",
                 "Ports": ",".join(ports),
@@ -626,10 +627,10 @@ def pretty(svc: dict[str, Any], net_names: dict[str, str]) -> str:
         lines.append(f" State:\t\t{us['State']}")
         now = time.time()
         if us.get("StartedAt"):
-            ago = svcopts.human_duration(now - parse_iso(us["StartedAt"]))
+            ago = human_duration(now - parse_iso(us["StartedAt"]))
             lines.append(f" Started:\t{ago} ago")
         if us["State"] == "completed" and us.get("CompletedAt"):
-            ago = svcopts.human_duration(now - parse_iso(us["CompletedAt"]))
+            ago = human_duration(now - parse_iso(us["CompletedAt"]))
             lines.append(f" Completed:\t{ago} ago")
         lines.append(f" Message:\t{us.get('Message', '')}")
     lines.append("Placement:")

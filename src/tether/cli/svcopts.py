@@ -1,8 +1,7 @@
 """Parsing of `service create|update` values as docker's CLI reads them (pure).
 
 --publish (short `8080:80/udp` and long `published=8080,target=80,protocol=tcp,mode=host`),
---network (a name, or `name=X,alias=Y,driver-opt=K=V`), Go durations (`1m30s`), --env-file,
-and the human durations `service ps` shows ("5 seconds ago").
+--network (a name, or `name=X,alias=Y,driver-opt=K=V`), Go durations (`1m30s`), --env-file.
 """
 
 from __future__ import annotations
@@ -70,34 +69,6 @@ def format_duration(ns: int) -> str:
     if h or m:
         out += f"{int(m)}m"
     return out + f"{s:g}s"
-
-
-def human_duration(seconds: float) -> str:
-    """go-units' HumanDuration (docker's "Running 5 seconds ago", lower-cased by callers)."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(seconds / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 def _port_number(text: str, what: str) -> int:

@@ -15,6 +15,7 @@ import sys
 import time
 
 from tether.cli.output import natural_key
+from tether.humanize import human_duration
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
 if TYPE_CHECKING:
@@ -40,34 +41,6 @@ PS_HEADERS = {
 PS_DEFAULT = (
     "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
 )
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration, which docker ps and images print."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def _ellipsis(text: str, n: int) -> str:

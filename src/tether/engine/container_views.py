@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from tether.api import version as api_version
+from tether.humanize import human_duration
 from tether.netmodes import DEFAULT_NETWORK
 
 # `tether ps` imports this module for human_duration: the model (~20 ms), typing and
@@ -28,34 +29,6 @@ def epoch(ts: str) -> float:
         return datetime.fromisoformat(ts).timestamp()
     except ValueError:
         return 0.0
-
-
-def human_duration(seconds: float) -> str:
-    """Go's units.HumanDuration, which docker ps prints."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def status_text(c: Container, now: float | None = None) -> str:
