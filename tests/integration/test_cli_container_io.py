@@ -150,7 +150,18 @@ def test_cp_in_and_out_keeps_bytes_and_modes(bhost: NamespaceHost) -> None:
         h.ok("start", "stopped")
         inside = h.ok("exec", "stopped", "sh", "-c", "sha256sum /in.bin; ls /vol")
         assert inside.split() == [want["blob.bin"][0], "/in.bin"], inside
-    h.ok("rm", "-f", "box", "stopped")
+
+        # --read-only: only its read-write volumes take a copy (dockerd's words otherwise).
+        h.ok("run", "-d", "--read-only", "--name", "ro", "-v", "rov:/vol", "busybox",
+             "sleep", "3600")  # fmt: skip
+        r = h.cli("cp", os.path.join(src, "sub", "note"), "ro:/tmp")
+        assert (r.returncode, r.stderr) == (
+            1,
+            "Error response from daemon: container rootfs is marked read-only\n",
+        )
+        h.ok("cp", os.path.join(src, "sub", "note"), "ro:/vol")
+        assert h.ok("exec", "ro", "cat", "/vol/note") == "note\n"
+    h.ok("rm", "-f", "box", "stopped", "ro")
 
 
 def _mounts(h: NamespaceHost) -> list[str]:

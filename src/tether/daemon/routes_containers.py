@@ -787,12 +787,28 @@ def register_more(router: Router, daemon: Daemon) -> None:
         if c.config.get("User"):
             flags += (f"user={c.config['User']}",)
         path = req.arg("path") or ""
+        if c.host_config.get("ReadonlyRootfs") and not _in_writable_mount(c, path):
+            raise InvalidParameter("container rootfs is marked read-only")  # dockerd's words
         async with _filesystem(c, path, "put") as where:
             proc = await _helper("put", c, path, b"", flags + where)
             try:
                 return await _receive_archive(req, c, proc)
             finally:
                 await _reap(proc)
+
+    def _in_writable_mount(c: Any, path: str) -> bool:
+        """Whether `path` lies in one of the container's read-write volumes or binds (the
+        only place a --read-only container takes a copy, as dockerd's toVolume)."""
+        import posixpath
+
+        wanted = posixpath.normpath("/" + path.lstrip("/")).rstrip("/") + "/"
+        return any(
+            m.get("RW", True)
+            and wanted.startswith(
+                posixpath.normpath("/" + str(m["Destination"]).lstrip("/")).rstrip("/") + "/"
+            )
+            for m in c.mounts
+        )
 
     async def _receive_archive(req: Request, c: Any, proc: Any) -> Response:
         assert proc.stdin is not None and proc.stderr is not None
