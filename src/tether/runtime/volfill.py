@@ -100,6 +100,27 @@ def image_view(lowerdirs: list[str]) -> int:
         os.close(fs)
 
 
+def _empty_fs() -> int:
+    """A descriptor of a detached, empty, read-only tmpfs (gone when it is closed)."""
+    fs = _check(
+        _libc.syscall(ctypes.c_long(SYS_FSOPEN), ctypes.c_char_p(b"tmpfs"), FSOPEN_CLOEXEC),
+        "fsopen tmpfs",
+    )
+    try:
+        _fsconfig(fs, "", None, FSCONFIG_CMD_CREATE)
+        return _check(
+            _libc.syscall(
+                ctypes.c_long(SYS_FSMOUNT),
+                ctypes.c_int(fs),
+                ctypes.c_uint(FSMOUNT_CLOEXEC),
+                ctypes.c_uint(MOUNT_ATTR_RDONLY),
+            ),
+            "fsmount tmpfs",
+        )
+    finally:
+        os.close(fs)
+
+
 def open_in_root(root: int, path: str) -> int | None:
     """The directory `path` of the tree under `root`, symlinks resolved inside it; None if
     there is none (absent, or not a directory: dockerd copies directories only)."""
@@ -139,9 +160,14 @@ async def fill(data: str, dest: str, lowerdirs: list[str]) -> bool:
     if len(lowerdirs) > 1:
         view = image_view(lowerdirs)
     else:
-        # overlayfs wants two layers without an upper one; a lone (bottom) layer is its
-        # own view (it has nothing below it for a whiteout to hide).
-        view = os.open(lowerdirs[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        # overlayfs wants two layers without an upper one: an empty one goes under a lone
+        # layer.  The layer is not its own view: a whiteout of its tar (.wh.NAME) is an
+        # overlay 0/0 device in it, hidden in the container, and cp would copy it.
+        empty = _empty_fs()
+        try:
+            view = image_view([lowerdirs[0], f"/proc/self/fd/{empty}"])
+        finally:
+            os.close(empty)
     try:
         src = open_in_root(view, dest)
         if src is None:
@@ -157,6 +183,7 @@ async def fill(data: str, dest: str, lowerdirs: list[str]) -> bool:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "LC_ALL": "C"},
             )
             _, err = await proc.communicate()
         finally:
@@ -164,6 +191,16 @@ async def fill(data: str, dest: str, lowerdirs: list[str]) -> bool:
     finally:
         os.close(view)
     if proc.returncode != 0:
-        text = err.decode(errors="replace").strip()
-        raise FillError(text.splitlines()[-1] if text else f"cp exited with {proc.returncode}")
+        lines = err.decode(errors="replace").strip().splitlines()
+        # overlayfs lists a whiteout in a directory that no other layer has (nothing for it
+        # to hide) as a name that cannot be looked up: the container sees no such file, and
+        # cp, which says so and copies the rest, has copied what the container sees.  The
+        # layers are read-only and never change, so ENOENT here means nothing else.
+        if not lines or not all(_is_phantom(line) for line in lines):
+            raise FillError(lines[-1] if lines else f"cp exited with {proc.returncode}")
     return True
+
+
+def _is_phantom(line: str) -> bool:
+    # (cp's words in the C locale, which it runs in; a name is quoted as the shell would)
+    return line.startswith("cp: cannot stat ") and line.endswith(": No such file or directory")
