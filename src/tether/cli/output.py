@@ -90,9 +90,15 @@ def _plain_table(
 
 
 def demux(resp: Response) -> None:
-    """Docker's multiplexed stream (logs, exec) to our stdout/stderr, as it comes."""
+    """Docker's multiplexed stream (logs, exec) to our stdout/stderr, as it comes; a raw
+    one (the log of a container made with a TTY) to stdout as it is."""
     out = sys.stdout.buffer
     err = sys.stderr.buffer
+    if resp.headers.get("content-type", "").startswith("application/vnd.docker.raw-stream"):
+        for chunk in resp.iter_body():
+            out.write(chunk)
+            out.flush()
+        return
     for stream, data in resp.frames():
         target = err if stream == 2 else out
         target.write(data)
