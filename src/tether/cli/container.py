@@ -11,7 +11,7 @@ from tether.cli.context import CliError, Context, api_error
 from tether.cli.flags import Command, Flag
 from tether.cli.output import demux as _demux
 from tether.cli.output import parse_filters, print_inspected, render_table_template
-from tether.cli.views import PS_DEFAULT, PS_HEADERS, host_port, ps_row
+from tether.cli.views import PS_DEFAULT, PS_HEADERS, PS_QUIET_WARNING, host_port, ps_row
 from tether.client import ApiError, quote
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
@@ -530,6 +530,8 @@ def run_ps(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
         items = items[: o["last"]]
     rows = [ps_row(c, o["no_trunc"]) for c in items]
     if o["quiet"]:
+        if o["format"]:
+            sys.stderr.write(PS_QUIET_WARNING)
         sys.stdout.write("".join(r["ID"] + "\n" for r in rows))
         return 0
     fmt = o["format"] or PS_DEFAULT

@@ -145,6 +145,8 @@ def _ps(client: Client, args: "list[str]") -> int:
     items = _get(client, "/containers/json", query)
     rows = [views.ps_row(c, "no_trunc" in f) for c in items]
     if "quiet" in f:
+        if _last(given, "format"):
+            sys.stderr.write(views.PS_QUIET_WARNING)
         sys.stdout.write("".join(r["ID"] + "\n" for r in rows))
         return 0
     fmt = _last(given, "format") or views.PS_DEFAULT

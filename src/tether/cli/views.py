@@ -41,6 +41,8 @@ PS_HEADERS = {
 PS_DEFAULT = (
     "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
 )
+# docker 28's ps -q with any --format: the IDs, and this on stderr.
+PS_QUIET_WARNING = "WARNING: Ignoring custom format, because both --format and --quiet are set.\n"
 
 
 def _ellipsis(text: str, n: int) -> str:
