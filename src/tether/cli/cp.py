@@ -10,6 +10,7 @@ import sys
 
 from tether.cli.context import CliError, Context
 from tether.cli.flags import Command, Flag
+from tether.cli.output import human_size
 from tether.client import ApiError, quote
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
@@ -39,16 +40,6 @@ def resolve_local(path: str) -> str:
     from tether.runtime.cparchive import clean, preserve_trailing
 
     return preserve_trailing(clean(os.path.abspath(path)), path)
-
-
-def human_size(n: float) -> str:
-    """go-units HumanSizeWithPrecision(n, 3), as docker cp's "Successfully copied"."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000
-        i += 1
-    return f"{n:.3g}{units[i]}"
 
 
 def _os_error(exc: OSError) -> CliError:
@@ -156,7 +147,7 @@ class _BodyReader:
 
 def _say_copied(quiet: bool, size: int, where: str) -> None:
     if not quiet:
-        sys.stderr.write(f"Successfully copied {human_size(size)} to {where}\n")
+        sys.stderr.write(f"Successfully copied {human_size(size, 3)} to {where}\n")
 
 
 def copy_info_destination(path: str) -> tuple[str, bool, bool]:

@@ -186,14 +186,15 @@ def for_each_name(names: list[str], act: Callable[[str], object]) -> int:
     return 0
 
 
-def human_size(n: float) -> str:
-    """go-units HumanSize (4 significant digits, decimal units): progress bars, volume prune."""
+def human_size(n: float, precision: int = 4) -> str:
+    """go-units HumanSizeWithPrecision (decimal units): HumanSize's 4 significant digits for
+    progress bars and volume prune, 3 for docker cp's "Successfully copied"."""
     units = ["B", "kB", "MB", "GB", "TB", "PB"]
     i = 0
     while n >= 1000 and i < len(units) - 1:
         n /= 1000
         i += 1
-    return f"{n:.4g}{units[i]}"
+    return f"{n:.{precision}g}{units[i]}"
 
 
 def natural_key(text: str) -> list[Any]:

@@ -64,12 +64,31 @@ def _fsconfig(fs: int, key: str, value: str | None, cmd: int = FSCONFIG_SET_STRI
     )
 
 
+def _fsopen(fstype: str) -> int:
+    return _check(
+        _libc.syscall(ctypes.c_long(SYS_FSOPEN), ctypes.c_char_p(fstype.encode()), FSOPEN_CLOEXEC),
+        f"fsopen {fstype}",
+    )
+
+
+def _fsmount(fs: int, fstype: str) -> int:
+    """The configured filesystem `fs` created and mounted read-only, detached: a descriptor
+    of its root, attached nowhere, gone when it is closed."""
+    _fsconfig(fs, "", None, FSCONFIG_CMD_CREATE)
+    return _check(
+        _libc.syscall(
+            ctypes.c_long(SYS_FSMOUNT),
+            ctypes.c_int(fs),
+            ctypes.c_uint(FSMOUNT_CLOEXEC),
+            ctypes.c_uint(MOUNT_ATTR_RDONLY),
+        ),
+        f"fsmount {fstype}",
+    )
+
+
 def image_view(lowerdirs: list[str]) -> int:
     """A descriptor of a detached read-only overlay of `lowerdirs` (top layer first)."""
-    fs = _check(
-        _libc.syscall(ctypes.c_long(SYS_FSOPEN), ctypes.c_char_p(b"overlay"), FSOPEN_CLOEXEC),
-        "fsopen overlay",
-    )
+    fs = _fsopen("overlay")
     try:
         try:
             # One layer at a time (Linux 6.8+): no limit on the number of layers.
@@ -79,44 +98,18 @@ def image_view(lowerdirs: list[str]) -> int:
             if exc.errno != errno.EINVAL:
                 raise
             os.close(fs)
-            fs = _check(
-                _libc.syscall(
-                    ctypes.c_long(SYS_FSOPEN), ctypes.c_char_p(b"overlay"), FSOPEN_CLOEXEC
-                ),
-                "fsopen overlay",
-            )
+            fs = _fsopen("overlay")
             _fsconfig(fs, "lowerdir", ":".join(lowerdirs))
-        _fsconfig(fs, "", None, FSCONFIG_CMD_CREATE)
-        return _check(
-            _libc.syscall(
-                ctypes.c_long(SYS_FSMOUNT),
-                ctypes.c_int(fs),
-                ctypes.c_uint(FSMOUNT_CLOEXEC),
-                ctypes.c_uint(MOUNT_ATTR_RDONLY),
-            ),
-            "fsmount overlay",
-        )
+        return _fsmount(fs, "overlay")
     finally:
         os.close(fs)
 
 
 def _empty_fs() -> int:
     """A descriptor of a detached, empty, read-only tmpfs (gone when it is closed)."""
-    fs = _check(
-        _libc.syscall(ctypes.c_long(SYS_FSOPEN), ctypes.c_char_p(b"tmpfs"), FSOPEN_CLOEXEC),
-        "fsopen tmpfs",
-    )
+    fs = _fsopen("tmpfs")
     try:
-        _fsconfig(fs, "", None, FSCONFIG_CMD_CREATE)
-        return _check(
-            _libc.syscall(
-                ctypes.c_long(SYS_FSMOUNT),
-                ctypes.c_int(fs),
-                ctypes.c_uint(FSMOUNT_CLOEXEC),
-                ctypes.c_uint(MOUNT_ATTR_RDONLY),
-            ),
-            "fsmount tmpfs",
-        )
+        return _fsmount(fs, "tmpfs")
     finally:
         os.close(fs)
 
