@@ -625,19 +625,14 @@ class DataPath:
             rx: Any = RxState(AESGCM(key))
         else:
             rx = self.fast.RxRoute(key, net.fd, net.stats.a)
-            vni, epoch, src, session = k
-            self.rxtab[socket.inet_aton(src) + struct.pack(">IIQ", vni, epoch, session)] = rx
+            self.rxtab[_rxtab_key(k)] = rx
         self.rx[k] = rx
         return rx
 
     def _drop_rx(self, keys: list[tuple[int, int, str, int]]) -> None:
         for k in keys:
-            rx = self.rx.pop(k, None)
-            if rx is not None and self.fast is not None:
-                vni, epoch, src, session = k
-                self.rxtab.pop(
-                    socket.inet_aton(src) + struct.pack(">IIQ", vni, epoch, session), None
-                )
+            if self.rx.pop(k, None) is not None and self.fast is not None:
+                self.rxtab.pop(_rxtab_key(k), None)
 
     def _current_senders(self) -> None:
         """The C receiver opens only for active senders: a sender whose node has another
@@ -920,6 +915,13 @@ class DataPath:
         for k in [k for k in self.tx_keys if k[0] == vni]:
             del self.tx_keys[k]
         self._drop_rx([k for k in self.rx if k[0] == vni])
+
+
+def _rxtab_key(k: tuple[int, int, str, int]) -> bytes:
+    """What the C receiver looks a sender up by: the node's IPv4 address and header bytes
+    4..19 (network id, epoch, session) of its datagrams."""
+    vni, epoch, src, session = k
+    return socket.inet_aton(src) + struct.pack(">IIQ", vni, epoch, session)
 
 
 def _gather(iov: list[memoryview], n: int) -> bytes:
