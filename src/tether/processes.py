@@ -91,6 +91,10 @@ class HelperClient:
         self.error when there is none)."""
         raise NotImplementedError
 
+    def request(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """One request on the control socket, its reply (self.error when it fails)."""
+        raise NotImplementedError
+
     def _started(self, s: socket.socket, reply: dict[str, Any]) -> None:
         """`s` now talks to the helper (reply: its answer to a ping, {} if none was sent)."""
 
@@ -231,15 +235,15 @@ class HelperClient:
 
     # -- stopping --------------------------------------------------------------------------
 
-    def stop(self, request: Callable[[], object], why: str) -> None:
-        """End the helper: `request` asks it to quit; then it is reaped (if our child) and
-        its socket file removed, so that nothing is left in exec-root."""
+    def stop(self, why: str) -> None:
+        """End the helper: asked to quit, then reaped (if our child) and its socket file
+        removed, so that nothing is left in exec-root."""
         if self.sock is None:
             return
         pid = self.pid
         self.stopping = True
         try:
-            request()
+            self.request({"op": "quit"})
         except self.error:
             pass
         finally:

@@ -88,12 +88,10 @@ class CryptClient(HelperClient):
         except OSError as exc:
             self._lost()
             raise CryptError(f"tether-crypt: {exc}") from None
-        except CryptError:
-            raise
 
     def quit(self) -> None:
         """End the process (no encrypted network is left on this node)."""
-        self.stop(lambda: self.request({"op": "quit"}), "no encrypted network left")
+        self.stop("no encrypted network left")
 
 
 def _exchange(s: socket.socket, msg: dict[str, Any]) -> dict[str, Any]:

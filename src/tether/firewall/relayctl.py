@@ -129,7 +129,7 @@ class RelayClient(HelperClient):
 
     def quit(self) -> None:
         """End the relay (it holds nothing any more)."""
-        self.stop(lambda: self.request({"op": "quit"}), "no published ports left")
+        self.stop("no published ports left")
 
 
 def _entry(key: Key, target: Target) -> dict[str, Any]:
