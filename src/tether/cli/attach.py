@@ -92,7 +92,7 @@ def _answered(resp: Any, timeout: float) -> bool:
 def run_start_attached(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     """docker start -a|-i (start.go): attached before the start, the wait asked for, then
     the start; the container's exit code is ours, a detach leaves it running (0)."""
-    from tether.cli.container import _attach, _detach_bytes, _stream, _wait_status
+    from tether.cli.container import _detach_bytes, start_attached
 
     if len(args) > 1:
         raise CliError("you cannot start and attach multiple containers at once")
@@ -111,20 +111,16 @@ def run_start_attached(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
     stdin = bool(o["interactive"]) and bool(config.get("OpenStdin"))
     if tty and stdin and not sys.stdin.isatty():
         raise CliError("the input device is not a TTY")
-    stream = _attach(ctx, cid, stdin, keys)
-    auto_remove = bool((c.get("HostConfig") or {}).get("AutoRemove"))
-    condition = "removed" if auto_remove else "next-exit"
-    waiting = ctx.open("POST", f"/containers/{cid}/wait", query={"condition": condition})
-    try:
-        ctx.call("POST", f"/containers/{cid}/start")
-    except ApiError as exc:
-        waiting.close()
-        stream.close()
-        raise api_error(exc) from None
-    if _stream(ctx, cid, stream, tty, stdin, keys, sig_proxy=not tty):
-        waiting.close()
-        return 0
-    return _wait_status(waiting)
+    return start_attached(
+        ctx,
+        cid,
+        tty=tty,
+        stdin=stdin,
+        keys=keys,
+        removed=bool((c.get("HostConfig") or {}).get("AutoRemove")),
+        start_error=api_error,
+        sig_proxy=not tty,
+    )
 
 
 ATTACH = Command(

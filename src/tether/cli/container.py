@@ -16,6 +16,7 @@ from tether.client import ApiError, quote
 
 TYPE_CHECKING = False  # see tether/cli/flags.py
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from tether.client import Response
@@ -294,19 +295,42 @@ def run_run(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
             raise _start_error(exc, "run") from None
         print(cid)
         return 0
-    # As docker: attach first (nothing the container writes is missed), then wait (its
-    # headers come back at once), start, and stream until the output ends; the status last.
-    stream = _attach(ctx, cid, o["interactive"], o.get("detach_keys"))
-    condition = "removed" if o["rm"] else "next-exit"
+    return start_attached(
+        ctx,
+        cid,
+        tty=o["tty"],
+        stdin=o["interactive"],
+        keys=o.get("detach_keys"),
+        removed=o["rm"],
+        start_error=lambda exc: _start_error(exc, "run"),
+    )
+
+
+def start_attached(
+    ctx: Context,
+    cid: str,
+    *,
+    tty: bool,
+    stdin: bool,
+    keys: str | None,
+    removed: bool,
+    start_error: Callable[[ApiError], CliError],
+    sig_proxy: bool = True,
+) -> int:
+    """docker run's and start -a's sequence: attach first (nothing the container writes is
+    missed), then wait (its headers come back at once; until removal for an auto-removed
+    container), start, and stream until the output ends; the container's status last, or 0
+    when the user detached."""
+    stream = _attach(ctx, cid, stdin, keys)
+    condition = "removed" if removed else "next-exit"
     waiting = ctx.open("POST", f"/containers/{cid}/wait", query={"condition": condition})
     try:
         ctx.call("POST", f"/containers/{cid}/start")
     except ApiError as exc:
         waiting.close()
         stream.close()
-        raise _start_error(exc, "run") from None
-    detached = _stream(ctx, cid, stream, o["tty"], o["interactive"], o.get("detach_keys"))
-    if detached:
+        raise start_error(exc) from None
+    if _stream(ctx, cid, stream, tty, stdin, keys, sig_proxy=sig_proxy):
         waiting.close()
         return 0
     return _wait_status(waiting)
