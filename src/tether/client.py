@@ -153,15 +153,19 @@ class Response:
 
     def frames(self) -> Iterator[tuple[int, bytes]]:
         """Docker's multiplexed stream: (1 stdout | 2 stderr, data) per 8-byte-headed frame."""
-        buf = b""
+        # Read in place and cut once per chunk: tetherd sends a log's whole history as one
+        # chunk, and cutting each frame off the rest made a long log quadratic.
+        buf = bytearray()
         for chunk in self.iter_body():
             buf += chunk
-            while len(buf) >= 8:
-                size = int.from_bytes(buf[4:8], "big")
-                if len(buf) < 8 + size:
+            off, end = 0, len(buf)
+            while end - off >= 8:
+                size = int.from_bytes(buf[off + 4 : off + 8], "big")
+                if end - off < 8 + size:
                     break
-                yield buf[0], buf[8 : 8 + size]
-                buf = buf[8 + size :]
+                yield buf[off], bytes(buf[off + 8 : off + 8 + size])
+                off += 8 + size
+            del buf[:off]
 
     def lines(self) -> Iterator[str]:
         """The multiplexed stream as text lines (both streams), the last one even unfinished."""
