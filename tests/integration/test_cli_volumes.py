@@ -163,3 +163,33 @@ def test_pause_rename_top_update(bhost: NamespaceHost) -> None:
     assert r.returncode == 1 and "unknown policy 'sometimes'" in r.stderr, r.stderr
     assert h.api.get("/containers/c2/json")["HostConfig"]["RestartPolicy"] == policy
     h.ok("rm", "-f", "c2")
+
+
+def test_rm_v_and_run_rm_remove_anonymous_volumes_only(bhost: NamespaceHost) -> None:
+    """docker rm -v (and --rm's auto-remove, which dockerd does with RemoveVolume) removes
+    the container's anonymous volumes, data and all; named ones stay, and so does an
+    anonymous one another container still mounts (--volumes-from)."""
+    h = bhost
+    h.ok("run", "-d", "--name", "c1", "-v", "/anon", "-v", "keep:/named", "busybox",
+         "sleep", "300")  # fmt: skip
+    anon = [n for n in h.ok("volume", "ls", "-q").split() if n != "keep"]
+    assert len(anon) == 1, anon
+    mountpoint = h.ok("volume", "inspect", "-f", "{{.Mountpoint}}", anon[0]).strip()
+    h.ok("exec", "c1", "sh", "-c", "echo x > /anon/f")
+    assert os.path.exists(os.path.join(mountpoint, "f"))
+    assert h.ok("rm", "-f", "-v", "c1") == "c1\n"
+    assert h.ok("volume", "ls", "-q") == "keep\n"
+    assert not os.path.exists(mountpoint)
+    # --rm: the anonymous volume goes with the container.
+    h.ok("run", "--rm", "-v", "/scratch", "busybox", "sh", "-c", "echo y > /scratch/f")
+    assert h.ok("volume", "ls", "-q") == "keep\n"
+    # Still mounted by another container: it stays (no error), as with dockerd.
+    h.ok("run", "-d", "--name", "c2", "-v", "/shared", "busybox", "sleep", "300")
+    h.ok("run", "-d", "--name", "c3", "--volumes-from", "c2", "busybox", "sleep", "300")
+    shared = [n for n in h.ok("volume", "ls", "-q").split() if n != "keep"]
+    assert len(shared) == 1, shared
+    assert h.ok("rm", "-f", "-v", "c2") == "c2\n"
+    assert sorted(h.ok("volume", "ls", "-q").split()) == sorted(["keep", shared[0]])
+    # Without -v nothing is removed.
+    h.ok("rm", "-f", "c3")
+    assert sorted(h.ok("volume", "ls", "-q").split()) == sorted(["keep", shared[0]])

@@ -516,7 +516,10 @@ def run_kill(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
 
 
 def run_rm(ctx: Context, o: dict[str, Any], args: list[str]) -> int:
-    return _each(ctx, args, "DELETE", "/containers/{}", {"force": 1} if o["force"] else None)
+    query: dict[str, Any] = {"force": 1} if o["force"] else {}
+    if o["volumes"]:
+        query["v"] = 1  # the anonymous volumes too
+    return _each(ctx, args, "DELETE", "/containers/{}", query or None)
 
 
 def run_wait(ctx: Context, o: dict[str, Any], args: list[str]) -> int:

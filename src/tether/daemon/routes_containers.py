@@ -107,7 +107,7 @@ def register(router: Router, daemon: Daemon) -> None:
         return Response(204)
 
     async def remove(req: Request) -> Response:
-        await lifecycle.remove(req.params["id"], req.flag("force"))
+        await lifecycle.remove(req.params["id"], req.flag("force"), volumes=req.flag("v"))
         return Response(204)
 
     async def wait(req: Request) -> Response | None:

@@ -32,7 +32,7 @@ from tether.engine.supervisor import (
     kill_shim_tree,
     running_state,
 )
-from tether.engine.volumes import check_propagation
+from tether.engine.volumes import ANONYMOUS, check_propagation
 from tether.errors import (
     Conflict,
     Forbidden,
@@ -125,7 +125,7 @@ class Lifecycle:
                 # As dockerd: a --rm container whose start failed is removed (its waiters
                 # for "removed", docker run's, are answered).
                 try:
-                    await self._remove(c, force=True)
+                    await self._remove(c, force=True, volumes=True)
                 except TetherError:
                     pass
             raise failure
@@ -521,7 +521,7 @@ class Lifecycle:
             and c.id in self.containers.by_id
         ):
             try:
-                await self._remove(c)
+                await self._remove(c, volumes=True)  # dockerd's auto-remove: RemoveVolume
             except Conflict:  # started again meanwhile: it stays
                 pass
 
@@ -584,11 +584,12 @@ class Lifecycle:
                 await self._start(c)
         return c
 
-    async def remove(self, term: str, force: bool) -> None:
-        await self._remove(self.containers.find(term), force)
+    async def remove(self, term: str, force: bool, volumes: bool = False) -> None:
+        await self._remove(self.containers.find(term), force, volumes)
 
-    async def _remove(self, c: Container, force: bool = False) -> None:
-        """Remove a container; a running one is refused, or with `force` killed first.
+    async def _remove(self, c: Container, force: bool = False, volumes: bool = False) -> None:
+        """Remove a container; a running one is refused, or with `force` killed first;
+        with `volumes` (rm -v, --rm) its anonymous volumes too.
 
         Whether it runs is decided under the container's lock, where a start that got the
         lock first has made it running: checked before waiting, a remove would tear the
@@ -634,9 +635,26 @@ class Lifecycle:
                 self.supervisor.signal(c, signal.SIGKILL)
             # _finish records the exit under the lock: wait for it outside, then look again.
             await run.finished.wait()
+        if volumes:
+            self._remove_anonymous_volumes(c)
         log.info("container removed name=%s id=%s", c.name, c.short_id)
         self.events.publish(ContainerDestroyed(c))
         self._resolve_waiters(c, ("not-running", "next-exit", "removed"), c.state.exit_code)
+
+    def _remove_anonymous_volumes(self, c: Container) -> None:
+        """dockerd's removeMountPoints with rm: the removed container's anonymous volumes
+        go, data and all; named ones stay, and so does one another container still mounts
+        (--volumes-from): not an error."""
+        vols = self.containers.volumes
+        for m in c.mounts:
+            name = str(m.get("Name") or "") if m.get("Type") == "volume" else ""
+            vol = vols.by_name.get(name)
+            if vol is None or ANONYMOUS not in (vol.get("Labels") or {}):
+                continue
+            try:
+                vols.remove(name, self.containers.by_id.values())
+            except Conflict:
+                pass
 
     # -- pause, rename, update --------------------------------------------------------------
 
@@ -931,7 +949,7 @@ class Lifecycle:
                 continue
             if c.state.status == "removing":
                 kill_shim_tree(shim_pid)
-                await self._remove(c)
+                await self._remove(c, volumes=bool(c.host_config.get("AutoRemove")))
                 continue
             child = first_child(shim_pid) if shim_pid else 0
             if child and (c.endpoints or c.sandbox_key or is_host(c.network_mode)):
